@@ -1,0 +1,84 @@
+//! Condition types, condition reasons and event reasons.
+//!
+//! Conditions use the standard `metav1.Condition` shape. Reasons are
+//! CamelCase, as the API conventions require, so that tools can match on them.
+
+/// Condition status values (`metav1.ConditionStatus`).
+pub mod status {
+    /// The condition holds.
+    pub const TRUE: &str = "True";
+    /// The condition does not hold.
+    pub const FALSE: &str = "False";
+    /// Not known yet.
+    pub const UNKNOWN: &str = "Unknown";
+}
+
+/// Condition types ferrolb writes on Services (`status.conditions`).
+pub mod service {
+    /// Whether the Service holds every IP it asked for.
+    pub const ALLOCATED: &str = "ferrolb.io/Allocated";
+    /// Whether an IP of the Service is announced (an L2Advertisement covers its pool).
+    pub const ANNOUNCED: &str = "ferrolb.io/Announced";
+}
+
+/// Condition types ferrolb writes on IPAddressPools.
+pub mod pool {
+    /// Whether the pool's spec is usable; `False` pools are skipped by the allocator.
+    pub const VALID: &str = "Valid";
+}
+
+/// Condition reasons.
+pub mod reason {
+    /// The Service holds its IPs.
+    pub const IP_ALLOCATED: &str = "IPAllocated";
+    /// No pool selects the Service (namespace, labels, autoAssign).
+    pub const NO_POOL_MATCHES: &str = "NoPoolMatches";
+    /// Pools match but none has a free address.
+    pub const POOL_EXHAUSTED: &str = "PoolExhausted";
+    /// A requested IP lies outside every pool.
+    pub const REQUESTED_IP_OUTSIDE_POOLS: &str = "RequestedIPOutsidePools";
+    /// A requested IP is held by a Service it may not share with.
+    pub const REQUESTED_IP_IN_USE: &str = "RequestedIPInUse";
+    /// A ferrolb annotation on the Service cannot be understood.
+    pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
+    /// The Service's own spec makes the request impossible (e.g. families).
+    pub const INVALID_REQUEST: &str = "InvalidRequest";
+    /// `RequireDualStack` but no pool serves both families for the Service.
+    pub const DUAL_STACK_UNAVAILABLE: &str = "DualStackUnavailable";
+    /// The named pool does not exist or is invalid.
+    pub const UNKNOWN_POOL: &str = "UnknownPool";
+    /// An L2Advertisement covers the Service's pool.
+    pub const ADVERTISED: &str = "Advertised";
+    /// No L2Advertisement covers the Service's pool: allocated but never announced.
+    pub const NO_L2_ADVERTISEMENT: &str = "NoL2Advertisement";
+    /// The pool spec parses and does not overlap another pool.
+    pub const POOL_VALID: &str = "PoolValid";
+    /// An entry of `spec.addresses` is not a CIDR or range.
+    pub const INVALID_ADDRESS: &str = "InvalidAddress";
+    /// The pool overlaps another pool.
+    pub const OVERLAP: &str = "Overlap";
+    /// The pool has no addresses.
+    pub const EMPTY: &str = "Empty";
+    /// A selector in the pool's spec is malformed.
+    pub const INVALID_SELECTOR: &str = "InvalidSelector";
+}
+
+/// Event reasons (the `reason` of a Kubernetes Event).
+pub mod event {
+    /// An IP was allocated to the Service.
+    pub const IP_ALLOCATED: &str = "IPAllocated";
+    /// Allocation failed; the note says why.
+    pub const ALLOCATION_FAILED: &str = "AllocationFailed";
+    /// The Service's IP was released.
+    pub const IP_RELEASED: &str = "IPReleased";
+    /// The Service lost its IP because its pool changed or sharing no longer fits.
+    pub const IP_REVOKED: &str = "IPRevoked";
+    /// Allocated, but no L2Advertisement covers the pool.
+    pub const NOT_ANNOUNCED: &str = "NotAnnounced";
+    /// A node started announcing the Service's IP.
+    pub const NODE_ASSIGNED: &str = "nodeAssigned";
+    /// Announcement could not be set up (e.g. a named interface does not exist).
+    pub const ANNOUNCE_FAILED: &str = "AnnounceFailed";
+    /// A pool is invalid and skipped.
+    pub const INVALID_POOL: &str = "InvalidPool";
+}

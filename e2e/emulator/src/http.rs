@@ -1,0 +1,482 @@
+//! HTTP: path routing, query parameters, content negotiation, body limits and
+//! watch streaming on top of the store.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State as AxState};
+use axum::response::Response;
+use http::{HeaderValue, Method, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::{ApiError, ApiResult};
+use crate::selectors::{FieldSelector, LabelSelector, supported_fields};
+use crate::store::{Event, EventType, ListOpts, PatchType, State, Target, WriteOpts};
+use crate::{Inner, lock, table};
+
+pub(crate) fn router(inner: Arc<Inner>) -> Router {
+    Router::new().fallback(handle).with_state(inner)
+}
+
+fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response {
+    let mut r = Response::new(Body::from(v.to_string()));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for w in warnings {
+        if let Ok(h) = HeaderValue::from_str(&format!("299 - {}", json!(w))) {
+            r.headers_mut().append(header::WARNING, h);
+        }
+    }
+    r
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(e.code, &e.status(), &[])
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let query: HashMap<String, String> =
+        parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let header_str =
+        |h: header::HeaderName| parts.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let accept = header_str(header::ACCEPT);
+    let content_type = header_str(header::CONTENT_TYPE);
+    let user_agent = header_str(header::USER_AGENT);
+    let path = parts.uri.path().to_string();
+    let limit = inner.config.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return error_response(&ApiError::too_large(limit)),
+    };
+    let req = Req { method: parts.method, path, query, accept, content_type, user_agent, body };
+    match route(&inner, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+struct Req {
+    method: Method,
+    path: String,
+    query: HashMap<String, String>,
+    accept: String,
+    content_type: String,
+    user_agent: String,
+    body: Bytes,
+}
+
+impl Req {
+    fn q(&self, k: &str) -> Option<&str> {
+        self.query.get(k).map(|s| s.as_str())
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.q(k), Some("true" | "1"))
+    }
+    fn wants_table(&self) -> bool {
+        self.accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    }
+    fn decode_body(&self) -> ApiResult<Value> {
+        if self.body.is_empty() {
+            return Err(ApiError::bad_request("the request body is empty"));
+        }
+        let ct = self.content_type.as_str();
+        let v: Value = if ct.contains("yaml") {
+            serde_yaml::from_slice(&self.body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?
+        } else {
+            serde_json::from_slice(&self.body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))?
+        };
+        Ok(v)
+    }
+    fn write_opts(&self) -> WriteOpts {
+        let default_manager = self.user_agent.split('/').next().unwrap_or("").to_string();
+        WriteOpts {
+            field_manager: self.q("fieldManager").map(String::from).unwrap_or(if default_manager.is_empty() {
+                "unknown".into()
+            } else {
+                default_manager
+            }),
+            dry_run: self.q("dryRun") == Some("All"),
+            field_validation: self.q("fieldValidation").unwrap_or("Warn").to_string(),
+            force: self.flag("force"),
+            explicit_manager: self.q("fieldManager").is_some(),
+        }
+    }
+    fn list_opts(&self, t: &Target) -> ApiResult<ListOpts> {
+        Ok(ListOpts {
+            labels: LabelSelector::parse(self.q("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?,
+            fields: FieldSelector::parse(
+                self.q("fieldSelector").unwrap_or(""),
+                supported_fields(&t.rt.group, &t.rt.plural),
+            )
+            .map_err(ApiError::bad_request)?,
+            limit: match self.q("limit") {
+                Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+                None => 0,
+            },
+            continue_token: self.q("continue").filter(|c| !c.is_empty()).map(String::from),
+            resource_version: self.q("resourceVersion").filter(|c| !c.is_empty()).map(String::from),
+            resource_version_match: self.q("resourceVersionMatch").filter(|c| !c.is_empty()).map(String::from),
+        })
+    }
+}
+
+fn require_typed(body: &Value) -> ApiResult<()> {
+    for k in ["kind", "apiVersion"] {
+        if body.get(k).and_then(|v| v.as_str()).is_none_or(|s| s.is_empty()) {
+            let key = if k == "kind" { "Kind" } else { "apiVersion" };
+            let shown: String = body.to_string().chars().take(200).collect();
+            return Err(ApiError::bad_request(format!("Object '{key}' is missing in '{shown}'")));
+        }
+    }
+    Ok(())
+}
+
+async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
+    let segs: Vec<String> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+    let s: Vec<&str> = segs.iter().map(|s| s.as_str()).collect();
+    let get = req.method == Method::GET;
+    match s.as_slice() {
+        [] if get => {
+            return Ok(json_response(
+                200,
+                &json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]}),
+                &[],
+            ));
+        }
+        ["healthz" | "livez" | "readyz", ..] if get => return Ok(text(StatusCode::OK, "ok")),
+        ["version"] if get => {
+            return Ok(json_response(
+                200,
+                &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-ferrolb-emulator", "gitCommit": "", "gitTreeState": "clean",
+                        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "n/a", "compiler": "rustc", "platform": "linux/amd64"}),
+                &[],
+            ));
+        }
+        ["api"] if get => return Ok(json_response(200, &lock(inner).registry.core_versions(), &[])),
+        ["apis"] if get => return Ok(json_response(200, &lock(inner).registry.group_list(), &[])),
+        ["api", v] if get => {
+            return lock(inner)
+                .registry
+                .resource_list("", v)
+                .map(|l| json_response(200, &l, &[]))
+                .ok_or_else(ApiError::no_route);
+        }
+        ["apis", g] if get => {
+            return lock(inner).registry.group(g).map(|l| json_response(200, &l, &[])).ok_or_else(ApiError::no_route);
+        }
+        ["apis", g, v] if get => {
+            return lock(inner)
+                .registry
+                .resource_list(g, v)
+                .map(|l| json_response(200, &l, &[]))
+                .ok_or_else(ApiError::no_route);
+        }
+        _ => {}
+    }
+    let (group, version, rest) = match s.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::no_route()),
+    };
+    let (legacy_watch, rest) = match rest {
+        ["watch", r @ ..] => (true, r),
+        r => (false, r),
+    };
+    let target = {
+        let st = lock(inner);
+        resolve(&st, group, version, rest)?
+    };
+    let is_watch = legacy_watch || req.flag("watch");
+    match req.method.clone() {
+        Method::GET if is_watch => {
+            let mut opts = req.list_opts(&target)?;
+            if let Some(name) = &target.name {
+                opts.fields.0.push(("metadata.name".into(), true, name.clone()));
+            }
+            watch(inner, &req, target, opts)
+        }
+        Method::GET if target.name.is_some() => {
+            let obj = lock(inner).get(&target)?;
+            if req.wants_table() {
+                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+                let t = table::table(
+                    &target.rt,
+                    &target.version,
+                    &[obj],
+                    &rv,
+                    None,
+                    req.q("includeObject").unwrap_or("Metadata"),
+                );
+                return Ok(json_response(200, &t, &[]));
+            }
+            Ok(json_response(200, &obj, &[]))
+        }
+        Method::GET => {
+            let opts = req.list_opts(&target)?;
+            let (items, rv, cont) = lock(inner).list(&target, &opts)?;
+            if req.wants_table() {
+                let t = table::table(
+                    &target.rt,
+                    &target.version,
+                    &items,
+                    &rv,
+                    cont.as_deref(),
+                    req.q("includeObject").unwrap_or("Metadata"),
+                );
+                return Ok(json_response(200, &t, &[]));
+            }
+            let mut meta = json!({"resourceVersion": rv});
+            if let Some(c) = cont {
+                meta["continue"] = json!(c);
+            }
+            let list = json!({"kind": target.rt.list_kind, "apiVersion": target.rt.api_version(&target.version), "metadata": meta, "items": items});
+            Ok(json_response(200, &list, &[]))
+        }
+        Method::POST if target.name.is_none() => {
+            let body = req.decode_body()?;
+            require_typed(&body)?;
+            let w = mutate(inner, |st| st.create(&target, body, &req.write_opts()))?;
+            Ok(json_response(w.code, &w.object, &w.warnings))
+        }
+        Method::PUT if target.name.is_some() => {
+            let body = req.decode_body()?;
+            require_typed(&body)?;
+            let w = mutate(inner, |st| st.update(&target, body, &req.write_opts()))?;
+            Ok(json_response(w.code, &w.object, &w.warnings))
+        }
+        Method::PATCH if target.name.is_some() => {
+            let ct = req.content_type.split(';').next().unwrap_or("").trim().to_string();
+            let kind = match ct.as_str() {
+                "application/merge-patch+json" => PatchType::Merge,
+                "application/json-patch+json" => PatchType::Json,
+                "application/strategic-merge-patch+json" => PatchType::Strategic,
+                "application/apply-patch+yaml" | "application/apply-patch+json" | "application/apply-patch+cbor" => {
+                    PatchType::Apply
+                }
+                other => return Err(ApiError::unsupported_media_type(other)),
+            };
+            let body = req.decode_body()?;
+            let w = mutate(inner, |st| st.patch(&target, kind, body, &req.write_opts()))?;
+            Ok(json_response(w.code, &w.object, &w.warnings))
+        }
+        Method::DELETE if target.name.is_some() => {
+            let options = if req.body.is_empty() { Value::Null } else { req.decode_body()? };
+            let dry = req.q("dryRun") == Some("All")
+                || options["dryRun"].as_array().is_some_and(|a| a.contains(&json!("All")));
+            let obj = mutate(inner, |st| st.delete(&target, &options, dry))?;
+            Ok(json_response(200, &obj, &[]))
+        }
+        Method::DELETE => {
+            let opts = req.list_opts(&target)?;
+            let items = mutate(inner, |st| st.delete_collection(&target, &opts, req.q("dryRun") == Some("All")))?;
+            let list = json!({"kind": target.rt.list_kind, "apiVersion": target.rt.api_version(&target.version), "metadata": {}, "items": items});
+            Ok(json_response(200, &list, &[]))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// Run a write under the lock and publish the events it produced, in order, before unlocking.
+fn mutate<T>(inner: &Inner, f: impl FnOnce(&mut State) -> ApiResult<T>) -> ApiResult<T> {
+    let mut st = lock(inner);
+    let r = f(&mut st);
+    for ev in st.pending.drain(..) {
+        let _ = inner.events.send(ev);
+    }
+    r
+}
+
+fn resolve(st: &State, group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
+    let (namespace, plural, name, sub) = match rest {
+        ["namespaces", ns, res, tail @ ..]
+            if st.registry.lookup(group, version, res).is_some_and(|rt| rt.namespaced) =>
+        {
+            (Some(ns.to_string()), *res, tail.first().copied(), tail.get(1).copied())
+        }
+        [res, tail @ ..] => (None, *res, tail.first().copied(), tail.get(1).copied()),
+        [] => return Err(ApiError::no_route()),
+    };
+    if rest.len() > 5 {
+        return Err(ApiError::no_route());
+    }
+    let rt = st.registry.lookup(group, version, plural).ok_or_else(ApiError::no_route)?;
+    if let Some(s) = sub
+        && (s != "status" || !rt.status_subresource)
+    {
+        return Err(ApiError::no_route());
+    }
+    if rt.namespaced && namespace.is_none() && name.is_some() {
+        return Err(ApiError::no_route());
+    }
+    Ok(Target {
+        rt,
+        version: version.to_string(),
+        namespace,
+        name: name.map(String::from),
+        subresource: sub.map(String::from),
+    })
+}
+
+fn event_line(kind: &str, object: &Value) -> Bytes {
+    let mut s = json!({"type": kind, "object": object}).to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+/// Whether an event is visible to a watch, and as what (selector transitions included).
+fn visible(ev: &Event, t: &Target, opts: &ListOpts) -> Option<EventType> {
+    if ev.key.0 != t.rt.group || ev.key.1 != t.rt.plural {
+        return None;
+    }
+    let ns = t.namespace.as_deref().filter(|_| t.rt.namespaced);
+    let now = opts.matches(ns, &ev.object);
+    match (ev.kind, &ev.old) {
+        (EventType::Modified, Some(old)) => match (opts.matches(ns, old), now) {
+            (true, true) => Some(EventType::Modified),
+            (false, true) => Some(EventType::Added),
+            (true, false) => Some(EventType::Deleted),
+            (false, false) => None,
+        },
+        (k, _) => now.then_some(k),
+    }
+}
+
+fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts) -> ApiResult<Response> {
+    let send_initial = req.flag("sendInitialEvents");
+    if send_initial && req.q("resourceVersionMatch") != Some("NotOlderThan") {
+        return Err(ApiError::invalid(
+            "ListOptions",
+            "meta.k8s.io",
+            "",
+            vec![crate::error::FieldError::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )],
+        ));
+    }
+    let bookmarks = req.flag("allowWatchBookmarks");
+    let table_cols = req.wants_table().then(|| t.rt.version(&t.version).map(|v| v.columns.clone()).unwrap_or_default());
+    let timeout = req
+        .q("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let av = t.rt.api_version(&t.version);
+    let kind = t.rt.kind.clone();
+    let render = {
+        let av = av.clone();
+        let kind = kind.clone();
+        let cols = table_cols.clone();
+        move |obj: &Value| -> Value {
+            let mut o = obj.clone();
+            o["apiVersion"] = json!(av);
+            o["kind"] = json!(kind);
+            match &cols {
+                Some(c) => {
+                    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": o["metadata"]["resourceVersion"]},
+                                  "columnDefinitions": table::column_definitions(c), "rows": [table::row(&o, c, "Object")]})
+                }
+                None => o,
+            }
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(256);
+    let mut first: Vec<Bytes> = Vec::new();
+    let (mut sub, start_rv) = {
+        let st = lock(inner);
+        let current = st.resource_version();
+        let requested = opts.resource_version.as_deref().unwrap_or("");
+        let start_rv = if send_initial || requested.is_empty() || requested == "0" {
+            for obj in st.matching(&t, &opts) {
+                first.push(event_line("ADDED", &render(&obj)));
+            }
+            if send_initial {
+                let bm = json!({"kind": kind, "apiVersion": av, "metadata": {"resourceVersion": current.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
+                first.push(event_line("BOOKMARK", &bm));
+            }
+            current
+        } else {
+            let Ok(rv) = requested.parse::<u64>() else {
+                return Err(ApiError::bad_request(format!("invalid resource version: {requested:?}")));
+            };
+            match st.events_since(rv) {
+                None => {
+                    let gone = ApiError::gone(format!("too old resource version: {rv} ({})", st.compacted() + 1));
+                    first.push(event_line("ERROR", &gone.status()));
+                    drop(st);
+                    let body = Body::from_stream(futures::stream::iter(first.into_iter().map(Ok::<_, Infallible>)));
+                    return Ok(stream_response(body));
+                }
+                Some(evs) => {
+                    for ev in evs {
+                        if let Some(k) = visible(&ev, &t, &opts) {
+                            first.push(event_line(k.as_str(), &render(&ev.object)));
+                        }
+                    }
+                    current
+                }
+            }
+        };
+        (inner.events.subscribe(), start_rv)
+    };
+    let mut closer = inner.close_watches.subscribe();
+    let interval = inner.config.bookmark_interval;
+    tokio::spawn(async move {
+        for line in first {
+            if tx.send(Ok(line)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut last_rv = start_rv;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = closer.changed() => return,
+                _ = tx.closed() => return,
+                _ = ticker.tick(), if bookmarks => {
+                    let bm = json!({"kind": kind, "apiVersion": av, "metadata": {"resourceVersion": last_rv.to_string()}});
+                    if tx.send(Ok(event_line("BOOKMARK", &bm))).await.is_err() { return; }
+                }
+                ev = sub.recv() => match ev {
+                    Ok(ev) => {
+                        if ev.rv <= start_rv { continue; }
+                        last_rv = ev.rv;
+                        if let Some(k) = visible(&ev, &t, &opts)
+                            && tx.send(Ok(event_line(k.as_str(), &render(&ev.object)))).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A watcher that falls behind is cut off; it resumes from its last rv like any client.
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(stream_response(body))
+}
+
+fn stream_response(body: Body) -> Response {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r
+}

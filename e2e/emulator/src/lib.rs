@@ -1,0 +1,135 @@
+//! ferrolb-emulator: a Kubernetes API-server emulator for ferrolb's tests and sandbox.
+//!
+//! There is no kube-apiserver on the machines ferrolb is developed on, so this
+//! crate stands in for one, behaving like the real server wherever a client
+//! (kube-runtime, kubectl) can tell: resourceVersions from one counter, watches
+//! that resume or answer 410, bookmarks, the `/status` subresource, patches of
+//! every kind including server-side apply, finalizers, selectors, discovery,
+//! CRDs, Table output, and Service ClusterIP/NodePort allocation.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let emu = ferrolb_emulator::Emulator::new(Default::default());
+//! // In-process: kube::Client::new(emu.router(), "default")
+//! // Over TCP:
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! emu.serve(listener).await.unwrap();
+//! # }
+//! ```
+
+pub mod error;
+mod http;
+pub mod patch;
+pub mod resources;
+pub mod selectors;
+pub mod services;
+pub mod store;
+pub mod table;
+pub mod validation;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub use services::ServiceConfig;
+use store::{Event, State};
+use tokio::sync::broadcast;
+
+/// Emulator settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How many events are kept for watch resumption; older resourceVersions get 410 Gone.
+    pub history_limit: usize,
+    /// Service networking: ClusterIP ranges and the NodePort range.
+    pub services: ServiceConfig,
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_interval: Duration,
+    /// Largest request body accepted (the real server's limit is 3 MiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            history_limit: 10_000,
+            services: ServiceConfig::default(),
+            bookmark_interval: Duration::from_secs(5),
+            max_body_bytes: 3 * 1024 * 1024,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    state: Mutex<State>,
+    events: broadcast::Sender<Arc<Event>>,
+    close_watches: tokio::sync::watch::Sender<u64>,
+    config: Config,
+}
+
+/// A running emulated API server; cheap to clone, all clones share state.
+#[derive(Clone)]
+pub struct Emulator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator").field("resource_version", &self.resource_version()).finish()
+    }
+}
+
+impl Emulator {
+    /// A fresh server with the built-in types and the default namespaces.
+    pub fn new(config: Config) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        let (close_watches, _) = tokio::sync::watch::channel(0);
+        let state = State::new(config.history_limit, config.services.clone());
+        Emulator { inner: Arc::new(Inner { state: Mutex::new(state), events, close_watches, config }) }
+    }
+
+    /// The HTTP service: use with `kube::Client::new(emu.router(), "default")` or serve it.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.inner.clone())
+    }
+
+    /// Serve HTTP on `listener` until the task is dropped.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().resource_version()
+    }
+
+    /// Drop the whole watch history, so that resuming any earlier watch answers 410 Gone.
+    pub fn compact_history(&self) {
+        self.lock().compact();
+    }
+
+    /// End every open watch stream, as an API server restart or a load balancer would.
+    pub fn close_watches(&self) {
+        self.inner.close_watches.send_modify(|g| *g += 1);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.inner)
+    }
+}
+
+pub(crate) fn lock(inner: &Inner) -> MutexGuard<'_, State> {
+    // A panic while holding the lock would be an emulator bug; keep serving with the state as is.
+    inner.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Write a kubeconfig pointing at `server` (e.g. `http://127.0.0.1:6443`).
+pub fn write_kubeconfig(path: &std::path::Path, server: &str) -> std::io::Result<()> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ferrolb-emulator\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: ferrolb-emulator\n  context:\n    cluster: ferrolb-emulator\n    user: ferrolb\n    namespace: default\n\
+         current-context: ferrolb-emulator\nusers:\n- name: ferrolb\n  user: {{}}\npreferences: {{}}\n"
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text)
+}

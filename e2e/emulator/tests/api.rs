@@ -1,0 +1,559 @@
+//! API-server semantics over HTTP, each as a client would observe it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ferrolb_emulator::{Config, Emulator};
+use serde_json::{Value, json};
+
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+const POOLS: &str = "/apis/ferrolb.io/v1beta1/namespaces/default/ipaddresspools";
+
+fn emu() -> Emulator {
+    Emulator::new(Config::default())
+}
+
+async fn with_pool_crd(emu: &Emulator) {
+    let r = post(emu, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", &pool_crd()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+#[tokio::test]
+async fn objects_get_identity_and_monotonic_resource_versions() {
+    let emu = emu();
+    let a = post(&emu, CMS, &cm("a", json!({}))).await;
+    assert_eq!(a.status, 201);
+    let b = post(&emu, CMS, &cm("b", json!({}))).await;
+    let meta = &a.body["metadata"];
+    assert_eq!(meta["namespace"], "default");
+    assert_eq!(meta["generation"], 1);
+    assert!(meta["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(meta["creationTimestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(rv(&b.body) > rv(&a.body));
+    let list = get(&emu, CMS).await;
+    assert_eq!(list.body["kind"], "ConfigMapList");
+    let list_rv: u64 = list.body["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    assert!(list_rv >= rv(&b.body));
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn label_and_field_selectors_filter_lists() {
+    let emu = emu();
+    post(&emu, CMS, &cm("web", json!({"app": "web", "tier": "front"}))).await;
+    post(&emu, CMS, &cm("db", json!({"app": "db"}))).await;
+    post(&emu, CMS, &cm("bare", json!({}))).await;
+    let names = |v: &Value| -> Vec<String> {
+        v["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect()
+    };
+    let q =
+        |sel: &str| format!("{CMS}?labelSelector={}", sel.replace(' ', "%20").replace('!', "%21").replace('=', "%3D"));
+    assert_eq!(names(&get(&emu, &q("app=web")).await.body), ["web"]);
+    assert_eq!(names(&get(&emu, &q("app!=web")).await.body), ["bare", "db"]);
+    assert_eq!(names(&get(&emu, &q("app in (web,db)")).await.body), ["db", "web"]);
+    assert_eq!(names(&get(&emu, &q("app notin (web)")).await.body), ["bare", "db"]);
+    assert_eq!(names(&get(&emu, &q("tier")).await.body), ["web"]);
+    assert_eq!(names(&get(&emu, &q("!app")).await.body), ["bare"]);
+    assert_eq!(names(&get(&emu, &format!("{CMS}?fieldSelector=metadata.name%3Ddb")).await.body), ["db"]);
+    assert_eq!(names(&get(&emu, "/api/v1/configmaps?fieldSelector=metadata.namespace%3Ddefault").await.body).len(), 3);
+    let bad = get(&emu, &format!("{CMS}?fieldSelector=data.k%3Dv")).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.body["kind"], "Status");
+}
+
+#[tokio::test]
+async fn lists_paginate_with_limit_and_continue() {
+    let emu = emu();
+    for i in 0..5 {
+        post(&emu, CMS, &cm(&format!("c{i}"), json!({}))).await;
+    }
+    let mut seen = Vec::new();
+    let mut uri = format!("{CMS}?limit=2");
+    loop {
+        let page = get(&emu, &uri).await.body;
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()));
+        match page["metadata"]["continue"].as_str() {
+            Some(c) => uri = format!("{CMS}?limit=2&continue={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["c0", "c1", "c2", "c3", "c4"]);
+}
+
+#[tokio::test]
+async fn watch_streams_changes_and_resumes_from_a_resource_version() {
+    let emu = emu();
+    let a = post(&emu, CMS, &cm("a", json!({}))).await;
+    let start = rv(&a.body);
+    let (code, mut w) = watch(&emu, &format!("{CMS}?watch=true&resourceVersion={start}")).await;
+    assert_eq!(code, 200);
+    let mut upd = a.body.clone();
+    upd["data"]["k"] = json!("changed");
+    assert_eq!(put(&emu, &format!("{CMS}/a"), &upd).await.status, 200);
+    delete(&emu, &format!("{CMS}/a")).await;
+    let e1 = w.next_change().await;
+    assert_eq!(e1["type"], "MODIFIED");
+    assert_eq!(e1["object"]["data"]["k"], "changed");
+    let e2 = w.next_change().await;
+    assert_eq!(e2["type"], "DELETED");
+    assert!(rv(&e2["object"]) > rv(&e1["object"]));
+    // A second watch from the original rv replays both events from history.
+    let (_, mut replay) = watch(&emu, &format!("{CMS}?watch=1&resourceVersion={start}")).await;
+    assert_eq!(replay.next_change().await["type"], "MODIFIED");
+    assert_eq!(replay.next_change().await["type"], "DELETED");
+}
+
+#[tokio::test]
+async fn watch_without_resource_version_starts_with_synthetic_adds() {
+    let emu = emu();
+    post(&emu, CMS, &cm("a", json!({"app": "x"}))).await;
+    post(&emu, CMS, &cm("b", json!({"app": "y"}))).await;
+    let (_, mut w) = watch(&emu, &format!("{CMS}?watch=true&labelSelector=app%3Dx")).await;
+    let e = w.next_change().await;
+    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("a")));
+    // b starts matching: the watcher sees it ADDED; a stops matching: DELETED.
+    patch(&emu, &format!("{CMS}/b"), "application/merge-patch+json", &json!({"metadata": {"labels": {"app": "x"}}}))
+        .await;
+    let e = w.next_change().await;
+    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("b")));
+    patch(&emu, &format!("{CMS}/a"), "application/merge-patch+json", &json!({"metadata": {"labels": {"app": "z"}}}))
+        .await;
+    let e = w.next_change().await;
+    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("DELETED"), Some("a")));
+}
+
+#[tokio::test]
+async fn watch_from_compacted_history_answers_410_gone() {
+    let emu = Emulator::new(Config { history_limit: 3, ..Config::default() });
+    let first = post(&emu, CMS, &cm("a", json!({}))).await;
+    for i in 0..10 {
+        post(&emu, CMS, &cm(&format!("n{i}"), json!({}))).await;
+    }
+    let (code, mut w) = watch(&emu, &format!("{CMS}?watch=true&resourceVersion={}", rv(&first.body))).await;
+    assert_eq!(code, 200, "the real server reports 410 inside the stream");
+    let e = w.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(e["type"], "ERROR");
+    assert_eq!(e["object"]["code"], 410);
+    assert_eq!(e["object"]["reason"], "Expired");
+    assert!(w.next_within(Duration::from_secs(5)).await.is_none(), "stream ends after the error");
+    // A recent rv still resumes.
+    let now = emu.resource_version();
+    let (_, mut ok) = watch(&emu, &format!("{CMS}?watch=true&resourceVersion={now}")).await;
+    post(&emu, CMS, &cm("later", json!({}))).await;
+    assert_eq!(ok.next_change().await["object"]["metadata"]["name"], "later");
+}
+
+#[tokio::test]
+async fn streaming_list_ends_initial_events_with_annotated_bookmark() {
+    let emu = emu();
+    post(&emu, CMS, &cm("a", json!({}))).await;
+    let bad = get(&emu, &format!("{CMS}?watch=true&sendInitialEvents=true")).await;
+    assert_eq!(bad.status, 422, "sendInitialEvents needs resourceVersionMatch=NotOlderThan");
+    let (_, mut w) = watch(
+        &emu,
+        &format!("{CMS}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"),
+    )
+    .await;
+    let e = w.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(e["type"], "ADDED");
+    let b = w.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b["type"], "BOOKMARK");
+    assert_eq!(b["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    assert_eq!(rv(&b["object"]), emu.resource_version());
+}
+
+#[tokio::test]
+async fn periodic_bookmarks_and_timeout_seconds() {
+    let emu = Emulator::new(Config { bookmark_interval: Duration::from_millis(100), ..Config::default() });
+    let now = emu.resource_version();
+    let (_, mut w) =
+        watch(&emu, &format!("{CMS}?watch=true&resourceVersion={now}&allowWatchBookmarks=true&timeoutSeconds=1")).await;
+    let b = w.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(b["type"], "BOOKMARK");
+    assert_eq!(b["object"]["kind"], "ConfigMap");
+    assert_eq!(rv(&b["object"]), now);
+    let started = tokio::time::Instant::now();
+    while w.next_within(Duration::from_secs(5)).await.is_some() {}
+    assert!(started.elapsed() < Duration::from_secs(3), "timeoutSeconds=1 ends the stream");
+    // Without allowWatchBookmarks, none arrive.
+    let (_, mut quiet) = watch(&emu, &format!("{CMS}?watch=true&resourceVersion={now}&timeoutSeconds=1")).await;
+    assert!(quiet.next_within(Duration::from_secs(5)).await.is_none());
+}
+
+#[tokio::test]
+async fn put_and_patch_with_stale_resource_version_conflict() {
+    let emu = emu();
+    let a = post(&emu, CMS, &cm("a", json!({}))).await.body;
+    let mut first = a.clone();
+    first["data"]["k"] = json!("1");
+    assert_eq!(put(&emu, &format!("{CMS}/a"), &first).await.status, 200);
+    let mut stale = a.clone();
+    stale["data"]["k"] = json!("2");
+    let r = put(&emu, &format!("{CMS}/a"), &stale).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.body["reason"], "Conflict");
+    assert!(r.body["message"].as_str().unwrap().contains("the object has been modified"));
+    let r = patch(
+        &emu,
+        &format!("{CMS}/a"),
+        "application/merge-patch+json",
+        &json!({"metadata": {"resourceVersion": a["metadata"]["resourceVersion"]}, "data": {"k": "3"}}),
+    )
+    .await;
+    assert_eq!(r.status, 409);
+    assert_eq!(get(&emu, &format!("{CMS}/a")).await.body["data"]["k"], "1");
+}
+
+#[tokio::test]
+async fn no_op_writes_keep_the_resource_version() {
+    let emu = emu();
+    let a = post(&emu, CMS, &cm("a", json!({}))).await.body;
+    let r = patch(&emu, &format!("{CMS}/a"), "application/merge-patch+json", &json!({"data": {"k": "v"}})).await;
+    assert_eq!(rv(&r.body), rv(&a));
+}
+
+#[tokio::test]
+async fn json_patch_test_and_strategic_merge() {
+    let emu = emu();
+    post(&emu, CMS, &cm("a", json!({}))).await;
+    let ok = patch(
+        &emu,
+        &format!("{CMS}/a"),
+        "application/json-patch+json",
+        &json!([{"op": "test", "path": "/data/k", "value": "v"}, {"op": "replace", "path": "/data/k", "value": "w"}]),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body["data"]["k"], "w");
+    let failed = patch(&emu, &format!("{CMS}/a"), "application/json-patch+json",
+        &json!([{"op": "test", "path": "/data/k", "value": "nope"}, {"op": "replace", "path": "/data/k", "value": "x"}])).await;
+    assert_eq!(failed.status, 422);
+    assert_eq!(get(&emu, &format!("{CMS}/a")).await.body["data"]["k"], "w");
+    let smp = patch(
+        &emu,
+        &format!("{CMS}/a"),
+        "application/strategic-merge-patch+json",
+        &json!({"metadata": {"finalizers": ["x.io/y"]}}),
+    )
+    .await;
+    assert_eq!(smp.body["metadata"]["finalizers"], json!(["x.io/y"]));
+    with_pool_crd(&emu).await;
+    let p = post(&emu, POOLS, &json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "p"}, "spec": {"addresses": ["198.51.100.0/24"]}})).await;
+    assert_eq!(p.status, 201, "{}", p.body);
+    let r = patch(
+        &emu,
+        &format!("{POOLS}/p"),
+        "application/strategic-merge-patch+json",
+        &json!({"spec": {"autoAssign": false}}),
+    )
+    .await;
+    assert_eq!(r.status, 415, "strategic merge is not supported for custom resources");
+    let bogus = call(&emu, "PATCH", &format!("{CMS}/a"), "text/plain", "x").await;
+    assert_eq!(bogus.status, 415);
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_tracks_managers_and_conflicts() {
+    let emu = emu();
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  a: \"1\"\n  b: \"2\"\n";
+    let r = call(&emu, "PATCH", &format!("{CMS}/applied?fieldManager=one"), "application/apply-patch+yaml", yaml).await;
+    assert_eq!(r.status, 201, "apply creates: {}", r.body);
+    let mf = &r.body["metadata"]["managedFields"][0];
+    assert_eq!(mf["manager"], "one");
+    assert_eq!(mf["operation"], "Apply");
+    assert!(mf["fieldsV1"]["f:data"]["f:a"].is_object());
+    let missing = call(&emu, "PATCH", &format!("{CMS}/applied"), "application/apply-patch+yaml", yaml).await;
+    assert_eq!(missing.status, 400, "apply needs a fieldManager");
+    let other = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  a: \"9\"\n";
+    let c =
+        call(&emu, "PATCH", &format!("{CMS}/applied?fieldManager=two"), "application/apply-patch+yaml", other).await;
+    assert_eq!(c.status, 409);
+    assert_eq!(c.body["details"]["causes"][0]["field"], ".data.a");
+    let f = call(
+        &emu,
+        "PATCH",
+        &format!("{CMS}/applied?fieldManager=two&force=true"),
+        "application/apply-patch+yaml",
+        other,
+    )
+    .await;
+    assert_eq!(f.status, 200);
+    assert_eq!(f.body["data"], json!({"a": "9", "b": "2"}));
+    // Manager one stops applying b: b goes, since nobody else owns it.
+    let shrink = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata: {}\n";
+    let s =
+        call(&emu, "PATCH", &format!("{CMS}/applied?fieldManager=one"), "application/apply-patch+yaml", shrink).await;
+    assert_eq!(s.body["data"], json!({"a": "9"}));
+}
+
+#[tokio::test]
+async fn status_subresource_is_separate_from_spec() {
+    let emu = emu();
+    with_pool_crd(&emu).await;
+    let created = post(
+        &emu,
+        POOLS,
+        &json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "p"},
+        "spec": {"addresses": ["198.51.100.0/24"]}, "status": {"assignedIPv4": 5}}),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    assert!(created.body.get("status").is_none(), "status on create is dropped");
+    let mut obj = created.body.clone();
+    obj["status"] = json!({"assignedIPv4": 3});
+    let st = put(&emu, &format!("{POOLS}/p/status"), &obj).await;
+    assert_eq!(st.status, 200);
+    assert_eq!(st.body["status"]["assignedIPv4"], 3);
+    assert_eq!(st.body["metadata"]["generation"], 1, "status writes do not bump generation");
+    let mut spec_write = st.body.clone();
+    spec_write["spec"]["autoAssign"] = json!(false);
+    spec_write["status"]["assignedIPv4"] = json!(99);
+    let sp = put(&emu, &format!("{POOLS}/p"), &spec_write).await;
+    assert_eq!(sp.body["status"]["assignedIPv4"], 3, "writes to the main resource ignore status");
+    assert_eq!(sp.body["spec"]["autoAssign"], false);
+    assert_eq!(sp.body["metadata"]["generation"], 2);
+    let mut status_with_spec = sp.body.clone();
+    status_with_spec["spec"]["autoAssign"] = json!(true);
+    status_with_spec["status"]["assignedIPv4"] = json!(4);
+    let st2 = put(&emu, &format!("{POOLS}/p/status"), &status_with_spec).await;
+    assert_eq!(st2.body["spec"]["autoAssign"], false, "status writes ignore spec");
+    assert_eq!(st2.body["status"]["assignedIPv4"], 4);
+    let ms = patch(
+        &emu,
+        &format!("{POOLS}/p/status"),
+        "application/merge-patch+json",
+        &json!({"status": {"availableIPv4": 250}}),
+    )
+    .await;
+    assert_eq!(ms.body["status"]["availableIPv4"], 250);
+    let ssa = call(
+        &emu,
+        "PATCH",
+        &format!("{POOLS}/p/status?fieldManager=ferrolb-controller&force=true"),
+        "application/apply-patch+yaml",
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: p\nstatus:\n  assignedIPv6: 7\n",
+    )
+    .await;
+    assert_eq!(ssa.status, 200, "{}", ssa.body);
+    assert_eq!(ssa.body["status"]["assignedIPv6"], 7);
+    let mf = ssa.body["metadata"]["managedFields"].as_array().unwrap();
+    assert!(mf.iter().any(|m| m["manager"] == "ferrolb-controller" && m["subresource"] == "status"));
+}
+
+#[tokio::test]
+async fn finalizers_delay_deletion_until_removed() {
+    let emu = emu();
+    let mut c = cm("f", json!({}));
+    c["metadata"]["finalizers"] = json!(["ferrolb.io/test"]);
+    post(&emu, CMS, &c).await;
+    let (_, mut w) = watch(&emu, &format!("{CMS}?watch=true&resourceVersion={}", emu.resource_version())).await;
+    let d = delete(&emu, &format!("{CMS}/f")).await;
+    assert_eq!(d.status, 200);
+    assert!(d.body["metadata"]["deletionTimestamp"].is_string());
+    let still = get(&emu, &format!("{CMS}/f")).await;
+    assert_eq!(still.status, 200);
+    assert_eq!(w.next_change().await["type"], "MODIFIED");
+    let add = patch(
+        &emu,
+        &format!("{CMS}/f"),
+        "application/merge-patch+json",
+        &json!({"metadata": {"finalizers": ["ferrolb.io/test", "other.io/x"]}}),
+    )
+    .await;
+    assert_eq!(add.status, 422, "no new finalizers on an object being deleted");
+    let rm =
+        patch(&emu, &format!("{CMS}/f"), "application/merge-patch+json", &json!({"metadata": {"finalizers": null}}))
+            .await;
+    assert_eq!(rm.status, 200);
+    assert_eq!(w.next_change().await["type"], "MODIFIED");
+    assert_eq!(w.next_change().await["type"], "DELETED");
+    assert_eq!(get(&emu, &format!("{CMS}/f")).await.status, 404);
+}
+
+#[tokio::test]
+async fn errors_are_status_objects_with_the_real_codes() {
+    let emu = emu();
+    let nf = get(&emu, &format!("{CMS}/nope")).await;
+    assert_eq!((nf.status, nf.body["reason"].as_str()), (404, Some("NotFound")));
+    assert_eq!(nf.body["message"], "configmaps \"nope\" not found");
+    post(&emu, CMS, &cm("dup", json!({}))).await;
+    let ae = post(&emu, CMS, &cm("dup", json!({}))).await;
+    assert_eq!((ae.status, ae.body["reason"].as_str()), (409, Some("AlreadyExists")));
+    let inv = post(&emu, CMS, &cm("Not_Valid", json!({}))).await;
+    assert_eq!((inv.status, inv.body["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(inv.body["details"]["causes"][0]["field"], "metadata.name");
+    let unknown = get(&emu, "/apis/nothing.io/v1/widgets").await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.body["kind"], "Status");
+    let ns = post(&emu, "/api/v1/namespaces/absent/configmaps", &cm("x", json!({}))).await;
+    assert_eq!(ns.status, 404);
+    assert_eq!(ns.body["message"], "namespaces \"absent\" not found");
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_answers_and_the_server_keeps_serving() {
+    let emu = Emulator::new(Config { max_body_bytes: 64 * 1024, ..Config::default() });
+    let malformed = call(&emu, "POST", CMS, "application/json", "{not json").await;
+    assert_eq!(malformed.status, 400);
+    assert!(malformed.body["message"].as_str().unwrap().contains("error decoding JSON body"));
+    let wrong_av = post(&emu, CMS, &json!({"apiVersion": "v2", "kind": "ConfigMap", "metadata": {"name": "x"}})).await;
+    assert_eq!(wrong_av.status, 400);
+    assert!(wrong_av.body["message"].as_str().unwrap().contains("does not match the expected API version"));
+    let wrong_kind = post(&emu, CMS, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}})).await;
+    assert_eq!(wrong_kind.status, 400);
+    let no_kind = post(&emu, CMS, &json!({"metadata": {"name": "x"}})).await;
+    assert_eq!(no_kind.status, 400);
+    let no_name = post(&emu, CMS, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})).await;
+    assert_eq!(no_name.status, 422);
+    assert_eq!(no_name.body["details"]["causes"][0]["field"], "metadata.name");
+    let generated =
+        post(&emu, CMS, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}})).await;
+    assert_eq!(generated.status, 201);
+    assert!(generated.body["metadata"]["name"].as_str().unwrap().starts_with("gen-"));
+    let big = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"k": "x".repeat(100_000)}});
+    let r = post(&emu, CMS, &big).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.body["reason"], "RequestEntityTooLarge");
+    let not_obj = call(&emu, "POST", CMS, "application/json", "[1,2]").await;
+    assert_eq!(not_obj.status, 400);
+    let bad_sel = get(&emu, &format!("{CMS}?labelSelector=a%20in%20b")).await;
+    assert_eq!(bad_sel.status, 400);
+    let bad_limit = get(&emu, &format!("{CMS}?limit=many")).await;
+    assert_eq!(bad_limit.status, 400);
+    let bad_cont = get(&emu, &format!("{CMS}?limit=1&continue=%%%")).await;
+    assert_eq!(bad_cont.status, 400);
+    // Still serving.
+    assert_eq!(post(&emu, CMS, &cm("fine", json!({}))).await.status, 201);
+}
+
+#[tokio::test]
+async fn crds_make_resources_servable_and_validate_objects() {
+    let emu = emu();
+    assert_eq!(get(&emu, POOLS).await.status, 404, "not servable before the CRD exists");
+    with_pool_crd(&emu).await;
+    let crd = get(&emu, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/ipaddresspools.ferrolb.io").await;
+    let conds = crd.body["status"]["conditions"].as_array().unwrap();
+    assert!(conds.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+    let disc = get(&emu, "/apis/ferrolb.io/v1beta1").await;
+    let res = disc.body["resources"].as_array().unwrap();
+    assert!(
+        res.iter()
+            .any(|r| r["name"] == "ipaddresspools" && r["shortNames"] == json!(["ippool"]) && r["namespaced"] == true)
+    );
+    assert!(res.iter().any(|r| r["name"] == "ipaddresspools/status"));
+    let groups = get(&emu, "/apis").await;
+    assert!(groups.body["groups"].as_array().unwrap().iter().any(|g| g["name"] == "ferrolb.io"));
+    let pool = |addrs: Value| json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "p"}, "spec": {"addresses": addrs}});
+    let empty = post(&emu, POOLS, &pool(json!([]))).await;
+    assert_eq!(empty.status, 422);
+    assert!(empty.body["message"].as_str().unwrap().contains("spec.addresses"), "{}", empty.body["message"]);
+    let garbage = post(&emu, POOLS, &pool(json!(["banana"]))).await;
+    assert_eq!(garbage.status, 422);
+    assert!(garbage.body["message"].as_str().unwrap().contains("must be a CIDR"), "{}", garbage.body["message"]);
+    let mut with_typo = pool(json!(["198.51.100.0/24"]));
+    with_typo["spec"]["autoAsign"] = json!(false);
+    let strict = post(&emu, &format!("{POOLS}?fieldValidation=Strict"), &with_typo).await;
+    assert_eq!(strict.status, 400);
+    assert!(strict.body["message"].as_str().unwrap().contains("unknown field \"spec.autoAsign\""));
+    let warned = post(&emu, POOLS, &with_typo).await;
+    assert_eq!(warned.status, 201);
+    assert!(warned.headers.get("warning").unwrap().to_str().unwrap().contains("spec.autoAsign"));
+    assert_eq!(warned.body["spec"]["autoAssign"], true, "defaulted, typo pruned");
+    // Deleting the CRD removes its objects and the route.
+    let (_, mut w) = watch(&emu, &format!("{POOLS}?watch=true&resourceVersion={}", emu.resource_version())).await;
+    assert_eq!(
+        delete(&emu, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/ipaddresspools.ferrolb.io").await.status,
+        200
+    );
+    assert_eq!(w.next_change().await["type"], "DELETED");
+    assert_eq!(get(&emu, POOLS).await.status, 404);
+}
+
+#[tokio::test]
+async fn services_get_cluster_ips_and_unique_node_ports() {
+    let emu = emu();
+    let svc = |name: &str, ports: Value| {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": ports}})
+    };
+    let a = post(&emu, "/api/v1/namespaces/default/services", &svc("a", json!([{"port": 80}]))).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert!(a.body["spec"]["clusterIP"].as_str().unwrap().starts_with("10.96."));
+    let np = a.body["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    let clash =
+        post(&emu, "/api/v1/namespaces/default/services", &svc("b", json!([{"port": 80, "nodePort": np}]))).await;
+    assert_eq!(clash.status, 422);
+    assert!(clash.body["message"].as_str().unwrap().contains("spec.ports[0].nodePort"));
+    let range =
+        post(&emu, "/api/v1/namespaces/default/services", &svc("c", json!([{"port": 80, "nodePort": 99}]))).await;
+    assert_eq!(range.status, 422);
+    assert_eq!(delete(&emu, "/api/v1/namespaces/default/services/a").await.status, 200);
+    let reuse =
+        post(&emu, "/api/v1/namespaces/default/services", &svc("b", json!([{"port": 80, "nodePort": np}]))).await;
+    assert_eq!(reuse.status, 201, "a deleted Service's NodePort is free again");
+    let nolb = post(
+        &emu,
+        "/api/v1/namespaces/default/services",
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "d"},
+        "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    assert!(nolb.body["spec"]["ports"][0].get("nodePort").is_none());
+    assert_eq!(nolb.body["status"], json!({"loadBalancer": {}}));
+}
+
+#[tokio::test]
+async fn tables_carry_printer_columns() {
+    let emu = emu();
+    with_pool_crd(&emu).await;
+    post(&emu, POOLS, &json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "p"}, "spec": {"addresses": ["198.51.100.0/24"]}})).await;
+    let req = http::Request::builder()
+        .uri(POOLS)
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    use tower::ServiceExt;
+    let resp = emu.router().oneshot(req).await.unwrap();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let t: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(t["kind"], "Table");
+    let cols: Vec<&str> =
+        t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(cols[0], "Name");
+    assert!(cols.contains(&"Addresses") && cols.contains(&"Auto Assign"));
+    let row = &t["rows"][0];
+    assert_eq!(row["cells"][0], "p");
+    let addr_idx = cols.iter().position(|c| *c == "Addresses").unwrap();
+    assert_eq!(row["cells"][addr_idx], "[\"198.51.100.0/24\"]");
+    assert_eq!(row["object"]["metadata"]["name"], "p");
+}
+
+#[tokio::test]
+async fn namespace_deletion_removes_its_contents() {
+    let emu = emu();
+    post(&emu, "/api/v1/namespaces", &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gone"}}))
+        .await;
+    post(&emu, "/api/v1/namespaces/gone/configmaps", &cm("c", json!({}))).await;
+    let d = delete(&emu, "/api/v1/namespaces/gone").await;
+    assert_eq!(d.status, 200);
+    assert_eq!(get(&emu, "/api/v1/namespaces/gone/configmaps/c").await.status, 404);
+    assert_eq!(get(&emu, "/api/v1/namespaces/gone").await.status, 404);
+}
+
+#[tokio::test]
+async fn discovery_and_version_for_kubectl() {
+    let emu = emu();
+    assert_eq!(get(&emu, "/api").await.body["versions"], json!(["v1"]));
+    let core = get(&emu, "/api/v1").await.body;
+    assert_eq!(core["groupVersion"], "v1");
+    let svc = core["resources"].as_array().unwrap().iter().find(|r| r["name"] == "services").unwrap().clone();
+    assert_eq!(svc["shortNames"], json!(["svc"]));
+    assert!(svc["verbs"].as_array().unwrap().contains(&json!("watch")));
+    assert_eq!(get(&emu, "/version").await.body["major"], "1");
+    assert_eq!(get(&emu, "/apis/coordination.k8s.io/v1").await.body["resources"][0]["name"], "leases");
+    assert_eq!(get(&emu, "/openapi/v2").await.status, 404);
+}
