@@ -37,7 +37,8 @@ fn default_true() -> bool {
     printcolumn(name = "IPv4 Available", type_ = "integer", json_path = ".status.availableIPv4"),
     printcolumn(name = "IPv6 In Use", type_ = "integer", json_path = ".status.assignedIPv6"),
     printcolumn(name = "IPv6 Available", type_ = "integer", json_path = ".status.availableIPv6"),
-    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status")
+    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolSpec {
@@ -117,7 +118,8 @@ pub fn saturating_count(n: u128) -> i64 {
     printcolumn(name = "IPAddressPools", type_ = "string", json_path = ".spec.ipAddressPools"),
     printcolumn(name = "IPAddressPool Selectors", type_ = "string", json_path = ".spec.ipAddressPoolSelectors"),
     printcolumn(name = "Interfaces", type_ = "string", json_path = ".spec.interfaces"),
-    printcolumn(name = "Node Selectors", type_ = "string", json_path = ".spec.nodeSelectors", priority = "10")
+    printcolumn(name = "Node Selectors", type_ = "string", json_path = ".spec.nodeSelectors", priority = "10"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct L2AdvertisementSpec {
@@ -169,7 +171,8 @@ pub struct L2AdvertisementStatus {
     doc = "ServiceL2Status reports which node announces a Service's IPs over layer 2.",
     printcolumn(name = "Allocated Node", type_ = "string", json_path = ".status.node"),
     printcolumn(name = "Service Name", type_ = "string", json_path = ".status.serviceName"),
-    printcolumn(name = "Service Namespace", type_ = "string", json_path = ".status.serviceNamespace")
+    printcolumn(name = "Service Namespace", type_ = "string", json_path = ".status.serviceNamespace"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 pub struct ServiceL2StatusSpec {}
 

@@ -23,3 +23,33 @@ fn committed_crds_match_the_types() {
     expected.sort();
     assert_eq!(present, expected, "stray or missing CRD files in charts/ferrolb/crds");
 }
+
+/// Every spec and status field of every CRD is described in docs/crd-reference.md.
+#[test]
+fn crd_reference_documents_every_field() {
+    fn walk(schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        if let Some(props) = schema["properties"].as_object() {
+            for (k, sub) in props {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                out.push(p.clone());
+                walk(sub, &p, out);
+            }
+        }
+    }
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/crd-reference.md"))
+            .expect("docs/crd-reference.md exists");
+    for crd in ferrolb_crds::crds() {
+        let v = serde_json::to_value(&crd).unwrap();
+        let root = &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let kind = v["spec"]["names"]["kind"].as_str().unwrap().to_string();
+        assert!(doc.contains(&format!("## {kind}")), "no section for {kind}");
+        let mut fields = Vec::new();
+        for top in ["spec", "status"] {
+            walk(&root["properties"][top], top, &mut fields);
+        }
+        for f in fields {
+            assert!(doc.contains(&format!("`{f}`")), "{kind} field `{f}` is not in docs/crd-reference.md");
+        }
+    }
+}

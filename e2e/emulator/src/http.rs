@@ -93,6 +93,12 @@ impl Req {
             return Err(ApiError::bad_request("the request body is empty"));
         }
         let ct = self.content_type.as_str();
+        if ct.contains("protobuf") || ct.contains("cbor") {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in {ct}; the emulator reads JSON and YAML only \
+                 (kubectl's `create <generator>` subcommands send protobuf: use `kubectl apply -f`)"
+            )));
+        }
         let v: Value = if ct.contains("yaml") {
             serde_yaml::from_slice(&self.body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?
@@ -174,6 +180,21 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
                 .registry
                 .resource_list("", v)
                 .map(|l| json_response(200, &l, &[]))
+                .ok_or_else(ApiError::no_route);
+        }
+        ["openapi", "v3"] if get => return Ok(json_response(200, &lock(inner).registry.openapi_v3_index(), &[])),
+        ["openapi", "v3", "api", v] if get => {
+            return lock(inner)
+                .registry
+                .openapi_v3_doc("", v)
+                .map(|d| json_response(200, &d, &[]))
+                .ok_or_else(ApiError::no_route);
+        }
+        ["openapi", "v3", "apis", g, v] if get => {
+            return lock(inner)
+                .registry
+                .openapi_v3_doc(g, v)
+                .map(|d| json_response(200, &d, &[]))
                 .ok_or_else(ApiError::no_route);
         }
         ["apis", g] if get => {
@@ -268,7 +289,13 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
                 "application/apply-patch+yaml" | "application/apply-patch+json" | "application/apply-patch+cbor" => {
                     PatchType::Apply
                 }
-                other => return Err(ApiError::unsupported_media_type(other)),
+                other => {
+                    return Err(ApiError::unsupported_media_type(format!(
+                        "the body of the request was in an unknown format - accepted media types include: \
+                         application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, \
+                         application/strategic-merge-patch+json (got {other:?})"
+                    )));
+                }
             };
             let body = req.decode_body()?;
             let w = mutate(inner, |st| st.patch(&target, kind, body, &req.write_opts()))?;

@@ -407,6 +407,90 @@ impl Registry {
     }
 }
 
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
+
+impl Registry {
+    /// Every (group, version) served.
+    fn group_versions(&self) -> Vec<(String, String)> {
+        let mut gvs: Vec<(String, String)> =
+            self.types.values().flat_map(|rt| rt.versions.iter().map(|v| (rt.group.clone(), v.name.clone()))).collect();
+        gvs.sort();
+        gvs.dedup();
+        gvs
+    }
+
+    /// `/openapi/v3`: the index of per-group-version documents, each URL carrying a content hash
+    /// so that kubectl's cache notices a changed CRD.
+    pub fn openapi_v3_index(&self) -> Value {
+        let mut paths = serde_json::Map::new();
+        for (g, v) in self.group_versions() {
+            let doc = self.openapi_v3_doc(&g, &v).unwrap_or_default().to_string();
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&doc, &mut h);
+            let hash = std::hash::Hasher::finish(&h);
+            let p = gv_path(&g, &v);
+            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash:016X}")}));
+        }
+        json!({"paths": paths})
+    }
+
+    /// `/openapi/v3/<gv>`: enough OpenAPI for kubectl to see that the server validates fields
+    /// itself (`fieldValidation` on PATCH) and, for CRDs, the schemas `kubectl explain` reads.
+    ///
+    /// Strategic merge is deliberately not listed, so kubectl builds patches for built-in
+    /// types from its compiled-in structs and JSON merge patches for custom resources.
+    pub fn openapi_v3_doc(&self, group: &str, version: &str) -> Option<Value> {
+        let mut paths = serde_json::Map::new();
+        let mut schemas = serde_json::Map::new();
+        let params = json!([
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}},
+        ]);
+        let body = json!({"content": {
+            "application/json-patch+json": {"schema": {"type": "object"}},
+            "application/merge-patch+json": {"schema": {"type": "object"}},
+            "application/apply-patch+yaml": {"schema": {"type": "object"}},
+        }});
+        for rt in self.types.values().filter(|rt| rt.group == group) {
+            let Some(vi) = rt.version(version) else { continue };
+            let gvk = json!({"group": rt.group, "version": version, "kind": rt.kind});
+            let base = if rt.namespaced {
+                format!("/{}/namespaces/{{namespace}}/{}", gv_path(group, version), rt.plural)
+            } else {
+                format!("/{}/{}", gv_path(group, version), rt.plural)
+            };
+            let op = |action: &str| {
+                json!({"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": action, "parameters": params,
+                       "requestBody": body, "responses": {"200": {"description": "OK"}}})
+            };
+            paths.insert(format!("{base}/{{name}}"), json!({"patch": op("patch")}));
+            if rt.status_subresource {
+                paths.insert(format!("{base}/{{name}}/status"), json!({"patch": op("patch")}));
+            }
+            if let Some(schema) = &vi.schema {
+                let mut s = (**schema).clone();
+                s["x-kubernetes-group-version-kind"] = json!([gvk]);
+                let mut rev: Vec<&str> = rt.group.split('.').collect();
+                rev.reverse();
+                schemas.insert(format!("{}.{version}.{}", rev.join("."), rt.kind), s);
+            }
+        }
+        if paths.is_empty() {
+            return None;
+        }
+        Some(json!({
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": "v1.33.0"},
+            "paths": paths,
+            "components": {"schemas": schemas},
+        }))
+    }
+}
+
 /// Build a resource type from a CustomResourceDefinition object, or say which field is wrong.
 pub fn from_crd(crd: &Value) -> Result<ResourceType, crate::error::FieldError> {
     use crate::error::FieldError;

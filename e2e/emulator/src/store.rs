@@ -704,11 +704,12 @@ impl State {
                 ));
             }
             self.check_type(t, &body)?;
-            if body["metadata"]["name"].as_str() != Some(t.name()) {
+            // An apply body without a name patches the object named in the URL, as upstream.
+            if let Some(n) = body["metadata"]["name"].as_str()
+                && n != t.name()
+            {
                 return Err(ApiError::bad_request(format!(
-                    "metadata.name: Invalid value: {}: the name of the object ({}) does not match the name on the URL ({})",
-                    body["metadata"]["name"],
-                    body["metadata"]["name"].as_str().unwrap_or(""),
+                    "the name of the object ({n}) does not match the name on the URL ({})",
                     t.name()
                 )));
             }

@@ -53,7 +53,10 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(&args.log)).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_writer(std::io::stderr)
+        .init();
     if args.service_cidrs.is_empty() || args.service_cidrs.len() > 2 {
         return Err("--service-cidrs takes one or two CIDRs".into());
     }
