@@ -20,7 +20,13 @@ use crate::store::{Event, EventType, ListOpts, PatchType, State, Target, WriteOp
 use crate::{Inner, lock, table};
 
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
-    Router::new().fallback(handle).with_state(inner)
+    // A bug in the emulator answers 500 with a Status, like the real server, instead of
+    // dropping the connection; the lock tolerates poisoning, so other clients go on.
+    Router::new().fallback(handle).with_state(inner).layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |_: Box<dyn std::any::Any + Send>| {
+            error_response(&ApiError::internal("the emulator hit an internal error handling this request"))
+        },
+    ))
 }
 
 fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response {

@@ -104,6 +104,39 @@ impl ServiceAllocations {
     }
 }
 
+/// Validate `status.loadBalancer`, as upstream does on status writes.
+pub fn validate_status(svc: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let Some(ingress) = svc["status"]["loadBalancer"]["ingress"].as_array() else { return errs };
+    for (i, ing) in ingress.iter().enumerate() {
+        let path = format!("status.loadBalancer.ingress[{i}]");
+        match ing.get("ip").and_then(|v| v.as_str()) {
+            Some(ip) if ip.parse::<IpAddr>().is_err() => {
+                errs.push(FieldError::invalid(format!("{path}.ip"), json!(ip), "must be a valid IP address"))
+            }
+            Some(_) => {}
+            None if ing.get("ipMode").is_some() => {
+                errs.push(FieldError::required(format!("{path}.ip"), "must be specified when `ipMode` is set"))
+            }
+            None => {}
+        }
+        if let Some(mode) = ing.get("ipMode").filter(|m| !m.is_null())
+            && mode != "VIP"
+            && mode != "Proxy"
+        {
+            errs.push(FieldError::not_supported(format!("{path}.ipMode"), mode.clone(), &["Proxy", "VIP"]));
+        }
+        if ing.get("hostname").and_then(|h| h.as_str()).is_some_and(|h| h.parse::<IpAddr>().is_ok()) {
+            errs.push(FieldError::invalid(
+                format!("{path}.hostname"),
+                ing["hostname"].clone(),
+                "must be a DNS name, not an IP address",
+            ));
+        }
+    }
+    errs
+}
+
 const TYPES: [&str; 4] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
 const PROTOCOLS: [&str; 3] = ["TCP", "UDP", "SCTP"];
 const POLICIES: [&str; 3] = ["SingleStack", "PreferDualStack", "RequireDualStack"];

@@ -374,10 +374,7 @@ impl State {
                 t.rt.kind
             )));
         }
-        if !body.is_object() {
-            return Err(ApiError::bad_request("the body of the request must be an object"));
-        }
-        Ok(())
+        check_shape(body)
     }
 
     /// Kind-specific validation and defaulting; returns warnings.
@@ -392,6 +389,10 @@ impl State {
         }
         match (t.rt.group.as_str(), t.rt.plural.as_str()) {
             ("", "services") => {
+                let errs = services::validate_status(obj);
+                if !errs.is_empty() {
+                    return Err(invalid(errs));
+                }
                 let mut alloc = if opts.dry_run { self.svc_alloc.clone() } else { std::mem::take(&mut self.svc_alloc) };
                 let r = services::prepare(&self.svc_cfg, &mut alloc, obj, old);
                 if !opts.dry_run {
@@ -593,6 +594,7 @@ impl State {
         opts: &WriteOpts,
         applied: Option<Value>,
     ) -> ApiResult<Written> {
+        check_shape(&new)?;
         let is_status = t.is_status();
         if is_status {
             // Status writes change only status (and, for apply, the field bookkeeping).
@@ -704,6 +706,9 @@ impl State {
                 ));
             }
             self.check_type(t, &body)?;
+            if body["metadata"].get("managedFields").is_some_and(|m| !m.is_null()) {
+                return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+            }
             // An apply body without a name patches the object named in the URL, as upstream.
             if let Some(n) = body["metadata"]["name"].as_str()
                 && n != t.name()
@@ -929,6 +934,29 @@ impl State {
             out.push(self.delete(&one, &Value::Null, dry_run)?);
         }
         Ok(out)
+    }
+}
+
+/// An object must be a JSON object with an object (or absent) `metadata`, as the decoder requires.
+fn check_shape(v: &Value) -> ApiResult<()> {
+    if !v.is_object() {
+        return Err(ApiError::bad_request(format!("the object must be a JSON object, not {}", kind_of(v))));
+    }
+    match v.get("metadata") {
+        None | Some(Value::Object(_)) => Ok(()),
+        Some(Value::Null) => Ok(()),
+        Some(other) => Err(ApiError::bad_request(format!("metadata must be an object, not {}", kind_of(other)))),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

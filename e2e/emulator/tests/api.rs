@@ -557,3 +557,128 @@ async fn discovery_and_version_for_kubectl() {
     assert_eq!(get(&emu, "/apis/coordination.k8s.io/v1").await.body["resources"][0]["name"], "leases");
     assert_eq!(get(&emu, "/openapi/v2").await.status, 404);
 }
+
+/// Deterministic xorshift, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn value(&mut self, depth: u32) -> Value {
+        match self.below(if depth > 3 { 5 } else { 8 }) {
+            0 => Value::Null,
+            1 => json!(self.below(2) == 0),
+            2 => json!(self.next() as i64),
+            3 => json!(
+                ["", "x", "198.51.100.1", "-1", "None", "LoadBalancer", "IPv6", "a,b", "\u{0}"][self.below(9) as usize]
+            ),
+            4 => json!(-(self.below(70000) as i64)),
+            5 => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),
+            _ => {
+                let keys = [
+                    "metadata",
+                    "spec",
+                    "status",
+                    "name",
+                    "ports",
+                    "port",
+                    "nodePort",
+                    "addresses",
+                    "type",
+                    "labels",
+                    "finalizers",
+                    "ipFamilies",
+                    "ipFamilyPolicy",
+                    "clusterIP",
+                    "resourceVersion",
+                    "op",
+                    "path",
+                    "value",
+                ];
+                let mut m = serde_json::Map::new();
+                for _ in 0..self.below(5) {
+                    m.insert(keys[self.below(keys.len() as u64) as usize].to_string(), self.value(depth + 1));
+                }
+                Value::Object(m)
+            }
+        }
+    }
+    /// A valid object with one random subtree replaced.
+    fn mutate(&mut self, mut v: Value) -> Value {
+        let mut cur = &mut v;
+        for _ in 0..self.below(4) {
+            let next_key = match cur {
+                Value::Object(m) if !m.is_empty() => {
+                    let keys: Vec<String> = m.keys().cloned().collect();
+                    keys[self.below(keys.len() as u64) as usize].clone()
+                }
+                _ => break,
+            };
+            cur = cur.get_mut(&next_key).unwrap();
+        }
+        *cur = self.value(1);
+        v
+    }
+}
+
+#[tokio::test]
+async fn random_and_mutated_bodies_never_break_the_server() {
+    let emu = emu();
+    with_pool_crd(&emu).await;
+    let valid_svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "ipFamilyPolicy": "PreferDualStack"}});
+    let valid_pool = json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "p"},
+        "spec": {"addresses": ["198.51.100.0/24"], "serviceAllocation": {"priority": 1}}});
+    assert_eq!(post(&emu, "/api/v1/namespaces/default/services", &valid_svc).await.status, 201);
+    assert_eq!(post(&emu, POOLS, &valid_pool).await.status, 201);
+    let targets = [
+        ("/api/v1/namespaces/default/services", valid_svc.clone(), "s"),
+        (POOLS, valid_pool.clone(), "p"),
+        (CMS, cm("c", json!({})), "c"),
+    ];
+    let mut codes = std::collections::BTreeMap::new();
+    for i in 0..5000 {
+        let mut rng = Rng(0x5eed_f00d_dead_beef ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let (base, valid, name) = &targets[i % targets.len()];
+        let body = if rng.below(2) == 0 { rng.mutate(valid.clone()) } else { rng.value(0) };
+        let r = match rng.below(6) {
+            0 => post(&emu, base, &body).await,
+            1 => put(&emu, &format!("{base}/{name}"), &body).await,
+            2 => patch(&emu, &format!("{base}/{name}"), "application/merge-patch+json", &body).await,
+            3 => patch(&emu, &format!("{base}/{name}"), "application/json-patch+json", &body).await,
+            4 => patch(&emu, &format!("{base}/{name}/status"), "application/merge-patch+json", &body).await,
+            _ => {
+                call(
+                    &emu,
+                    "PATCH",
+                    &format!("{base}/{name}?fieldManager=fuzz"),
+                    "application/apply-patch+yaml",
+                    body.to_string(),
+                )
+                .await
+            }
+        };
+        assert!(r.status < 500, "request {i} got {}: {} (body {body})", r.status, r.body);
+        if r.status >= 400 {
+            assert_eq!(r.body["kind"], "Status", "request {i}: errors are Status objects");
+            assert!(!r.body["message"].as_str().unwrap_or("").is_empty());
+        }
+        *codes.entry(r.status).or_insert(0) += 1;
+    }
+    assert!(codes.keys().any(|c| *c >= 400) && codes.keys().any(|c| *c < 300), "both outcomes exercised: {codes:?}");
+    // Every stored Service is still a valid one.
+    let svcs = get(&emu, "/api/v1/namespaces/default/services").await.body;
+    for s in svcs["items"].as_array().unwrap() {
+        let errs = ferrolb_emulator::services::validate_status(s);
+        assert!(errs.is_empty(), "{s}");
+        assert!(s["spec"]["ports"].as_array().is_some_and(|p| !p.is_empty()), "{s}");
+    }
+    assert_eq!(get(&emu, "/api").await.status, 200);
+}
