@@ -8,6 +8,7 @@
 
 pub mod annotations;
 pub mod conditions;
+pub mod selector;
 mod types;
 
 pub use types::*;

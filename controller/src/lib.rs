@@ -1,0 +1,5 @@
+//! ferrolb-controller: allocates external IPs for `type: LoadBalancer` Services
+//! from IPAddressPools and writes them to the Services' status.
+
+pub mod alloc;
+pub mod config;
