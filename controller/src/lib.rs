@@ -3,3 +3,7 @@
 
 pub mod alloc;
 pub mod config;
+pub mod metrics;
+pub mod reconcile;
+pub mod run;
+pub mod service;

@@ -1,0 +1,359 @@
+//! The controller's real reconcile loop against the in-process emulator:
+//! MetalLB's allocation e2e scenarios, ported.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn service_gets_an_ip_annotation_conditions_and_event() {
+    let c = Cluster::new().await;
+    c.pool("public", json!({"addresses": ["198.51.100.10-198.51.100.20"]})).await;
+    c.advertise_all().await;
+    let _ctl = c.start(None, false, "solo");
+    c.service("default", "web", json!({})).await;
+    c.until_ips("default", "web", &["198.51.100.10"]).await;
+    let s = c
+        .until("default", "web", "pool annotation", |s| {
+            s.annotations().get("ferrolb.io/ip-allocated-from-pool").map(String::as_str) == Some("public")
+        })
+        .await;
+    let allocated = condition(&s, "ferrolb.io/Allocated").unwrap();
+    assert_eq!((allocated.0.as_str(), allocated.1.as_str()), ("True", "IPAllocated"));
+    assert_eq!(condition(&s, "ferrolb.io/Announced").unwrap().0, "True");
+    let ingress = s.status.unwrap().load_balancer.unwrap().ingress.unwrap();
+    assert_eq!(ingress[0].ip_mode.as_deref(), Some("VIP"));
+    let note = c.until_event("default", "web", "IPAllocated").await;
+    assert!(note.contains("198.51.100.10") && note.contains("public"), "{note}");
+    let p = c.pool_status("public", |p| p.status.as_ref().is_some_and(|s| s.assigned_ipv4 == 1)).await;
+    let st = p.status.unwrap();
+    assert_eq!((st.assigned_ipv4, st.available_ipv4, st.available_ipv6), (1, 10, 0));
+    assert_eq!(st.conditions[0].type_, "Valid");
+    assert_eq!(st.conditions[0].status, "True");
+}
+
+use kube::ResourceExt;
+
+#[tokio::test]
+async fn freed_ip_goes_to_the_pending_service_on_type_change_and_on_delete() {
+    let c = Cluster::new().await;
+    c.pool("one", json!({"addresses": ["198.51.100.7/32"]})).await;
+    let _ctl = c.start(None, false, "solo");
+    c.service("default", "a", json!({})).await;
+    c.until_ips("default", "a", &["198.51.100.7"]).await;
+    c.service("default", "b", json!({})).await;
+    let b = c.until_failed("default", "b", "PoolExhausted").await;
+    assert!(condition(&b, "ferrolb.io/Allocated").unwrap().2.contains("no free IPv4 address in IPAddressPool(s) one"));
+    // a stops being a LoadBalancer: its status and annotation are cleared, b gets the IP.
+    c.patch_service(
+        "default",
+        "a",
+        json!({"spec": {"type": "ClusterIP", "externalTrafficPolicy": null, "allocateLoadBalancerNodePorts": null}}),
+    )
+    .await;
+    c.until_ips("default", "b", &["198.51.100.7"]).await;
+    let a = c
+        .until("default", "a", "status cleared", |s| {
+            ips(s).is_empty() && condition(s, "ferrolb.io/Allocated").is_none()
+        })
+        .await;
+    assert!(a.annotations().get("ferrolb.io/ip-allocated-from-pool").is_none());
+    // Deleting b frees it for c.
+    c.service("default", "c", json!({})).await;
+    c.until_failed("default", "c", "PoolExhausted").await;
+    c.delete_service("default", "b").await;
+    c.until_ips("default", "c", &["198.51.100.7"]).await;
+}
+
+#[tokio::test]
+async fn pools_are_selected_by_namespace_labels_service_labels_and_priority() {
+    let c = Cluster::new().await;
+    c.namespace("team-a", json!({})).await;
+    c.namespace("prod", json!({"env": "prod"})).await;
+    c.pool(
+        "by-ns",
+        json!({"addresses": ["198.51.100.0/28"], "serviceAllocation": {"priority": 10, "namespaces": ["team-a"]}}),
+    )
+    .await;
+    c.pool(
+        "by-ns-label",
+        json!({"addresses": ["198.51.100.16/28"],
+        "serviceAllocation": {"priority": 10, "namespaceSelectors": [{"matchLabels": {"env": "prod"}}]}}),
+    )
+    .await;
+    c.pool(
+        "by-svc-label",
+        json!({"addresses": ["198.51.100.32/28"],
+        "serviceAllocation": {"priority": 10, "serviceSelectors": [{"matchLabels": {"lb": "edge"}}]}}),
+    )
+    .await;
+    c.pool("z-high", json!({"addresses": ["203.0.113.0/28"], "serviceAllocation": {"priority": 1}})).await;
+    c.pool("a-default", json!({"addresses": ["203.0.113.16/28"]})).await;
+    let _ctl = c.start(None, false, "solo");
+    let pool = |s: &k8s_openapi::api::core::v1::Service| {
+        s.annotations().get("ferrolb.io/ip-allocated-from-pool").cloned().unwrap_or_default()
+    };
+    // Priority 1 beats 10 and the unprioritised pool for everyone it admits.
+    c.service("default", "s4", json!({})).await;
+    c.until("default", "s4", "pool z-high", move |s| pool(s) == "z-high").await;
+    // Once z-high admits nobody, s4 moves to the unrestricted pool, and the restricted
+    // pools serve exactly the Services they admit.
+    c.patch_pool("z-high", json!({"spec": {"serviceAllocation": {"priority": 1, "namespaces": ["nobody"]}}})).await;
+    c.until("default", "s4", "pool a-default", move |s| pool(s) == "a-default").await;
+    c.service("team-a", "s1", json!({})).await;
+    c.service("prod", "s2", json!({})).await;
+    c.service("default", "s3", json!({"metadata": {"labels": {"lb": "edge"}}})).await;
+    let s1 = c.until("team-a", "s1", "pool by-ns", move |s| pool(s) == "by-ns").await;
+    assert_eq!(ips(&s1), ["198.51.100.0"]);
+    c.until("prod", "s2", "pool by-ns-label", move |s| pool(s) == "by-ns-label").await;
+    c.until("default", "s3", "pool by-svc-label", move |s| pool(s) == "by-svc-label").await;
+}
+
+#[tokio::test]
+async fn pool_annotation_works_with_auto_assign_true_and_false() {
+    let c = Cluster::new().await;
+    c.pool("auto", json!({"addresses": ["198.51.100.0/28"]})).await;
+    c.pool("manual", json!({"addresses": ["203.0.113.0/28"], "autoAssign": false})).await;
+    let _ctl = c.start(None, false, "solo");
+    c.service("default", "plain", json!({})).await;
+    c.until_ips("default", "plain", &["198.51.100.0"]).await;
+    c.service(
+        "default",
+        "wants-manual",
+        json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": "manual"}}}),
+    )
+    .await;
+    c.until_ips("default", "wants-manual", &["203.0.113.0"]).await;
+    c.service("default", "wants-auto", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "auto"}}})).await;
+    c.until_ips("default", "wants-auto", &["198.51.100.1"]).await;
+    c.service("default", "wants-missing", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "nope"}}}))
+        .await;
+    let s = c.until_failed("default", "wants-missing", "UnknownPool").await;
+    assert!(condition(&s, "ferrolb.io/Allocated").unwrap().2.contains("IPAddressPool nope does not exist"));
+}
+
+#[tokio::test]
+async fn requested_ip_is_honoured_and_bad_requests_say_why() {
+    let c = Cluster::new().await;
+    c.pool("p", json!({"addresses": ["198.51.100.0/24"]})).await;
+    let _ctl = c.start(None, false, "solo");
+    c.service(
+        "default",
+        "by-annotation",
+        json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "198.51.100.42"}}}),
+    )
+    .await;
+    c.until_ips("default", "by-annotation", &["198.51.100.42"]).await;
+    c.service("default", "by-field", json!({"spec": {"loadBalancerIP": "198.51.100.43"}})).await;
+    c.until_ips("default", "by-field", &["198.51.100.43"]).await;
+    c.service(
+        "default",
+        "taken",
+        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "198.51.100.42"}}}),
+    )
+    .await;
+    c.until_failed("default", "taken", "RequestedIPInUse").await;
+    c.service(
+        "default",
+        "outside",
+        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "203.0.113.9"}}}),
+    )
+    .await;
+    c.until_failed("default", "outside", "RequestedIPOutsidePools").await;
+    c.service("default", "garbage", json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "not-an-ip"}}}))
+        .await;
+    let g = c.until_failed("default", "garbage", "InvalidAnnotation").await;
+    assert!(condition(&g, "ferrolb.io/Allocated").unwrap().2.contains("ferrolb.io/loadBalancerIPs \"not-an-ip\""));
+    let note = c.until_event("default", "garbage", "AllocationFailed").await;
+    assert!(note.contains("not-an-ip"), "{note}");
+    c.service(
+        "default",
+        "wrong-family",
+        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "fd42:f1b::1"}}}),
+    )
+    .await;
+    c.until_failed("default", "wrong-family", "InvalidRequest").await;
+    // Nothing else was disturbed.
+    assert_eq!(ips(&c.get_service("default", "by-annotation").await), ["198.51.100.42"]);
+}
+
+#[tokio::test]
+async fn two_services_share_an_ip_until_one_becomes_local() {
+    let c = Cluster::new().await;
+    c.pool("p", json!({"addresses": ["198.51.100.0/24"]})).await;
+    let _ctl = c.start(None, false, "solo");
+    let share = json!({"metadata": {"annotations": {"ferrolb.io/allow-shared-ip": "k", "ferrolb.io/loadBalancerIPs": "198.51.100.9"}}});
+    c.service("default", "http", share.clone()).await;
+    let mut dns = share.clone();
+    dns["spec"] = json!({"ports": [{"port": 53, "protocol": "UDP", "name": "dns"}]});
+    c.service("default", "dns", dns).await;
+    c.until_ips("default", "http", &["198.51.100.9"]).await;
+    c.until_ips("default", "dns", &["198.51.100.9"]).await;
+    c.pool_status("p", |p| p.status.as_ref().is_some_and(|s| s.assigned_ipv4 == 1)).await;
+    // dns becomes Local: no longer compatible; it loses the shared IP with an event.
+    c.patch_service("default", "dns", json!({"spec": {"externalTrafficPolicy": "Local"}})).await;
+    let d = c.until_failed("default", "dns", "RequestedIPInUse").await;
+    assert!(condition(&d, "ferrolb.io/Allocated").unwrap().2.contains("externalTrafficPolicy differs"));
+    assert_eq!(ips(&c.get_service("default", "http").await), ["198.51.100.9"]);
+}
+
+#[tokio::test]
+async fn dual_stack_preferences() {
+    let c = Cluster::new().await;
+    c.pool("v4-only", json!({"addresses": ["198.51.100.0/28"], "serviceAllocation": {"priority": 1}})).await;
+    let _ctl = c.start(None, false, "solo");
+    c.service("default", "prefer", json!({"spec": {"ipFamilyPolicy": "PreferDualStack"}})).await;
+    c.until_ips("default", "prefer", &["198.51.100.0"]).await;
+    c.service("default", "require", json!({"spec": {"ipFamilyPolicy": "RequireDualStack"}})).await;
+    c.until_failed("default", "require", "DualStackUnavailable").await;
+    c.pool("dual", json!({"addresses": ["203.0.113.0/28", "fd42:f1b::/120"], "serviceAllocation": {"priority": 2}}))
+        .await;
+    c.until_ips("default", "require", &["203.0.113.0", "fd42:f1b::"]).await;
+    c.service("default", "prefer-later", json!({"spec": {"ipFamilyPolicy": "PreferDualStack"}})).await;
+    c.until_ips("default", "prefer-later", &["203.0.113.1", "fd42:f1b::1"]).await;
+    // The first Service did not jump to the dual-stack pool.
+    assert_eq!(ips(&c.get_service("default", "prefer").await), ["198.51.100.0"]);
+}
+
+#[tokio::test]
+async fn deleting_pools_reallocates_or_empties_ingress() {
+    let c = Cluster::new().await;
+    c.pool("first", json!({"addresses": ["198.51.100.0/28"], "serviceAllocation": {"priority": 1}})).await;
+    c.pool("second", json!({"addresses": ["203.0.113.0/28"], "serviceAllocation": {"priority": 2}})).await;
+    let _ctl = c.start(None, false, "solo");
+    c.service("default", "s", json!({})).await;
+    c.until_ips("default", "s", &["198.51.100.0"]).await;
+    c.delete_pool("first").await;
+    c.until_ips("default", "s", &["203.0.113.0"]).await;
+    c.until_event("default", "s", "IPRevoked").await;
+    c.delete_pool("second").await;
+    let s = c.until_failed("default", "s", "NoPoolMatches").await;
+    assert!(ips(&s).is_empty());
+}
+
+#[tokio::test]
+async fn shrinking_a_pool_moves_only_the_services_outside_it() {
+    let c = Cluster::new().await;
+    c.pool("p", json!({"addresses": ["198.51.100.0/30"]})).await;
+    let _ctl = c.start(None, false, "solo");
+    for s in ["a", "b", "c"] {
+        c.service("default", s, json!({})).await;
+        c.until("default", s, "an IP", |s| !ips(s).is_empty()).await;
+    }
+    let c_ip = ips(&c.get_service("default", "c").await);
+    assert_eq!(c_ip, ["198.51.100.2"]);
+    c.patch_pool("p", json!({"spec": {"addresses": ["198.51.100.0/31", "198.51.100.3/32"]}})).await;
+    c.until_ips("default", "c", &["198.51.100.3"]).await;
+    assert_eq!(ips(&c.get_service("default", "a").await), ["198.51.100.0"]);
+    assert_eq!(ips(&c.get_service("default", "b").await), ["198.51.100.1"]);
+}
+
+#[tokio::test]
+async fn other_load_balancer_classes_are_never_touched() {
+    let c = Cluster::new().await;
+    c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
+    let _ctl = c.start(None, false, "solo");
+    let foreign = c.service("default", "foreign", json!({"spec": {"loadBalancerClass": "other.io/lb"}})).await;
+    c.service("default", "mine", json!({})).await;
+    c.until_ips("default", "mine", &["198.51.100.0"]).await;
+    let f = c.get_service("default", "foreign").await;
+    assert_eq!(f.metadata.resource_version, foreign.metadata.resource_version, "not even its status was written");
+    assert!(f.managed_fields().iter().all(|m| m.manager.as_deref() != Some("ferrolb-controller")));
+    // With --lb-class, only that class is handled, and the two instances leave each other's
+    // Services alone (separate field managers and leases).
+    let classed = c.start(Some("other.io/lb"), false, "classed");
+    let f = c.until("default", "foreign", "an IP from the classed instance", |s| !ips(s).is_empty()).await;
+    assert!(f.managed_fields().iter().any(|m| m.manager.as_deref() == Some("ferrolb-controller-other.io-lb")));
+    let mine = c.get_service("default", "mine").await;
+    assert_eq!(ips(&mine), ["198.51.100.0"]);
+    assert!(mine.managed_fields().iter().all(|m| m.manager.as_deref() != Some("ferrolb-controller-other.io-lb")));
+    classed.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_pools_are_reported_and_the_rest_keep_working() {
+    let c = Cluster::new().await;
+    c.pool("good", json!({"addresses": ["198.51.100.0/28"]})).await;
+    c.pool("overlapping", json!({"addresses": ["198.51.100.8/29"]})).await;
+    let _ctl = c.start(None, false, "solo");
+    let p = c
+        .pool_status("overlapping", |p| {
+            p.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.status == "False"))
+        })
+        .await;
+    let cond = &p.status.unwrap().conditions[0];
+    assert_eq!(cond.reason, "Overlap");
+    assert!(
+        cond.message.contains("spec.addresses[0]") && cond.message.contains("IPAddressPool good"),
+        "{}",
+        cond.message
+    );
+    c.until_event(NS, "overlapping", "InvalidPool").await;
+    c.service("default", "s", json!({})).await;
+    c.until_ips("default", "s", &["198.51.100.0"]).await;
+}
+
+#[tokio::test]
+async fn allocated_but_not_announced_is_said_loudly() {
+    let c = Cluster::new().await;
+    c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
+    let _ctl = c.start(None, false, "solo");
+    c.service("default", "s", json!({})).await;
+    let s = c
+        .until("default", "s", "Announced=False", |s| {
+            condition(s, "ferrolb.io/Announced").is_some_and(|c| c.0 == "False")
+        })
+        .await;
+    let (_, reason, msg) = condition(&s, "ferrolb.io/Announced").unwrap();
+    assert_eq!(reason, "NoL2Advertisement");
+    assert!(msg.contains("no L2Advertisement selects IPAddressPool p"), "{msg}");
+    c.until_event("default", "s", "NotAnnounced").await;
+    c.advertise_all().await;
+    c.until("default", "s", "Announced=True", |s| condition(s, "ferrolb.io/Announced").is_some_and(|c| c.0 == "True"))
+        .await;
+}
+
+#[tokio::test]
+async fn restart_keeps_every_ip_and_replays_before_allocating() {
+    let c = Cluster::new().await;
+    c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
+    let ctl = c.start(None, false, "first");
+    for s in ["a", "b", "c"] {
+        c.service("default", s, json!({})).await;
+        c.until("default", s, "an IP", |s| !ips(s).is_empty()).await;
+    }
+    c.delete_service("default", "a").await;
+    ctl.stop().await;
+    // While down: a new Service appears. The lowest free IP is .0 (a's), but b and c keep theirs.
+    let b_before = ips(&c.get_service("default", "b").await);
+    let c_before = ips(&c.get_service("default", "c").await);
+    c.service("default", "d", json!({})).await;
+    let _ctl = c.start(None, false, "second");
+    c.until_ips("default", "d", &["198.51.100.0"]).await;
+    assert_eq!(ips(&c.get_service("default", "b").await), b_before);
+    assert_eq!(ips(&c.get_service("default", "c").await), c_before);
+}
+
+#[tokio::test]
+async fn leader_failover_moves_no_ip() {
+    let c = Cluster::new().await;
+    c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
+    let one = c.start(None, true, "one");
+    let two = c.start(None, true, "two");
+    c.service("default", "a", json!({})).await;
+    c.until_ips("default", "a", &["198.51.100.0"]).await;
+    let leader_one = one.is_leader();
+    assert!(leader_one != two.is_leader(), "exactly one leader");
+    let (leader, standby) = if leader_one { (one, two) } else { (two, one) };
+    // The leader crashes without releasing its lease.
+    leader.kill();
+    c.service("default", "b", json!({})).await;
+    // The standby takes over within the lease duration (2 s) plus a renewal and allocates b.
+    let started = tokio::time::Instant::now();
+    c.until_ips("default", "b", &["198.51.100.1"]).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(standby.is_leader());
+    assert_eq!(ips(&c.get_service("default", "a").await), ["198.51.100.0"]);
+    standby.stop().await;
+}

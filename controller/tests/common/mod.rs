@@ -1,0 +1,252 @@
+//! A controller running its real loop against the in-process emulator.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrolb_controller::alloc::Allocator;
+use ferrolb_controller::metrics::Metrics;
+use ferrolb_controller::run::{Settings, Shared, run};
+use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_emulator::{Config, Emulator};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+pub const NS: &str = "ferrolb-system";
+
+pub struct Cluster {
+    pub emu: Emulator,
+    pub client: Client,
+}
+
+pub struct Controller {
+    pub shared: Shared,
+    stop: tokio::sync::watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Controller {
+    /// Graceful stop (SIGTERM): releases the lease.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+    /// Crash: the task vanishes without releasing anything.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+    pub fn is_leader(&self) -> bool {
+        self.shared.metrics.leader.get() == 1
+    }
+}
+
+impl Cluster {
+    pub async fn new() -> Cluster {
+        // `RUST_LOG=ferrolb_controller=debug cargo test` shows the controller's logs.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let emu = Emulator::new(Config::default());
+        let client = Client::new(emu.router(), "default");
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in ferrolb_crds::crds() {
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+        }
+        let c = Cluster { emu, client };
+        c.namespace(NS, json!({})).await;
+        c
+    }
+
+    pub async fn namespace(&self, name: &str, labels: Value) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        api.create(&PostParams::default(), &ns).await.unwrap();
+    }
+
+    pub fn start(&self, lb_class: Option<&str>, leader_elect: bool, identity: &str) -> Controller {
+        let alloc = Arc::new(Mutex::new(Allocator::new()));
+        let shared = Shared { metrics: Metrics::new(alloc.clone()), alloc, ready: Arc::new(AtomicBool::new(false)) };
+        let settings = Settings {
+            namespace: NS.into(),
+            lb_class: lb_class.map(String::from),
+            identity: identity.into(),
+            leader_elect,
+            lease_duration: 2,
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run(self.client.clone(), settings, shared.clone(), rx));
+        Controller { shared, stop, task }
+    }
+
+    pub async fn pool(&self, name: &str, spec: Value) {
+        let api: Api<IPAddressPool> = Api::namespaced(self.client.clone(), NS);
+        let p: IPAddressPool =
+            serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": name}, "spec": spec}))
+            .unwrap();
+        api.create(&PostParams::default(), &p).await.unwrap();
+    }
+
+    pub async fn pool_with_labels(&self, name: &str, labels: Value, spec: Value) {
+        let api: Api<IPAddressPool> = Api::namespaced(self.client.clone(), NS);
+        let p: IPAddressPool =
+            serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": name, "labels": labels}, "spec": spec}))
+            .unwrap();
+        api.create(&PostParams::default(), &p).await.unwrap();
+    }
+
+    pub async fn patch_pool(&self, name: &str, patch: Value) {
+        let api: Api<IPAddressPool> = Api::namespaced(self.client.clone(), NS);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    }
+
+    pub async fn delete_pool(&self, name: &str) {
+        let api: Api<IPAddressPool> = Api::namespaced(self.client.clone(), NS);
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
+    pub async fn advertise_all(&self) {
+        let api: Api<L2Advertisement> = Api::namespaced(self.client.clone(), NS);
+        let a: L2Advertisement =
+            serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "all"}, "spec": {}}))
+                .unwrap();
+        api.create(&PostParams::default(), &a).await.unwrap();
+    }
+
+    /// Create a LoadBalancer Service; `extra` is merged into the object.
+    pub async fn service(&self, ns: &str, name: &str, extra: Value) -> Service {
+        let mut v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+            "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80, "name": "http"}]}});
+        merge(&mut v, &extra);
+        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        api.create(&PostParams::default(), &serde_json::from_value(v).unwrap()).await.unwrap()
+    }
+
+    pub async fn patch_service(&self, ns: &str, name: &str, patch: Value) {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    }
+
+    pub async fn delete_service(&self, ns: &str, name: &str) {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+
+    pub async fn get_service(&self, ns: &str, name: &str) -> Service {
+        Api::<Service>::namespaced(self.client.clone(), ns).get(name).await.unwrap()
+    }
+
+    /// Wait (watching, not polling) until the Service satisfies `cond`.
+    pub async fn until(&self, ns: &str, name: &str, what: &str, cond: impl Fn(&Service) -> bool) -> Service {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        let fut = await_condition(api, name, move |s: Option<&Service>| s.is_some_and(&cond));
+        match tokio::time::timeout(Duration::from_secs(20), fut).await {
+            Ok(Ok(Some(s))) => s,
+            other => {
+                let now = self.get_service(ns, name).await;
+                panic!(
+                    "{ns}/{name}: {what} did not happen ({other:?}); now: {}",
+                    serde_json::to_string(&now.status).unwrap()
+                )
+            }
+        }
+    }
+
+    /// Wait until the Service has exactly these ingress IPs.
+    pub async fn until_ips(&self, ns: &str, name: &str, want: &[&str]) -> Service {
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        let w = want.clone();
+        self.until(ns, name, &format!("ingress {want:?}"), move |s| ips(s) == w).await
+    }
+
+    /// Wait until `Allocated` is False with `reason`.
+    pub async fn until_failed(&self, ns: &str, name: &str, reason: &str) -> Service {
+        let r = reason.to_string();
+        self.until(ns, name, &format!("Allocated=False/{reason}"), move |s| {
+            condition(s, "ferrolb.io/Allocated").is_some_and(|c| c.0 == "False" && c.1 == r)
+        })
+        .await
+    }
+
+    pub async fn pool_status(&self, name: &str, cond: impl Fn(&IPAddressPool) -> bool) -> IPAddressPool {
+        let api: Api<IPAddressPool> = Api::namespaced(self.client.clone(), NS);
+        let fut = await_condition(api.clone(), name, move |p: Option<&IPAddressPool>| p.is_some_and(&cond));
+        match tokio::time::timeout(Duration::from_secs(20), fut).await {
+            Ok(Ok(Some(p))) => p,
+            _ => panic!("pool {name} status did not converge: {:?}", api.get(name).await.unwrap().status),
+        }
+    }
+
+    /// Event reasons recorded for an object, oldest first.
+    pub async fn events(&self, ns: &str, name: &str) -> Vec<(String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), ns);
+        let mut evs: Vec<_> = api
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect();
+        evs.sort_by_key(|e| e.metadata.resource_version.clone().and_then(|r| r.parse::<u64>().ok()));
+        evs.into_iter().map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default())).collect()
+    }
+
+    /// Wait until an event with `reason` exists for the object (events are written after status).
+    pub async fn until_event(&self, ns: &str, name: &str, reason: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), ns);
+        let mut stream =
+            Box::pin(kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).default_backoff());
+        use futures::StreamExt;
+        use kube::runtime::WatchStreamExt;
+        loop {
+            if let Some((_, note)) = self.events(ns, name).await.into_iter().find(|(r, _)| r == reason) {
+                return note;
+            }
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(_)) => {}
+                _ => panic!("no {reason} event for {ns}/{name}; have {:?}", self.events(ns, name).await),
+            }
+        }
+    }
+}
+
+pub fn ips(s: &Service) -> Vec<String> {
+    ferrolb_controller::service::current_ips(s).iter().map(|i| i.to_string()).collect()
+}
+
+/// (status, reason, message) of a condition.
+pub fn condition(s: &Service, type_: &str) -> Option<(String, String, String)> {
+    s.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn merge(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
+}
+
+pub fn name_of(p: &IPAddressPool) -> String {
+    p.name_any()
+}
