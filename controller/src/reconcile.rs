@@ -363,6 +363,11 @@ async fn write(
     })
 }
 
+/// Delay before the `n`th consecutive retry: 1 s, 2 s, 4 s, ... at most 60 s.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1u64 << n.min(7))).min(Duration::from_secs(60))
+}
+
 /// Count the error by kind and retry with exponential backoff (0.5 s doubling, at most 60 s).
 pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Ctx>) -> Action {
     ctx.metrics.reconcile_errors.with_label_values(&[err.kind()]).inc();
@@ -373,7 +378,31 @@ pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Ctx>) -> Action {
         *n = n.saturating_add(1);
         *n
     };
-    let delay = Duration::from_millis(500u64.saturating_mul(1u64 << n.min(7))).min(Duration::from_secs(60));
+    let delay = backoff(n);
     tracing::warn!(service = %key, error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let d: Vec<u64> = (1..=9).map(|n| backoff(n).as_millis() as u64).collect();
+        assert_eq!(d, [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
+    }
+
+    #[test]
+    fn errors_are_counted_by_kind() {
+        let api = |code: u16| Error::Write {
+            key: "ns/s".into(),
+            what: "status",
+            source: kube::Error::Api(kube::core::Status { code, ..Default::default() }.boxed()),
+        };
+        assert_eq!(api(409).kind(), "conflict");
+        assert_eq!(api(404).kind(), "not_found");
+        assert_eq!(api(503).kind(), "server");
+        assert_eq!(api(422).kind(), "rejected");
+    }
 }

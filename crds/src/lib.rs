@@ -27,7 +27,27 @@ pub const SPEAKER_FIELD_MANAGER: &str = "ferrolb-speaker";
 
 /// Every CRD of the API, in the order they are written to the chart.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![IPAddressPool::crd(), L2Advertisement::crd(), ServiceL2Status::crd()]
+    vec![IPAddressPool::crd(), optional_spec(L2Advertisement::crd()), optional_spec(ServiceL2Status::crd())]
+}
+
+/// kube-derive makes `spec` required; for kinds whose every field is optional, an object
+/// without `spec` means "all defaults" (`kind: L2Advertisement` with no spec announces every
+/// pool, as in MetalLB), so `spec` defaults to `{}` instead.
+fn optional_spec(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for v in &mut crd.spec.versions {
+        let Some(schema) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else { continue };
+        if let Some(req) = schema.required.as_mut() {
+            req.retain(|r| r != "spec");
+            if req.is_empty() {
+                schema.required = None;
+            }
+        }
+        if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            spec.default =
+                Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(serde_json::json!({})));
+        }
+    }
+    crd
 }
 
 /// The file name (under `charts/ferrolb/crds/`) a CRD is written to.

@@ -285,6 +285,21 @@ mod tests {
     }
 
     #[test]
+    fn advertisement_spec_may_be_omitted() {
+        let crd = serde_json::to_value(&crate::crds()[1]).unwrap();
+        let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        assert!(root["required"].as_array().is_none_or(|r| !r.contains(&json!("spec"))));
+        assert_eq!(root["properties"]["spec"]["default"], json!({}));
+        let pool = serde_json::to_value(&crate::crds()[0]).unwrap();
+        assert!(
+            pool["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("spec"))
+        );
+    }
+
+    #[test]
     fn counts_saturate() {
         assert_eq!(saturating_count(7), 7);
         assert_eq!(saturating_count(1u128 << 64), i64::MAX);

@@ -224,10 +224,19 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
         ["watch", r @ ..] => (true, r),
         r => (false, r),
     };
-    let target = {
+    let (target, alias) = {
         let st = lock(inner);
-        resolve(&st, group, version, rest)?
+        let t = resolve(&st, group, version, rest)?;
+        // events.k8s.io/v1 Events live in the core Event storage, as upstream.
+        if (t.rt.group.as_str(), t.rt.plural.as_str()) == ("events.k8s.io", "events") {
+            let core = st.registry.lookup("", "v1", "events").ok_or_else(ApiError::no_route)?;
+            (Target { rt: core, version: "v1".into(), ..t }, true)
+        } else {
+            (t, false)
+        }
     };
+    let out = |v: Value| if alias { crate::events::to_v1(&v) } else { v };
+    let body_in = |v: Value| if alias { crate::events::to_core(&v) } else { v };
     let is_watch = legacy_watch || req.flag("watch");
     match req.method.clone() {
         Method::GET if is_watch => {
@@ -235,10 +244,10 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             if let Some(name) = &target.name {
                 opts.fields.0.push(("metadata.name".into(), true, name.clone()));
             }
-            watch(inner, &req, target, opts)
+            watch(inner, &req, target, opts, alias)
         }
         Method::GET if target.name.is_some() => {
-            let obj = lock(inner).get(&target)?;
+            let obj = out(lock(inner).get(&target)?);
             if req.wants_table() {
                 let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
                 let t = table::table(
@@ -256,6 +265,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
         Method::GET => {
             let opts = req.list_opts(&target)?;
             let (items, rv, cont) = lock(inner).list(&target, &opts)?;
+            let items: Vec<Value> = items.into_iter().map(out).collect();
             if req.wants_table() {
                 let t = table::table(
                     &target.rt,
@@ -271,20 +281,25 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             if let Some(c) = cont {
                 meta["continue"] = json!(c);
             }
-            let list = json!({"kind": target.rt.list_kind, "apiVersion": target.rt.api_version(&target.version), "metadata": meta, "items": items});
+            let (kind, av) = if alias {
+                ("EventList".to_string(), "events.k8s.io/v1".to_string())
+            } else {
+                (target.rt.list_kind.clone(), target.rt.api_version(&target.version))
+            };
+            let list = json!({"kind": kind, "apiVersion": av, "metadata": meta, "items": items});
             Ok(json_response(200, &list, &[]))
         }
         Method::POST if target.name.is_none() => {
             let body = req.decode_body()?;
             require_typed(&body)?;
-            let w = mutate(inner, |st| st.create(&target, body, &req.write_opts()))?;
-            Ok(json_response(w.code, &w.object, &w.warnings))
+            let w = mutate(inner, |st| st.create(&target, body_in(body), &req.write_opts()))?;
+            Ok(json_response(w.code, &out(w.object), &w.warnings))
         }
         Method::PUT if target.name.is_some() => {
             let body = req.decode_body()?;
             require_typed(&body)?;
-            let w = mutate(inner, |st| st.update(&target, body, &req.write_opts()))?;
-            Ok(json_response(w.code, &w.object, &w.warnings))
+            let w = mutate(inner, |st| st.update(&target, body_in(body), &req.write_opts()))?;
+            Ok(json_response(w.code, &out(w.object), &w.warnings))
         }
         Method::PATCH if target.name.is_some() => {
             let ct = req.content_type.split(';').next().unwrap_or("").trim().to_string();
@@ -304,15 +319,20 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
                 }
             };
             let body = req.decode_body()?;
-            let w = mutate(inner, |st| st.patch(&target, kind, body, &req.write_opts()))?;
-            Ok(json_response(w.code, &w.object, &w.warnings))
+            if alias && kind == PatchType::Json {
+                return Err(ApiError::unsupported_media_type(
+                    "JSON patches of events.k8s.io/v1 Events are not supported by the emulator; use a merge patch",
+                ));
+            }
+            let w = mutate(inner, |st| st.patch(&target, kind, body_in(body), &req.write_opts()))?;
+            Ok(json_response(w.code, &out(w.object), &w.warnings))
         }
         Method::DELETE if target.name.is_some() => {
             let options = if req.body.is_empty() { Value::Null } else { req.decode_body()? };
             let dry = req.q("dryRun") == Some("All")
                 || options["dryRun"].as_array().is_some_and(|a| a.contains(&json!("All")));
             let obj = mutate(inner, |st| st.delete(&target, &options, dry))?;
-            Ok(json_response(200, &obj, &[]))
+            Ok(json_response(200, &out(obj), &[]))
         }
         Method::DELETE => {
             let opts = req.list_opts(&target)?;
@@ -389,7 +409,7 @@ fn visible(ev: &Event, t: &Target, opts: &ListOpts) -> Option<EventType> {
     }
 }
 
-fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts) -> ApiResult<Response> {
+fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts, alias: bool) -> ApiResult<Response> {
     let send_initial = req.flag("sendInitialEvents");
     if send_initial && req.q("resourceVersionMatch") != Some("NotOlderThan") {
         return Err(ApiError::invalid(
@@ -409,7 +429,7 @@ fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts) -> ApiResult<
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let av = t.rt.api_version(&t.version);
+    let av = if alias { "events.k8s.io/v1".to_string() } else { t.rt.api_version(&t.version) };
     let kind = t.rt.kind.clone();
     let render = {
         let av = av.clone();
@@ -419,6 +439,9 @@ fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts) -> ApiResult<
             let mut o = obj.clone();
             o["apiVersion"] = json!(av);
             o["kind"] = json!(kind);
+            if alias {
+                o = crate::events::to_v1(&o);
+            }
             match &cols {
                 Some(c) => {
                     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": o["metadata"]["resourceVersion"]},

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod error;
+mod events;
 mod http;
 pub mod patch;
 pub mod resources;

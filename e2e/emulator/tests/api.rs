@@ -682,3 +682,35 @@ async fn random_and_mutated_bodies_never_break_the_server() {
     }
     assert_eq!(get(&emu, "/api").await.status, 200);
 }
+
+#[tokio::test]
+async fn events_written_with_events_k8s_io_are_core_events_too() {
+    let emu = emu();
+    let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "web.1"},
+        "regarding": {"apiVersion": "v1", "kind": "Service", "name": "web", "namespace": "default"},
+        "reason": "IPAllocated", "note": "Assigned 198.51.100.1", "type": "Normal", "action": "Allocate",
+        "reportingController": "ferrolb-controller", "reportingInstance": "c-0", "eventTime": "2026-01-01T00:00:00.000000Z"});
+    let r = post(&emu, "/apis/events.k8s.io/v1/namespaces/default/events", &ev).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(r.body["note"], "Assigned 198.51.100.1");
+    // kubectl describe reads core Events by involvedObject.
+    let core = get(&emu, "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb").await.body;
+    let item = &core["items"][0];
+    assert_eq!(item["apiVersion"], "v1");
+    assert_eq!(item["message"], "Assigned 198.51.100.1");
+    assert_eq!(item["source"]["component"], "ferrolb-controller");
+    // A series update by merge patch (as kube's Recorder does) lands in the same object.
+    let p = patch(
+        &emu,
+        "/apis/events.k8s.io/v1/namespaces/default/events/web.1",
+        "application/merge-patch+json",
+        &json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:00:05.000000Z"}}),
+    )
+    .await;
+    assert_eq!(p.status, 200);
+    assert_eq!(get(&emu, "/api/v1/namespaces/default/events/web.1").await.body["series"]["count"], 2);
+    let v1 = get(&emu, "/apis/events.k8s.io/v1/namespaces/default/events").await.body;
+    assert_eq!(v1["kind"], "EventList");
+    assert_eq!(v1["items"][0]["regarding"]["name"], "web");
+}
