@@ -1,0 +1,191 @@
+//! Ethernet II frames, untagged or with one 802.1Q tag.
+
+use super::{Error, Mac, Result};
+
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// EtherType of IPv6.
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType (TPID) of an 802.1Q tag.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+
+const UNTAGGED_HEADER: usize = 14;
+const TAGGED_HEADER: usize = 18;
+
+/// A view over an Ethernet frame.
+#[derive(Debug, Clone)]
+pub struct Frame<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Frame<T> {
+    /// Wrap without checking; accessors may panic on short buffers. Prefer [`Frame::new_checked`].
+    pub fn new_unchecked(buf: T) -> Self {
+        Frame { buf }
+    }
+
+    /// Wrap, checking that the header (including a VLAN tag, if any) fits.
+    pub fn new_checked(buf: T) -> Result<Self> {
+        let f = Frame { buf };
+        let b = f.buf.as_ref();
+        if b.len() < UNTAGGED_HEADER {
+            return Err(Error::Truncated);
+        }
+        if u16::from_be_bytes([b[12], b[13]]) == ETHERTYPE_VLAN && b.len() < TAGGED_HEADER {
+            return Err(Error::Truncated);
+        }
+        Ok(f)
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> Mac {
+        Mac::from_slice(&self.buf.as_ref()[0..6])
+    }
+
+    /// Source address.
+    pub fn src(&self) -> Mac {
+        Mac::from_slice(&self.buf.as_ref()[6..12])
+    }
+
+    fn tagged(&self) -> bool {
+        let b = self.buf.as_ref();
+        u16::from_be_bytes([b[12], b[13]]) == ETHERTYPE_VLAN
+    }
+
+    /// The 802.1Q VLAN id, if tagged.
+    pub fn vlan(&self) -> Option<u16> {
+        let b = self.buf.as_ref();
+        self.tagged().then(|| u16::from_be_bytes([b[14], b[15]]) & 0x0fff)
+    }
+
+    /// The EtherType of the payload (after the tag, if any).
+    pub fn ethertype(&self) -> u16 {
+        let b = self.buf.as_ref();
+        if self.tagged() { u16::from_be_bytes([b[16], b[17]]) } else { u16::from_be_bytes([b[12], b[13]]) }
+    }
+
+    /// Header length (14, or 18 when tagged).
+    pub fn header_len(&self) -> usize {
+        if self.tagged() { TAGGED_HEADER } else { UNTAGGED_HEADER }
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf.as_ref()[self.header_len()..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
+    /// Set the destination.
+    pub fn set_dst(&mut self, m: Mac) {
+        self.buf.as_mut()[0..6].copy_from_slice(&m.0);
+    }
+    /// Set the source.
+    pub fn set_src(&mut self, m: Mac) {
+        self.buf.as_mut()[6..12].copy_from_slice(&m.0);
+    }
+    /// Write the tag (if any) and EtherType; the buffer must be long enough.
+    pub fn set_type(&mut self, vlan: Option<u16>, ethertype: u16) {
+        let b = self.buf.as_mut();
+        match vlan {
+            Some(v) => {
+                b[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+                b[14..16].copy_from_slice(&(v & 0x0fff).to_be_bytes());
+                b[16..18].copy_from_slice(&ethertype.to_be_bytes());
+            }
+            None => b[12..14].copy_from_slice(&ethertype.to_be_bytes()),
+        }
+    }
+    /// The payload, writable.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let h = self.header_len();
+        &mut self.buf.as_mut()[h..]
+    }
+}
+
+/// An Ethernet header, lifted out of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    /// Destination.
+    pub dst: Mac,
+    /// Source.
+    pub src: Mac,
+    /// VLAN id, if tagged.
+    pub vlan: Option<u16>,
+    /// EtherType of the payload.
+    pub ethertype: u16,
+}
+
+impl Repr {
+    /// Lift the header out of a checked frame.
+    pub fn parse<T: AsRef<[u8]>>(f: &Frame<T>) -> Result<Repr> {
+        Ok(Repr { dst: f.dst(), src: f.src(), vlan: f.vlan(), ethertype: f.ethertype() })
+    }
+
+    /// Header length this repr emits.
+    pub fn header_len(&self) -> usize {
+        if self.vlan.is_some() { TAGGED_HEADER } else { UNTAGGED_HEADER }
+    }
+
+    /// Write the header into `f` (which must hold at least `header_len()` bytes).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, f: &mut Frame<T>) {
+        f.set_dst(self.dst);
+        f.set_src(self.src);
+        f.set_type(self.vlan, self.ethertype);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNTAGGED: [u8; 16] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // dst
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x01, // src
+        0x08, 0x06, // ARP
+        0xaa, 0xbb, // payload
+    ];
+    const TAGGED: [u8; 20] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x81, 0x00, 0x20,
+        0x64, // PCP 1, VID 100
+        0x86, 0xdd, 0xcc, 0xdd,
+    ];
+
+    #[test]
+    fn read_untagged_and_tagged() {
+        let f = Frame::new_checked(&UNTAGGED[..]).unwrap();
+        assert_eq!(
+            (f.dst(), f.src().to_string(), f.ethertype(), f.vlan()),
+            (Mac::BROADCAST, "02:00:00:00:00:01".into(), ETHERTYPE_ARP, None)
+        );
+        assert_eq!(f.payload(), &[0xaa, 0xbb]);
+        let t = Frame::new_checked(&TAGGED[..]).unwrap();
+        assert_eq!((t.vlan(), t.ethertype(), t.payload()), (Some(100), ETHERTYPE_IPV6, &[0xcc, 0xdd][..]));
+    }
+
+    #[test]
+    fn parse_and_emit_round_trip() {
+        for bytes in [&UNTAGGED[..], &TAGGED[..]] {
+            let f = Frame::new_checked(bytes).unwrap();
+            let r = Repr::parse(&f).unwrap();
+            let mut out = vec![0u8; bytes.len()];
+            let mut g = Frame::new_unchecked(&mut out[..]);
+            r.emit(&mut g);
+            g.payload_mut().copy_from_slice(f.payload());
+            let mut expect = bytes.to_vec();
+            // The PCP bits are not represented; emit writes priority 0.
+            if r.vlan.is_some() {
+                expect[14] &= 0x0f;
+            }
+            assert_eq!(out, expect);
+        }
+    }
+
+    #[test]
+    fn short_frames_are_rejected() {
+        assert_eq!(Frame::new_checked(&UNTAGGED[..13]).unwrap_err(), Error::Truncated);
+        assert_eq!(Frame::new_checked(&TAGGED[..17]).unwrap_err(), Error::Truncated);
+    }
+}
