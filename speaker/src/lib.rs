@@ -1,6 +1,8 @@
 //! ferrolb-speaker: answers ARP and NDP for the load-balancer IPs this node
 //! announces, and sends gratuitous announcements when it takes one over.
 
+pub mod announce;
+pub mod election;
 pub mod frames;
 pub mod responder;
 pub mod wire;
