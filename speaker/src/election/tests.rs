@@ -74,7 +74,7 @@ fn advertisement_must_cover_pool_service_and_node() {
         (Advertisement { node_selectors: vec![sel(&[("kubernetes.io/hostname", "b")])], ..all_pools() }, vec!["b"]),
     ];
     for (adv, want) in table {
-        let e = eligible(&[&s], &pools, &[adv.clone()], &nodes);
+        let e = eligible(&[&s], &pools, std::slice::from_ref(&adv), &nodes);
         assert_eq!(names(&e), want, "{adv:?}");
     }
     assert!(eligible(&[&s], &pools, &[], &nodes).is_empty(), "no advertisement, nobody announces");
