@@ -5,4 +5,5 @@ pub mod announce;
 pub mod election;
 pub mod frames;
 pub mod responder;
+pub mod sys;
 pub mod wire;

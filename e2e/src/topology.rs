@@ -1,0 +1,168 @@
+//! Network namespaces joined by a bridge: N nodes and a client.
+//!
+//! Names carry the `flb` prefix and a per-run suffix, so concurrent runs never
+//! collide; everything is removed on drop, also when a test panics. Addresses
+//! come only from 198.51.100.0/24 and fd42:f1b::/64, and only inside the
+//! namespaces: the root namespace is never touched.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A failed setup step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A command could not run or failed.
+    #[error("`{cmd}` failed: {why}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Its error output or the spawn error.
+        why: String,
+    },
+}
+
+/// Run a command, failing with its stderr.
+pub fn run(args: &[&str]) -> Result<String, Error> {
+    let cmd = args.join(" ");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| Error::Command { cmd: cmd.clone(), why: e.to_string() })?;
+    if !out.status.success() {
+        return Err(Error::Command { cmd, why: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    /// Its name (`ip netns` name).
+    pub name: String,
+}
+
+impl Netns {
+    /// Create it, with loopback up.
+    pub fn create(name: &str) -> Result<Netns, Error> {
+        run(&["ip", "netns", "add", name])?;
+        let ns = Netns { name: name.to_string() };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Path of the namespace file, for `setns`.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Run a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> Result<String, Error> {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// A command to run inside the namespace (for spawning).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// A host on the bridge: its namespace, interface and addresses.
+#[derive(Debug)]
+pub struct Host {
+    /// The namespace.
+    pub netns: Netns,
+    /// Interface on the bridge (inside the namespace).
+    pub iface: String,
+    /// Its MAC, lowercase.
+    pub mac: String,
+    /// IPv4 address (/24).
+    pub ipv4: Ipv4Addr,
+    /// IPv6 address (/64).
+    pub ipv6: Ipv6Addr,
+}
+
+impl Host {
+    /// The MAC of the bridge interface as `ip` prints it.
+    fn read_mac(netns: &Netns, iface: &str) -> Result<String, Error> {
+        let out = netns.exec(&["cat", &format!("/sys/class/net/{iface}/address")])?;
+        Ok(out.trim().to_lowercase())
+    }
+}
+
+/// The whole topology. Dropping it removes every namespace (hosts first, switch last).
+#[derive(Debug)]
+pub struct Topology {
+    /// Per-run suffix in every name.
+    pub suffix: String,
+    /// Node hosts, `node-1`.. in order.
+    pub nodes: Vec<Host>,
+    /// The client ("outside world").
+    pub client: Host,
+    /// The namespace holding the bridge; dropped last.
+    pub switch: Netns,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A suffix unique to this process and call.
+pub fn unique_suffix() -> String {
+    format!("{:x}{}", std::process::id() & 0xfffff, COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+impl Topology {
+    /// Build a bridge, `nodes` node namespaces and a client namespace.
+    pub fn new(nodes: usize) -> Result<Topology, Error> {
+        let suffix = unique_suffix();
+        let switch = Netns::create(&format!("flb{suffix}sw"))?;
+        switch.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
+        // No STP delay, no multicast snooping surprises unless a test turns them on.
+        switch.exec(&["ip", "link", "set", "br0", "type", "bridge", "forward_delay", "0"])?;
+        switch.exec(&["ip", "link", "set", "br0", "up"])?;
+        let mut hosts = Vec::new();
+        for i in 0..=nodes {
+            let (ns_name, port, v4, v6) = if i == 0 {
+                (
+                    format!("flb{suffix}c"),
+                    "c".to_string(),
+                    Ipv4Addr::new(198, 51, 100, 2),
+                    "fd42:f1b::2".parse().expect("literal"),
+                )
+            } else {
+                (
+                    format!("flb{suffix}n{i}"),
+                    format!("n{i}"),
+                    Ipv4Addr::new(198, 51, 100, 10 + i as u8),
+                    format!("fd42:f1b::{:x}", 16 + i).parse().expect("literal"),
+                )
+            };
+            let netns = Netns::create(&ns_name)?;
+            // Accept no DAD delay: addresses are usable at once.
+            netns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])?;
+            switch.exec(&["ip", "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns_name])?;
+            switch.exec(&["ip", "link", "set", &port, "master", "br0", "up"])?;
+            netns.exec(&["ip", "link", "set", "eth0", "up"])?;
+            netns.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
+            netns.exec(&["ip", "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
+            let mac = Host::read_mac(&netns, "eth0")?;
+            hosts.push(Host { netns, iface: "eth0".into(), mac, ipv4: v4, ipv6: v6 });
+        }
+        let client = hosts.remove(0);
+        Ok(Topology { suffix, nodes: hosts, client, switch })
+    }
+}
+
+/// Whether this process may create namespaces (root).
+pub fn privileged() -> bool {
+    run(&["id", "-u"]).map(|u| u.trim() == "0").unwrap_or(false)
+}

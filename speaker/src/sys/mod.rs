@@ -1,0 +1,340 @@
+//! Raw-socket I/O: the only module with `unsafe` and syscalls.
+//!
+//! One `AF_PACKET` socket per interface, bound to it, with a classic BPF filter
+//! attached so that only ARP and ICMPv6 Neighbor Solicitations reach userspace:
+//! data traffic to the VIP costs the speaker nothing. Solicited-node multicast
+//! groups are joined through an IPv6 socket, so the kernel sends the MLD
+//! reports that snooping switches need.
+#![allow(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::Ipv6Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::announce::Io;
+use crate::wire::Mac;
+
+const ETH_P_ALL: u16 = 0x0003;
+
+/// The BPF program: accept ARP, and IPv6 whose next header is ICMPv6 with type 135 (NS).
+/// Offsets are for untagged frames: AF_PACKET delivers VLAN tags out of band.
+fn filter() -> [libc::sock_filter; 9] {
+    const LDH_ABS: u16 = 0x28;
+    const LDB_ABS: u16 = 0x30;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    [
+        ins(LDH_ABS, 0, 0, 12),        // 0: A = ethertype
+        ins(JEQ_K, 5, 0, 0x0806),      // 1: ARP -> accept
+        ins(JEQ_K, 0, 5, 0x86dd),      // 2: not IPv6 -> drop
+        ins(LDB_ABS, 0, 0, 20),        // 3: A = next header
+        ins(JEQ_K, 0, 3, 58),          // 4: not ICMPv6 -> drop
+        ins(LDB_ABS, 0, 0, 54),        // 5: A = ICMPv6 type
+        ins(JEQ_K, 0, 1, 135),         // 6: not NS -> drop
+        ins(RET_K, 0, 0, 0x0004_0000), // 7: accept (whole frame)
+        ins(RET_K, 0, 0, 0),           // 8: drop
+    ]
+}
+
+/// The kernel index of an interface.
+pub fn if_index(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 { Err(io::Error::last_os_error()) } else { Ok(idx) }
+}
+
+/// The MAC of an interface, asked of the kernel (SIOCGIFHWADDR) in the calling thread's
+/// network namespace. Not from sysfs: /sys shows the namespace it was mounted in.
+pub fn if_mac(name: &str) -> io::Result<Mac> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
+    }
+    // SAFETY: socket(2) with constant arguments; checked below.
+    let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor owned here.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: a zeroed ifreq is valid; the name is copied in with its NUL terminator kept.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr within `req`.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after a successful SIOCGIFHWADDR the union holds ifru_hwaddr.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Ok(Mac([data[0] as u8, data[1] as u8, data[2] as u8, data[3] as u8, data[4] as u8, data[5] as u8]))
+}
+
+/// An `AF_PACKET` socket bound to one interface, filtered to ARP and NS.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: AsyncFd<OwnedFd>,
+    ifindex: u32,
+    name: String,
+}
+
+impl PacketSocket {
+    /// Open, filter and bind a socket on `name`. Needs CAP_NET_RAW.
+    pub fn open(name: &str) -> io::Result<PacketSocket> {
+        let ifindex = if_index(name)?;
+        let fd = Self::raw(ifindex)?;
+        // SAFETY: `fd` is an OwnedFd we just created; AsyncFd takes ownership, so the
+        // descriptor cannot be closed or reused while registered.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+        Ok(PacketSocket { fd, ifindex, name: name.to_string() })
+    }
+
+    /// Like [`PacketSocket::open`], for use outside a tokio runtime (blocking reads).
+    pub fn open_blocking(name: &str) -> io::Result<BlockingPacketSocket> {
+        let ifindex = if_index(name)?;
+        let fd = Self::raw(ifindex)?;
+        // SAFETY: plain fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+        Ok(BlockingPacketSocket { fd, ifindex, name: name.to_string() })
+    }
+
+    fn raw(ifindex: u32) -> io::Result<OwnedFd> {
+        let proto = ETH_P_ALL.to_be();
+        // SAFETY: socket(2) with constant arguments; the result is checked before use.
+        let raw = unsafe {
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, i32::from(proto))
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let prog = filter();
+        let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+        // Attach the filter before binding, so no unfiltered frame is ever queued.
+        // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel copies it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                &fprog as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: zeroed sockaddr_ll is a valid bit pattern; fields are set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a properly initialised sockaddr_ll of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sll as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Receive one frame.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| recv_raw(fd.as_raw_fd(), buf)) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Send one frame out of this interface.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        send_raw(self.fd.get_ref().as_raw_fd(), self.ifindex, frame)
+    }
+}
+
+/// A packet socket with blocking reads, for threads without a runtime.
+#[derive(Debug)]
+pub struct BlockingPacketSocket {
+    fd: OwnedFd,
+    ifindex: u32,
+    name: String,
+}
+
+impl BlockingPacketSocket {
+    /// Receive one frame, waiting at most `timeout`; `Ok(None)` on timeout.
+    pub fn recv_timeout(&self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<Option<usize>> {
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if rc == 0 {
+            return Ok(None);
+        }
+        recv_raw(self.fd.as_raw_fd(), buf).map(Some)
+    }
+    /// Send one frame.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        send_raw(self.fd.as_raw_fd(), self.ifindex, frame)
+    }
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn recv_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+fn send_raw(fd: RawFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: zeroed sockaddr_ll is valid; the fields needed for sending are set.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as i32;
+    sll.sll_halen = 6;
+    sll.sll_addr[..6]
+        .copy_from_slice(frame.get(..6).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too short"))?);
+    // SAFETY: `frame` and `sll` are valid for the lengths passed.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr() as *const libc::c_void,
+            frame.len(),
+            0,
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Something that sends frames out of one interface.
+pub trait SendFrame: Send + Sync + std::fmt::Debug {
+    /// The interface name.
+    fn iface(&self) -> &str;
+    /// Send one frame.
+    fn send_frame(&self, frame: &[u8]) -> io::Result<()>;
+}
+
+impl SendFrame for PacketSocket {
+    fn iface(&self) -> &str {
+        self.name()
+    }
+    fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
+        self.send(frame)
+    }
+}
+
+impl SendFrame for BlockingPacketSocket {
+    fn iface(&self) -> &str {
+        self.name()
+    }
+    fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
+        self.send(frame)
+    }
+}
+
+/// The real [`Io`]: packet sockets per interface and IPv6 sockets holding multicast memberships.
+#[derive(Debug, Default)]
+pub struct SysIo {
+    sockets: BTreeMap<String, std::sync::Arc<dyn SendFrame>>,
+    groups: BTreeMap<(String, Ipv6Addr), socket2::Socket>,
+}
+
+impl SysIo {
+    /// Use `sock` for sending on its interface.
+    pub fn add(&mut self, sock: std::sync::Arc<dyn SendFrame>) {
+        self.sockets.insert(sock.iface().to_string(), sock);
+    }
+    /// Forget an interface (its sockets close when the last user drops them).
+    pub fn remove(&mut self, name: &str) {
+        self.sockets.remove(name);
+        self.groups.retain(|(i, _), _| i != name);
+    }
+}
+
+impl Io for SysIo {
+    fn send(&mut self, iface: &str, frame: &[u8]) -> io::Result<()> {
+        self.sockets
+            .get(iface)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no socket on {iface}")))?
+            .send_frame(frame)
+    }
+    fn join(&mut self, iface: &str, group: Ipv6Addr) -> io::Result<()> {
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+        s.join_multicast_v6(&group, if_index(iface)?)?;
+        self.groups.insert((iface.to_string(), group), s);
+        Ok(())
+    }
+    fn leave(&mut self, iface: &str, group: Ipv6Addr) -> io::Result<()> {
+        // Closing the socket drops the membership.
+        self.groups.remove(&(iface.to_string(), group));
+        Ok(())
+    }
+}
+
+/// Run `f` on a new thread inside the network namespace at `path` (e.g. `/run/netns/x`):
+/// sockets opened there stay in that namespace. Needs CAP_SYS_ADMIN. The thread
+/// returns the error, and never runs `f`, when it cannot enter the namespace.
+pub fn in_netns<T: Send + 'static>(
+    path: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<io::Result<T>>> {
+    let file = std::fs::File::open(path)?;
+    Ok(std::thread::spawn(move || {
+        // SAFETY: setns on a valid namespace fd affects only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(f())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpf_jumps_land_on_accept_and_drop() {
+        let p = filter();
+        for (i, ins) in p.iter().enumerate() {
+            if ins.code == 0x15 {
+                assert!(i + 1 + usize::from(ins.jt) < p.len() && i + 1 + usize::from(ins.jf) < p.len());
+            }
+        }
+        // ARP accepted at 7, non-IPv6 dropped at 8.
+        assert_eq!(1 + 1 + usize::from(p[1].jt), 7);
+        assert_eq!(2 + 1 + usize::from(p[2].jf), 8);
+        assert_eq!((p[7].code, p[8].k), (0x06, 0));
+    }
+}
