@@ -109,6 +109,8 @@ pub struct Topology {
     pub nodes: Vec<Host>,
     /// The client ("outside world").
     pub client: Host,
+    /// The control plane's host on the bridge (API server listener for node processes).
+    pub control_plane: Host,
     /// The namespace holding the bridge; dropped last.
     pub switch: Netns,
 }
@@ -130,20 +132,28 @@ impl Topology {
         switch.exec(&["ip", "link", "set", "br0", "type", "bridge", "forward_delay", "0"])?;
         switch.exec(&["ip", "link", "set", "br0", "up"])?;
         let mut hosts = Vec::new();
-        for i in 0..=nodes {
-            let (ns_name, port, v4, v6) = if i == 0 {
+        // Client first, nodes 1..=N, the control plane last.
+        for i in 0..=nodes + 1 {
+            let (ns_name, port, v4, v6): (String, String, Ipv4Addr, Ipv6Addr) = if i == 0 {
                 (
                     format!("flb{suffix}c"),
-                    "c".to_string(),
+                    "c".into(),
                     Ipv4Addr::new(198, 51, 100, 2),
-                    "fd42:f1b::2".parse().expect("literal"),
+                    Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 0, 2),
+                )
+            } else if i == nodes + 1 {
+                (
+                    format!("flb{suffix}cp"),
+                    "cp".into(),
+                    Ipv4Addr::new(198, 51, 100, 3),
+                    Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 0, 3),
                 )
             } else {
                 (
                     format!("flb{suffix}n{i}"),
                     format!("n{i}"),
                     Ipv4Addr::new(198, 51, 100, 10 + i as u8),
-                    format!("fd42:f1b::{:x}", 16 + i).parse().expect("literal"),
+                    Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 0, 0x10 + i as u16),
                 )
             };
             let netns = Netns::create(&ns_name)?;
@@ -157,8 +167,9 @@ impl Topology {
             let mac = Host::read_mac(&netns, "eth0")?;
             hosts.push(Host { netns, iface: "eth0".into(), mac, ipv4: v4, ipv6: v6 });
         }
+        let control_plane = hosts.pop().expect("control plane host");
         let client = hosts.remove(0);
-        Ok(Topology { suffix, nodes: hosts, client, switch })
+        Ok(Topology { suffix, nodes: hosts, client, control_plane, switch })
     }
 }
 

@@ -101,6 +101,11 @@ impl<I: Io> Announcer<I> {
         &self.io
     }
 
+    /// The I/O, to add or remove interfaces' sockets.
+    pub fn io_mut(&mut self) -> &mut I {
+        &mut self.io
+    }
+
     /// Known interfaces.
     pub fn interfaces(&self) -> impl Iterator<Item = &Iface> {
         self.ifaces.values()

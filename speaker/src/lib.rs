@@ -4,6 +4,9 @@
 pub mod announce;
 pub mod election;
 pub mod frames;
+pub mod metrics;
+pub mod plan;
 pub mod responder;
+pub mod run;
 pub mod sys;
 pub mod wire;

@@ -338,3 +338,109 @@ mod tests {
         assert_eq!((p[7].code, p[8].k), (0x06, 0));
     }
 }
+
+/// An interface the speaker may announce on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Name.
+    pub name: String,
+    /// MAC.
+    pub mac: Mac,
+}
+
+/// Up, non-loopback, ARP-capable Ethernet interfaces that are not bond or bridge ports,
+/// minus those matching `exclude` (`*` globs), in the calling thread's namespace.
+pub fn scan_interfaces(exclude: &[String]) -> io::Result<Vec<LinkInfo>> {
+    // SAFETY: if_nameindex returns a heap array terminated by a zero entry, freed below.
+    let head = unsafe { libc::if_nameindex() };
+    if head.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let mut names = Vec::new();
+    let mut p = head;
+    // SAFETY: walk until the terminating entry; each name is a valid C string.
+    unsafe {
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            names.push(std::ffi::CStr::from_ptr((*p).if_name).to_string_lossy().into_owned());
+            p = p.add(1);
+        }
+        libc::if_freenameindex(head);
+    }
+    let mut out = Vec::new();
+    for name in names {
+        if exclude.iter().any(|pat| glob(pat, &name)) {
+            continue;
+        }
+        let Ok(flags) = if_flags(&name) else { continue };
+        let up = flags & libc::IFF_UP != 0;
+        let bad = flags & (libc::IFF_LOOPBACK | libc::IFF_NOARP | libc::IFF_SLAVE) != 0;
+        // Bridge ports carry no flag; sysfs has a `brport` directory for them.
+        let bridge_port = std::path::Path::new(&format!("/sys/class/net/{name}/brport")).exists();
+        if !up || bad || bridge_port {
+            continue;
+        }
+        if let Some(mac) = if_mac(&name).ok().filter(|m| *m != Mac::ZERO) {
+            out.push(LinkInfo { name, mac });
+        }
+    }
+    Ok(out)
+}
+
+fn if_flags(name: &str) -> io::Result<i32> {
+    // SAFETY: socket(2) with constant arguments; checked below.
+    let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor owned here.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: zeroed ifreq is valid; name copied with room for the NUL.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().take(libc::IFNAMSIZ - 1).zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes ifru_flags within `req`.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFFLAGS the union holds ifru_flags.
+    Ok(i32::from(unsafe { req.ifr_ifru.ifru_flags }))
+}
+
+/// `*`-glob match (`eth*`, `*-ext`, `veth*abc`, exact names).
+pub fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((pre, rest)) => {
+            name.starts_with(pre) && {
+                let tail = &name[pre.len()..];
+                if rest.is_empty() {
+                    true
+                } else {
+                    (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::glob;
+
+    #[test]
+    fn glob_table() {
+        for (p, n, want) in [
+            ("eth*", "eth0", true),
+            ("eth*", "veth0", false),
+            ("*0", "veth0", true),
+            ("lxc*x", "lxc12x", true),
+            ("br0", "br0", true),
+            ("br0", "br01", false),
+            ("*", "x", true),
+        ] {
+            assert_eq!(glob(p, n), want, "{p} {n}");
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The real `ferrolb-speaker` binaries in node namespaces, the controller, and
+//! the emulator reachable on the bridge; real `arping`/`ndisc6` from the client.
+//! Runs as root (as `.ci/run` does).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferrolb_controller::alloc::Allocator;
+use ferrolb_controller::metrics::Metrics;
+use ferrolb_controller::run::{Settings, Shared};
+use ferrolb_crds::ServiceL2Status;
+use ferrolb_e2e::topology::{Host, Topology, privileged};
+use ferrolb_emulator::{Config, Emulator, write_kubeconfig};
+use k8s_openapi::api::core::v1::Service;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+const NS: &str = "ferrolb-system";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn speaker_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "ferrolb-speaker", "--bin", "ferrolb-speaker"])
+        .status()
+        .expect("cargo");
+    assert!(status.success(), "building the speaker failed");
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("ferrolb-speaker")
+}
+
+fn start_speaker(bin: &Path, node: &Host, name: &str, kubeconfig: &Path, logs: &Path) -> Proc {
+    let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
+    Proc(
+        node.netns
+            .command(bin.to_str().unwrap())
+            .args(["--node-name", name, "--namespace", NS, "--lease-duration", "3", "--metrics-addr", "127.0.0.1:7473"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("FERROLB_LOG", "info,ferrolb_speaker=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The MAC that answers ARP for `ip`, as arping sees it.
+fn arp_mac(client: &Host, ip: &str) -> Option<String> {
+    let out = client.netns.exec(&["arping", "-c", "1", "-w", "1", "-I", "eth0", ip]).ok()?;
+    let l = out.lines().find(|l| l.contains("reply from"))?;
+    Some(l.split('[').nth(1)?.split(']').next()?.to_lowercase())
+}
+
+fn ndp_mac(client: &Host, ip: &str) -> Option<String> {
+    let out = client.netns.exec(&["ndisc6", "-1", "-r", "2", "-w", "300", ip, "eth0"]).ok()?;
+    let l = out.lines().find(|l| l.contains("link-layer address"))?;
+    Some(l.rsplit(' ').next()?.trim().to_lowercase())
+}
+
+async fn create<K>(api: &Api<K>, v: Value)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    api.create(&PostParams::default(), &serde_json::from_value(v).unwrap()).await.unwrap();
+}
+
+fn holder(rt: &tokio::runtime::Runtime, client: &Client, svc: &str) -> Option<String> {
+    let api: Api<ServiceL2Status> = Api::namespaced(client.clone(), NS);
+    rt.block_on(api.get_opt(&format!("default.{svc}"))).ok().flatten()?.status.map(|s| s.node).filter(|n| !n.is_empty())
+}
+
+fn ingress(rt: &tokio::runtime::Runtime, client: &Client, svc: &str) -> Option<String> {
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    let s = rt.block_on(api.get(svc)).ok()?;
+    ferrolb_controller::service::current_ips(&s).first().map(|i| i.to_string())
+}
+
+#[test]
+fn speakers_announce_fail_over_and_respect_advertisements() {
+    assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
+    let bin = speaker_binary();
+    let topo = Topology::new(2).expect("topology");
+    let logs = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build().unwrap();
+
+    // The emulator listens on the control plane's bridge address, from inside its namespace.
+    let emu = Emulator::new(Config::default());
+    let std_listener = ferrolb_speaker::sys::in_netns(&topo.control_plane.netns.path(), || {
+        std::net::TcpListener::bind("198.51.100.3:0")
+    })
+    .unwrap()
+    .join()
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let port = std_listener.local_addr().unwrap().port();
+    let server = emu.clone();
+    rt.spawn(async move {
+        let l = tokio::net::TcpListener::from_std(std_listener).unwrap();
+        server.serve(l).await
+    });
+    let kubeconfig = logs.path().join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &format!("http://198.51.100.3:{port}")).unwrap();
+    let client = {
+        let _guard = rt.enter();
+        Client::new(emu.router(), "default")
+    };
+
+    rt.block_on(async {
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
+        for crd in ferrolb_crds::crds() {
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+        }
+        create(&Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()), json!({"metadata": {"name": NS}})).await;
+        for i in 1..=2 {
+            create(&Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()),
+                json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/hostname": format!("node-{i}")}}})).await;
+        }
+        let pools: Api<ferrolb_crds::IPAddressPool> = Api::namespaced(client.clone(), NS);
+        create(&pools, json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "public"},
+            "spec": {"addresses": ["198.51.100.100-198.51.100.110", "fd42:f1b::100-fd42:f1b::110"]}})).await;
+        create(&pools, json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "hidden"},
+            "spec": {"addresses": ["198.51.100.120/32"], "autoAssign": false}})).await;
+        create(&Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
+            json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "public"}, "spec": {"ipAddressPools": ["public"]}})).await;
+    });
+    let alloc = Arc::new(Mutex::new(Allocator::new()));
+    let shared = Shared { metrics: Metrics::new(alloc.clone()), alloc, ready: Arc::new(AtomicBool::new(false)) };
+    let (_stop_ctl, stop_rx) = tokio::sync::watch::channel(false);
+    let settings = Settings {
+        namespace: NS.into(),
+        lb_class: None,
+        identity: "controller".into(),
+        leader_elect: false,
+        lease_duration: 15,
+        metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    rt.spawn(ferrolb_controller::run::run(client.clone(), settings, shared, stop_rx));
+
+    let names = ["node-1", "node-2"];
+    let mut speakers: Vec<Option<Proc>> = topo
+        .nodes
+        .iter()
+        .zip(names)
+        .map(|(n, name)| Some(start_speaker(&bin, n, name, &kubeconfig, logs.path())))
+        .collect();
+    let mac_of = |name: &str| topo.nodes[names.iter().position(|n| *n == name).unwrap()].mac.clone();
+
+    rt.block_on(async {
+        let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+        create(&svcs, json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
+        create(&svcs, json!({"metadata": {"name": "web6"}, "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
+        create(&svcs, json!({"metadata": {"name": "hidden", "annotations": {"ferrolb.io/address-pool": "hidden"}},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
+    });
+    let vip = eventually("web's IP", Duration::from_secs(20), || ingress(&rt, &client, "web"));
+    assert_eq!(vip, "198.51.100.100");
+    let first = eventually("a node announces web", Duration::from_secs(20), || holder(&rt, &client, "web"));
+    let mac = eventually("arping answer", Duration::from_secs(10), || arp_mac(&topo.client, &vip));
+    assert_eq!(mac, mac_of(&first), "the MAC the client learns is the announcing node's");
+
+    let vip6 = eventually("web6's IP", Duration::from_secs(20), || ingress(&rt, &client, "web6"));
+    assert_eq!(vip6, "fd42:f1b::100");
+    let owner6 = eventually("a node announces web6", Duration::from_secs(20), || holder(&rt, &client, "web6"));
+    let mac6 = eventually("ndisc6 answer", Duration::from_secs(10), || ndp_mac(&topo.client, &vip6));
+    assert_eq!(mac6, mac_of(&owner6));
+
+    // Allocated from a pool no advertisement selects: nobody answers.
+    let hidden = eventually("hidden's IP", Duration::from_secs(20), || ingress(&rt, &client, "hidden"));
+    assert_eq!(hidden, "198.51.100.120");
+    assert_eq!(arp_mac(&topo.client, &hidden), None);
+
+    // Graceful failover: SIGTERM the announcer; the other node answers.
+    let idx = names.iter().position(|n| *n == first).unwrap();
+    let other = names[1 - idx];
+    let pid = speakers[idx].as_ref().unwrap().0.id().to_string();
+    let t0 = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    eventually("arping answered by the other node after SIGTERM", Duration::from_secs(10), || {
+        arp_mac(&topo.client, &vip).filter(|m| *m == mac_of(other))
+    });
+    let graceful = t0.elapsed();
+    let _ = speakers[idx].take().map(|mut p| p.0.wait());
+    eventually("status names the new holder", Duration::from_secs(10), || {
+        holder(&rt, &client, "web").filter(|h| h == other)
+    });
+
+    // The first node returns: non-revertive, the IP stays.
+    speakers[idx] = Some(start_speaker(&bin, &topo.nodes[idx], first.as_str(), &kubeconfig, logs.path()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(holder(&rt, &client, "web").as_deref(), Some(other), "no second move when a node returns");
+    assert_eq!(arp_mac(&topo.client, &vip), Some(mac_of(other)));
+
+    // Crash (SIGKILL): the survivor takes over after the Lease expires (3 s).
+    let oidx = 1 - idx;
+    let t1 = Instant::now();
+    speakers[oidx].take();
+    eventually("arping answered by the survivor after SIGKILL", Duration::from_secs(15), || {
+        arp_mac(&topo.client, &vip).filter(|m| *m == mac_of(&first))
+    });
+    let crash = t1.elapsed();
+    eprintln!("failover: SIGTERM {graceful:?}, SIGKILL {crash:?} (lease 3 s)");
+    drop(speakers);
+    drop(rt);
+}

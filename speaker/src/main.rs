@@ -1,0 +1,93 @@
+//! `ferrolb-speaker`: flags, client, signals; the work is in the library.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use ferrolb_speaker::announce::Timing;
+use ferrolb_speaker::metrics::Metrics;
+use ferrolb_speaker::run::{Settings, run, serve_http};
+
+/// Answers ARP and NDP for the LoadBalancer IPs this node announces.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// This node's name (from the downward API).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Namespace of the IPAddressPools, L2Advertisements, Leases and ServiceL2Statuses.
+    #[arg(long, env = "FERROLB_NAMESPACE", default_value = "ferrolb-system")]
+    namespace: String,
+    /// Handle only Services with this spec.loadBalancerClass (default: only those without one).
+    #[arg(long, env = "FERROLB_LB_CLASS")]
+    lb_class: Option<String>,
+    /// Membership Lease duration in seconds: a speaker silent this long is considered dead.
+    #[arg(long, env = "FERROLB_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u32).range(3..=3600))]
+    lease_duration: u32,
+    /// Move an IP back to its hash winner when that node returns (default: stay put).
+    #[arg(long, env = "FERROLB_REVERTIVE")]
+    revertive: bool,
+    /// Interface name patterns (`*` globs, comma-separated) never announced on.
+    #[arg(
+        long,
+        env = "FERROLB_EXCLUDE_INTERFACES",
+        value_delimiter = ',',
+        default_value = "lo,docker*,cni*,flannel*,cali*,veth*,lxc*,kube-ipvs*,vxlan*,genev*,tunl*,wg*"
+    )]
+    exclude_interfaces: Vec<String>,
+    /// Seconds between gratuitous refreshes after the takeover burst.
+    #[arg(long, env = "FERROLB_REFRESH_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    refresh_interval: u64,
+    /// Address for /metrics and /healthz.
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "FERROLB_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "FERROLB_LOG", default_value = "info")]
+    log_level: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", args.log_level))?;
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        fmt.json().init()
+    } else {
+        fmt.init()
+    }
+    if args.node_name.trim().is_empty() {
+        anyhow::bail!("--node-name (NODE_NAME) must not be empty");
+    }
+    let client = kube::Client::try_default().await?;
+    let settings = Settings {
+        node: args.node_name,
+        namespace: args.namespace,
+        lb_class: args.lb_class,
+        lease_duration: args.lease_duration,
+        revertive: args.revertive,
+        exclude_interfaces: args.exclude_interfaces,
+        timing: Timing { refresh: Duration::from_secs(args.refresh_interval), ..Timing::default() },
+        metrics_addr: args.metrics_addr,
+    };
+    let metrics = Metrics::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: handing over");
+        let _ = stop_tx.send(true);
+    });
+    tokio::select! {
+        r = serve_http(settings.metrics_addr, metrics.clone()) => r,
+        r = run(client, settings, metrics, stop_rx) => r,
+    }
+}

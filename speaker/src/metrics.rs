@@ -1,0 +1,84 @@
+//! The speaker's Prometheus metrics; one registry per process, passed down.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::responder::DropReason;
+
+/// Every speaker metric.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry.
+    pub registry: Registry,
+    /// 1 per (service, protocol, node, ip) this node announces.
+    pub announced: IntGaugeVec,
+    /// ARP requests and NS received per target IP.
+    pub requests: IntCounterVec,
+    /// Replies sent per IP.
+    pub responses: IntCounterVec,
+    /// Gratuitous ARP/NA frames sent per IP.
+    pub gratuitous: IntCounterVec,
+    /// Frames not answered, by reason.
+    pub dropped: IntCounterVec,
+    /// Live speakers seen.
+    pub members: IntGauge,
+    /// IPs this node took over.
+    pub takeovers: IntCounter,
+}
+
+impl Metrics {
+    /// Create and register.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let announced = IntGaugeVec::new(
+            Opts::new("ferrolb_speaker_announced", "1 for each Service IP this node announces."),
+            &["service", "protocol", "node", "ip"],
+        )
+        .expect("static definition");
+        let per_ip = |n: &str, h: &str| IntCounterVec::new(Opts::new(n, h), &["ip"]).expect("static definition");
+        let requests = per_ip(
+            "ferrolb_layer2_requests_received_total",
+            "ARP requests and neighbor solicitations received for an IP.",
+        );
+        let responses =
+            per_ip("ferrolb_layer2_responses_sent_total", "ARP replies and neighbor advertisements sent for an IP.");
+        let gratuitous =
+            per_ip("ferrolb_layer2_gratuitous_sent_total", "Gratuitous ARP and unsolicited NA frames sent for an IP.");
+        let dropped = IntCounterVec::new(
+            Opts::new("ferrolb_layer2_dropped_total", "Received frames not answered, by reason."),
+            &["reason"],
+        )
+        .expect("static definition");
+        for r in DropReason::ALL {
+            dropped.with_label_values(&[r.as_str()]);
+        }
+        let members = IntGauge::new("ferrolb_speaker_members", "Speakers whose membership Lease is current.")
+            .expect("static definition");
+        let takeovers = IntCounter::new("ferrolb_speaker_takeovers_total", "IPs this node started announcing.")
+            .expect("static definition");
+        for c in [
+            Box::new(announced.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
+            Box::new(responses.clone()),
+            Box::new(gratuitous.clone()),
+            Box::new(dropped.clone()),
+            Box::new(members.clone()),
+            Box::new(takeovers.clone()),
+        ] {
+            registry.register(c).expect("unique names");
+        }
+        Metrics { registry, announced, requests, responses, gratuitous, dropped, members, takeovers }
+    }
+
+    /// Text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut s).expect("text encoding cannot fail");
+        s
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,298 @@
+//! From the cluster's objects to "what this node announces". Pure: takes a
+//! snapshot of Services, EndpointSlices, Nodes, pools, advertisements, speaker
+//! Leases and ServiceL2Statuses, and runs eligibility and election for every
+//! assigned IP. Every speaker computes the same plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use ferrolb_crds::annotations::IP_ALLOCATED_FROM_POOL;
+use ferrolb_crds::selector::parse_all;
+use ferrolb_crds::{IPAddressPool, L2Advertisement, ServiceL2Status};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node as K8sNode, Service as K8sService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+
+use crate::election::{self, Advertisement, Interfaces, Node, Service};
+
+/// Everything the plan is computed from.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// All Services.
+    pub services: Vec<K8sService>,
+    /// All EndpointSlices.
+    pub slices: Vec<EndpointSlice>,
+    /// All Nodes.
+    pub nodes: Vec<K8sNode>,
+    /// Pools (for pool labels).
+    pub pools: Vec<IPAddressPool>,
+    /// Advertisements.
+    pub adverts: Vec<L2Advertisement>,
+    /// Speaker membership Leases (one per node, named after it).
+    pub leases: Vec<Lease>,
+    /// Current announcements, as written by announcing speakers.
+    pub statuses: Vec<ServiceL2Status>,
+}
+
+/// One IP and who announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The node that announces, if any is eligible.
+    pub node: Option<String>,
+    /// Interfaces the winner announces on.
+    pub interfaces: Option<Interfaces>,
+    /// Services (`namespace/name`) holding the IP.
+    pub services: Vec<String>,
+}
+
+/// The plan for every assigned IP, plus advertisements that were skipped and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Decision per IP.
+    pub ips: BTreeMap<IpAddr, Decision>,
+    /// Invalid advertisements by name.
+    pub invalid_adverts: BTreeMap<String, String>,
+}
+
+impl Plan {
+    /// The IPs `node` announces, with their interfaces.
+    pub fn for_node(&self, node: &str) -> BTreeMap<IpAddr, Interfaces> {
+        self.ips
+            .iter()
+            .filter(|(_, d)| d.node.as_deref() == Some(node))
+            .filter_map(|(ip, d)| Some((*ip, d.interfaces.clone()?)))
+            .collect()
+    }
+}
+
+/// Whether a speaker's Lease is current at `now`.
+pub fn lease_alive(lease: &Lease, now: DateTime<Utc>) -> bool {
+    let Some(spec) = &lease.spec else { return false };
+    if spec.holder_identity.as_deref().is_none_or(|h| h.is_empty()) {
+        return false;
+    }
+    let Some(renew) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else { return false };
+    let Ok(renewed) = DateTime::parse_from_rfc3339(&renew.0.to_string()) else { return false };
+    let dur = chrono::Duration::seconds(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+    renewed.with_timezone(&Utc) + dur > now
+}
+
+fn ready_nodes(svc: &K8sService, slices: &[EndpointSlice]) -> BTreeSet<String> {
+    let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
+    slices
+        .iter()
+        .filter(|s| {
+            s.namespace().unwrap_or_default() == ns && s.labels().get("kubernetes.io/service-name") == Some(&name)
+        })
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .filter_map(|e| e.node_name.clone())
+        .collect()
+}
+
+fn ingress_ips(svc: &K8sService) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|x| x.ip.as_deref()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Compute the plan. `lb_class` selects the Services ferrolb handles; `now` judges Lease expiry.
+pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateTime<Utc>) -> Plan {
+    let mut out = Plan::default();
+    let alive: BTreeSet<String> = snap
+        .leases
+        .iter()
+        .filter(|l| lease_alive(l, now))
+        .filter_map(|l| l.spec.as_ref()?.holder_identity.clone())
+        .collect();
+    let nodes: Vec<Node> = snap
+        .nodes
+        .iter()
+        .map(|n| Node {
+            name: n.name_any(),
+            labels: n.labels().clone(),
+            network_unavailable: n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")),
+            alive: alive.contains(&n.name_any()),
+        })
+        .collect();
+    let pool_labels: BTreeMap<String, _> = snap.pools.iter().map(|p| (p.name_any(), p.labels().clone())).collect();
+    let mut adverts = Vec::new();
+    for a in &snap.adverts {
+        let parsed = (|| -> Result<Advertisement, String> {
+            Ok(Advertisement {
+                name: a.name_any(),
+                pools: a.spec.ip_address_pools.clone(),
+                pool_selectors: parse_all("spec.ipAddressPoolSelectors", &a.spec.ip_address_pool_selectors)?,
+                node_selectors: parse_all("spec.nodeSelectors", &a.spec.node_selectors)?,
+                service_selectors: parse_all("spec.serviceSelectors", &a.spec.service_selectors)?,
+                interfaces: a.spec.interfaces.clone(),
+            })
+        })();
+        match parsed {
+            Ok(adv) => adverts.push(adv),
+            Err(why) => {
+                out.invalid_adverts.insert(a.name_any(), why);
+            }
+        }
+    }
+    // Services by IP (shared IPs have several).
+    let mut by_ip: BTreeMap<IpAddr, Vec<Service>> = BTreeMap::new();
+    for svc in &snap.services {
+        let spec = svc.spec.clone().unwrap_or_default();
+        if spec.type_.as_deref() != Some("LoadBalancer") || spec.load_balancer_class.as_deref() != lb_class {
+            continue;
+        }
+        let Some(pool) = svc.annotations().get(IP_ALLOCATED_FROM_POOL).cloned() else { continue };
+        let view = Service {
+            key: format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()),
+            labels: svc.labels().clone(),
+            pool,
+            local: spec.external_traffic_policy.as_deref() == Some("Local"),
+            ready_nodes: ready_nodes(svc, &snap.slices),
+        };
+        for ip in ingress_ips(svc) {
+            by_ip.entry(ip).or_default().push(view.clone());
+        }
+    }
+    // Current holders, from the statuses announcing speakers wrote.
+    let mut holder_of_svc: BTreeMap<String, String> = BTreeMap::new();
+    for st in &snap.statuses {
+        if let Some(s) = &st.status
+            && !s.node.is_empty()
+        {
+            holder_of_svc.insert(format!("{}/{}", s.service_namespace, s.service_name), s.node.clone());
+        }
+    }
+    for (ip, svcs) in by_ip {
+        let refs: Vec<&Service> = svcs.iter().collect();
+        let eligible = election::eligible(&refs, &pool_labels, &adverts, &nodes);
+        let current = svcs.iter().find_map(|s| holder_of_svc.get(&s.key)).map(String::as_str);
+        let node = election::elect(&ip, eligible.keys(), current, revertive);
+        let interfaces = node.as_ref().and_then(|n| eligible.get(n).cloned());
+        out.ips.insert(ip, Decision { node, interfaces, services: svcs.iter().map(|s| s.key.clone()).collect() });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        "2026-01-01T00:00:10Z".parse().unwrap()
+    }
+
+    fn lease(node: &str, renewed: &str, dur: i32) -> Lease {
+        serde_json::from_value(json!({"metadata": {"name": node, "namespace": "ferrolb-system"},
+            "spec": {"holderIdentity": node, "renewTime": renewed, "leaseDurationSeconds": dur}}))
+        .unwrap()
+    }
+
+    fn node(name: &str) -> K8sNode {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}})).unwrap()
+    }
+
+    fn svc(name: &str, ip: &str, extra: serde_json::Value) -> K8sService {
+        let mut v = json!({"metadata": {"name": name, "namespace": "default", "annotations": {"ferrolb.io/ip-allocated-from-pool": "p"}},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": name}},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+        if let (Some(a), Some(b)) = (v.as_object_mut(), extra.as_object()) {
+            for (k, val) in b {
+                if let (Some(av), Some(bv)) = (a.get_mut(k).and_then(|x| x.as_object_mut()), val.as_object()) {
+                    for (k2, v2) in bv {
+                        av.insert(k2.clone(), v2.clone());
+                    }
+                } else {
+                    a.insert(k.clone(), val.clone());
+                }
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn advert() -> L2Advertisement {
+        L2Advertisement::new("all", Default::default())
+    }
+
+    fn base() -> Snapshot {
+        Snapshot {
+            nodes: vec![node("n1"), node("n2")],
+            leases: vec![
+                lease("n1", "2026-01-01T00:00:05.000000Z", 15),
+                lease("n2", "2026-01-01T00:00:05.000000Z", 15),
+            ],
+            adverts: vec![advert()],
+            services: vec![svc("web", "198.51.100.7", json!({}))],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lease_expiry() {
+        assert!(lease_alive(&lease("n1", "2026-01-01T00:00:05.000000Z", 15), now()));
+        assert!(!lease_alive(&lease("n1", "2026-01-01T00:00:05.000000Z", 4), now()));
+        let mut released = lease("n1", "2026-01-01T00:00:05.000000Z", 15);
+        released.spec.as_mut().unwrap().holder_identity = None;
+        assert!(!lease_alive(&released, now()));
+    }
+
+    #[test]
+    fn exactly_one_node_announces_each_ip() {
+        let p = plan(&base(), None, false, now());
+        let d = &p.ips[&"198.51.100.7".parse().unwrap()];
+        let winner = d.node.clone().unwrap();
+        assert_eq!(d.services, vec!["default/web".to_string()]);
+        let n1 = p.for_node("n1");
+        let n2 = p.for_node("n2");
+        assert_eq!(n1.len() + n2.len(), 1);
+        assert!(p.for_node(&winner).contains_key(&"198.51.100.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn dead_speakers_no_advertisement_and_foreign_classes_announce_nothing() {
+        let mut s = base();
+        s.leases = vec![lease("n1", "2026-01-01T00:00:00.000000Z", 5), lease("n2", "2026-01-01T00:00:00.000000Z", 5)];
+        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node, None);
+        let mut s = base();
+        s.adverts.clear();
+        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node, None);
+        let mut s = base();
+        s.services = vec![svc("web", "198.51.100.7", json!({"spec": {"loadBalancerClass": "other.io/x"}}))];
+        assert!(plan(&s, None, false, now()).ips.is_empty());
+    }
+
+    #[test]
+    fn the_current_holder_keeps_the_ip() {
+        let mut s = base();
+        let first = plan(&s, None, false, now()).ips.values().next().unwrap().node.clone().unwrap();
+        let other = if first == "n1" { "n2" } else { "n1" };
+        s.statuses = vec![
+            serde_json::from_value(json!({"metadata": {"name": "x", "namespace": "ferrolb-system"}, "spec": {},
+            "status": {"node": other, "serviceName": "web", "serviceNamespace": "default"}}))
+            .unwrap(),
+        ];
+        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node.as_deref(), Some(other));
+        assert_eq!(plan(&s, None, true, now()).ips.values().next().unwrap().node.as_deref(), Some(first.as_str()));
+    }
+
+    #[test]
+    fn local_services_follow_ready_endpoints() {
+        let mut s = base();
+        s.services = vec![svc("web", "198.51.100.7", json!({"spec": {"externalTrafficPolicy": "Local"}}))];
+        s.slices = vec![serde_json::from_value(json!({"metadata": {"name": "web-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "endpoints": [{"addresses": ["198.51.100.50"], "nodeName": "n2", "conditions": {"ready": true}},
+                                                 {"addresses": ["198.51.100.51"], "nodeName": "n1", "conditions": {"ready": false}}]}))
+        .unwrap()];
+        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node.as_deref(), Some("n2"));
+    }
+}

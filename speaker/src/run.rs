@@ -1,0 +1,416 @@
+//! The speaker process: membership Lease, caches, the plan, the announcer and
+//! one reader task per interface, and ServiceL2Status for what this node announces.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferrolb_crds::annotations::{NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL};
+use ferrolb_crds::conditions::event;
+use ferrolb_crds::{IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceL2Status};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+
+use crate::announce::{Announcer, Note, Timing};
+use crate::election::Interfaces;
+use crate::metrics::Metrics;
+use crate::plan::{Snapshot, lease_alive, plan};
+use crate::responder::{Iface, requested_ip, respond};
+use crate::sys::{PacketSocket, SysIo, scan_interfaces};
+
+/// What the speaker needs from flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's name.
+    pub node: String,
+    /// Namespace of pools, advertisements, Leases and ServiceL2Status.
+    pub namespace: String,
+    /// `--lb-class`.
+    pub lb_class: Option<String>,
+    /// Membership Lease duration (s).
+    pub lease_duration: u32,
+    /// Move IPs back to their hash winner when it returns.
+    pub revertive: bool,
+    /// Interface name patterns never used.
+    pub exclude_interfaces: Vec<String>,
+    /// Gratuitous burst and refresh.
+    pub timing: Timing,
+    /// Metrics address.
+    pub metrics_addr: SocketAddr,
+}
+
+struct Shared {
+    announcer: Mutex<Announcer<SysIo>>,
+    metrics: Metrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serve `/metrics` and `/healthz`.
+pub async fn serve_http(addr: SocketAddr, metrics: Metrics) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route("/healthz", get(|| std::future::ready("ok")));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving metrics");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn write_lease(api: &Api<Lease>, s: &Settings, holder: Option<&str>) -> kube::Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let body = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": s.node, "labels": {"app.kubernetes.io/component": "speaker"}},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": s.lease_duration, "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)},
+    });
+    api.patch(&s.node, &PatchParams::apply(SPEAKER_FIELD_MANAGER).force(), &Patch::Apply(&body)).await.map(|_| ())
+}
+
+fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
+    let task = tokio::spawn(async move {
+        stream
+            .for_each(|r| {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "watch error; retrying");
+                }
+                changed.notify_one();
+                std::future::ready(())
+            })
+            .await;
+    });
+    (reader, task)
+}
+
+fn status_name(svc_key: &str) -> String {
+    // Namespaces cannot contain dots, so `namespace.name` is unique.
+    svc_key.replacen('/', ".", 1)
+}
+
+/// Run the speaker until `shutdown` fires.
+pub async fn run(
+    client: Client,
+    s: Settings,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &s.namespace);
+    write_lease(&leases, &s, Some(&s.node)).await?;
+    let renew = {
+        let (leases, s) = (leases.clone(), s.clone());
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(u64::from(s.lease_duration.max(3) / 3)));
+            loop {
+                t.tick().await;
+                // Fail-static: if the API is unreachable, keep announcing what we announce.
+                if let Err(e) = write_lease(&leases, &s, Some(&s.node)).await {
+                    tracing::warn!(error = %e, "could not renew the membership Lease");
+                }
+            }
+        })
+    };
+    let changed = Arc::new(Notify::new());
+    let (svcs, t1) = reflect(Api::<Service>::all(client.clone()), changed.clone());
+    let (slices, t2) = reflect(Api::<EndpointSlice>::all(client.clone()), changed.clone());
+    let (nodes, t3) = reflect(Api::<Node>::all(client.clone()), changed.clone());
+    let (pools, t4) = reflect(Api::<IPAddressPool>::namespaced(client.clone(), &s.namespace), changed.clone());
+    let (adverts, t5) = reflect(Api::<L2Advertisement>::namespaced(client.clone(), &s.namespace), changed.clone());
+    let (lease_store, t6) = reflect(leases.clone(), changed.clone());
+    let status_api: Api<ServiceL2Status> = Api::namespaced(client.clone(), &s.namespace);
+    let (statuses, t7) = reflect(status_api.clone(), changed.clone());
+    let tasks = [t1, t2, t3, t4, t5, t6, t7];
+    svcs.wait_until_ready().await?;
+    slices.wait_until_ready().await?;
+    nodes.wait_until_ready().await?;
+    pools.wait_until_ready().await?;
+    adverts.wait_until_ready().await?;
+    lease_store.wait_until_ready().await?;
+    statuses.wait_until_ready().await?;
+
+    let shared = Arc::new(Shared {
+        announcer: Mutex::new(Announcer::new(SysIo::default(), s.timing)),
+        metrics: metrics.clone(),
+    });
+    let mut readers: BTreeMap<String, (Arc<PacketSocket>, tokio::task::JoinHandle<()>)> = BTreeMap::new();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: SPEAKER_FIELD_MANAGER.into(), instance: Some(s.node.clone()) },
+    );
+    let mut reported_missing: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut announced_labels: BTreeMap<IpAddr, Vec<[String; 4]>> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
+    tracing::info!(node = %s.node, "speaker running");
+    loop {
+        let due = lock(&shared.announcer).next_due();
+        let sleep_due = async move {
+            match due {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tick.tick() => { ticks += 1; }
+            _ = sleep_due => {}
+            _ = shutdown.changed() => break,
+        }
+        // Interfaces: at start and every 5 s.
+        if readers.is_empty() || ticks % 5 == 0 {
+            refresh_interfaces(&s, &shared, &mut readers);
+        }
+        let snap = Snapshot {
+            services: svcs.state().iter().map(|x| (**x).clone()).collect(),
+            slices: slices.state().iter().map(|x| (**x).clone()).collect(),
+            nodes: nodes.state().iter().map(|x| (**x).clone()).collect(),
+            pools: pools.state().iter().map(|x| (**x).clone()).collect(),
+            adverts: adverts.state().iter().map(|x| (**x).clone()).collect(),
+            leases: lease_store.state().iter().map(|x| (**x).clone()).collect(),
+            statuses: statuses.state().iter().map(|x| (**x).clone()).collect(),
+        };
+        let now = chrono::Utc::now();
+        metrics.members.set(snap.leases.iter().filter(|l| lease_alive(l, now)).count() as i64);
+        let p = plan(&snap, s.lb_class.as_deref(), s.revertive, now);
+        let names: BTreeSet<String> = readers.keys().cloned().collect();
+        let mut desired: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+        for (ip, ifs) in p.for_node(&s.node) {
+            let set = match ifs {
+                Interfaces::All => names.clone(),
+                Interfaces::Named(n) => {
+                    for missing in n.difference(&names) {
+                        let svc_key = p.ips[&ip].services.first().cloned().unwrap_or_default();
+                        if reported_missing.insert((svc_key.clone(), missing.clone())) {
+                            report_missing(&recorder, &svcs, &svc_key, missing, &s.node).await;
+                        }
+                    }
+                    n.intersection(&names).cloned().collect()
+                }
+            };
+            desired.insert(ip, set);
+        }
+        let notes = {
+            let mut a = lock(&shared.announcer);
+            let mut n = a.apply(&desired, Instant::now());
+            n.extend(a.tick(Instant::now()));
+            n
+        };
+        for note in notes {
+            match note {
+                Note::Started { ip, ifaces } => {
+                    metrics.takeovers.inc();
+                    tracing::info!(%ip, ?ifaces, "announcing");
+                    let mut labels = Vec::new();
+                    for key in p.ips.get(&ip).map(|d| d.services.clone()).unwrap_or_default() {
+                        let proto = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
+                        let l = [key.clone(), proto.to_string(), s.node.clone(), ip.to_string()];
+                        metrics.announced.with_label_values(&[&l[0], &l[1], &l[2], &l[3]]).set(1);
+                        labels.push(l);
+                        if let Some(svc) = svcs.get(&obj_ref(&key)) {
+                            let ev = Event {
+                                type_: EventType::Normal,
+                                reason: event::NODE_ASSIGNED.into(),
+                                note: Some(format!(
+                                    "announcing {ip} from node {} on {}",
+                                    s.node,
+                                    ifaces.iter().cloned().collect::<Vec<_>>().join(", ")
+                                )),
+                                action: "Announce".into(),
+                                secondary: None,
+                            };
+                            let _ = recorder.publish(&ev, &svc.object_ref(&())).await;
+                        }
+                    }
+                    announced_labels.insert(ip, labels);
+                }
+                Note::Stopped { ip } => {
+                    tracing::info!(%ip, "stopped announcing");
+                    for l in announced_labels.remove(&ip).unwrap_or_default() {
+                        let _ = metrics.announced.remove_label_values(&[&l[0], &l[1], &l[2], &l[3]]);
+                    }
+                }
+                Note::Gratuitous { ip, frames } => {
+                    metrics.gratuitous.with_label_values(&[&ip.to_string()]).inc_by(u64::from(frames))
+                }
+                Note::Failed { iface, what } => tracing::warn!(%iface, %what, "announcement step failed"),
+            }
+        }
+        sync_statuses(&status_api, &statuses, &p, &s, &desired).await;
+    }
+    // Graceful: stop answering at once, hand over, give the Lease back.
+    lock(&shared.announcer).apply(&BTreeMap::new(), Instant::now());
+    let empty = crate::plan::Plan::default();
+    sync_statuses(&status_api, &statuses, &empty, &s, &BTreeMap::new()).await;
+    renew.abort();
+    if let Err(e) = write_lease(&leases, &s, None).await {
+        tracing::warn!(error = %e, "could not release the membership Lease");
+    }
+    for t in tasks {
+        t.abort();
+    }
+    for (_, (_, h)) in readers {
+        h.abort();
+    }
+    Ok(())
+}
+
+fn obj_ref(key: &str) -> ObjectRef<Service> {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    ObjectRef::new(name).within(ns)
+}
+
+async fn report_missing(recorder: &Recorder, svcs: &Store<Service>, key: &str, iface: &str, node: &str) {
+    tracing::warn!(service = %key, %iface, "an L2Advertisement names an interface this node does not have");
+    if let Some(svc) = svcs.get(&obj_ref(key)) {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: event::ANNOUNCE_FAILED.into(),
+            note: Some(format!("node {node} has no interface {iface:?} named by an L2Advertisement")),
+            action: "Announce".into(),
+            secondary: None,
+        };
+        let _ = recorder.publish(&ev, &svc.object_ref(&())).await;
+    }
+}
+
+fn refresh_interfaces(
+    s: &Settings,
+    shared: &Arc<Shared>,
+    readers: &mut BTreeMap<String, (Arc<PacketSocket>, tokio::task::JoinHandle<()>)>,
+) {
+    let links = match scan_interfaces(&s.exclude_interfaces) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list interfaces");
+            return;
+        }
+    };
+    let present: BTreeSet<String> = links.iter().map(|l| l.name.clone()).collect();
+    let gone: Vec<String> = readers.keys().filter(|n| !present.contains(*n)).cloned().collect();
+    for n in gone {
+        tracing::warn!(iface = %n, "interface gone; announcing on the others");
+        if let Some((_, h)) = readers.remove(&n) {
+            h.abort();
+        }
+        lock(&shared.announcer).io_mut().remove(&n);
+    }
+    for l in &links {
+        if readers.contains_key(&l.name) {
+            continue;
+        }
+        match PacketSocket::open(&l.name) {
+            Ok(sock) => {
+                let sock = Arc::new(sock);
+                lock(&shared.announcer).io_mut().add(sock.clone());
+                let iface = Iface { name: l.name.clone(), mac: l.mac };
+                let h = tokio::spawn(read_loop(sock.clone(), iface, shared.clone()));
+                readers.insert(l.name.clone(), (sock, h));
+            }
+            Err(e) => tracing::warn!(iface = %l.name, error = %e, "cannot open a packet socket (CAP_NET_RAW?)"),
+        }
+    }
+    let ifaces: Vec<Iface> = links
+        .iter()
+        .filter(|l| readers.contains_key(&l.name))
+        .map(|l| Iface { name: l.name.clone(), mac: l.mac })
+        .collect();
+    lock(&shared.announcer).set_interfaces(ifaces, Instant::now());
+}
+
+async fn read_loop(sock: Arc<PacketSocket>, iface: Iface, shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 9216];
+    loop {
+        let n = match sock.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(iface = %iface.name, error = %e, "receive failed; reader stops");
+                return;
+            }
+        };
+        let frame = &buf[..n];
+        let answer = {
+            let a = lock(&shared.announcer);
+            if let Some(ip) = requested_ip(frame).filter(|ip| a.table().get(ip).is_some()) {
+                shared.metrics.requests.with_label_values(&[&ip.to_string()]).inc();
+            }
+            respond(a.table(), &iface, frame)
+        };
+        match answer {
+            Ok(reply) => match sock.send(&reply.frame) {
+                Ok(()) => shared.metrics.responses.with_label_values(&[&reply.ip.to_string()]).inc(),
+                Err(e) => tracing::warn!(iface = %iface.name, error = %e, "reply not sent"),
+            },
+            Err(reason) => shared.metrics.dropped.with_label_values(&[reason.as_str()]).inc(),
+        }
+    }
+}
+
+/// Write a ServiceL2Status for each Service this node announces; remove the ones it no longer does.
+async fn sync_statuses(
+    api: &Api<ServiceL2Status>,
+    store: &Store<ServiceL2Status>,
+    p: &crate::plan::Plan,
+    s: &Settings,
+    desired: &BTreeMap<IpAddr, BTreeSet<String>>,
+) {
+    let mut mine: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (ip, ifaces) in desired {
+        for key in p.ips.get(ip).map(|d| d.services.clone()).unwrap_or_default() {
+            mine.entry(key).or_default().extend(ifaces.iter().cloned());
+        }
+    }
+    for (key, ifaces) in &mine {
+        let name = status_name(key);
+        let (ns, svc) = key.split_once('/').unwrap_or(("", key));
+        let want = json!({"node": s.node, "serviceName": svc, "serviceNamespace": ns,
+                          "interfaces": ifaces.iter().map(|i| json!({"name": i})).collect::<Vec<_>>()});
+        let current = store.get(&ObjectRef::new(&name).within(&s.namespace));
+        if current.as_ref().and_then(|c| serde_json::to_value(&c.status).ok()).as_ref() == Some(&want) {
+            continue;
+        }
+        let pp = PatchParams::apply(SPEAKER_FIELD_MANAGER).force();
+        let meta = json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "ServiceL2Status",
+            "metadata": {"name": name, "labels": {SERVICE_NAME_LABEL: svc, SERVICE_NAMESPACE_LABEL: ns, NODE_LABEL: s.node}}, "spec": {}});
+        let status = json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "ServiceL2Status", "status": want});
+        let r = async {
+            api.patch(&name, &pp, &Patch::Apply(&meta)).await?;
+            api.patch_status(&name, &pp, &Patch::Apply(&status)).await
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(service = %key, error = %e, "could not write ServiceL2Status");
+        }
+    }
+    for st in store.state() {
+        let named_me = st.status.as_ref().is_some_and(|x| x.node == s.node);
+        let key = st.status.as_ref().map(|x| format!("{}/{}", x.service_namespace, x.service_name)).unwrap_or_default();
+        if named_me && !mine.contains_key(&key) {
+            // Only delete the version that still names this node: a new holder may have taken it.
+            let pre = Preconditions { uid: st.uid(), resource_version: st.resource_version() };
+            let dp = DeleteParams { preconditions: Some(pre), ..Default::default() };
+            match api.delete(&st.name_any(), &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+                Err(e) => tracing::warn!(service = %key, error = %e, "could not remove ServiceL2Status"),
+            }
+        }
+    }
+}
