@@ -47,6 +47,7 @@ fn start_speaker(bin: &Path, node: &Host, name: &str, kubeconfig: &Path, logs: &
         node.netns
             .command(bin.to_str().unwrap())
             .args(["--node-name", name, "--namespace", NS, "--lease-duration", "3", "--metrics-addr", "127.0.0.1:7473"])
+            .args(["--forwarding", "nodeport"])
             .env("KUBECONFIG", kubeconfig)
             .env("FERROLB_LOG", "info,ferrolb_speaker=debug")
             .stdout(Stdio::null())
@@ -54,6 +55,30 @@ fn start_speaker(bin: &Path, node: &Host, name: &str, kubeconfig: &Path, logs: &
             .spawn()
             .unwrap(),
     )
+}
+
+/// A stand-in for the Service's pods behind this node's NodePort: answers with the node's name.
+fn serve_node_port(node: &Host, name: &str, port: u16) {
+    let name = name.to_string();
+    let listener =
+        ferrolb_speaker::sys::in_netns(&node.netns.path(), move || std::net::TcpListener::bind(("0.0.0.0", port)))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut c in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = write!(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from {name}\n");
+        }
+    });
+}
+
+fn curl(client: &Host, url: &str) -> Option<String> {
+    client.netns.exec(&["curl", "-s", "--max-time", "2", url]).ok()
 }
 
 fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -182,6 +207,77 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     let first = eventually("a node announces web", Duration::from_secs(20), || holder(&rt, &client, "web"));
     let mac = eventually("arping answer", Duration::from_secs(10), || arp_mac(&topo.client, &vip));
     assert_eq!(mac, mac_of(&first), "the MAC the client learns is the announcing node's");
+
+    // nodeport forwarding: the VIP's traffic reaches the announcing node's NodePort.
+    let node_port = rt
+        .block_on(Api::<Service>::namespaced(client.clone(), "default").get("web"))
+        .unwrap()
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()[0]
+        .node_port
+        .unwrap() as u16;
+    for (node, name) in topo.nodes.iter().zip(names) {
+        serve_node_port(node, name, node_port);
+    }
+    let body =
+        eventually("curl through the VIP", Duration::from_secs(10), || curl(&topo.client, &format!("http://{vip}/")));
+    assert_eq!(body.trim(), format!("hello from {first}"));
+
+    // Only the announcing speaker exports the announcement; it counted the requests it answered.
+    let scrape = |i: usize| {
+        topo.nodes[i]
+            .netns
+            .exec(&["curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"])
+            .unwrap_or_default()
+    };
+    let holder_idx = names.iter().position(|n| *n == first).unwrap();
+    let m = eventually("holder metrics", Duration::from_secs(10), || {
+        Some(scrape(holder_idx)).filter(|m| m.contains("ferrolb_speaker_announced"))
+    });
+    assert!(
+        m.lines().any(|l| l.starts_with("ferrolb_speaker_announced{")
+            && l.contains("ip=\"198.51.100.100\"")
+            && l.ends_with(" 1")),
+        "{m}"
+    );
+    assert!(m.lines().any(|l| l.starts_with("ferrolb_layer2_responses_sent_total{ip=\"198.51.100.100\"}")), "{m}");
+    assert!(m.lines().any(|l| l.starts_with("ferrolb_layer2_gratuitous_sent_total{ip=\"198.51.100.100\"}")), "{m}");
+    assert!(m.contains("ferrolb_speaker_members 2"), "{m}");
+    let other_m = scrape(1 - holder_idx);
+    assert!(
+        !other_m.lines().any(|l| l.starts_with("ferrolb_speaker_announced{") && l.contains("198.51.100.100")),
+        "{other_m}"
+    );
+
+    // externalTrafficPolicy: Local is announced from the node with the ready endpoint, and follows it.
+    rt.block_on(async {
+        let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+        create(&svcs, json!({"metadata": {"name": "local"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+            "ports": [{"port": 80}], "selector": {"app": "local"}}})).await;
+        let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), "default");
+        create(&slices, json!({"metadata": {"name": "local-1", "labels": {"kubernetes.io/service-name": "local"}}, "addressType": "IPv4",
+            "endpoints": [{"addresses": ["198.51.100.50"], "nodeName": "node-2", "conditions": {"ready": true}}]})).await;
+    });
+    eventually("Local announced from node-2", Duration::from_secs(20), || {
+        holder(&rt, &client, "local").filter(|h| h == "node-2")
+    });
+    rt.block_on(async {
+        let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), "default");
+        slices
+            .patch(
+                "local-1",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"endpoints": [
+            {"addresses": ["198.51.100.51"], "nodeName": "node-1", "conditions": {"ready": true}}]})),
+            )
+            .await
+            .unwrap();
+    });
+    eventually("Local moved to node-1 with its endpoint", Duration::from_secs(20), || {
+        holder(&rt, &client, "local").filter(|h| h == "node-1")
+    });
 
     let vip6 = eventually("web6's IP", Duration::from_secs(20), || ingress(&rt, &client, "web6"));
     assert_eq!(vip6, "fd42:f1b::100");

@@ -3,6 +3,7 @@
 
 pub mod announce;
 pub mod election;
+pub mod forward;
 pub mod frames;
 pub mod metrics;
 pub mod plan;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ferrolb_speaker::announce::Timing;
+use ferrolb_speaker::forward::Forwarding;
 use ferrolb_speaker::metrics::Metrics;
 use ferrolb_speaker::run::{Settings, run, serve_http};
 
@@ -38,6 +39,10 @@ struct Args {
     /// Seconds between gratuitous refreshes after the takeover burst.
     #[arg(long, env = "FERROLB_REFRESH_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     refresh_interval: u64,
+    /// How VIP traffic reaches pods: `kube-proxy` (it handles LoadBalancer IPs) or `nodeport`
+    /// (the speaker redirects VIP:port to this node's NodePort with nftables; needs CAP_NET_ADMIN).
+    #[arg(long, env = "FERROLB_FORWARDING", default_value = "kube-proxy")]
+    forwarding: Forwarding,
     /// Address for /metrics and /healthz.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
     metrics_addr: SocketAddr,
@@ -73,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         exclude_interfaces: args.exclude_interfaces,
         timing: Timing { refresh: Duration::from_secs(args.refresh_interval), ..Timing::default() },
         metrics_addr: args.metrics_addr,
+        forwarding: args.forwarding,
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

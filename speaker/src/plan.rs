@@ -92,7 +92,8 @@ fn ready_nodes(svc: &K8sService, slices: &[EndpointSlice]) -> BTreeSet<String> {
         .collect()
 }
 
-fn ingress_ips(svc: &K8sService) -> Vec<IpAddr> {
+/// The IPs in a Service's `status.loadBalancer.ingress`.
+pub fn ingress_ips(svc: &K8sService) -> Vec<IpAddr> {
     svc.status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())

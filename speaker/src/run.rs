@@ -23,6 +23,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::announce::{Announcer, Note, Timing};
 use crate::election::Interfaces;
+use crate::forward::{self, Forwarding};
 use crate::metrics::Metrics;
 use crate::plan::{Snapshot, lease_alive, plan};
 use crate::responder::{Iface, requested_ip, respond};
@@ -45,6 +46,8 @@ pub struct Settings {
     pub exclude_interfaces: Vec<String>,
     /// Gratuitous burst and refresh.
     pub timing: Timing,
+    /// How VIP traffic reaches the pods.
+    pub forwarding: Forwarding,
     /// Metrics address.
     pub metrics_addr: SocketAddr,
 }
@@ -157,6 +160,7 @@ pub async fn run(
     );
     let mut reported_missing: BTreeSet<(String, String)> = BTreeSet::new();
     let mut announced_labels: BTreeMap<IpAddr, Vec<[String; 4]>> = BTreeMap::new();
+    let mut forwarded: Option<BTreeSet<forward::Rule>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
     tracing::info!(node = %s.node, "speaker running");
@@ -253,12 +257,27 @@ pub async fn run(
                 Note::Failed { iface, what } => tracing::warn!(%iface, %what, "announcement step failed"),
             }
         }
+        if s.forwarding == Forwarding::NodePort {
+            let announced: BTreeSet<IpAddr> = desired.keys().copied().collect();
+            let want = forward::rules(&announced, &snap.services);
+            if forwarded.as_ref() != Some(&want) {
+                match forward::apply(&want) {
+                    Ok(()) => forwarded = Some(want),
+                    Err(e) => tracing::warn!(error = %e, "could not program nftables forwarding (CAP_NET_ADMIN?)"),
+                }
+            }
+        }
         sync_statuses(&status_api, &statuses, &p, &s, &desired).await;
     }
     // Graceful: stop answering at once, hand over, give the Lease back.
     lock(&shared.announcer).apply(&BTreeMap::new(), Instant::now());
     let empty = crate::plan::Plan::default();
     sync_statuses(&status_api, &statuses, &empty, &s, &BTreeMap::new()).await;
+    if s.forwarding == Forwarding::NodePort
+        && let Err(e) = forward::remove()
+    {
+        tracing::warn!(error = %e, "could not remove the nftables table");
+    }
     renew.abort();
     if let Err(e) = write_lease(&leases, &s, None).await {
         tracing::warn!(error = %e, "could not release the membership Lease");
