@@ -168,6 +168,11 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         let pools: Api<ferrolb_crds::IPAddressPool> = Api::namespaced(client.clone(), NS);
         create(&pools, json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "public"},
             "spec": {"addresses": ["198.51.100.100-198.51.100.110", "fd42:f1b::100-fd42:f1b::110"]}})).await;
+        create(&pools, json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "named"},
+            "spec": {"addresses": ["198.51.100.130/32", "fd42:f1b::130/128"], "autoAssign": false}})).await;
+        create(&Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
+            json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "named"},
+                   "spec": {"ipAddressPools": ["named"], "interfaces": ["nope0"]}})).await;
         create(&pools, json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "hidden"},
             "spec": {"addresses": ["198.51.100.120/32"], "autoAssign": false}})).await;
         create(&Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
@@ -199,6 +204,8 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
         create(&svcs, json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
         create(&svcs, json!({"metadata": {"name": "web6"}, "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
+        create(&svcs, json!({"metadata": {"name": "named", "annotations": {"ferrolb.io/address-pool": "named"}},
+            "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
         create(&svcs, json!({"metadata": {"name": "hidden", "annotations": {"ferrolb.io/address-pool": "hidden"}},
             "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
     });
@@ -284,6 +291,38 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     let owner6 = eventually("a node announces web6", Duration::from_secs(20), || holder(&rt, &client, "web6"));
     let mac6 = eventually("ndisc6 answer", Duration::from_secs(10), || ndp_mac(&topo.client, &vip6));
     assert_eq!(mac6, mac_of(&owner6));
+
+    // Events: the announcer says where; a named interface that does not exist is reported.
+    let reasons = |svc: &str| -> Vec<String> {
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+        let lp = kube::api::ListParams::default().fields(&format!("involvedObject.name={svc}"));
+        rt.block_on(api.list(&lp)).map(|l| l.items.into_iter().filter_map(|e| e.reason).collect()).unwrap_or_default()
+    };
+    eventually("nodeAssigned event", Duration::from_secs(10), || {
+        reasons("web").contains(&"nodeAssigned".to_string()).then_some(())
+    });
+    eventually("AnnounceFailed event", Duration::from_secs(20), || {
+        reasons("named").contains(&"AnnounceFailed".to_string()).then_some(())
+    });
+    assert_eq!(arp_mac(&topo.client, "198.51.100.130"), None, "announced on no interface");
+    // The named interface appears (a macvlan, which filters multicast it has not joined):
+    // the speakers see the link change, and the holder answers on it with its MAC, for IPv4
+    // and, because it joined the solicited-node group, for IPv6.
+    let t_link = Instant::now();
+    for n in &topo.nodes {
+        n.netns.exec(&["ip", "link", "add", "nope0", "link", "eth0", "type", "macvlan", "mode", "bridge"]).unwrap();
+        n.netns.exec(&["ip", "link", "set", "nope0", "up"]).unwrap();
+    }
+    let named_holder = eventually("named announced", Duration::from_secs(20), || holder(&rt, &client, "named"));
+    let hidx = names.iter().position(|n| *n == named_holder).unwrap();
+    let mv_mac = topo.nodes[hidx].netns.exec(&["cat", "/sys/class/net/nope0/address"]).unwrap().trim().to_lowercase();
+    let got =
+        eventually("arping on the new interface", Duration::from_secs(10), || arp_mac(&topo.client, "198.51.100.130"));
+    assert_eq!(got, mv_mac);
+    eprintln!("new interface announced within {:?}", t_link.elapsed());
+    let got6 =
+        eventually("ndisc6 through the macvlan", Duration::from_secs(10), || ndp_mac(&topo.client, "fd42:f1b::130"));
+    assert_eq!(got6, mv_mac);
 
     // Allocated from a pool no advertisement selects: nobody answers.
     let hidden = eventually("hidden's IP", Duration::from_secs(20), || ingress(&rt, &client, "hidden"));

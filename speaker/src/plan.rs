@@ -173,13 +173,56 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateT
             holder_of_svc.insert(format!("{}/{}", s.service_namespace, s.service_name), s.node.clone());
         }
     }
-    for (ip, svcs) in by_ip {
-        let refs: Vec<&Service> = svcs.iter().collect();
-        let eligible = election::eligible(&refs, &pool_labels, &adverts, &nodes);
+    // A Service's IPs (both families) and IPs shared between Services form one group,
+    // announced from one node, so one ServiceL2Status names one node.
+    let ips: Vec<IpAddr> = by_ip.keys().copied().collect();
+    let mut parent: BTreeMap<IpAddr, IpAddr> = ips.iter().map(|ip| (*ip, *ip)).collect();
+    fn root(parent: &mut BTreeMap<IpAddr, IpAddr>, x: IpAddr) -> IpAddr {
+        let p = parent[&x];
+        if p == x {
+            return x;
+        }
+        let r = root(parent, p);
+        parent.insert(x, r);
+        r
+    }
+    let mut by_svc: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for (ip, svcs) in &by_ip {
+        for s in svcs {
+            by_svc.entry(s.key.clone()).or_default().push(*ip);
+        }
+    }
+    for group in by_svc.values() {
+        for w in group.windows(2) {
+            let (a, b) = (root(&mut parent, w[0]), root(&mut parent, w[1]));
+            if a != b {
+                parent.insert(a.max(b), a.min(b));
+            }
+        }
+    }
+    let mut groups: BTreeMap<IpAddr, Vec<IpAddr>> = BTreeMap::new();
+    for ip in &ips {
+        let r = root(&mut parent, *ip);
+        groups.entry(r).or_default().push(*ip);
+    }
+    for (key_ip, members) in groups {
+        let mut svcs: Vec<&Service> = Vec::new();
+        for ip in &members {
+            for s in &by_ip[ip] {
+                if !svcs.iter().any(|x| x.key == s.key) {
+                    svcs.push(s);
+                }
+            }
+        }
+        let eligible = election::eligible(&svcs, &pool_labels, &adverts, &nodes);
         let current = svcs.iter().find_map(|s| holder_of_svc.get(&s.key)).map(String::as_str);
-        let node = election::elect(&ip, eligible.keys(), current, revertive);
+        // The group's lowest IP is its election key: every speaker picks the same.
+        let node = election::elect(&key_ip, eligible.keys(), current, revertive);
         let interfaces = node.as_ref().and_then(|n| eligible.get(n).cloned());
-        out.ips.insert(ip, Decision { node, interfaces, services: svcs.iter().map(|s| s.key.clone()).collect() });
+        for ip in members {
+            let services = by_ip[&ip].iter().map(|s| s.key.clone()).collect();
+            out.ips.insert(ip, Decision { node: node.clone(), interfaces: interfaces.clone(), services });
+        }
     }
     out
 }
@@ -284,6 +327,24 @@ mod tests {
         ];
         assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node.as_deref(), Some(other));
         assert_eq!(plan(&s, None, true, now()).ips.values().next().unwrap().node.as_deref(), Some(first.as_str()));
+    }
+
+    #[test]
+    fn a_dual_stack_service_is_announced_from_one_node() {
+        let mut s = base();
+        s.nodes = (1..=8).map(|i| node(&format!("n{i}"))).collect();
+        s.leases = (1..=8).map(|i| lease(&format!("n{i}"), "2026-01-01T00:00:05.000000Z", 15)).collect();
+        for i in 0..20 {
+            s.services = vec![svc("web", &format!("198.51.100.{i}"), json!({}))];
+            let mut v = serde_json::to_value(&s.services[0]).unwrap();
+            v["status"]["loadBalancer"]["ingress"] =
+                json!([{"ip": format!("198.51.100.{i}")}, {"ip": format!("fd42:f1b::{i:x}")}]);
+            s.services = vec![serde_json::from_value(v).unwrap()];
+            let p = plan(&s, None, false, now());
+            let winners: BTreeSet<_> = p.ips.values().map(|d| d.node.clone()).collect();
+            assert_eq!(p.ips.len(), 2);
+            assert_eq!(winners.len(), 1, "both families from one node: {p:?}");
+        }
     }
 
     #[test]

@@ -161,6 +161,16 @@ pub async fn run(
     let mut reported_missing: BTreeSet<(String, String)> = BTreeSet::new();
     let mut announced_labels: BTreeMap<IpAddr, Vec<[String; 4]>> = BTreeMap::new();
     let mut forwarded: Option<BTreeSet<forward::Rule>> = None;
+    let links_changed = Arc::new(Notify::new());
+    let link_watch = tokio::spawn({
+        let n = links_changed.clone();
+        async move {
+            if let Err(e) = crate::sys::watch_links(n).await {
+                tracing::warn!(error = %e, "no netlink link notifications; rescanning interfaces every 5 s only");
+            }
+        }
+    });
+    let mut rescan = true;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
     tracing::info!(node = %s.node, "speaker running");
@@ -174,13 +184,18 @@ pub async fn run(
         };
         tokio::select! {
             _ = changed.notified() => {}
-            _ = tick.tick() => { ticks += 1; }
+            _ = links_changed.notified() => { rescan = true; }
+            _ = tick.tick() => {
+                ticks += 1;
+                rescan |= ticks % 5 == 0;
+            }
             _ = sleep_due => {}
             _ = shutdown.changed() => break,
         }
-        // Interfaces: at start and every 5 s.
-        if readers.is_empty() || ticks % 5 == 0 {
+        // Interfaces: at start, when netlink reports a link change, and every 5 s as a safety net.
+        if rescan || readers.is_empty() {
             refresh_interfaces(&s, &shared, &mut readers);
+            rescan = false;
         }
         let snap = Snapshot {
             services: svcs.state().iter().map(|x| (**x).clone()).collect(),
@@ -209,7 +224,10 @@ pub async fn run(
                     n.intersection(&names).cloned().collect()
                 }
             };
-            desired.insert(ip, set);
+            // Elected but none of the named interfaces exists here: not announced (and reported).
+            if !set.is_empty() {
+                desired.insert(ip, set);
+            }
         }
         let notes = {
             let mut a = lock(&shared.announcer);
@@ -279,6 +297,7 @@ pub async fn run(
         tracing::warn!(error = %e, "could not remove the nftables table");
     }
     renew.abort();
+    link_watch.abort();
     if let Err(e) = write_lease(&leases, &s, None).await {
         tracing::warn!(error = %e, "could not release the membership Lease");
     }

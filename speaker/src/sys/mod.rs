@@ -444,3 +444,19 @@ mod glob_tests {
         }
     }
 }
+
+/// rtnetlink multicast group of link changes.
+const RTMGRP_LINK: u32 = 1;
+
+/// Poke `changed` whenever the kernel reports a link change (added, removed, up,
+/// down, address), so interfaces are rescanned at once rather than on a timer.
+pub async fn watch_links(changed: std::sync::Arc<tokio::sync::Notify>) -> io::Result<()> {
+    use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket, protocols::NETLINK_ROUTE};
+    let mut sock = TokioSocket::new(NETLINK_ROUTE)?;
+    sock.socket_mut().bind(&SocketAddr::new(0, RTMGRP_LINK))?;
+    loop {
+        // The content does not matter: any link message means "rescan".
+        let _ = sock.recv_from_full().await?;
+        changed.notify_one();
+    }
+}
