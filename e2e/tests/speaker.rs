@@ -270,6 +270,10 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     eventually("Local announced from node-2", Duration::from_secs(20), || {
         holder(&rt, &client, "local").filter(|h| h == "node-2")
     });
+    let local_vip = ingress(&rt, &client, "local").unwrap();
+    eventually("Local answered by node-2", Duration::from_secs(10), || {
+        arp_mac(&topo.client, &local_vip).filter(|m| *m == mac_of("node-2"))
+    });
     rt.block_on(async {
         let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), "default");
         slices
@@ -305,29 +309,25 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         reasons("named").contains(&"AnnounceFailed".to_string()).then_some(())
     });
     assert_eq!(arp_mac(&topo.client, "198.51.100.130"), None, "announced on no interface");
-    // The named interface appears (a macvlan, which filters multicast it has not joined):
-    // the speakers see the link change, and the holder answers on it with its MAC, for IPv4
-    // and, because it joined the solicited-node group, for IPv6.
-    let t_link = Instant::now();
-    for n in &topo.nodes {
-        n.netns.exec(&["ip", "link", "add", "nope0", "link", "eth0", "type", "macvlan", "mode", "bridge"]).unwrap();
-        n.netns.exec(&["ip", "link", "set", "nope0", "up"]).unwrap();
-    }
-    let named_holder = eventually("named announced", Duration::from_secs(20), || holder(&rt, &client, "named"));
-    let hidx = names.iter().position(|n| *n == named_holder).unwrap();
-    let mv_mac = topo.nodes[hidx].netns.exec(&["cat", "/sys/class/net/nope0/address"]).unwrap().trim().to_lowercase();
-    let got =
-        eventually("arping on the new interface", Duration::from_secs(10), || arp_mac(&topo.client, "198.51.100.130"));
-    assert_eq!(got, mv_mac);
-    eprintln!("new interface announced within {:?}", t_link.elapsed());
-    let got6 =
-        eventually("ndisc6 through the macvlan", Duration::from_secs(10), || ndp_mac(&topo.client, "fd42:f1b::130"));
-    assert_eq!(got6, mv_mac);
 
     // Allocated from a pool no advertisement selects: nobody answers.
     let hidden = eventually("hidden's IP", Duration::from_secs(20), || ingress(&rt, &client, "hidden"));
     assert_eq!(hidden, "198.51.100.120");
     assert_eq!(arp_mac(&topo.client, &hidden), None);
+
+    // The client's kernel resolves both VIPs itself (so failover must update its entries),
+    // and its unicast neighbour probe (NUD) is answered by the speaker.
+    let c = &topo.client.netns;
+    let _ = c.exec(&["ping", "-c", "1", "-W", "1", &vip]);
+    c.exec(&["sysctl", "-qw", "net.ipv6.neigh.eth0.delay_first_probe_time=1"]).unwrap();
+    c.exec(&["ip", "-6", "neigh", "replace", &vip6, "lladdr", &mac_of(&owner6), "dev", "eth0", "nud", "stale"])
+        .unwrap();
+    let _ = c.exec(&["ping", "-6", "-c", "1", "-W", "1", &vip6]);
+    let neigh = |ip: &str| c.exec(&["ip", "neigh", "show", ip, "dev", "eth0"]).unwrap_or_default();
+    eventually("unicast NS answered: IPv6 entry REACHABLE", Duration::from_secs(6), || {
+        neigh(&vip6).contains("REACHABLE").then_some(())
+    });
+    eventually("IPv4 entry learned", Duration::from_secs(3), || neigh(&vip).contains(&mac_of(&first)).then_some(()));
 
     // Graceful failover: SIGTERM the announcer; the other node answers.
     let idx = names.iter().position(|n| *n == first).unwrap();
@@ -339,6 +339,10 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         arp_mac(&topo.client, &vip).filter(|m| *m == mac_of(other))
     });
     let graceful = t0.elapsed();
+    // Gratuitous ARP moved the client's existing entry; nothing had to expire.
+    eventually("client neighbour entry moved", Duration::from_secs(3), || {
+        neigh(&vip).contains(&mac_of(other)).then_some(())
+    });
     let _ = speakers[idx].take().map(|mut p| p.0.wait());
     eventually("status names the new holder", Duration::from_secs(10), || {
         holder(&rt, &client, "web").filter(|h| h == other)
@@ -358,6 +362,30 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         arp_mac(&topo.client, &vip).filter(|m| *m == mac_of(&first))
     });
     let crash = t1.elapsed();
+    // Last (it adds an interface every announcement uses): the named interface appears (a macvlan, which filters multicast it has not joined):
+    // the speakers see the link change, and the holder answers on it with its MAC, for IPv4
+    // and, because it joined the solicited-node group, for IPv6.
+    let t_link = Instant::now();
+    for n in &topo.nodes {
+        n.netns.exec(&["ip", "link", "add", "nope0", "link", "eth0", "type", "macvlan", "mode", "bridge"]).unwrap();
+        n.netns.exec(&["ip", "link", "set", "nope0", "up"]).unwrap();
+    }
+    let named_holder = eventually("named announced", Duration::from_secs(20), || holder(&rt, &client, "named"));
+    let hidx = names.iter().position(|n| *n == named_holder).unwrap();
+    let mv_mac = topo.nodes[hidx].netns.exec(&["cat", "/sys/class/net/nope0/address"]).unwrap().trim().to_lowercase();
+    let got =
+        eventually("arping on the new interface", Duration::from_secs(10), || arp_mac(&topo.client, "198.51.100.130"));
+    assert_eq!(got, mv_mac);
+    eprintln!("new interface announced within {:?}", t_link.elapsed());
+    let got6 =
+        eventually("ndisc6 through the macvlan", Duration::from_secs(10), || ndp_mac(&topo.client, "fd42:f1b::130"));
+    assert_eq!(got6, mv_mac);
+    // The interface disappears while announced: the speaker goes on with the others.
+    topo.nodes[hidx].netns.exec(&["ip", "link", "del", "nope0"]).unwrap();
+    eventually("named no longer answered", Duration::from_secs(10), || {
+        arp_mac(&topo.client, "198.51.100.130").is_none().then_some(())
+    });
+    assert_eq!(arp_mac(&topo.client, &vip), Some(mac_of(&first)), "web still answered");
     eprintln!("failover: SIGTERM {graceful:?}, SIGKILL {crash:?} (lease 3 s)");
     drop(speakers);
     drop(rt);
