@@ -23,12 +23,7 @@ pub fn key(svc: &Service) -> String {
 
 /// The IPs in `status.loadBalancer.ingress` (what the Service held, e.g. before a restart).
 pub fn current_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ing| ing.iter().filter_map(|i| i.ip.as_deref()?.parse().ok()).collect())
-        .unwrap_or_default()
+    ferrolb_crds::ingress_ips(svc)
 }
 
 /// A ferrolb annotation (or field) on the Service that cannot be understood.

@@ -63,3 +63,14 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
          # Do not edit by hand: change the Rust types and regenerate.\n---\n{body}"
     )
 }
+
+/// The IPs in a Service's `status.loadBalancer.ingress` (hostname entries skipped):
+/// what the controller assigned, and what speakers announce.
+pub fn ingress_ips(svc: &k8s_openapi::api::core::v1::Service) -> Vec<std::net::IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|ing| ing.iter().filter_map(|i| i.ip.as_deref()?.parse().ok()).collect())
+        .unwrap_or_default()
+}

@@ -94,12 +94,7 @@ fn ready_nodes(svc: &K8sService, slices: &[EndpointSlice]) -> BTreeSet<String> {
 
 /// The IPs in a Service's `status.loadBalancer.ingress`.
 pub fn ingress_ips(svc: &K8sService) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .map(|i| i.iter().filter_map(|x| x.ip.as_deref()?.parse().ok()).collect())
-        .unwrap_or_default()
+    ferrolb_crds::ingress_ips(svc)
 }
 
 /// Compute the plan. `lb_class` selects the Services ferrolb handles; `now` judges Lease expiry.
