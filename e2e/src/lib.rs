@@ -1,5 +1,8 @@
 //! ferrolb-e2e: the proving ground. Network-namespace topologies built with
-//! iproute2 (a bridge as the switch, node and client namespaces on it), shared
-//! by the network tests and the sandbox.
+//! iproute2 (a bridge as the switch, node, client and control-plane namespaces
+//! on it), the sandbox (a cluster in a box) and its stand-ins for the kubelet,
+//! the endpoints controller and kube-proxy.
 
+pub mod sandbox;
+pub mod standin;
 pub mod topology;

@@ -1,0 +1,357 @@
+//! `ferrolb-sandbox`: a cluster in a box on network namespaces, with the real
+//! ferrolb binaries. `demo` shows the whole flow and exits 0 only if every step
+//! worked; `up` keeps a sandbox running for you to poke at.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ferrolb_e2e::sandbox::{NS, Sandbox, State, spawn_controller, spawn_speaker};
+use ferrolb_e2e::topology::privileged;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+/// A whole cluster on one Linux machine, with the real ferrolb binaries.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Where `up` writes, and the other commands read, the sandbox state.
+    #[arg(long, global = true, env = "FERROLB_SANDBOX_STATE", default_value = "/tmp/ferrolb-sandbox/state.json")]
+    state_file: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build the sandbox and keep it running until Ctrl-C.
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+    /// Build a sandbox, show a Service getting an IP, answering and failing over, tear down.
+    Demo {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+    /// Stop a component with SIGTERM: `controller`, or `speaker NODE`.
+    Stop { component: String, node: Option<String> },
+    /// Kill a component with SIGKILL.
+    Kill { component: String, node: Option<String> },
+    /// Start a stopped component again.
+    Start { component: String, node: Option<String> },
+    /// Take a node's link down or up: `link down node-2`.
+    Link { action: String, node: String },
+    /// Show the running sandbox.
+    Status,
+    /// Tear down the running sandbox (also cleans a crashed run's leftovers).
+    Down,
+}
+
+fn step(ok: bool, what: &str) -> anyhow::Result<()> {
+    println!("{} {what}", if ok { "✔" } else { "✘" });
+    anyhow::ensure!(ok, "step failed: {what}");
+    Ok(())
+}
+
+fn read_state(path: &Path) -> anyhow::Result<State> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("no sandbox state at {} (is `ferrolb-sandbox up` running?)", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(Command::new("kill").args([sig, &pid.to_string()]).status()?.success(), "kill {sig} {pid} failed");
+    Ok(())
+}
+
+fn pid_of(state: &State, component: &str, node: Option<&str>) -> anyhow::Result<u32> {
+    match (component, node) {
+        ("controller", _) => Ok(state.pids.controller),
+        ("emulator", _) => Ok(state.pids.emulator),
+        ("speaker", Some(n)) => state.pids.speakers.get(n).copied().with_context(|| format!("no node {n:?}")),
+        ("speaker", None) => anyhow::bail!("which node? `speaker node-1`"),
+        (other, _) => anyhow::bail!("unknown component {other:?}: controller, speaker NODE or emulator"),
+    }
+}
+
+fn client_exec(state: &State, args: &[&str]) -> Option<String> {
+    let out = Command::new("ip").args(["netns", "exec", &state.client_netns]).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn arp_mac(state: &State, ip: &str) -> Option<String> {
+    let out = client_exec(state, &["arping", "-c", "1", "-w", "1", "-I", &state.client_interface, ip])?;
+    let l = out.lines().find(|l| l.contains("reply from"))?;
+    Some(l.split('[').nth(1)?.split(']').next()?.to_lowercase())
+}
+
+fn node_of_mac(state: &State, mac: &str) -> Option<String> {
+    state.nodes.iter().find(|n| n.interfaces.iter().any(|i| i.mac == mac)).map(|n| n.name.clone())
+}
+
+async fn demo(nodes: usize, state_file: &Path) -> anyhow::Result<()> {
+    let run_dir = std::env::temp_dir().join(format!("ferrolb-sandbox-demo-{}", std::process::id()));
+    println!("Building a sandbox with {nodes} nodes (logs in {})...", run_dir.display());
+    let sb = Sandbox::up(nodes, &run_dir).await?;
+    sb.write_state(state_file)?;
+    let st = sb.state.clone();
+    step(true, &format!("emulator, controller and {nodes} speakers running; kubeconfig {}", st.kubeconfig.display()))?;
+    let c = sb.client.clone();
+    let pools: Api<ferrolb_crds::IPAddressPool> = Api::namespaced(c.clone(), NS);
+    pools
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "demo"}, "spec": {"addresses": ["198.51.100.100-198.51.100.150"]}}))?,
+        )
+        .await?;
+    let advs: Api<ferrolb_crds::L2Advertisement> = Api::namespaced(c.clone(), NS);
+    advs.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "demo"}, "spec": {}}))?)
+        .await?;
+    step(true, "IPAddressPool 198.51.100.100-198.51.100.150 and an L2Advertisement applied")?;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    for i in 1..=nodes.min(3) {
+        pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("web-{i}"), "labels": {"app": "web"}},
+            "spec": {"nodeName": format!("node-{i}"), "containers": [{"name": "web", "image": "any", "ports": [{"containerPort": 8080}]}]}}))?)
+            .await?;
+    }
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    svcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}))?,
+    )
+    .await?;
+    step(true, "Pods web-1.. and a LoadBalancer Service `web` created")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let vip = loop {
+        let s = svcs.get("web").await?;
+        if let Some(ip) = ferrolb_crds::ingress_ips(&s).first() {
+            break ip.to_string();
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the Service got no IP in 30 s (see {}/controller.log)",
+            run_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    step(true, &format!("Service web got EXTERNAL-IP {vip}"))?;
+    if let Ok(out) = Command::new("kubectl").env("KUBECONFIG", &st.kubeconfig).args(["get", "svc", "web"]).output() {
+        println!("\n$ kubectl get svc web\n{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let url = format!("http://{vip}/");
+    let mut answer = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while answer.is_none() && Instant::now() < deadline {
+        answer = client_exec(&st, &["curl", "-s", "--max-time", "1", &url]).filter(|s| !s.is_empty());
+    }
+    let answer = answer.context("curl through the VIP got no answer")?;
+    println!("$ ip netns exec {} curl {url}\n{answer}", st.client_netns);
+    step(true, "curl from the client namespace reached a backend through the VIP")?;
+    let mac = arp_mac(&st, &vip).context("no ARP answer for the VIP")?;
+    let holder = node_of_mac(&st, &mac).context("ARP answered by an unknown MAC")?;
+    step(true, &format!("{holder} answers ARP for {vip} ({mac})"))?;
+
+    // Fail over: stop the announcing speaker while a client curls every 20 ms.
+    let prober = {
+        let (ns, url) = (st.client_netns.clone(), url.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut results = Vec::new();
+            while start.elapsed() < Duration::from_secs(8) {
+                let t = start.elapsed();
+                let ok = Command::new("ip")
+                    .args(["netns", "exec", &ns, "curl", "-s", "--max-time", "0.3", &url])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                results.push((t, ok));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            results
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = Instant::now();
+    let pid = st.pids.speakers[&holder];
+    signal(pid, "-TERM")?;
+    println!("\nStopped the speaker on {holder} (SIGTERM)...");
+    let mut new_holder = None;
+    while killed_at.elapsed() < Duration::from_secs(10) {
+        if let Some(h) = arp_mac(&st, &vip).and_then(|m| node_of_mac(&st, &m)).filter(|h| *h != holder) {
+            new_holder = Some(h);
+            break;
+        }
+    }
+    let new_holder = new_holder.context("no other node took the IP over")?;
+    let results = prober.join().map_err(|_| anyhow::anyhow!("prober panicked"))?;
+    // The outage: the longest run of failed probes, from the first failure to the next success.
+    let mut worst = Duration::ZERO;
+    let mut fail_start = None;
+    for (t, ok) in &results {
+        match (ok, fail_start) {
+            (false, None) => fail_start = Some(*t),
+            (true, Some(s)) => {
+                worst = worst.max(*t - s);
+                fail_start = None;
+            }
+            _ => {}
+        }
+    }
+    let failed = results.iter().filter(|(_, ok)| !ok).count();
+    step(
+        true,
+        &format!(
+            "{new_holder} took over; client-visible outage {} ms ({failed} of {} probes failed)",
+            worst.as_millis(),
+            results.len()
+        ),
+    )?;
+    let after = client_exec(&st, &["curl", "-s", "--max-time", "1", &url]).unwrap_or_default();
+    step(!after.is_empty(), &format!("curl after failover: {}", after.trim()))?;
+    println!("\nTearing down...");
+    drop(sb);
+    let _ = std::fs::remove_file(state_file);
+    step(true, "sandbox removed")?;
+    Ok(())
+}
+
+async fn up(nodes: usize, state_file: &Path) -> anyhow::Result<()> {
+    let run_dir = std::env::temp_dir().join(format!("ferrolb-sandbox-{}", std::process::id()));
+    let sb = Sandbox::up(nodes, &run_dir).await?;
+    sb.write_state(state_file)?;
+    let st = &sb.state;
+    println!("ferrolb sandbox is up ({} nodes). State: {}", st.nodes.len(), state_file.display());
+    println!("  export KUBECONFIG={}", st.kubeconfig.display());
+    println!("  client namespace: {} (interface {})", st.client_netns, st.client_interface);
+    println!("Try:");
+    println!(
+        "  kubectl apply -f - <<'EOF'\n  apiVersion: ferrolb.io/v1beta1\n  kind: IPAddressPool\n  metadata: {{name: demo, namespace: {NS}}}\n  spec: {{addresses: [198.51.100.100-198.51.100.150]}}\n  ---\n  apiVersion: ferrolb.io/v1beta1\n  kind: L2Advertisement\n  metadata: {{name: demo, namespace: {NS}}}\n  EOF"
+    );
+    println!("  kubectl run web-1 --image=any --labels=app=web --port=8080");
+    println!(
+        "  kubectl apply -f - <<'EOF'\n  apiVersion: v1\n  kind: Service\n  metadata: {{name: web}}\n  spec: {{type: LoadBalancer, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n  EOF"
+    );
+    println!("  kubectl get svc web");
+    println!("  ip netns exec {} curl http://198.51.100.100/", st.client_netns);
+    println!("Ctrl-C tears everything down.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!("Tearing down...");
+    drop(sb);
+    let _ = std::fs::remove_file(state_file);
+    Ok(())
+}
+
+fn down(state_file: &Path) -> anyhow::Result<()> {
+    match read_state(state_file) {
+        Ok(st) => {
+            if alive(st.pids.emulator) {
+                signal(st.pids.emulator, "-TERM")?;
+                for _ in 0..100 {
+                    if !alive(st.pids.emulator) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            // Leftovers of a crashed run: its processes and namespaces.
+            for pid in std::iter::once(st.pids.controller).chain(st.pids.speakers.values().copied()) {
+                if alive(pid) {
+                    let _ = signal(pid, "-KILL");
+                }
+            }
+            let list = Command::new("ip").args(["netns", "list"]).output()?;
+            for line in String::from_utf8_lossy(&list.stdout).lines() {
+                let name = line.split_whitespace().next().unwrap_or("");
+                if name.starts_with(&format!("flb{}", st.suffix)) {
+                    let _ = Command::new("ip").args(["netns", "del", name]).status();
+                }
+            }
+            let _ = std::fs::remove_file(state_file);
+            println!("sandbox {} is down", st.suffix);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let needs_root = !matches!(args.cmd, Cmd::Status);
+    anyhow::ensure!(!needs_root || privileged(), "the sandbox creates network namespaces: run it as root");
+    match args.cmd {
+        Cmd::Demo { nodes } => tokio::runtime::Runtime::new()?.block_on(demo(nodes, &args.state_file)),
+        Cmd::Up { nodes } => tokio::runtime::Runtime::new()?.block_on(up(nodes, &args.state_file)),
+        Cmd::Down => down(&args.state_file),
+        Cmd::Status => {
+            let st = read_state(&args.state_file)?;
+            println!("sandbox {} (run dir {})", st.suffix, st.run_dir.display());
+            println!("  KUBECONFIG={}", st.kubeconfig.display());
+            println!("  client: {} ({})", st.client_netns, st.client_interface);
+            let mark = |pid: u32| if alive(pid) { format!("{pid} running") } else { format!("{pid} stopped") };
+            println!("  emulator + stand-ins: {}", mark(st.pids.emulator));
+            println!("  controller: {}", mark(st.pids.controller));
+            for n in &st.nodes {
+                let i = &n.interfaces[0];
+                println!(
+                    "  {} ({}): {} {} {} speaker {}",
+                    n.name,
+                    n.netns,
+                    i.mac,
+                    i.ipv4,
+                    i.ipv6,
+                    mark(st.pids.speakers[&n.name])
+                );
+            }
+            Ok(())
+        }
+        Cmd::Stop { component, node } => {
+            signal(pid_of(&read_state(&args.state_file)?, &component, node.as_deref())?, "-TERM")
+        }
+        Cmd::Kill { component, node } => {
+            signal(pid_of(&read_state(&args.state_file)?, &component, node.as_deref())?, "-KILL")
+        }
+        Cmd::Start { component, node } => {
+            let mut st = read_state(&args.state_file)?;
+            let pid = pid_of(&st, &component, node.as_deref())?;
+            anyhow::ensure!(!alive(pid), "{component} is still running (pid {pid})");
+            match component.as_str() {
+                "controller" => st.pids.controller = spawn_controller(&st)?.id(),
+                "speaker" => {
+                    let n = node.expect("checked by pid_of");
+                    let ns = st.nodes.iter().find(|x| x.name == n).cloned().context("no such node")?;
+                    let child = spawn_speaker(&st, &ns)?;
+                    st.pids.speakers.insert(n, child.id());
+                }
+                other => anyhow::bail!("cannot start {other} separately: it runs inside the sandbox process"),
+            }
+            std::fs::write(&args.state_file, serde_json::to_string_pretty(&st)?)?;
+            Ok(())
+        }
+        Cmd::Link { action, node } => {
+            let st = read_state(&args.state_file)?;
+            anyhow::ensure!(action == "up" || action == "down", "link up|down NODE");
+            let n = st.nodes.iter().find(|x| x.name == node).context("no such node")?;
+            let ok = Command::new("ip")
+                .args(["-n", &n.netns, "link", "set", &n.interfaces[0].name, &action])
+                .status()?
+                .success();
+            anyhow::ensure!(ok, "ip link set failed");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The sandbox: a whole cluster on one machine. A bridge, node namespaces, a
+//! client namespace, the emulator (reachable from the root namespace on
+//! loopback for kubectl, and on the bridge for the node processes), the real
+//! controller and one real speaker per node, and the kubelet/endpoints/kube-proxy
+//! stand-ins.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::standin::{NodeNet, run_standins};
+use crate::topology::Topology;
+
+/// The namespace ferrolb runs in.
+pub const NS: &str = "ferrolb-system";
+
+/// IP families of the sandbox Services' pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Families {
+    /// IPv4 only.
+    V4,
+    /// IPv6 only.
+    V6,
+    /// Both.
+    Dual,
+}
+
+/// One interface of a node, in the state file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IfaceState {
+    /// Name.
+    pub name: String,
+    /// MAC.
+    pub mac: String,
+    /// IPv4 address.
+    pub ipv4: String,
+    /// IPv6 address.
+    pub ipv6: String,
+}
+
+/// One node, in the state file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Node name.
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its interfaces on the bridge.
+    pub interfaces: Vec<IfaceState>,
+}
+
+/// Process IDs, in the state file.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Pids {
+    /// The sandbox process (it hosts the emulator and the stand-ins).
+    pub emulator: u32,
+    /// The controller.
+    pub controller: u32,
+    /// One speaker per node.
+    pub speakers: BTreeMap<String, u32>,
+}
+
+/// What `up` writes for the other subcommands and for scripts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    /// Per-run suffix of every namespace name.
+    pub suffix: String,
+    /// Logs and kubeconfigs.
+    pub run_dir: PathBuf,
+    /// Kubeconfig usable from the root namespace.
+    pub kubeconfig: PathBuf,
+    /// Kubeconfig the node processes use (the API on the bridge).
+    pub node_kubeconfig: PathBuf,
+    /// The client ("outside world") namespace.
+    pub client_netns: String,
+    /// Its interface.
+    pub client_interface: String,
+    /// The nodes.
+    pub nodes: Vec<NodeState>,
+    /// Running processes.
+    pub pids: Pids,
+    /// The path of the speaker binary (for `start speaker`).
+    pub speaker_binary: PathBuf,
+    /// The path of the controller binary (for `start controller`).
+    pub controller_binary: PathBuf,
+}
+
+/// A running sandbox. Dropping it tears everything down.
+pub struct Sandbox {
+    /// The topology (removed on drop).
+    pub topo: Topology,
+    /// State as written to the state file.
+    pub state: State,
+    /// In-process client to the emulator.
+    pub client: Client,
+    /// Child processes by role (`controller`, `speaker/<node>`).
+    pub children: BTreeMap<String, Child>,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for (_, c) in self.children.iter_mut() {
+            // SIGTERM first, so speakers remove their nftables tables and release their Leases.
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        }
+        for (_, c) in self.children.iter_mut() {
+            for _ in 0..50 {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The directory holding this executable's sibling binaries, building them when run under cargo.
+pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("executable has a directory")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let (ctl, spk) = (dir.join("ferrolb-controller"), dir.join("ferrolb-speaker"));
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let st = Command::new(cargo)
+            .args(["build", "-q", "-p", "ferrolb-controller", "-p", "ferrolb-speaker", "--bins"])
+            .status()
+            .context("running cargo build")?;
+        anyhow::ensure!(st.success(), "building ferrolb-controller and ferrolb-speaker failed");
+    }
+    anyhow::ensure!(
+        ctl.is_file() && spk.is_file(),
+        "ferrolb-controller and ferrolb-speaker must be built next to {}",
+        exe.display()
+    );
+    Ok((ctl, spk))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(7472)
+}
+
+/// Start a speaker for `node` inside its namespace.
+pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.run_dir.join(format!("speaker-{}.log", node.name)))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", &node.netns])
+        .arg(&state.speaker_binary)
+        .args(["--node-name", &node.name, "--namespace", NS, "--lease-duration", "3", "--forwarding", "nodeport"])
+        .args(["--metrics-addr", "0.0.0.0:7473"])
+        .env("KUBECONFIG", &state.node_kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    Ok(child)
+}
+
+/// Start the controller in the root namespace.
+pub fn spawn_controller(state: &State) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(state.run_dir.join("controller.log"))?;
+    let child = Command::new(&state.controller_binary)
+        .args(["--namespace", NS, "--lease-duration", "5", "--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .env("KUBECONFIG", &state.kubeconfig)
+        .env("POD_NAME", "controller-0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    Ok(child)
+}
+
+impl Sandbox {
+    /// Build everything. Runs inside a tokio runtime.
+    pub async fn up(nodes: usize, run_dir: &Path) -> anyhow::Result<Sandbox> {
+        anyhow::ensure!((1..=20).contains(&nodes), "--nodes must be 1-20");
+        let (controller_binary, speaker_binary) = binaries()?;
+        std::fs::create_dir_all(run_dir)?;
+        let topo = Topology::new(nodes).context("building the network namespaces (are you root?)")?;
+        let emu = ferrolb_emulator::Emulator::new(ferrolb_emulator::Config::default());
+        // Two listeners on one API: loopback for kubectl, the bridge for node processes.
+        let root = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let root_addr = root.local_addr()?;
+        let bridge_std = ferrolb_speaker::sys::in_netns(&topo.control_plane.netns.path(), || {
+            std::net::TcpListener::bind("198.51.100.3:0")
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("listener thread died"))???;
+        bridge_std.set_nonblocking(true)?;
+        let bridge_addr: SocketAddr = bridge_std.local_addr()?;
+        let bridge = tokio::net::TcpListener::from_std(bridge_std)?;
+        let (e1, e2) = (emu.clone(), emu.clone());
+        tokio::spawn(async move { e1.serve(root).await });
+        tokio::spawn(async move { e2.serve(bridge).await });
+        let kubeconfig = run_dir.join("kubeconfig");
+        let node_kubeconfig = run_dir.join("kubeconfig-nodes");
+        ferrolb_emulator::write_kubeconfig(&kubeconfig, &format!("http://{root_addr}"))?;
+        ferrolb_emulator::write_kubeconfig(&node_kubeconfig, &format!("http://{bridge_addr}"))?;
+        let client = Client::new(emu.router(), "default");
+
+        // The API objects a cluster has: CRDs from the chart, the namespace, the Nodes.
+        let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/crds");
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for entry in std::fs::read_dir(&crd_dir).with_context(|| format!("reading {}", crd_dir.display()))? {
+            let path = entry?.path();
+            let text = std::fs::read_to_string(&path)?;
+            let crd: CustomResourceDefinition =
+                parse_crd(&text).with_context(|| format!("parsing {}", path.display()))?;
+            crds.create(&PostParams::default(), &crd).await?;
+        }
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        let mut node_states = Vec::new();
+        for (i, h) in topo.nodes.iter().enumerate() {
+            let name = format!("node-{}", i + 1);
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+                "status": {"addresses": [{"type": "InternalIP", "address": h.ipv4.to_string()}, {"type": "InternalIP", "address": h.ipv6.to_string()},
+                                         {"type": "Hostname", "address": name}],
+                           "conditions": [{"type": "Ready", "status": "True"}, {"type": "NetworkUnavailable", "status": "False"}]}}))?;
+            let api: Api<Node> = Api::all(client.clone());
+            api.create(&PostParams::default(), &node).await?;
+            api.patch_status(
+                &name,
+                &kube::api::PatchParams::apply("ferrolb-sandbox").force(),
+                &kube::api::Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Node", "status": serde_json::to_value(&node.status)?})),
+            )
+            .await?;
+            node_states.push(NodeState {
+                name,
+                netns: h.netns.name.clone(),
+                interfaces: vec![IfaceState {
+                    name: h.iface.clone(),
+                    mac: h.mac.clone(),
+                    ipv4: h.ipv4.to_string(),
+                    ipv6: h.ipv6.to_string(),
+                }],
+            });
+        }
+        let mut state = State {
+            suffix: topo.suffix.clone(),
+            run_dir: run_dir.to_path_buf(),
+            kubeconfig,
+            node_kubeconfig,
+            client_netns: topo.client.netns.name.clone(),
+            client_interface: topo.client.iface.clone(),
+            nodes: node_states,
+            pids: Pids { emulator: std::process::id(), ..Default::default() },
+            speaker_binary,
+            controller_binary,
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let standin_nodes =
+            state.nodes.iter().map(|n| NodeNet { name: n.name.clone(), netns: n.netns.clone() }).collect();
+        tokio::spawn(run_standins(client.clone(), standin_nodes, stop_rx));
+        let mut children = BTreeMap::new();
+        let ctl = spawn_controller(&state)?;
+        state.pids.controller = ctl.id();
+        children.insert("controller".to_string(), ctl);
+        for n in state.nodes.clone() {
+            let c = spawn_speaker(&state, &n)?;
+            state.pids.speakers.insert(n.name.clone(), c.id());
+            children.insert(format!("speaker/{}", n.name), c);
+        }
+        Ok(Sandbox { topo, state, client, children, stop })
+    }
+
+    /// Write the state file.
+    pub fn write_state(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&self.state)?)?;
+        Ok(())
+    }
+}
+
+/// CRD YAML files carry a comment header and one document; parse the document.
+fn parse_crd(text: &str) -> anyhow::Result<CustomResourceDefinition> {
+    let doc = text.split("\n---\n").last().unwrap_or(text);
+    Ok(serde_yaml::from_str(doc)?)
+}
