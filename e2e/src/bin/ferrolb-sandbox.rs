@@ -65,8 +65,12 @@ fn read_state(path: &Path) -> anyhow::Result<State> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// Whether a process runs (a zombie, exited but not yet reaped by `up`, does not).
 fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
 fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {

@@ -1,0 +1,118 @@
+//! The sandbox CLI as a newcomer and a script use it: `demo` exits 0 having
+//! shown every step; `up` runs until told, and `status`, `stop`, `start`,
+//! `link` and `down` act on it through the state file. Runs as root.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::topology::privileged;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferrolb-sandbox");
+
+fn sandbox(state: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).arg("--state-file").arg(state).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn demo_runs_every_step_and_exits_zero() {
+    assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = sandbox(&dir.path().join("state.json"), &["demo", "--nodes", "2"]);
+    assert!(ok, "demo failed:\n{out}");
+    for line in [
+        "got EXTERNAL-IP 198.51.100.100",
+        "reached a backend through the VIP",
+        "answers ARP for 198.51.100.100",
+        "took over; client-visible outage",
+        "sandbox removed",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    assert!(!out.contains('✘'), "{out}");
+    println!("{out}");
+}
+
+/// Tears the sandbox down even when an assertion fails.
+struct Running {
+    state: std::path::PathBuf,
+    up: std::process::Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN).arg("--state-file").arg(&self.state).arg("down").output();
+        let _ = self.up.kill();
+        let _ = self.up.wait();
+    }
+}
+
+#[test]
+fn up_status_stop_start_link_down() {
+    assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let up = Command::new(BIN)
+        .arg("--state-file")
+        .arg(&state)
+        .args(["up", "--nodes", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running { state: state.clone(), up };
+    let stdout = running.up.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("ferrolb sandbox is up (2 nodes)"), "{first}");
+    std::thread::spawn(move || for _ in lines {});
+    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    for key in ["run_dir", "kubeconfig", "client_netns", "client_interface", "nodes", "pids"] {
+        assert!(st.get(key).is_some(), "state file lacks {key}: {st}");
+    }
+    assert_eq!(st["nodes"].as_array().unwrap().len(), 2);
+    assert!(st["nodes"][0]["interfaces"][0]["mac"].is_string());
+    let kubeconfig = st["kubeconfig"].as_str().unwrap();
+    let nodes =
+        Command::new("kubectl").env("KUBECONFIG", kubeconfig).args(["get", "nodes", "-o", "name"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&nodes.stdout).trim(), "node/node-1\nnode/node-2");
+
+    let (ok, out) = sandbox(&state, &["status"]);
+    assert!(ok && out.contains("node-1") && out.contains("speaker") && out.contains("running"), "{out}");
+    let (ok, out) = sandbox(&state, &["stop", "speaker", "node-1"]);
+    assert!(ok, "{out}");
+    eventually("speaker node-1 stopped", Duration::from_secs(10), || {
+        sandbox(&state, &["status"]).1.lines().any(|l| l.contains("node-1") && l.contains("stopped"))
+    });
+    let (ok, out) = sandbox(&state, &["start", "speaker", "node-1"]);
+    assert!(ok, "{out}");
+    let (_, out) = sandbox(&state, &["status"]);
+    assert!(out.lines().any(|l| l.contains("node-1") && l.contains("running")), "{out}");
+    let netns = st["nodes"][1]["netns"].as_str().unwrap().to_string();
+    assert!(sandbox(&state, &["link", "down", "node-2"]).0);
+    let link = Command::new("ip").args(["-n", &netns, "link", "show", "eth0"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&link.stdout).contains("state DOWN"));
+    assert!(sandbox(&state, &["link", "up", "node-2"]).0);
+    let (ok, out) = sandbox(&state, &["stop", "nothing"]);
+    assert!(!ok && out.contains("unknown component"), "{out}");
+
+    let (ok, out) = sandbox(&state, &["down"]);
+    assert!(ok, "{out}");
+    let status = running.up.wait().unwrap();
+    assert!(status.success(), "up exits cleanly after down: {status:?}");
+    assert!(!state.exists());
+    let suffix =
+        st["nodes"][0]["netns"].as_str().unwrap().trim_end_matches(char::is_numeric).trim_end_matches('n').to_string();
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&left.stdout).contains(&suffix), "namespaces left behind");
+}
