@@ -89,6 +89,8 @@ pub struct State {
     pub nodes: Vec<NodeState>,
     /// Running processes.
     pub pids: Pids,
+    /// The controller's metrics address.
+    pub controller_metrics: String,
     /// The path of the speaker binary (for `start speaker`).
     pub speaker_binary: PathBuf,
     /// The path of the controller binary (for `start controller`).
@@ -178,7 +180,7 @@ pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
 pub fn spawn_controller(state: &State) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(state.run_dir.join("controller.log"))?;
     let child = Command::new(&state.controller_binary)
-        .args(["--namespace", NS, "--lease-duration", "5", "--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--namespace", NS, "--lease-duration", "5", "--metrics-addr", &state.controller_metrics])
         .env("KUBECONFIG", &state.kubeconfig)
         .env("POD_NAME", "controller-0")
         .stdin(Stdio::null())
@@ -265,6 +267,7 @@ impl Sandbox {
             client_interface: topo.client.iface.clone(),
             nodes: node_states,
             pids: Pids { emulator: std::process::id(), ..Default::default() },
+            controller_metrics: format!("127.0.0.1:{}", free_port()),
             speaker_binary,
             controller_binary,
         };

@@ -1,0 +1,442 @@
+//! MetalLB's layer-2 e2e scenarios, ported: each builds a sandbox (real
+//! controller and speakers in network namespaces) and drives it as a user
+//! would, through the API and the client namespace. Runs as root.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::sandbox::{NS, Sandbox};
+use ferrolb_e2e::topology::privileged;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+
+struct Env {
+    sb: Option<Sandbox>,
+    client: Client,
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // The sandbox's tasks live on this runtime: stop them before it goes.
+        let _g = self.rt.enter();
+        self.sb.take();
+    }
+}
+
+fn env(nodes: usize) -> Env {
+    assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sb = rt.block_on(Sandbox::up(nodes, dir.path())).expect("sandbox up");
+    let client = sb.client.clone();
+    Env { sb: Some(sb), client, rt, _dir: dir }
+}
+
+fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+impl Env {
+    fn sb(&self) -> &Sandbox {
+        self.sb.as_ref().expect("running")
+    }
+
+    fn create<K>(&self, api: Api<K>, v: Value)
+    where
+        K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+    {
+        self.rt.block_on(api.create(&PostParams::default(), &serde_json::from_value(v).unwrap())).unwrap();
+    }
+
+    fn pool(&self, name: &str, spec: Value) {
+        self.create(
+            Api::<ferrolb_crds::IPAddressPool>::namespaced(self.client.clone(), NS),
+            json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": name}, "spec": spec}),
+        );
+    }
+
+    fn adv(&self, name: &str, spec: Value) {
+        self.create(
+            Api::<ferrolb_crds::L2Advertisement>::namespaced(self.client.clone(), NS),
+            json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": name}, "spec": spec}),
+        );
+    }
+
+    fn pod(&self, name: &str, node: &str, app: &str, ports: &[u16]) {
+        let ports: Vec<Value> = ports.iter().map(|p| json!({"containerPort": p})).collect();
+        self.create(
+            Api::<Pod>::namespaced(self.client.clone(), "default"),
+            json!({"metadata": {"name": name, "labels": {"app": app}}, "spec": {"nodeName": node, "containers": [{"name": "c", "image": "any", "ports": ports}]}}),
+        );
+    }
+
+    fn svc(&self, name: &str, extra: Value) {
+        let mut v = json!({"metadata": {"name": name}, "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080, "name": "http"}]}});
+        merge(&mut v, &extra);
+        self.create(Api::<Service>::namespaced(self.client.clone(), "default"), v);
+    }
+
+    fn ips(&self, svc: &str) -> Vec<String> {
+        let s = self.rt.block_on(Api::<Service>::namespaced(self.client.clone(), "default").get_opt(svc)).unwrap();
+        s.map(|s| ferrolb_crds::ingress_ips(&s).iter().map(|i| i.to_string()).collect()).unwrap_or_default()
+    }
+
+    fn wait_ip(&self, svc: &str) -> String {
+        eventually(&format!("{svc} gets an IP"), Duration::from_secs(20), || self.ips(svc).first().cloned())
+    }
+
+    fn holder(&self, svc: &str) -> Option<String> {
+        let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(self.client.clone(), NS);
+        self.rt
+            .block_on(api.get_opt(&format!("default.{svc}")))
+            .ok()
+            .flatten()?
+            .status
+            .map(|s| s.node)
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The announcing node once the status and the answering MAC agree (speakers settle at start).
+    fn stable_holder(&self, svc: &str, ip: &str) -> String {
+        eventually(&format!("{svc} announced consistently"), Duration::from_secs(20), || {
+            let h = self.holder(svc)?;
+            (self.answering_node(ip).as_deref() == Some(h.as_str()) && self.holder(svc).as_deref() == Some(h.as_str()))
+                .then_some(h)
+        })
+    }
+
+    fn client_exec(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("ip").args(["netns", "exec", &self.sb().state.client_netns]).args(args).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The node whose MAC answers ARP (or NDP, for IPv6) for `ip`.
+    fn answering_node(&self, ip: &str) -> Option<String> {
+        let mac = if ip.contains(':') {
+            let out = self.client_exec(&["ndisc6", "-1", "-r", "2", "-w", "300", ip, "eth0"])?;
+            out.lines().find(|l| l.contains("link-layer address"))?.rsplit(' ').next()?.trim().to_lowercase()
+        } else {
+            let out = self.client_exec(&["arping", "-c", "1", "-w", "1", "-I", "eth0", ip])?;
+            let l = out.lines().find(|l| l.contains("reply from"))?;
+            l.split('[').nth(1)?.split(']').next()?.to_lowercase()
+        };
+        self.sb().state.nodes.iter().find(|n| n.interfaces.iter().any(|i| i.mac == mac)).map(|n| n.name.clone())
+    }
+
+    fn curl(&self, ip: &str, port: u16) -> Option<String> {
+        let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+        self.client_exec(&["curl", "-s", "--max-time", "2", &format!("http://{host}:{port}/")])
+            .filter(|s| !s.is_empty())
+    }
+
+    fn patch_node(&self, node: &str, status: bool, v: Value) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let pp = PatchParams::default();
+        if status {
+            self.rt.block_on(api.patch_status(node, &pp, &Patch::Merge(v))).unwrap();
+        } else {
+            self.rt.block_on(api.patch(node, &pp, &Patch::Merge(v))).unwrap();
+        }
+    }
+}
+
+fn merge(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
+}
+
+const POOL_V4: &str = "198.51.100.100-198.51.100.150";
+
+/// 1, 2, 6: ETP=Cluster reachable over IPv4, IPv6 and dual stack, pools by range and CIDR;
+/// ServiceL2Status names the node whose MAC the client learns, and goes with the Service.
+#[test]
+fn cluster_policy_reachable_in_every_family_and_status_follows() {
+    let e = env(2);
+    e.pool("range", json!({"addresses": [POOL_V4], "serviceAllocation": {"priority": 1}}));
+    e.pool(
+        "cidr",
+        json!({"addresses": ["198.51.100.160/28", "fd42:f1b::100/124"], "serviceAllocation": {"priority": 2}}),
+    );
+    e.adv("all", json!({}));
+    e.pod("web-a", "node-1", "v4", &[8080]);
+    for (svc, extra) in [
+        ("v4", json!({})),
+        ("v6", json!({"spec": {"ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack", "selector": {"app": "v4"}}})),
+        ("dual", json!({"spec": {"ipFamilyPolicy": "RequireDualStack", "selector": {"app": "v4"}}})),
+    ] {
+        e.svc(svc, extra);
+    }
+    assert_eq!(e.wait_ip("v4"), "198.51.100.100", "range pool first (priority)");
+    let v6 = e.wait_ip("v6");
+    assert!(v6.starts_with("fd42:f1b::10"), "{v6}");
+    let dual =
+        eventually("dual gets two IPs", Duration::from_secs(20), || Some(e.ips("dual")).filter(|i| i.len() == 2));
+    assert!(dual[0].starts_with("198.51.100.16") && dual[1].starts_with("fd42:f1b::10"), "{dual:?} from the CIDR pool");
+    for (svc, ip) in
+        [("v4", "198.51.100.100".to_string()), ("v6", v6.clone()), ("dual", dual[0].clone()), ("dual", dual[1].clone())]
+    {
+        let body = eventually(&format!("curl {ip}"), Duration::from_secs(15), || e.curl(&ip, 80));
+        assert_eq!(body.trim(), "web-a on node-1");
+        let holder = eventually(&format!("{svc} status"), Duration::from_secs(10), || e.holder(svc));
+        assert_eq!(e.answering_node(&ip).as_deref(), Some(holder.as_str()), "{svc} {ip}: status and MAC agree");
+    }
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", &e.sb().state.kubeconfig)
+        .args(["get", "svc", "v4", "--no-headers"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("198.51.100.100"));
+    e.rt.block_on(Api::<Service>::namespaced(e.client.clone(), "default").delete("v4", &DeleteParams::default()))
+        .unwrap();
+    eventually("status gone with the Service", Duration::from_secs(10), || e.holder("v4").is_none().then_some(()));
+    eventually("VIP no longer answered", Duration::from_secs(10), || {
+        e.answering_node("198.51.100.100").is_none().then_some(())
+    });
+}
+
+/// 3: ETP=Local: announced from a node with a backend, and every request lands there.
+#[test]
+fn local_policy_keeps_traffic_on_the_announcing_node() {
+    let e = env(3);
+    e.pool("p", json!({"addresses": [POOL_V4]}));
+    e.adv("all", json!({}));
+    e.pod("loc-2", "node-2", "loc", &[8080]);
+    e.pod("loc-3", "node-3", "loc", &[8080]);
+    e.svc("loc", json!({"spec": {"externalTrafficPolicy": "Local"}}));
+    let ip = e.wait_ip("loc");
+    let holder = e.stable_holder("loc", &ip);
+    assert!(holder == "node-2" || holder == "node-3", "announced from a node with a backend, not {holder}");
+    for _ in 0..6 {
+        let body = eventually("curl", Duration::from_secs(10), || e.curl(&ip, 80));
+        assert!(body.trim().ends_with(&format!("on {holder}")), "{body} landed off {holder}");
+    }
+}
+
+/// 4: TCP and UDP ports of one Service both work.
+#[test]
+fn tcp_and_udp_ports_both_work() {
+    let e = env(2);
+    e.pool("p", json!({"addresses": [POOL_V4]}));
+    e.adv("all", json!({}));
+    e.pod("dns-1", "node-1", "dns", &[5353]);
+    e.svc(
+        "dns",
+        json!({"spec": {"ports": [{"name": "tcp", "port": 53, "targetPort": 5353, "protocol": "TCP"},
+                                           {"name": "udp", "port": 53, "targetPort": 5353, "protocol": "UDP"}]}}),
+    );
+    let ip = e.wait_ip("dns");
+    let body = eventually("tcp", Duration::from_secs(15), || e.curl(&ip, 53));
+    assert_eq!(body.trim(), "dns-1 on node-1");
+    let reply = eventually("udp echo", Duration::from_secs(15), || {
+        // One datagram back; `cat` reads it whole (bash's `read` would take one byte of it).
+        let script = format!("exec 3<>/dev/udp/{ip}/53; echo ping >&3; timeout 1 cat <&3; true");
+        let out = e.client_exec(&["bash", "-c", &script])?;
+        out.contains("dns-1 on node-1").then_some(out)
+    });
+    assert_eq!(reply, "dns-1 on node-1\nping\n", "the echo came back through the VIP");
+}
+
+/// 5: NetworkUnavailable or the exclusion label moves the announcement; non-revertive:
+/// it does not come back when the condition clears.
+#[test]
+fn unavailable_or_excluded_nodes_lose_the_ip_and_do_not_take_it_back() {
+    let e = env(2);
+    e.pool("p", json!({"addresses": [POOL_V4]}));
+    e.adv("all", json!({}));
+    e.svc("web", json!({}));
+    let ip = e.wait_ip("web");
+    let first = e.stable_holder("web", &ip);
+    let other = if first == "node-1" { "node-2" } else { "node-1" };
+    e.patch_node(&first, true, json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "NetworkUnavailable", "status": "True"}]}}));
+    eventually("moved off the unavailable node", Duration::from_secs(15), || {
+        (e.answering_node(&ip).as_deref() == Some(other)).then_some(())
+    });
+    // The new holder is recorded (ServiceL2Status) before the condition clears.
+    eventually("status names the new holder", Duration::from_secs(10), || {
+        (e.holder("web").as_deref() == Some(other)).then_some(())
+    });
+    e.patch_node(&first, true, json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "NetworkUnavailable", "status": "False"}]}}));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(e.holder("web").as_deref(), Some(other), "non-revertive: it stays");
+    e.patch_node(
+        other,
+        false,
+        json!({"metadata": {"labels": {"node.kubernetes.io/exclude-from-external-load-balancers": ""}}}),
+    );
+    eventually("moved off the excluded node", Duration::from_secs(15), || {
+        (e.answering_node(&ip).as_deref() == Some(first.as_str())).then_some(())
+    });
+}
+
+/// 7: two Services sharing one IP are announced from the same node.
+#[test]
+fn services_sharing_an_ip_are_announced_together() {
+    let e = env(3);
+    e.pool("p", json!({"addresses": [POOL_V4]}));
+    e.adv("all", json!({}));
+    let ann = json!({"metadata": {"annotations": {"ferrolb.io/allow-shared-ip": "k", "ferrolb.io/loadBalancerIPs": "198.51.100.120"}}});
+    e.svc("a", ann.clone());
+    let mut b = ann.clone();
+    b["spec"] = json!({"ports": [{"port": 443, "name": "https"}]});
+    e.svc("b", b);
+    assert_eq!(e.wait_ip("a"), "198.51.100.120");
+    assert_eq!(e.wait_ip("b"), "198.51.100.120");
+    let ha = eventually("a announced", Duration::from_secs(20), || e.holder("a"));
+    let hb = eventually("b announced", Duration::from_secs(20), || e.holder("b"));
+    assert_eq!(ha, hb);
+    assert_eq!(e.answering_node("198.51.100.120"), Some(ha));
+}
+
+/// 9, 13: pools requested by annotation (autoAssign true and false); another class gets nothing.
+#[test]
+fn pool_annotation_and_foreign_class() {
+    let e = env(1);
+    e.pool("auto", json!({"addresses": [POOL_V4]}));
+    e.pool("manual", json!({"addresses": ["198.51.100.170/31"], "autoAssign": false}));
+    e.adv("all", json!({}));
+    e.svc("plain", json!({}));
+    e.svc("wants-manual", json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": "manual"}}}));
+    e.svc("wants-auto", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "auto"}}}));
+    e.svc("foreign", json!({"spec": {"loadBalancerClass": "other.example/lb"}}));
+    let (plain, auto) = (e.wait_ip("plain"), e.wait_ip("wants-auto"));
+    let mut both = [plain.clone(), auto.clone()];
+    both.sort();
+    assert_eq!(both, ["198.51.100.100", "198.51.100.101"], "both from the auto-assigning pool");
+    assert_eq!(e.wait_ip("wants-manual"), "198.51.100.170", "autoAssign: false serves only on request");
+    eventually("wants-manual answered", Duration::from_secs(15), || e.answering_node("198.51.100.170"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(e.ips("foreign").is_empty(), "another implementation's Service gets no IP");
+}
+
+/// 10: nodeSelectors: only selected nodes announce; labelling a node makes it eligible.
+#[test]
+fn node_selectors_choose_the_announcers() {
+    let e = env(2);
+    e.pool("p", json!({"addresses": [POOL_V4]}));
+    e.adv("edge", json!({"nodeSelectors": [{"matchLabels": {"edge": "true"}}]}));
+    e.svc("web", json!({}));
+    let ip = e.wait_ip("web");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(e.answering_node(&ip), None, "no node selected yet");
+    e.patch_node("node-2", false, json!({"metadata": {"labels": {"edge": "true"}}}));
+    eventually("node-2 announces once labelled", Duration::from_secs(15), || {
+        (e.answering_node(&ip).as_deref() == Some("node-2")).then_some(())
+    });
+}
+
+/// 8, 12: metrics agree with the pool and the announcer; stopping the announcing speaker
+/// moves the IP, and the client-visible outage is printed.
+#[test]
+fn metrics_and_speaker_failover() {
+    let e = env(2);
+    e.pool("p", json!({"addresses": ["198.51.100.100/30"]}));
+    e.adv("all", json!({}));
+    e.pod("web-1", "node-1", "web", &[8080]);
+    e.pod("web-2", "node-2", "web", &[8080]);
+    e.svc("web", json!({}));
+    let ip = e.wait_ip("web");
+    let holder = e.stable_holder("web", &ip);
+    eventually("curl", Duration::from_secs(15), || e.curl(&ip, 80));
+    let st = &e.sb().state;
+    let scrape = |node: &str| {
+        let ns = &st.nodes.iter().find(|n| n.name == node).unwrap().netns;
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let other = if holder == "node-1" { "node-2" } else { "node-1" };
+    let m = eventually("holder metrics", Duration::from_secs(10), || {
+        Some(scrape(&holder)).filter(|m| m.contains("ferrolb_layer2_responses_sent_total{ip="))
+    });
+    assert!(
+        m.lines().any(|l| l.starts_with("ferrolb_speaker_announced{") && l.contains(&format!("ip=\"{ip}\""))),
+        "{m}"
+    );
+    assert!(
+        !scrape(other).lines().any(|l| l.starts_with("ferrolb_speaker_announced{")),
+        "only the announcer exports the announcement"
+    );
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "2", &format!("http://{}/metrics", st.controller_metrics)])
+        .output()
+        .unwrap();
+    let cm = String::from_utf8_lossy(&out.stdout);
+    assert!(cm.lines().any(|l| l == "ferrolb_allocator_addresses_total{pool=\"p\"} 4"), "{cm}");
+    assert!(cm.lines().any(|l| l == "ferrolb_allocator_addresses_in_use_total{pool=\"p\"} 1"), "{cm}");
+
+    // Scenario 12: stop the announcing speaker while the client keeps connecting.
+    let pid = st.pids.speakers[&holder];
+    let t0 = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let mut last_fail = None;
+    let moved = loop {
+        let ok = e.curl(&ip, 80).is_some();
+        if !ok {
+            last_fail = Some(t0.elapsed());
+        }
+        if ok && e.holder("web").as_deref() == Some(other) {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "no takeover");
+    };
+    println!("speaker SIGTERM: takeover seen after {moved:?}; last failed request at {last_fail:?}");
+    let ids: BTreeSet<String> = (0..4).filter_map(|_| e.curl(&ip, 80)).collect();
+    assert!(!ids.is_empty());
+}
+
+/// 14: the controller restarted several times moves no IP; pending Services stay pending.
+#[test]
+fn controller_restarts_move_nothing() {
+    let e = env(1);
+    e.pool("p", json!({"addresses": ["198.51.100.100/31"]}));
+    e.adv("all", json!({}));
+    e.svc("a", json!({}));
+    let a = e.wait_ip("a");
+    e.svc("b", json!({}));
+    let b = e.wait_ip("b");
+    e.svc("c", json!({}));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(e.ips("c").is_empty(), "the pool has two addresses");
+    let state_file = e.sb().state.run_dir.join("state.json");
+    e.sb().write_state(&state_file).unwrap();
+    let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("ferrolb-sandbox");
+    for _ in 0..3 {
+        let pid = serde_json::from_str::<Value>(&std::fs::read_to_string(&state_file).unwrap()).unwrap()["pids"]["controller"].as_u64().unwrap();
+        assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+        // `start` refuses while the old one is still shutting down (releasing its Lease).
+        eventually("controller restarted", Duration::from_secs(15), || {
+            let out =
+                Command::new(&bin).arg("--state-file").arg(&state_file).args(["start", "controller"]).output().ok()?;
+            out.status.success().then_some(())
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(e.ips("a"), vec![a.clone()]);
+        assert_eq!(e.ips("b"), vec![b.clone()]);
+        assert!(e.ips("c").is_empty());
+    }
+    let pid =
+        serde_json::from_str::<Value>(&std::fs::read_to_string(&state_file).unwrap()).unwrap()["pids"]["controller"]
+            .as_u64()
+            .unwrap();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
