@@ -75,6 +75,8 @@ pub struct Pids {
 pub struct State {
     /// Per-run suffix of every namespace name.
     pub suffix: String,
+    /// Service IP families of the cluster.
+    pub families: Families,
     /// Logs and kubeconfigs.
     pub run_dir: PathBuf,
     /// Kubeconfig usable from the root namespace.
@@ -193,11 +195,26 @@ pub fn spawn_controller(state: &State) -> anyhow::Result<Child> {
 impl Sandbox {
     /// Build everything. Runs inside a tokio runtime.
     pub async fn up(nodes: usize, run_dir: &Path) -> anyhow::Result<Sandbox> {
+        Self::up_with(nodes, Families::Dual, run_dir).await
+    }
+
+    /// Build everything with the cluster's Service networking in `families`
+    /// (`V4`: IPv4 ClusterIPs only; `V6`: IPv6 first; `Dual`: both, IPv4 first).
+    pub async fn up_with(nodes: usize, families: Families, run_dir: &Path) -> anyhow::Result<Sandbox> {
         anyhow::ensure!((1..=20).contains(&nodes), "--nodes must be 1-20");
         let (controller_binary, speaker_binary) = binaries()?;
         std::fs::create_dir_all(run_dir)?;
         let topo = Topology::new(nodes).context("building the network namespaces (are you root?)")?;
-        let emu = ferrolb_emulator::Emulator::new(ferrolb_emulator::Config::default());
+        let cidrs: Vec<&str> = match families {
+            Families::V4 => vec!["10.96.0.0/16"],
+            Families::V6 => vec!["fd42:f1b:96::/112", "10.96.0.0/16"],
+            Families::Dual => vec!["10.96.0.0/16", "fd42:f1b:96::/112"],
+        };
+        let services = ferrolb_emulator::ServiceConfig {
+            service_cidrs: cidrs.iter().map(|c| c.parse().expect("literal CIDR")).collect(),
+            ..Default::default()
+        };
+        let emu = ferrolb_emulator::Emulator::new(ferrolb_emulator::Config { services, ..Default::default() });
         // Two listeners on one API: loopback for kubectl, the bridge for node processes.
         let root = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let root_addr = root.local_addr()?;
@@ -260,6 +277,7 @@ impl Sandbox {
         }
         let mut state = State {
             suffix: topo.suffix.clone(),
+            families,
             run_dir: run_dir.to_path_buf(),
             kubeconfig,
             node_kubeconfig,

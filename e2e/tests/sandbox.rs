@@ -58,6 +58,17 @@ impl Drop for Running {
 }
 
 #[test]
+fn demo_works_on_an_ipv6_only_cluster() {
+    assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = sandbox(&dir.path().join("state.json"), &["demo", "--nodes", "2", "--ipv6"]);
+    assert!(ok, "demo --ipv6 failed:\n{out}");
+    for line in ["got EXTERNAL-IP fd42:f1b::100", "answers NDP for fd42:f1b::100", "took over"] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn up_status_stop_start_link_down() {
     assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
     let dir = tempfile::tempdir().unwrap();

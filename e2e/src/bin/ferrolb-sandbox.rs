@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferrolb_e2e::sandbox::{NS, Sandbox, State, spawn_controller, spawn_speaker};
+use ferrolb_e2e::sandbox::{Families, NS, Sandbox, State, spawn_controller, spawn_speaker};
 use ferrolb_e2e::topology::privileged;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
@@ -32,12 +32,16 @@ enum Cmd {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        #[command(flatten)]
+        fam: FamilyFlags,
     },
     /// Build a sandbox, show a Service getting an IP, answering and failing over, tear down.
     Demo {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        #[command(flatten)]
+        fam: FamilyFlags,
     },
     /// Stop a component with SIGTERM: `controller`, or `speaker NODE`.
     Stop { component: String, node: Option<String> },
@@ -51,6 +55,33 @@ enum Cmd {
     Status,
     /// Tear down the running sandbox (also cleans a crashed run's leftovers).
     Down,
+}
+
+/// The cluster's Service IP families (default: dual stack).
+#[derive(Debug, clap::Args)]
+#[group(multiple = false)]
+struct FamilyFlags {
+    /// IPv4 only.
+    #[arg(long)]
+    ipv4: bool,
+    /// IPv6 only.
+    #[arg(long)]
+    ipv6: bool,
+    /// Both, IPv4 first (the default).
+    #[arg(long)]
+    dual: bool,
+}
+
+impl FamilyFlags {
+    fn families(&self) -> Families {
+        if self.ipv4 {
+            Families::V4
+        } else if self.ipv6 {
+            Families::V6
+        } else {
+            Families::Dual
+        }
+    }
 }
 
 fn step(ok: bool, what: &str) -> anyhow::Result<()> {
@@ -93,7 +124,12 @@ fn client_exec(state: &State, args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The MAC answering ARP (IPv4) or NDP (IPv6) for `ip`, as the client sees it.
 fn arp_mac(state: &State, ip: &str) -> Option<String> {
+    if ip.contains(':') {
+        let out = client_exec(state, &["ndisc6", "-1", "-r", "2", "-w", "300", ip, &state.client_interface])?;
+        return Some(out.lines().find(|l| l.contains("link-layer address"))?.rsplit(' ').next()?.trim().to_lowercase());
+    }
     let out = client_exec(state, &["arping", "-c", "1", "-w", "1", "-I", &state.client_interface, ip])?;
     let l = out.lines().find(|l| l.contains("reply from"))?;
     Some(l.split('[').nth(1)?.split(']').next()?.to_lowercase())
@@ -103,10 +139,10 @@ fn node_of_mac(state: &State, mac: &str) -> Option<String> {
     state.nodes.iter().find(|n| n.interfaces.iter().any(|i| i.mac == mac)).map(|n| n.name.clone())
 }
 
-async fn demo(nodes: usize, state_file: &Path) -> anyhow::Result<()> {
+async fn demo(nodes: usize, families: Families, state_file: &Path) -> anyhow::Result<()> {
     let run_dir = std::env::temp_dir().join(format!("ferrolb-sandbox-demo-{}", std::process::id()));
     println!("Building a sandbox with {nodes} nodes (logs in {})...", run_dir.display());
-    let sb = Sandbox::up(nodes, &run_dir).await?;
+    let sb = Sandbox::up_with(nodes, families, &run_dir).await?;
     sb.write_state(state_file)?;
     let st = sb.state.clone();
     step(true, &format!("emulator, controller and {nodes} speakers running; kubeconfig {}", st.kubeconfig.display()))?;
@@ -116,13 +152,13 @@ async fn demo(nodes: usize, state_file: &Path) -> anyhow::Result<()> {
         .create(
             &PostParams::default(),
             &serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "demo"}, "spec": {"addresses": ["198.51.100.100-198.51.100.150"]}}))?,
+            "metadata": {"name": "demo"}, "spec": {"addresses": ["198.51.100.100-198.51.100.150", "fd42:f1b::100-fd42:f1b::150"]}}))?,
         )
         .await?;
     let advs: Api<ferrolb_crds::L2Advertisement> = Api::namespaced(c.clone(), NS);
     advs.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "demo"}, "spec": {}}))?)
         .await?;
-    step(true, "IPAddressPool 198.51.100.100-198.51.100.150 and an L2Advertisement applied")?;
+    step(true, "IPAddressPool 198.51.100.100-150 + fd42:f1b::100-150 and an L2Advertisement applied")?;
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     for i in 1..=nodes.min(3) {
         pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("web-{i}"), "labels": {"app": "web"}},
@@ -145,7 +181,8 @@ async fn demo(nodes: usize, state_file: &Path) -> anyhow::Result<()> {
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the Service got no IP in 30 s (see {}/controller.log)",
+            "the Service got no IP in 30 s (status {}; see {}/controller.log)",
+            serde_json::to_string(&s.status).unwrap_or_default(),
             run_dir.display()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -154,7 +191,7 @@ async fn demo(nodes: usize, state_file: &Path) -> anyhow::Result<()> {
     if let Ok(out) = Command::new("kubectl").env("KUBECONFIG", &st.kubeconfig).args(["get", "svc", "web"]).output() {
         println!("\n$ kubectl get svc web\n{}", String::from_utf8_lossy(&out.stdout));
     }
-    let url = format!("http://{vip}/");
+    let url = if vip.contains(':') { format!("http://[{vip}]/") } else { format!("http://{vip}/") };
     let mut answer = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     while answer.is_none() && Instant::now() < deadline {
@@ -165,7 +202,8 @@ async fn demo(nodes: usize, state_file: &Path) -> anyhow::Result<()> {
     step(true, "curl from the client namespace reached a backend through the VIP")?;
     let mac = arp_mac(&st, &vip).context("no ARP answer for the VIP")?;
     let holder = node_of_mac(&st, &mac).context("ARP answered by an unknown MAC")?;
-    step(true, &format!("{holder} answers ARP for {vip} ({mac})"))?;
+    let proto = if vip.contains(':') { "NDP" } else { "ARP" };
+    step(true, &format!("{holder} answers {proto} for {vip} ({mac})"))?;
 
     // Fail over: stop the announcing speaker while a client curls every 20 ms.
     let prober = {
@@ -230,9 +268,9 @@ async fn demo(nodes: usize, state_file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(nodes: usize, state_file: &Path) -> anyhow::Result<()> {
+async fn up(nodes: usize, families: Families, state_file: &Path) -> anyhow::Result<()> {
     let run_dir = std::env::temp_dir().join(format!("ferrolb-sandbox-{}", std::process::id()));
-    let sb = Sandbox::up(nodes, &run_dir).await?;
+    let sb = Sandbox::up_with(nodes, families, &run_dir).await?;
     sb.write_state(state_file)?;
     let st = &sb.state;
     println!("ferrolb sandbox is up ({} nodes). State: {}", st.nodes.len(), state_file.display());
@@ -298,8 +336,10 @@ fn main() -> anyhow::Result<()> {
     let needs_root = !matches!(args.cmd, Cmd::Status);
     anyhow::ensure!(!needs_root || privileged(), "the sandbox creates network namespaces: run it as root");
     match args.cmd {
-        Cmd::Demo { nodes } => tokio::runtime::Runtime::new()?.block_on(demo(nodes, &args.state_file)),
-        Cmd::Up { nodes } => tokio::runtime::Runtime::new()?.block_on(up(nodes, &args.state_file)),
+        Cmd::Demo { nodes, fam } => {
+            tokio::runtime::Runtime::new()?.block_on(demo(nodes, fam.families(), &args.state_file))
+        }
+        Cmd::Up { nodes, fam } => tokio::runtime::Runtime::new()?.block_on(up(nodes, fam.families(), &args.state_file)),
         Cmd::Down => down(&args.state_file),
         Cmd::Status => {
             let st = read_state(&args.state_file)?;
