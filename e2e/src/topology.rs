@@ -173,6 +173,41 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// A second network: bridge `br1`, and an `eth1` on it for the client and every node,
+    /// with addresses from 203.0.113.0/24. Returns each node's `eth1` MAC, in node order.
+    pub fn add_second_network(&self) -> Result<Vec<String>, Error> {
+        self.switch.exec(&["ip", "link", "add", "br1", "type", "bridge"])?;
+        self.switch.exec(&["ip", "link", "set", "br1", "type", "bridge", "forward_delay", "0"])?;
+        self.switch.exec(&["ip", "link", "set", "br1", "up"])?;
+        let mut macs = Vec::new();
+        let hosts = std::iter::once((&self.client, "c1".to_string(), 2u8))
+            .chain(self.nodes.iter().enumerate().map(|(i, h)| (h, format!("n{}x", i + 1), 11 + i as u8)));
+        for (h, port, last) in hosts {
+            self.switch.exec(&[
+                "ip",
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth1",
+                "netns",
+                &h.netns.name,
+            ])?;
+            self.switch.exec(&["ip", "link", "set", &port, "master", "br1", "up"])?;
+            h.netns.exec(&["ip", "link", "set", "eth1", "up"])?;
+            h.netns.exec(&["ip", "addr", "add", &format!("203.0.113.{last}/24"), "dev", "eth1"])?;
+            if port != "c1" {
+                macs.push(Host::read_mac(&h.netns, "eth1")?);
+            }
+        }
+        Ok(macs)
+    }
+}
+
 /// Whether this process may create namespaces (root).
 pub fn privileged() -> bool {
     run(&["id", "-u"]).map(|u| u.trim() == "0").unwrap_or(false)

@@ -440,3 +440,28 @@ fn controller_restarts_move_nothing() {
             .unwrap();
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
 }
+
+/// 11: two NICs per node: an advertisement naming `eth1` answers only there, with its MAC.
+#[test]
+fn interface_selection_with_two_nics() {
+    let e = env(2);
+    let eth1_macs = e.sb().topo.add_second_network().expect("second network");
+    e.pool("second", json!({"addresses": ["203.0.113.100-203.0.113.110"]}));
+    e.adv("eth1-only", json!({"ipAddressPools": ["second"], "interfaces": ["eth1"]}));
+    e.svc("nic", json!({}));
+    let ip = e.wait_ip("nic");
+    assert_eq!(ip, "203.0.113.100");
+    let holder = eventually("announced", Duration::from_secs(20), || e.holder("nic"));
+    let idx: usize = holder.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
+    let mac_on = |iface: &str| -> Option<String> {
+        let out = e.client_exec(&["arping", "-c", "1", "-w", "1", "-I", iface, &ip])?;
+        let l = out.lines().find(|l| l.contains("reply from"))?;
+        Some(l.split('[').nth(1)?.split(']').next()?.to_lowercase())
+    };
+    let got = eventually("answer on eth1", Duration::from_secs(15), || mac_on("eth1"));
+    assert_eq!(got, eth1_macs[idx], "answered with the selected NIC's MAC");
+    assert_eq!(mac_on("eth0"), None, "not answered on the other NIC");
+    let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(e.client.clone(), NS);
+    let st = e.rt.block_on(api.get("default.nic")).unwrap().status.unwrap();
+    assert_eq!(st.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["eth1"]);
+}
