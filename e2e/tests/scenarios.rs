@@ -228,6 +228,18 @@ fn local_policy_keeps_traffic_on_the_announcing_node() {
         let body = eventually("curl", Duration::from_secs(10), || e.curl(&ip, 80));
         assert!(body.trim().ends_with(&format!("on {holder}")), "{body} landed off {holder}");
     }
+    // Deleting that node's Pod stops its server and removes its endpoint: the announcement
+    // follows the remaining backend, and so does the traffic.
+    let gone = if holder == "node-2" { "loc-2" } else { "loc-3" };
+    let other = if holder == "node-2" { "node-3" } else { "node-2" };
+    e.rt.block_on(Api::<Pod>::namespaced(e.client.clone(), "default").delete(gone, &DeleteParams::default())).unwrap();
+    eventually("announcement follows the remaining backend", Duration::from_secs(20), || {
+        (e.holder("loc").as_deref() == Some(other)).then_some(())
+    });
+    let body = eventually("curl lands on the remaining backend", Duration::from_secs(15), || {
+        e.curl(&ip, 80).filter(|b| b.contains(other))
+    });
+    assert!(!body.contains(gone));
 }
 
 /// 4: TCP and UDP ports of one Service both work.
