@@ -6,3 +6,4 @@
 pub mod sandbox;
 pub mod standin;
 pub mod topology;
+pub mod wait;

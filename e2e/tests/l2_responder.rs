@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrolb_e2e::topology::{Topology, privileged};
+use ferrolb_e2e::wait::until as eventually;
 use ferrolb_speaker::announce::{Announcer, Note, Timing};
 use ferrolb_speaker::responder::{DropReason, Iface, respond};
 use ferrolb_speaker::sys::{PacketSocket, SysIo, if_mac, in_netns};
@@ -92,15 +93,6 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Poll a condition (a neighbour table, a counter) until it holds, within `limit`.
-fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -5,23 +5,16 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::wait::until as eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrolb-sandbox");
 
 fn sandbox(state: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(BIN).arg("--state-file").arg(state).args(args).output().unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_e2e::sandbox::{NS, Sandbox};
 use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
@@ -35,17 +36,6 @@ fn env(nodes: usize) -> Env {
     let sb = rt.block_on(Sandbox::up(nodes, dir.path())).expect("sandbox up");
     let client = sb.client.clone();
     Env { sb: Some(sb), client, rt, _dir: dir }
-}
-
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 impl Env {

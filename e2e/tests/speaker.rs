@@ -14,6 +14,7 @@ use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::run::{Settings, Shared};
 use ferrolb_crds::ServiceL2Status;
 use ferrolb_e2e::topology::{Host, Topology, privileged};
+use ferrolb_e2e::wait::eventually;
 use ferrolb_emulator::{Config, Emulator, write_kubeconfig};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
@@ -79,17 +80,6 @@ fn serve_node_port(node: &Host, name: &str, port: u16) {
 
 fn curl(client: &Host, url: &str) -> Option<String> {
     client.netns.exec(&["curl", "-s", "--max-time", "2", url]).ok()
-}
-
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The MAC that answers ARP for `ip`, as arping sees it.
