@@ -1,0 +1,150 @@
+"""Render and lint the chart with Helm's own engine (helm-python-sdk) and validate
+every rendered manifest against the Kubernetes OpenAPI schemas (kubernetes-validate).
+Run by `cargo test` (e2e/tests/chart.rs) with the venv `scripts/install-deps` makes."""
+
+import json
+import pathlib
+import sys
+
+import helm_python
+import kubernetes_validate
+import yaml
+
+CHART = pathlib.Path(__file__).resolve().parents[1]
+K8S = "1.33"
+failures = []
+passed = 0
+
+
+def check(name, fn):
+    global passed
+    try:
+        fn()
+        passed += 1
+        print(f"ok   {name}")
+    except Exception as e:  # noqa: BLE001 - report every failure, keep going
+        failures.append(name)
+        print(f"FAIL {name}: {e}")
+
+
+def render(values):
+    chart = helm_python.Chart.load(str(CHART))
+    return chart.render(values=values, name="lb")
+
+
+def docs(rendered):
+    out = []
+    for path, text in rendered.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for d in yaml.safe_load_all(text):
+            if d:
+                out.append((path, d))
+    return out
+
+
+ALL_ON = {
+    "loadBalancerClass": "example.com/lb",
+    "speaker": {"forwarding": "nodeport", "revertive": True, "priorityClassName": "system-node-critical"},
+    "controller": {"priorityClassName": "system-cluster-critical", "nodeSelector": {"kubernetes.io/os": "linux"}},
+    "prometheus": {"labels": {"release": "kube-prometheus-stack"}, "serviceMonitor": {"enabled": True},
+                   "podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    "samples": {"pool": {"enabled": True, "addresses": ["198.51.100.240/28"]}, "advertisement": {"enabled": True}},
+}
+
+
+def lint_is_clean():
+    r = helm_python.lint(str(CHART), strict=True)
+    bad = [m for m in r.get("messages", []) if m.get("severity", 0) >= 2]
+    assert not r.get("errors") and not bad, json.dumps(r, indent=1)
+
+
+def validate_all(values):
+    def run():
+        n = 0
+        for path, d in docs(render(values)):
+            if d["apiVersion"].startswith(("monitoring.coreos.com", "ferrolb.io")):
+                continue
+            kubernetes_validate.validate(d, K8S, strict=True)
+            n += 1
+        assert n >= 10, f"only {n} built-in objects rendered"
+    return run
+
+
+def kinds(values):
+    return {(d["kind"], d["metadata"]["name"]) for _, d in docs(render(values))}
+
+
+def defaults_render_the_components():
+    k = kinds({})
+    for want in [("Deployment", "lb-ferrolb-controller"), ("DaemonSet", "lb-ferrolb-speaker"),
+                 ("PodDisruptionBudget", "lb-ferrolb-controller"), ("ClusterRole", "lb-ferrolb-speaker"),
+                 ("Role", "lb-ferrolb-controller"), ("Service", "lb-ferrolb-controller-metrics")]:
+        assert want in k, f"{want} missing from {sorted(k)}"
+    assert not any(kind in ("ServiceMonitor", "PrometheusRule", "IPAddressPool") for kind, _ in k), "optional parts are off by default"
+
+
+def crds_are_the_generated_ones():
+    chart = helm_python.Chart.load(str(CHART))
+    files = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert files == ["ipaddresspools.ferrolb.io.yaml", "l2advertisements.ferrolb.io.yaml", "servicel2statuses.ferrolb.io.yaml"], files
+    for p in (CHART / "crds").glob("*.yaml"):
+        crd = [d for d in yaml.safe_load_all(p.read_text()) if d][0]
+        kubernetes_validate.validate(crd, K8S, strict=True)
+    del chart
+
+
+def speaker_capabilities_follow_forwarding():
+    def caps(values):
+        ds = [d for _, d in docs(render(values)) if d["kind"] == "DaemonSet"][0]
+        c = ds["spec"]["template"]["spec"]["containers"][0]
+        assert ds["spec"]["template"]["spec"]["hostNetwork"] is True
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        return c["securityContext"]["capabilities"]["add"], c["args"]
+    add, args = caps({})
+    assert add == ["NET_RAW"], add
+    assert "--forwarding=kube-proxy" in args
+    add, args = caps({"speaker": {"forwarding": "nodeport"}})
+    assert add == ["NET_RAW", "NET_ADMIN"], add
+    env = {"NODE_NAME"} <= {e["name"] for e in [d for _, d in docs(render({})) if d["kind"] == "DaemonSet"][0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env, "NODE_NAME from the downward API"
+
+
+def typos_in_values_fail_at_install():
+    for bad in [{"speaker": {"forwading": "nodeport"}}, {"speaker": {"forwarding": "iptables"}},
+                {"controller": {"replicas": 0}}, {"log": {"format": "xml"}}]:
+        try:
+            render(bad)
+        except helm_python.HelmError:
+            continue
+        raise AssertionError(f"values {bad} rendered without error")
+
+
+def sample_pool_requires_addresses():
+    try:
+        render({"samples": {"pool": {"enabled": True}}})
+    except helm_python.HelmError as e:
+        assert "samples.pool.addresses" in str(e), str(e)
+        return
+    raise AssertionError("a sample pool without addresses rendered")
+
+
+def lb_class_reaches_both_binaries():
+    rendered = docs(render({"loadBalancerClass": "example.com/lb"}))
+    for kind in ("Deployment", "DaemonSet"):
+        d = [d for _, d in rendered if d["kind"] == kind][0]
+        assert "--lb-class=example.com/lb" in d["spec"]["template"]["spec"]["containers"][0]["args"], kind
+
+
+check("helm lint --strict is clean", lint_is_clean)
+check("default render validates against Kubernetes 1.33", validate_all({}))
+check("every optional feature on validates", validate_all(ALL_ON))
+check("defaults render the components, optional parts off", defaults_render_the_components)
+check("chart CRDs are the generated ones and valid", crds_are_the_generated_ones)
+check("speaker capabilities follow the forwarding mode", speaker_capabilities_follow_forwarding)
+check("typos in values fail at install time", typos_in_values_fail_at_install)
+check("a sample pool needs addresses", sample_pool_requires_addresses)
+check("--lb-class reaches both binaries", lb_class_reaches_both_binaries)
+print(f"chart: {passed} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)
