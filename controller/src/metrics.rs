@@ -93,6 +93,10 @@ impl Metrics {
             &["kind"],
         )
         .expect("static metric definition");
+        // Every kind exported from the start, so rates and alerts see zeros, not absence.
+        for kind in ["conflict", "not_found", "server", "rejected", "transport"] {
+            reconcile_errors.with_label_values(&[kind]);
+        }
         let updates = IntCounter::new("ferrolb_k8s_client_updates_total", "Writes to the API server.")
             .expect("static metric definition");
         let update_errors =

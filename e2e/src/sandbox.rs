@@ -91,7 +91,9 @@ pub struct State {
     pub nodes: Vec<NodeState>,
     /// Running processes.
     pub pids: Pids,
-    /// The controller's metrics address.
+    /// The control plane's namespace (the controller runs there, on the bridge).
+    pub control_plane_netns: String,
+    /// The controller's metrics address (on the bridge, reachable from every namespace there).
     pub controller_metrics: String,
     /// The path of the speaker binary (for `start speaker`).
     pub speaker_binary: PathBuf,
@@ -155,10 +157,6 @@ pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((ctl, spk))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(7472)
-}
-
 /// Start a speaker for `node` inside its namespace.
 pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
@@ -178,12 +176,14 @@ pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
     Ok(child)
 }
 
-/// Start the controller in the root namespace.
+/// Start the controller in the control plane's namespace.
 pub fn spawn_controller(state: &State) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(state.run_dir.join("controller.log"))?;
-    let child = Command::new(&state.controller_binary)
+    let child = Command::new("ip")
+        .args(["netns", "exec", &state.control_plane_netns])
+        .arg(&state.controller_binary)
         .args(["--namespace", NS, "--lease-duration", "5", "--metrics-addr", &state.controller_metrics])
-        .env("KUBECONFIG", &state.kubeconfig)
+        .env("KUBECONFIG", &state.node_kubeconfig)
         .env("POD_NAME", "controller-0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -285,7 +285,8 @@ impl Sandbox {
             client_interface: topo.client.iface.clone(),
             nodes: node_states,
             pids: Pids { emulator: std::process::id(), ..Default::default() },
-            controller_metrics: format!("127.0.0.1:{}", free_port()),
+            control_plane_netns: topo.control_plane.netns.name.clone(),
+            controller_metrics: "198.51.100.3:7472".to_string(),
             speaker_binary,
             controller_binary,
         };

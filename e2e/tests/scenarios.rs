@@ -378,8 +378,9 @@ fn metrics_and_speaker_failover() {
         !scrape(other).lines().any(|l| l.starts_with("ferrolb_speaker_announced{")),
         "only the announcer exports the announcement"
     );
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "2", &format!("http://{}/metrics", st.controller_metrics)])
+    let out = Command::new("ip")
+        .args(["netns", "exec", &st.control_plane_netns, "curl", "-s", "--max-time", "2"])
+        .arg(format!("http://{}/metrics", st.controller_metrics))
         .output()
         .unwrap();
     let cm = String::from_utf8_lossy(&out.stdout);

@@ -137,7 +137,23 @@ def lb_class_reaches_both_binaries():
         assert "--lb-class=example.com/lb" in d["spec"]["template"]["spec"]["containers"][0]["args"], kind
 
 
+def alert_rules_pass_promtool_tests():
+    import shutil
+    import subprocess
+    import tempfile
+    rule = [d for _, d in docs(render(ALL_ON)) if d["kind"] == "PrometheusRule"][0]
+    with tempfile.TemporaryDirectory() as tmp:
+        rules = pathlib.Path(tmp) / "rules.yaml"
+        rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+        shutil.copy(CHART / "tests" / "alerts_test.yaml", tmp)
+        check = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        test = subprocess.run(["promtool", "test", "rules", "alerts_test.yaml"], cwd=tmp, capture_output=True, text=True)
+        assert test.returncode == 0, test.stdout + test.stderr
+
+
 check("helm lint --strict is clean", lint_is_clean)
+check("alert rules pass promtool check and unit tests", alert_rules_pass_promtool_tests)
 check("default render validates against Kubernetes 1.33", validate_all({}))
 check("every optional feature on validates", validate_all(ALL_ON))
 check("defaults render the components, optional parts off", defaults_render_the_components)
