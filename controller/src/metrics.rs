@@ -24,6 +24,8 @@ pub struct Metrics {
     pub update_errors: IntCounter,
     /// 1 while this replica is the leader.
     pub leader: IntGauge,
+    /// LoadBalancer Services waiting for an address.
+    pub pending: IntGauge,
 }
 
 const POOL_GAUGES: [(&str, &str); 6] = [
@@ -104,6 +106,11 @@ impl Metrics {
                 .expect("static metric definition");
         let leader = IntGauge::new("ferrolb_controller_leader", "1 while this replica is the leader.")
             .expect("static metric definition");
+        let pending = IntGauge::new(
+            "ferrolb_controller_services_pending",
+            "LoadBalancer Services of ferrolb's waiting for an address.",
+        )
+        .expect("static metric definition");
         let descs = PoolCollector::vecs().iter().flat_map(|v| v.desc().into_iter().cloned()).collect();
         for c in [
             Box::new(allocation_duration.clone()) as Box<dyn Collector>,
@@ -111,11 +118,12 @@ impl Metrics {
             Box::new(updates.clone()),
             Box::new(update_errors.clone()),
             Box::new(leader.clone()),
+            Box::new(pending.clone()),
             Box::new(PoolCollector { alloc, descs }),
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, allocation_duration, reconcile_errors, updates, update_errors, leader }
+        Metrics { registry, allocation_duration, reconcile_errors, updates, update_errors, leader, pending }
     }
 
     /// The Prometheus text exposition of every metric.

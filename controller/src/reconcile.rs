@@ -89,7 +89,11 @@ impl Ctx {
     /// Release what `key` holds; wakes pending Services if anything was freed.
     pub fn release(&self, key: &str) -> Option<Assignment> {
         let released = lock(&self.alloc).release(key);
-        lock(&self.pending).remove(key);
+        {
+            let mut p = lock(&self.pending);
+            p.remove(key);
+            self.metrics.pending.set(p.len() as i64);
+        }
         if released.is_some() {
             self.pools_dirty.notify_one();
             self.wake_pending();
@@ -326,6 +330,7 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
         } else {
             pending.remove(&key);
         }
+        ctx.metrics.pending.set(pending.len() as i64);
     }
     if ingress_now.iter().any(|ip| !ips.contains(ip)) {
         ctx.wake_pending();

@@ -50,6 +50,7 @@ ALL_ON = {
     "prometheus": {"labels": {"release": "kube-prometheus-stack"}, "serviceMonitor": {"enabled": True},
                    "podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "samples": {"pool": {"enabled": True, "addresses": ["198.51.100.240/28"]}, "advertisement": {"enabled": True}},
+    "grafana": {"dashboard": {"enabled": True}},
 }
 
 
@@ -152,7 +153,30 @@ def alert_rules_pass_promtool_tests():
         assert test.returncode == 0, test.stdout + test.stderr
 
 
+def dashboard_and_alerts_use_only_exported_metrics():
+    import re
+    # docs/metrics.md is itself checked against what the binaries export (e2e/tests/prometheus.rs).
+    doc = (CHART.parents[1] / "docs" / "metrics.md").read_text()
+    known = set(re.findall(r"`(ferrolb_[a-z0-9_]+)`", doc))
+    rendered = docs(render(ALL_ON))
+    cm = [d for _, d in rendered if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")][0]
+    dash = json.loads(cm["data"]["ferrolb.json"])
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    rule = [d for _, d in rendered if d["kind"] == "PrometheusRule"][0]
+    exprs += [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    used = set()
+    for e in exprs:
+        for name in re.findall(r"ferrolb_[a-z0-9_]+", e):
+            used.add(re.sub(r"_(bucket|sum|count)$", "", name))
+    unknown = sorted(used - known)
+    assert not unknown, f"not exported: {unknown}"
+    titles = " ".join(p["title"] for p in dash["panels"]).lower()
+    for topic in ["pool usage", "pending", "per node", "arp/ndp", "unanswered", "failovers"]:
+        assert topic in titles, f"no panel about {topic}"
+
+
 check("helm lint --strict is clean", lint_is_clean)
+check("dashboard and alerts use only exported metrics", dashboard_and_alerts_use_only_exported_metrics)
 check("alert rules pass promtool check and unit tests", alert_rules_pass_promtool_tests)
 check("default render validates against Kubernetes 1.33", validate_all({}))
 check("every optional feature on validates", validate_all(ALL_ON))
