@@ -109,6 +109,8 @@ pub struct Sandbox {
     pub state: State,
     /// In-process client to the emulator.
     pub client: Client,
+    /// The emulator itself (e.g. for its access log).
+    pub emulator: ferrolb_emulator::Emulator,
     /// Child processes by role (`controller`, `speaker/<node>`).
     pub children: BTreeMap<String, Child>,
     stop: watch::Sender<bool>,
@@ -303,7 +305,7 @@ impl Sandbox {
             state.pids.speakers.insert(n.name.clone(), c.id());
             children.insert(format!("speaker/{}", n.name), c);
         }
-        Ok(Sandbox { topo, state, client, children, stop })
+        Ok(Sandbox { topo, state, client, children, stop, emulator: emu })
     }
 
     /// Write the state file.

@@ -62,12 +62,13 @@ async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Response {
     let content_type = header_str(header::CONTENT_TYPE);
     let user_agent = header_str(header::USER_AGENT);
     let path = parts.uri.path().to_string();
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     let limit = inner.config.max_body_bytes;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => return error_response(&ApiError::too_large(limit)),
     };
-    let req = Req { method: parts.method, path, query, accept, content_type, user_agent, body };
+    let req = Req { method: parts.method, path, query, accept, content_type, user_agent, body, peer };
     match route(&inner, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -75,6 +76,7 @@ async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Response {
 }
 
 struct Req {
+    peer: Option<std::net::IpAddr>,
     method: Method,
     path: String,
     query: HashMap<String, String>,
@@ -236,8 +238,38 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
         }
     };
     let out = |v: Value| if alias { crate::events::to_v1(&v) } else { v };
-    let body_in = |v: Value| if alias { crate::events::to_core(&v) } else { v };
     let is_watch = legacy_watch || req.flag("watch");
+    let record = |verb: &str| {
+        let resource = match &target.subresource {
+            Some(sub) => format!("{}/{sub}", if alias { "events" } else { target.rt.plural.as_str() }),
+            None => {
+                if alias {
+                    "events".to_string()
+                } else {
+                    target.rt.plural.clone()
+                }
+            }
+        };
+        let group = if alias { "events.k8s.io".to_string() } else { target.rt.group.clone() };
+        inner.access.lock().unwrap_or_else(|p| p.into_inner()).push(crate::Access {
+            peer: req.peer,
+            verb: verb.into(),
+            group,
+            resource,
+        });
+    };
+    record(match (&req.method, target.name.is_some()) {
+        (&Method::GET, _) if is_watch => "watch",
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "unknown",
+    });
+    let body_in = |v: Value| if alias { crate::events::to_core(&v) } else { v };
     match req.method.clone() {
         Method::GET if is_watch => {
             let mut opts = req.list_opts(&target)?;
@@ -325,6 +357,10 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
                 ));
             }
             let w = mutate(inner, |st| st.patch(&target, kind, body_in(body), &req.write_opts()))?;
+            if w.code == 201 {
+                // An apply that creates needs `create` too, as upstream authorizes it.
+                record("create");
+            }
             Ok(json_response(w.code, &out(w.object), &w.warnings))
         }
         Method::DELETE if target.name.is_some() => {

@@ -59,7 +59,21 @@ impl Default for Config {
     }
 }
 
+/// One request as RBAC would see it: who (peer address), which verb on which resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Access {
+    /// The client's address (absent for in-process clients).
+    pub peer: Option<std::net::IpAddr>,
+    /// RBAC verb: get, list, watch, create, update, patch, delete, deletecollection.
+    pub verb: String,
+    /// API group ("" for core).
+    pub group: String,
+    /// Resource, with `/subresource` when one was addressed.
+    pub resource: String,
+}
+
 pub(crate) struct Inner {
+    access: Mutex<Vec<Access>>,
     state: Mutex<State>,
     events: broadcast::Sender<Arc<Event>>,
     close_watches: tokio::sync::watch::Sender<u64>,
@@ -84,7 +98,15 @@ impl Emulator {
         let (events, _) = broadcast::channel(4096);
         let (close_watches, _) = tokio::sync::watch::channel(0);
         let state = State::new(config.history_limit, config.services.clone());
-        Emulator { inner: Arc::new(Inner { state: Mutex::new(state), events, close_watches, config }) }
+        Emulator {
+            inner: Arc::new(Inner {
+                access: Mutex::new(Vec::new()),
+                state: Mutex::new(state),
+                events,
+                close_watches,
+                config,
+            }),
+        }
     }
 
     /// The HTTP service: use with `kube::Client::new(emu.router(), "default")` or serve it.
@@ -94,7 +116,12 @@ impl Emulator {
 
     /// Serve HTTP on `listener` until the task is dropped.
     pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).await
+        axum::serve(listener, self.router().into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    }
+
+    /// Every resource request served so far, as RBAC would see it (for least-privilege tests).
+    pub fn access_log(&self) -> Vec<Access> {
+        self.inner.access.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The current resourceVersion.
