@@ -42,17 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", args.log_level))?;
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if args.log_format == "json" {
-        fmt.json().init()
-    } else {
-        fmt.init()
-    }
+    ferrolb_common::init_logging(&args.log_format, &args.log_level)?;
 
     let client = kube::Client::try_default().await?;
     let alloc = Arc::new(Mutex::new(Allocator::new()));

@@ -2,6 +2,7 @@
 //! Service controller and pool status, as one set of tasks that live and die
 //! together.
 
+use ferrolb_common::reflect;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,28 +166,6 @@ async fn finish(lease: Option<tokio::task::JoinHandle<()>>) -> anyhow::Result<()
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     Ok(())
-}
-
-/// Spawn a reflector for `api`; the returned store fills as events arrive, `changed` is poked on each.
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
-    let task = tokio::spawn(async move {
-        stream
-            .for_each(|r| {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "watch error; retrying");
-                }
-                changed.notify_one();
-                std::future::ready(())
-            })
-            .await;
-    });
-    (reader, task)
 }
 
 fn build_config(pools: &Store<IPAddressPool>, advs: &Store<L2Advertisement>, nss: &Store<Namespace>) -> Config {

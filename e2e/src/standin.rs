@@ -9,18 +9,16 @@
 //! network namespace, with its own runtime: sockets belong to the namespace of
 //! the thread that creates them.
 
+use ferrolb_common::reflect;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc, watch};
@@ -208,24 +206,6 @@ async fn proxy(key: (u16, String), node: String, table: Table) -> std::io::Resul
     }
 }
 
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
-    tokio::spawn(async move {
-        stream
-            .for_each(|_| {
-                changed.notify_one();
-                std::future::ready(())
-            })
-            .await;
-    });
-    reader
-}
-
 struct Running {
     node: String,
     ip: Ipv4Addr,
@@ -240,8 +220,8 @@ pub async fn run_standins(client: Client, nodes: Vec<NodeNet>, mut stop: watch::
     }
     let netns: BTreeMap<String, String> = nodes.iter().map(|n| (n.name.clone(), n.netns.clone())).collect();
     let changed = Arc::new(Notify::new());
-    let pods = reflect(Api::<Pod>::all(client.clone()), changed.clone());
-    let svcs = reflect(Api::<Service>::all(client.clone()), changed.clone());
+    let (pods, _) = reflect(Api::<Pod>::all(client.clone()), changed.clone());
+    let (svcs, _) = reflect(Api::<Service>::all(client.clone()), changed.clone());
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut next_ip: u8 = 200;
     let mut placed = 0usize;

@@ -1,6 +1,7 @@
 //! The speaker process: membership Lease, caches, the plan, the announcer and
 //! one reader task per interface, and ServiceL2Status for what this node announces.
 
+use ferrolb_common::reflect;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -9,14 +10,12 @@ use std::time::{Duration, Instant};
 use ferrolb_crds::annotations::{NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL};
 use ferrolb_crds::conditions::event;
 use ferrolb_crds::{IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceL2Status};
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
@@ -81,27 +80,6 @@ async fn write_lease(api: &Api<Lease>, s: &Settings, holder: Option<&str>) -> ku
         "spec": {"holderIdentity": holder, "leaseDurationSeconds": s.lease_duration, "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)},
     });
     api.patch(&s.node, &PatchParams::apply(SPEAKER_FIELD_MANAGER).force(), &Patch::Apply(&body)).await.map(|_| ())
-}
-
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
-    let task = tokio::spawn(async move {
-        stream
-            .for_each(|r| {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "watch error; retrying");
-                }
-                changed.notify_one();
-                std::future::ready(())
-            })
-            .await;
-    });
-    (reader, task)
 }
 
 fn status_name(svc_key: &str) -> String {

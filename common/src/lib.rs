@@ -1,0 +1,50 @@
+//! Runtime helpers shared by the controller, the speaker and the sandbox stand-ins.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::{Api, Resource};
+use tokio::sync::Notify;
+
+/// Spawn a reflector for `api`; the returned store fills as events arrive, `changed` is poked on each.
+/// Watch errors are logged and retried with kube-runtime's default backoff.
+pub fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
+    let task = tokio::spawn(async move {
+        stream
+            .for_each(|r| {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "watch error; retrying");
+                }
+                changed.notify_one();
+                std::future::ready(())
+            })
+            .await;
+    });
+    (reader, task)
+}
+
+/// Install the global tracing subscriber: `filter` in EnvFilter syntax, `format` `text` or `json`,
+/// written to stderr (colour only on a terminal).
+pub fn init_logging(format: &str, filter: &str) -> anyhow::Result<()> {
+    let env_filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("--log-level {filter:?}: {e}"))?;
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if format == "json" {
+        fmt.json().init()
+    } else {
+        fmt.init()
+    }
+    Ok(())
+}
