@@ -383,7 +383,7 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ferrolb_crds::{IPAddressPoolSpec, L2AdvertisementSpec, ServiceAllocation};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};

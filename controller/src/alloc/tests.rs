@@ -4,20 +4,9 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::config::Config;
-use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec, ServiceAllocation};
+use crate::config::tests::pool;
+use ferrolb_crds::{IPAddressPool, ServiceAllocation};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-
-fn pool(name: &str, addrs: &[&str]) -> IPAddressPool {
-    IPAddressPool::new(
-        name,
-        IPAddressPoolSpec {
-            addresses: addrs.iter().map(|s| s.to_string()).collect(),
-            auto_assign: true,
-            avoid_buggy_ips: false,
-            service_allocation: None,
-        },
-    )
-}
 
 fn with_alloc(mut p: IPAddressPool, a: ServiceAllocation) -> IPAddressPool {
     p.spec.service_allocation = Some(a);
