@@ -24,6 +24,32 @@ use crate::topology::Topology;
 /// The namespace ferrolb runs in.
 pub const NS: &str = "ferrolb-system";
 
+/// Create an object from its JSON form, the way `kubectl create -f` would.
+pub async fn create<K>(api: &Api<K>, v: serde_json::Value) -> anyhow::Result<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Serialize,
+{
+    let obj: K = serde_json::from_value(v).context("object JSON")?;
+    Ok(api.create(&PostParams::default(), &obj).await?)
+}
+
+/// Create, in [`NS`], an IPAddressPool `name` over `addresses` and an L2Advertisement `adv`
+/// that announces every pool.
+pub async fn pool_and_advertisement(client: &Client, name: &str, addresses: &[&str], adv: &str) -> anyhow::Result<()> {
+    create(
+        &Api::<ferrolb_crds::IPAddressPool>::namespaced(client.clone(), NS),
+        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": name}, "spec": {"addresses": addresses}}),
+    )
+    .await?;
+    create(
+        &Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
+        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": adv}, "spec": {}}),
+    )
+    .await?;
+    Ok(())
+}
+
 /// IP families of the sandbox Services' pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Families {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferrolb_e2e::sandbox::{NS, Sandbox};
+use ferrolb_e2e::sandbox::{NS, Sandbox, pool_and_advertisement};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::Service;
@@ -67,25 +67,7 @@ fn prometheus_scrapes_controller_and_speakers() {
     let sb = rt.block_on(Sandbox::up(2, dir.path())).expect("sandbox");
     let c = sb.client.clone();
     rt.block_on(async {
-        let pools: Api<ferrolb_crds::IPAddressPool> = Api::namespaced(c.clone(), NS);
-        pools
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "p"}, "spec": {"addresses": ["198.51.100.100/30"]}}))
-                .unwrap(),
-            )
-            .await
-            .unwrap();
-        let advs: Api<ferrolb_crds::L2Advertisement> = Api::namespaced(c.clone(), NS);
-        advs.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "all"}, "spec": {}}))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+        pool_and_advertisement(&c, "p", &["198.51.100.100/30"], "all").await.unwrap();
         let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
         svcs.create(
             &PostParams::default(),

@@ -10,7 +10,7 @@ use ferrolb_e2e::sandbox::{NS, Sandbox};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
@@ -47,7 +47,7 @@ impl Env {
     where
         K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
     {
-        self.rt.block_on(api.create(&PostParams::default(), &serde_json::from_value(v).unwrap())).unwrap();
+        self.rt.block_on(ferrolb_e2e::sandbox::create(&api, v)).unwrap();
     }
 
     fn pool(&self, name: &str, spec: Value) {

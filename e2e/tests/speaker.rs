@@ -13,13 +13,14 @@ use ferrolb_controller::alloc::Allocator;
 use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::run::{Settings, Shared};
 use ferrolb_crds::ServiceL2Status;
+use ferrolb_e2e::sandbox::create;
 use ferrolb_e2e::topology::{Host, Topology, privileged};
 use ferrolb_e2e::wait::eventually;
 use ferrolb_emulator::{Config, Emulator, write_kubeconfig};
 use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const NS: &str = "ferrolb-system";
 
@@ -95,13 +96,6 @@ fn ndp_mac(client: &Host, ip: &str) -> Option<String> {
     Some(l.rsplit(' ').next()?.trim().to_lowercase())
 }
 
-async fn create<K>(api: &Api<K>, v: Value)
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
-{
-    api.create(&PostParams::default(), &serde_json::from_value(v).unwrap()).await.unwrap();
-}
-
 fn holder(rt: &tokio::runtime::Runtime, client: &Client, svc: &str) -> Option<String> {
     let api: Api<ServiceL2Status> = Api::namespaced(client.clone(), NS);
     rt.block_on(api.get_opt(&format!("default.{svc}"))).ok().flatten()?.status.map(|s| s.node).filter(|n| !n.is_empty())
@@ -150,23 +144,23 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         for crd in ferrolb_crds::crds() {
             crds.create(&PostParams::default(), &crd).await.unwrap();
         }
-        create(&Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()), json!({"metadata": {"name": NS}})).await;
+        create(&Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()), json!({"metadata": {"name": NS}})).await.unwrap();
         for i in 1..=2 {
             create(&Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()),
-                json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/hostname": format!("node-{i}")}}})).await;
+                json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/hostname": format!("node-{i}")}}})).await.unwrap();
         }
         let pools: Api<ferrolb_crds::IPAddressPool> = Api::namespaced(client.clone(), NS);
         create(&pools, json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "public"},
-            "spec": {"addresses": ["198.51.100.100-198.51.100.110", "fd42:f1b::100-fd42:f1b::110"]}})).await;
+            "spec": {"addresses": ["198.51.100.100-198.51.100.110", "fd42:f1b::100-fd42:f1b::110"]}})).await.unwrap();
         create(&pools, json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "named"},
-            "spec": {"addresses": ["198.51.100.130/32", "fd42:f1b::130/128"], "autoAssign": false}})).await;
+            "spec": {"addresses": ["198.51.100.130/32", "fd42:f1b::130/128"], "autoAssign": false}})).await.unwrap();
         create(&Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
             json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "named"},
-                   "spec": {"ipAddressPools": ["named"], "interfaces": ["nope0"]}})).await;
+                   "spec": {"ipAddressPools": ["named"], "interfaces": ["nope0"]}})).await.unwrap();
         create(&pools, json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "hidden"},
-            "spec": {"addresses": ["198.51.100.120/32"], "autoAssign": false}})).await;
+            "spec": {"addresses": ["198.51.100.120/32"], "autoAssign": false}})).await.unwrap();
         create(&Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
-            json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "public"}, "spec": {"ipAddressPools": ["public"]}})).await;
+            json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "public"}, "spec": {"ipAddressPools": ["public"]}})).await.unwrap();
     });
     let alloc = Arc::new(Mutex::new(Allocator::new()));
     let shared = Shared { metrics: Metrics::new(alloc.clone()), alloc, ready: Arc::new(AtomicBool::new(false)) };
@@ -192,12 +186,12 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
 
     rt.block_on(async {
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
-        create(&svcs, json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
-        create(&svcs, json!({"metadata": {"name": "web6"}, "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
+        create(&svcs, json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await.unwrap();
+        create(&svcs, json!({"metadata": {"name": "web6"}, "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "ports": [{"port": 80}], "selector": {"app": "web"}}})).await.unwrap();
         create(&svcs, json!({"metadata": {"name": "named", "annotations": {"ferrolb.io/address-pool": "named"}},
-            "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
+            "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await.unwrap();
         create(&svcs, json!({"metadata": {"name": "hidden", "annotations": {"ferrolb.io/address-pool": "hidden"}},
-            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await;
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await.unwrap();
     });
     let vip = eventually("web's IP", Duration::from_secs(20), || ingress(&rt, &client, "web"));
     assert_eq!(vip, "198.51.100.100");
@@ -252,10 +246,10 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     rt.block_on(async {
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
         create(&svcs, json!({"metadata": {"name": "local"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
-            "ports": [{"port": 80}], "selector": {"app": "local"}}})).await;
+            "ports": [{"port": 80}], "selector": {"app": "local"}}})).await.unwrap();
         let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), "default");
         create(&slices, json!({"metadata": {"name": "local-1", "labels": {"kubernetes.io/service-name": "local"}}, "addressType": "IPv4",
-            "endpoints": [{"addresses": ["198.51.100.50"], "nodeName": "node-2", "conditions": {"ready": true}}]})).await;
+            "endpoints": [{"addresses": ["198.51.100.50"], "nodeName": "node-2", "conditions": {"ready": true}}]})).await.unwrap();
     });
     eventually("Local announced from node-2", Duration::from_secs(20), || {
         holder(&rt, &client, "local").filter(|h| h == "node-2")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferrolb_e2e::sandbox::{Families, NS, Sandbox, State, spawn_controller, spawn_speaker};
+use ferrolb_e2e::sandbox::{Families, NS, Sandbox, State, pool_and_advertisement, spawn_controller, spawn_speaker};
 use ferrolb_e2e::topology::privileged;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
@@ -147,16 +147,7 @@ async fn demo(nodes: usize, families: Families, state_file: &Path) -> anyhow::Re
     let st = sb.state.clone();
     step(true, &format!("emulator, controller and {nodes} speakers running; kubeconfig {}", st.kubeconfig.display()))?;
     let c = sb.client.clone();
-    let pools: Api<ferrolb_crds::IPAddressPool> = Api::namespaced(c.clone(), NS);
-    pools
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "demo"}, "spec": {"addresses": ["198.51.100.100-198.51.100.150", "fd42:f1b::100-fd42:f1b::150"]}}))?,
-        )
-        .await?;
-    let advs: Api<ferrolb_crds::L2Advertisement> = Api::namespaced(c.clone(), NS);
-    advs.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "demo"}, "spec": {}}))?)
+    pool_and_advertisement(&c, "demo", &["198.51.100.100-198.51.100.150", "fd42:f1b::100-fd42:f1b::150"], "demo")
         .await?;
     step(true, "IPAddressPool 198.51.100.100-150 + fd42:f1b::100-150 and an L2Advertisement applied")?;
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
