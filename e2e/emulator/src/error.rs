@@ -107,6 +107,11 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// 401 Unauthorized: a bearer token the server does not know.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 410 Gone: the requested resourceVersion is older than the retained history.
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)

@@ -14,6 +14,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::auth::{Attributes, User};
 use crate::error::{ApiError, ApiResult};
 use crate::selectors::{FieldSelector, LabelSelector, supported_fields};
 use crate::store::{Event, EventType, ListOpts, PatchType, State, Target, WriteOpts};
@@ -63,20 +64,37 @@ async fn handle(AxState(inner): AxState<Arc<Inner>>, req: Request) -> Response {
     let user_agent = header_str(header::USER_AGENT);
     let path = parts.uri.path().to_string();
     let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let user = match authenticate(&inner, peer, &header_str(header::AUTHORIZATION)) {
+        Ok(u) => u,
+        Err(e) => return error_response(&e),
+    };
     let limit = inner.config.max_body_bytes;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => return error_response(&ApiError::too_large(limit)),
     };
-    let req = Req { method: parts.method, path, query, accept, content_type, user_agent, body, peer };
+    let req = Req { method: parts.method, path, query, accept, content_type, user_agent, body, peer, user };
     match route(&inner, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
 }
 
+/// The request's user: `None` when authentication is off; 401 for a token nobody has.
+fn authenticate(inner: &Inner, peer: Option<std::net::IpAddr>, authorization: &str) -> ApiResult<Option<User>> {
+    let Some(auth) = &inner.config.auth else { return Ok(None) };
+    if peer.is_none() {
+        return Ok(Some(User::admin("system:apiserver")));
+    }
+    match authorization.strip_prefix("Bearer ").map(str::trim) {
+        Some(token) => auth.user_for(token).cloned().map(Some).ok_or_else(ApiError::unauthorized),
+        None => Ok(Some(auth.unauthenticated_user())),
+    }
+}
+
 struct Req {
     peer: Option<std::net::IpAddr>,
+    user: Option<User>,
     method: Method,
     path: String,
     query: HashMap<String, String>,
@@ -164,6 +182,18 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
     let segs: Vec<String> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).map(String::from).collect();
     let s: Vec<&str> = segs.iter().map(|s| s.as_str()).collect();
     let get = req.method == Method::GET;
+    let resource_path = matches!(s.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]);
+    if !resource_path
+        && let (Some(auth), Some(user)) = (&inner.config.auth, &req.user)
+        && !crate::auth::allows_non_resource(auth, user, &req.path)
+    {
+        return Err(ApiError::forbidden(format!(
+            "forbidden: User {:?} cannot {} path {:?}",
+            user.name,
+            req.method.as_str().to_lowercase(),
+            req.path
+        )));
+    }
     match s.as_slice() {
         [] if get => {
             return Ok(json_response(
@@ -239,26 +269,43 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
     };
     let out = |v: Value| if alias { crate::events::to_v1(&v) } else { v };
     let is_watch = legacy_watch || req.flag("watch");
-    let record = |verb: &str| {
-        let resource = match &target.subresource {
-            Some(sub) => format!("{}/{sub}", if alias { "events" } else { target.rt.plural.as_str() }),
-            None => {
-                if alias {
-                    "events".to_string()
-                } else {
-                    target.rt.plural.clone()
-                }
-            }
+    let (resource, group) = if alias {
+        ("events".to_string(), "events.k8s.io".to_string())
+    } else {
+        (target.rt.plural.clone(), target.rt.group.clone())
+    };
+    // Authorize as upstream does: the verb on resource[/subresource] in the request's namespace.
+    let authorize = |verb: &str| -> ApiResult<()> {
+        let attrs = Attributes {
+            verb,
+            group: &group,
+            resource: &resource,
+            subresource: target.subresource.as_deref(),
+            namespace: target.namespace.as_deref().filter(|_| target.rt.namespaced),
+            name: target.name.as_deref(),
         };
-        let group = if alias { "events.k8s.io".to_string() } else { target.rt.group.clone() };
+        let allowed = match (&inner.config.auth, &req.user) {
+            (Some(auth), Some(user)) => crate::auth::allows(auth, &lock(inner), user, &attrs),
+            _ => true,
+        };
         inner.access.lock().unwrap_or_else(|p| p.into_inner()).push(crate::Access {
             peer: req.peer,
+            user: req.user.as_ref().map(|u| u.name.clone()),
+            allowed,
             verb: verb.into(),
-            group,
-            resource,
+            group: group.clone(),
+            resource: match &target.subresource {
+                Some(sub) => format!("{resource}/{sub}"),
+                None => resource.clone(),
+            },
         });
+        match (allowed, &req.user) {
+            (true, _) => Ok(()),
+            (false, Some(user)) => Err(ApiError::forbidden(attrs.forbidden_message(user))),
+            (false, None) => Err(ApiError::forbidden("forbidden")),
+        }
     };
-    record(match (&req.method, target.name.is_some()) {
+    authorize(match (&req.method, target.name.is_some()) {
         (&Method::GET, _) if is_watch => "watch",
         (&Method::GET, true) => "get",
         (&Method::GET, false) => "list",
@@ -268,7 +315,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
         (&Method::DELETE, true) => "delete",
         (&Method::DELETE, false) => "deletecollection",
         _ => "unknown",
-    });
+    })?;
     let body_in = |v: Value| if alias { crate::events::to_core(&v) } else { v };
     match req.method.clone() {
         Method::GET if is_watch => {
@@ -356,11 +403,11 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
                     "JSON patches of events.k8s.io/v1 Events are not supported by the emulator; use a merge patch",
                 ));
             }
-            let w = mutate(inner, |st| st.patch(&target, kind, body_in(body), &req.write_opts()))?;
-            if w.code == 201 {
+            if kind == PatchType::Apply && lock(inner).get(&target).is_err() {
                 // An apply that creates needs `create` too, as upstream authorizes it.
-                record("create");
+                authorize("create")?;
             }
+            let w = mutate(inner, |st| st.patch(&target, kind, body_in(body), &req.write_opts()))?;
             Ok(json_response(w.code, &out(w.object), &w.warnings))
         }
         Method::DELETE if target.name.is_some() => {

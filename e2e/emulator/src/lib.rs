@@ -17,6 +17,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod error;
 mod events;
 mod http;
@@ -46,6 +47,10 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Largest request body accepted (the real server's limit is 3 MiB).
     pub max_body_bytes: usize,
+    /// Bearer tokens and authorization; `None` serves everyone with no authentication.
+    /// In-process clients (`router()`) are the server's own loopback client, in
+    /// `system:masters`, as kube-apiserver's loopback client is.
+    pub auth: Option<auth::Auth>,
 }
 
 impl Default for Config {
@@ -55,15 +60,20 @@ impl Default for Config {
             services: ServiceConfig::default(),
             bookmark_interval: Duration::from_secs(5),
             max_body_bytes: 3 * 1024 * 1024,
+            auth: None,
         }
     }
 }
 
-/// One request as RBAC would see it: who (peer address), which verb on which resource.
+/// One request as RBAC would see it: who, which verb on which resource, and the answer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Access {
     /// The client's address (absent for in-process clients).
     pub peer: Option<std::net::IpAddr>,
+    /// The authenticated user (absent when authentication is off).
+    pub user: Option<String>,
+    /// Whether the request was authorized.
+    pub allowed: bool,
     /// RBAC verb: get, list, watch, create, update, patch, delete, deletecollection.
     pub verb: String,
     /// API group ("" for core).
@@ -151,10 +161,19 @@ pub(crate) fn lock(inner: &Inner) -> MutexGuard<'_, State> {
 
 /// Write a kubeconfig pointing at `server` (e.g. `http://127.0.0.1:6443`).
 pub fn write_kubeconfig(path: &std::path::Path, server: &str) -> std::io::Result<()> {
+    write_kubeconfig_with_token(path, server, None)
+}
+
+/// Write a kubeconfig pointing at `server` that authenticates with a bearer `token`.
+pub fn write_kubeconfig_with_token(path: &std::path::Path, server: &str, token: Option<&str>) -> std::io::Result<()> {
+    let user = match token {
+        Some(t) => format!("{{token: {}}}", serde_json::Value::from(t)),
+        None => "{}".to_string(),
+    };
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: ferrolb-emulator\n  cluster:\n    server: {server}\n\
          contexts:\n- name: ferrolb-emulator\n  context:\n    cluster: ferrolb-emulator\n    user: ferrolb\n    namespace: default\n\
-         current-context: ferrolb-emulator\nusers:\n- name: ferrolb\n  user: {{}}\npreferences: {{}}\n"
+         current-context: ferrolb-emulator\nusers:\n- name: ferrolb\n  user: {user}\npreferences: {{}}\n"
     );
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

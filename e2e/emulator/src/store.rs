@@ -294,6 +294,16 @@ impl State {
             .ok_or_else(|| t.not_found())
     }
 
+    /// Every stored object of the type `(group, plural)`, as stored (no apiVersion/kind).
+    pub fn stored(&self, group: &str, plural: &str) -> impl Iterator<Item = &Value> {
+        self.objects.get(&(group.to_string(), plural.to_string())).into_iter().flat_map(|b| b.values())
+    }
+
+    /// One stored object of the type `(group, plural)`, as stored.
+    pub fn stored_one(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<&Value> {
+        self.objects.get(&(group.to_string(), plural.to_string()))?.get(&(namespace.to_string(), name.to_string()))
+    }
+
     /// All objects of a type that match, in (namespace, name) order.
     pub fn matching(&self, t: &Target, opts: &ListOpts) -> Vec<Value> {
         let ns = t.namespace.as_deref().filter(|_| t.rt.namespaced);

@@ -98,6 +98,10 @@ fn cell(obj: &Value, c: &PrinterColumn) -> Value {
     match c.json_path.as_str() {
         "$servicePorts" => return service_ports(obj),
         "$externalIPs" => return external_ips(obj),
+        "$roleRef" => {
+            let r = &obj["roleRef"];
+            return json!(format!("{}/{}", r["kind"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or("")));
+        }
         "$involvedObject" => {
             let io = &obj["involvedObject"];
             return json!(format!(

@@ -25,11 +25,17 @@ impl Drop for Emulator {
 }
 
 fn start_emulator() -> Emulator {
+    start_emulator_with(|_| Vec::new())
+}
+
+/// Start the binary with extra arguments computed from its temporary directory.
+fn start_emulator_with(extra: impl FnOnce(&Path) -> Vec<String>) -> Emulator {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolb-emulator"))
         .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
         .arg(&kubeconfig)
+        .args(extra(dir.path()))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -250,5 +256,95 @@ fn kubectl_drives_the_emulator() {
     for k in &kubectls {
         eprintln!("exercising kubectl 1.{} at {}", k.minor, k.bin.display());
         exercise(k);
+    }
+}
+
+const READER_ROLE: &str = "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: svc-reader, namespace: default}
+rules:
+- {apiGroups: [\"\"], resources: [services], verbs: [get, list]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: svc-reader, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: svc-reader}
+subjects:
+- {kind: ServiceAccount, name: reader, namespace: default}
+";
+
+/// A kube-rs client authenticating with `token` (kubectl sends no token over plain HTTP).
+fn token_client(emu: &Emulator, token: &str) -> kube::Client {
+    let text = std::fs::read_to_string(&emu.kubeconfig).unwrap();
+    let server = text.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
+    let path = emu._dir.path().join(format!("kubeconfig-{token}"));
+    ferrolb_emulator::write_kubeconfig_with_token(&path, &server, Some(token)).unwrap();
+    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let rt = tokio::runtime::Handle::current();
+    let config = rt.block_on(kube::Config::from_custom_kubeconfig(kc, &Default::default())).unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn api_error(r: Result<impl std::fmt::Debug, kube::Error>) -> (u16, String) {
+    match r {
+        Err(kube::Error::Api(s)) => (s.code, s.message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// With a token file and RBAC, what a ServiceAccount may do follows the roles kubectl
+/// applies, and the refusals read like kube-apiserver's.
+fn exercise_rbac(k: &Kubectl) {
+    use k8s_openapi::api::core::v1::{Secret, Service};
+    use kube::api::{Api, DeleteParams, ListParams};
+    let emu = start_emulator_with(|dir| {
+        let tokens = dir.join("tokens.csv");
+        std::fs::write(&tokens, "reader-token,system:serviceaccount:default:reader,2\n").unwrap();
+        ["--token-auth-file", tokens.to_str().unwrap(), "--authorization-mode", "RBAC"].map(String::from).to_vec()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _g = rt.enter();
+    // kubectl sends no credentials over HTTP: it is the admin here.
+    k.ok(&emu, &k.apply_args(&["-f", "-"]), Some(SERVICE));
+    let reader = token_client(&emu, "reader-token");
+    let svcs: Api<Service> = Api::namespaced(reader.clone(), "default");
+    let (code, msg) = api_error(rt.block_on(svcs.list(&ListParams::default())));
+    assert_eq!(code, 403);
+    assert_eq!(
+        msg,
+        "services is forbidden: User \"system:serviceaccount:default:reader\" cannot list resource \"services\" \
+         in API group \"\" in the namespace \"default\""
+    );
+    let out = k.ok(&emu, &k.apply_args(&["-f", "-"]), Some(READER_ROLE));
+    assert!(out.contains("role.rbac.authorization.k8s.io/svc-reader created"), "{out}");
+    assert!(k.ok(&emu, &["get", "rolebinding", "svc-reader"], None).contains("Role/svc-reader"));
+    // The binding takes effect at once.
+    let names: Vec<String> = rt
+        .block_on(svcs.list(&ListParams::default()))
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    assert_eq!(names, ["web"]);
+    let (code, msg) = api_error(rt.block_on(svcs.delete("web", &DeleteParams::default())));
+    assert!(code == 403 && msg.contains("cannot delete resource \"services\""), "{msg}");
+    let secrets: Api<Secret> = Api::namespaced(reader, "kube-system");
+    let (code, msg) = api_error(rt.block_on(secrets.list(&ListParams::default())));
+    assert!(code == 403 && msg.contains("in the namespace \"kube-system\""), "{msg}");
+    let nobody: Api<Service> = Api::namespaced(token_client(&emu, "nobody"), "default");
+    assert_eq!(api_error(rt.block_on(nobody.list(&ListParams::default()))).0, 401);
+    // Deleting the binding takes the permission away again.
+    k.ok(&emu, &["delete", "rolebinding", "svc-reader"], None);
+    assert_eq!(api_error(rt.block_on(svcs.list(&ListParams::default()))).0, 403);
+}
+
+#[test]
+fn kubectl_sees_rbac_enforced() {
+    let kubectls = find_kubectls();
+    assert!(!kubectls.is_empty(), "no kubectl found: install Debian's kubernetes-client (`.ci/run` does)");
+    for k in &kubectls {
+        eprintln!("exercising RBAC with kubectl 1.{} at {}", k.minor, k.bin.display());
+        exercise_rbac(k);
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use ferrolb_emulator::auth::{Auth, Mode};
 use ferrolb_emulator::{Config, Emulator, ServiceConfig, write_kubeconfig};
 
 /// A Kubernetes API-server emulator for ferrolb's tests and sandbox.
@@ -35,6 +36,19 @@ struct Args {
     /// Seconds between watch bookmarks.
     #[arg(long, env = "FERROLB_EMULATOR_BOOKMARK_SECONDS", default_value_t = 5)]
     bookmark_seconds: u64,
+    /// Bearer tokens, in kube-apiserver's `--token-auth-file` CSV format
+    /// (`token,user,uid[,"group1,group2"]`). Without it, requests are not authenticated.
+    #[arg(long, env = "FERROLB_EMULATOR_TOKEN_AUTH_FILE")]
+    token_auth_file: Option<PathBuf>,
+    /// How authenticated requests are authorized: `AlwaysAllow` or `RBAC` (from the
+    /// stored ClusterRoles, Roles and bindings; `system:masters` may do anything).
+    #[arg(long, env = "FERROLB_EMULATOR_AUTHORIZATION_MODE", default_value = "AlwaysAllow", value_parser = ["AlwaysAllow", "RBAC"])]
+    authorization_mode: String,
+    /// With `--token-auth-file`: requests without a token are `system:anonymous` instead of
+    /// a cluster admin. kubectl sends no credentials over plain HTTP, so with this set
+    /// only token-sending clients (kube-rs, curl) can do anything.
+    #[arg(long, env = "FERROLB_EMULATOR_ANONYMOUS_UNAUTHENTICATED", requires = "token_auth_file")]
+    anonymous_unauthenticated: bool,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "FERROLB_LOG", default_value = "info")]
     log: String,
@@ -60,7 +74,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.service_cidrs.is_empty() || args.service_cidrs.len() > 2 {
         return Err("--service-cidrs takes one or two CIDRs".into());
     }
+    let mode = if args.authorization_mode == "RBAC" { Mode::Rbac } else { Mode::AlwaysAllow };
+    let auth = match &args.token_auth_file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
+            let auth = Auth::parse_token_file(&text, mode)
+                .map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
+            Some(if args.anonymous_unauthenticated { auth } else { auth.anonymous_admin() })
+        }
+        None if mode == Mode::Rbac => return Err("--authorization-mode RBAC needs --token-auth-file".into()),
+        None => None,
+    };
     let config = Config {
+        auth,
         history_limit: args.history,
         services: ServiceConfig { service_cidrs: args.service_cidrs, node_port_range: args.node_port_range },
         bookmark_interval: Duration::from_secs(args.bookmark_seconds.max(1)),
