@@ -23,6 +23,31 @@ use crate::topology::Topology;
 
 /// The namespace ferrolb runs in.
 pub const NS: &str = "ferrolb-system";
+/// The controller's ServiceAccount (the chart's, installed as release `ferrolb`).
+pub const CONTROLLER_SA: &str = "ferrolb-controller";
+/// The speakers' ServiceAccount.
+pub const SPEAKER_SA: &str = "ferrolb-speaker";
+
+/// How to build a sandbox.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Number of nodes (1-20).
+    pub nodes: usize,
+    /// Service IP families of the cluster.
+    pub families: Families,
+    /// Authorize the controller's and speakers' requests with RBAC from the roles and
+    /// bindings stored in the emulator (none are, until someone applies them). Without
+    /// it they are still authenticated as their ServiceAccounts, but allowed everything.
+    pub rbac: bool,
+    /// Start the controller and the speakers (otherwise call [`Sandbox::start_components`]).
+    pub start_components: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { nodes: 2, families: Families::Dual, rbac: false, start_components: true }
+    }
+}
 
 /// Create an object from its JSON form, the way `kubectl create -f` would.
 pub async fn create<K>(api: &Api<K>, v: serde_json::Value) -> anyhow::Result<K>
@@ -107,8 +132,14 @@ pub struct State {
     pub run_dir: PathBuf,
     /// Kubeconfig usable from the root namespace.
     pub kubeconfig: PathBuf,
-    /// Kubeconfig the node processes use (the API on the bridge).
+    /// Kubeconfig for the bridge side of the API without credentials (a cluster admin).
     pub node_kubeconfig: PathBuf,
+    /// Kubeconfig the controller uses: the bridge, with its ServiceAccount's token.
+    #[serde(default)]
+    pub controller_kubeconfig: PathBuf,
+    /// Kubeconfig the speakers use: the bridge, with their ServiceAccount's token.
+    #[serde(default)]
+    pub speaker_kubeconfig: PathBuf,
     /// The client ("outside world") namespace.
     pub client_netns: String,
     /// Its interface.
@@ -196,7 +227,7 @@ pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
         .arg(&state.speaker_binary)
         .args(["--node-name", &node.name, "--namespace", NS, "--lease-duration", "3", "--forwarding", "nodeport"])
         .args(["--metrics-addr", "0.0.0.0:7473"])
-        .env("KUBECONFIG", &state.node_kubeconfig)
+        .env("KUBECONFIG", &state.speaker_kubeconfig)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -211,7 +242,7 @@ pub fn spawn_controller(state: &State) -> anyhow::Result<Child> {
         .args(["netns", "exec", &state.control_plane_netns])
         .arg(&state.controller_binary)
         .args(["--namespace", NS, "--lease-duration", "5", "--metrics-addr", &state.controller_metrics])
-        .env("KUBECONFIG", &state.node_kubeconfig)
+        .env("KUBECONFIG", &state.controller_kubeconfig)
         .env("POD_NAME", "controller-0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -229,6 +260,12 @@ impl Sandbox {
     /// Build everything with the cluster's Service networking in `families`
     /// (`V4`: IPv4 ClusterIPs only; `V6`: IPv6 first; `Dual`: both, IPv4 first).
     pub async fn up_with(nodes: usize, families: Families, run_dir: &Path) -> anyhow::Result<Sandbox> {
+        Self::up_opts(&Options { nodes, families, ..Options::default() }, run_dir).await
+    }
+
+    /// Build everything as `opts` says.
+    pub async fn up_opts(opts: &Options, run_dir: &Path) -> anyhow::Result<Sandbox> {
+        let (nodes, families) = (opts.nodes, opts.families);
         anyhow::ensure!((1..=20).contains(&nodes), "--nodes must be 1-20");
         let (controller_binary, speaker_binary) = binaries()?;
         std::fs::create_dir_all(run_dir)?;
@@ -242,7 +279,20 @@ impl Sandbox {
             service_cidrs: cidrs.iter().map(|c| c.parse().expect("literal CIDR")).collect(),
             ..Default::default()
         };
-        let emu = ferrolb_emulator::Emulator::new(ferrolb_emulator::Config { services, ..Default::default() });
+        // The binaries authenticate as the chart's ServiceAccounts; kubectl and the in-process
+        // clients (sandbox, stand-ins, tests) are cluster admins.
+        use ferrolb_emulator::auth::{Auth, Mode, User};
+        let token = |who: &str| format!("{who}-{}-{}", topo.suffix, std::process::id());
+        let (ctl_token, spk_token) = (token("controller"), token("speaker"));
+        let auth = Auth::new(if opts.rbac { Mode::Rbac } else { Mode::AlwaysAllow })
+            .anonymous_admin()
+            .with_token(&ctl_token, User::service_account(NS, CONTROLLER_SA))
+            .with_token(&spk_token, User::service_account(NS, SPEAKER_SA));
+        let emu = ferrolb_emulator::Emulator::new(ferrolb_emulator::Config {
+            services,
+            auth: Some(auth),
+            ..Default::default()
+        });
         // Two listeners on one API: loopback for kubectl, the bridge for node processes.
         let root = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let root_addr = root.local_addr()?;
@@ -261,6 +311,11 @@ impl Sandbox {
         let node_kubeconfig = run_dir.join("kubeconfig-nodes");
         ferrolb_emulator::write_kubeconfig(&kubeconfig, &format!("http://{root_addr}"))?;
         ferrolb_emulator::write_kubeconfig(&node_kubeconfig, &format!("http://{bridge_addr}"))?;
+        let controller_kubeconfig = run_dir.join("kubeconfig-controller");
+        let speaker_kubeconfig = run_dir.join("kubeconfig-speaker");
+        let bridge_url = format!("http://{bridge_addr}");
+        ferrolb_emulator::write_kubeconfig_with_token(&controller_kubeconfig, &bridge_url, Some(&ctl_token))?;
+        ferrolb_emulator::write_kubeconfig_with_token(&speaker_kubeconfig, &bridge_url, Some(&spk_token))?;
         let client = Client::new(emu.router(), "default");
 
         // The API objects a cluster has: CRDs from the chart, the namespace, the Nodes.
@@ -303,12 +358,14 @@ impl Sandbox {
                 }],
             });
         }
-        let mut state = State {
+        let state = State {
             suffix: topo.suffix.clone(),
             families,
             run_dir: run_dir.to_path_buf(),
             kubeconfig,
             node_kubeconfig,
+            controller_kubeconfig,
+            speaker_kubeconfig,
             client_netns: topo.client.netns.name.clone(),
             client_interface: topo.client.iface.clone(),
             nodes: node_states,
@@ -322,16 +379,24 @@ impl Sandbox {
         let standin_nodes =
             state.nodes.iter().map(|n| NodeNet { name: n.name.clone(), netns: n.netns.clone() }).collect();
         tokio::spawn(run_standins(client.clone(), standin_nodes, stop_rx));
-        let mut children = BTreeMap::new();
-        let ctl = spawn_controller(&state)?;
-        state.pids.controller = ctl.id();
-        children.insert("controller".to_string(), ctl);
-        for n in state.nodes.clone() {
-            let c = spawn_speaker(&state, &n)?;
-            state.pids.speakers.insert(n.name.clone(), c.id());
-            children.insert(format!("speaker/{}", n.name), c);
+        let mut sb = Sandbox { topo, state, client, children: BTreeMap::new(), stop, emulator: emu };
+        if opts.start_components {
+            sb.start_components()?;
         }
-        Ok(Sandbox { topo, state, client, children, stop, emulator: emu })
+        Ok(sb)
+    }
+
+    /// Start the controller and one speaker per node.
+    pub fn start_components(&mut self) -> anyhow::Result<()> {
+        let ctl = spawn_controller(&self.state)?;
+        self.state.pids.controller = ctl.id();
+        self.children.insert("controller".to_string(), ctl);
+        for n in self.state.nodes.clone() {
+            let c = spawn_speaker(&self.state, &n)?;
+            self.state.pids.speakers.insert(n.name.clone(), c.id());
+            self.children.insert(format!("speaker/{}", n.name), c);
+        }
+        Ok(())
     }
 
     /// Write the state file.

@@ -18,8 +18,14 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
 {{- end -}}
 
+{{/* Resource name prefix: the release name when it already says ferrolb
+(`helm install ferrolb` gives ferrolb-controller), else "<release>-ferrolb". */}}
 {{- define "ferrolb.fullname" -}}
+{{- if contains "ferrolb" .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
 {{- printf "%s-ferrolb" .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "ferrolb.monitoringNamespace" -}}

@@ -51,6 +51,8 @@ ALL_ON = {
                    "podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "samples": {"pool": {"enabled": True, "addresses": ["198.51.100.240/28"]}, "advertisement": {"enabled": True}},
     "grafana": {"dashboard": {"enabled": True}},
+    "networkPolicy": {"enabled": True, "apiServerPorts": [6443],
+                      "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
 }
 
 
@@ -138,6 +140,30 @@ def lb_class_reaches_both_binaries():
         assert "--lb-class=example.com/lb" in d["spec"]["template"]["spec"]["containers"][0]["args"], kind
 
 
+def network_policy_fences_the_controller():
+    rendered = [d for _, d in docs(render(ALL_ON))]
+    pol = [d for d in rendered if d["kind"] == "NetworkPolicy"]
+    assert len(pol) == 1, "one NetworkPolicy, for the controller"
+    spec = pol[0]["spec"]
+    dep = [d for d in rendered if d["kind"] == "Deployment"][0]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= labels.items(), "selects the controller Pods"
+    port = dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert spec["ingress"][0]["ports"] == [{"port": port, "protocol": "TCP"}], spec["ingress"]
+    assert spec["ingress"][0]["from"] == ALL_ON["networkPolicy"]["metricsFrom"]
+    assert {"port": 6443, "protocol": "TCP"} in spec["egress"][0]["ports"]
+    assert not any(d["kind"] == "NetworkPolicy" for _, d in docs(render({}))), "off by default"
+
+
+def release_named_ferrolb_gives_plain_names():
+    chart = helm_python.Chart.load(str(CHART))
+    names = set()
+    for path, text in chart.render(values={}, name="ferrolb", namespace="ferrolb-system").items():
+        if not path.endswith("NOTES.txt"):
+            names |= {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(text) if d}
+    assert ("ServiceAccount", "ferrolb-controller") in names and ("DaemonSet", "ferrolb-speaker") in names, sorted(names)
+
+
 def alert_rules_pass_promtool_tests():
     import shutil
     import subprocess
@@ -186,5 +212,7 @@ check("speaker capabilities follow the forwarding mode", speaker_capabilities_fo
 check("typos in values fail at install time", typos_in_values_fail_at_install)
 check("a sample pool needs addresses", sample_pool_requires_addresses)
 check("--lb-class reaches both binaries", lb_class_reaches_both_binaries)
+check("the optional NetworkPolicy fences the controller", network_policy_fences_the_controller)
+check("release `ferrolb` names objects ferrolb-<component>", release_named_ferrolb_gives_plain_names)
 print(f"chart: {passed} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)
