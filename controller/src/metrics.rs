@@ -29,12 +29,12 @@ pub struct Metrics {
 }
 
 const POOL_GAUGES: [(&str, &str); 6] = [
-    ("ferrolb_allocator_addresses_total", "Addresses in the pool (both families; IPv6 may exceed float precision)."),
-    ("ferrolb_allocator_addresses_in_use_total", "Addresses of the pool assigned to Services."),
-    ("ferrolb_allocator_ipv4_addresses_total", "IPv4 addresses in the pool."),
-    ("ferrolb_allocator_ipv4_addresses_in_use_total", "IPv4 addresses of the pool assigned to Services."),
-    ("ferrolb_allocator_ipv6_addresses_total", "IPv6 addresses in the pool."),
-    ("ferrolb_allocator_ipv6_addresses_in_use_total", "IPv6 addresses of the pool assigned to Services."),
+    ("ferrolb_allocator_addresses", "Addresses in the pool (both families; IPv6 may exceed float precision)."),
+    ("ferrolb_allocator_addresses_in_use", "Addresses of the pool assigned to Services."),
+    ("ferrolb_allocator_ipv4_addresses", "IPv4 addresses in the pool."),
+    ("ferrolb_allocator_ipv4_addresses_in_use", "IPv4 addresses of the pool assigned to Services."),
+    ("ferrolb_allocator_ipv6_addresses", "IPv6 addresses in the pool."),
+    ("ferrolb_allocator_ipv6_addresses_in_use", "IPv6 addresses of the pool assigned to Services."),
 ];
 
 /// Pool gauges, read from the allocator when scraped.
@@ -158,9 +158,9 @@ mod tests {
         );
         alloc.lock().unwrap().set_config(Config::build(&[pool], &[], Default::default()));
         let text = m.render();
-        assert!(text.contains("ferrolb_allocator_addresses_total{pool=\"p\"} 8"), "{text}");
-        assert!(text.contains("ferrolb_allocator_ipv4_addresses_total{pool=\"p\"} 4"), "{text}");
-        assert!(text.contains("ferrolb_allocator_ipv6_addresses_in_use_total{pool=\"p\"} 0"), "{text}");
+        assert!(text.contains("ferrolb_allocator_addresses{pool=\"p\"} 8"), "{text}");
+        assert!(text.contains("ferrolb_allocator_ipv4_addresses{pool=\"p\"} 4"), "{text}");
+        assert!(text.contains("ferrolb_allocator_ipv6_addresses_in_use{pool=\"p\"} 0"), "{text}");
         assert!(text.contains("# TYPE ferrolb_allocator_allocation_duration_seconds histogram"));
     }
 }

@@ -153,10 +153,10 @@ fn controller_binary_allocates_reports_and_shuts_down_cleanly() {
     let (code, text) = http_get(metrics_port, "/metrics").unwrap();
     assert_eq!(code, 200);
     for line in [
-        "ferrolb_allocator_addresses_total{pool=\"public\"} 11",
-        "ferrolb_allocator_addresses_in_use_total{pool=\"public\"} 1",
-        "ferrolb_allocator_ipv4_addresses_in_use_total{pool=\"public\"} 1",
-        "ferrolb_allocator_ipv6_addresses_total{pool=\"public\"} 0",
+        "ferrolb_allocator_addresses{pool=\"public\"} 11",
+        "ferrolb_allocator_addresses_in_use{pool=\"public\"} 1",
+        "ferrolb_allocator_ipv4_addresses_in_use{pool=\"public\"} 1",
+        "ferrolb_allocator_ipv6_addresses{pool=\"public\"} 0",
         "ferrolb_controller_leader 1",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");

@@ -384,8 +384,8 @@ fn metrics_and_speaker_failover() {
         .output()
         .unwrap();
     let cm = String::from_utf8_lossy(&out.stdout);
-    assert!(cm.lines().any(|l| l == "ferrolb_allocator_addresses_total{pool=\"p\"} 4"), "{cm}");
-    assert!(cm.lines().any(|l| l == "ferrolb_allocator_addresses_in_use_total{pool=\"p\"} 1"), "{cm}");
+    assert!(cm.lines().any(|l| l == "ferrolb_allocator_addresses{pool=\"p\"} 4"), "{cm}");
+    assert!(cm.lines().any(|l| l == "ferrolb_allocator_addresses_in_use{pool=\"p\"} 1"), "{cm}");
 
     // Scenario 12: stop the announcing speaker while the client keeps connecting.
     let pid = st.pids.speakers[&holder];
