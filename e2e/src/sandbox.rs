@@ -41,11 +41,14 @@ pub struct Options {
     pub rbac: bool,
     /// Start the controller and the speakers (otherwise call [`Sandbox::start_components`]).
     pub start_components: bool,
+    /// The speakers' membership Lease duration in seconds (the crash-detection fallback
+    /// when heartbeats are off or not yet heard).
+    pub speaker_lease_seconds: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { nodes: 2, families: Families::Dual, rbac: false, start_components: true }
+        Options { nodes: 2, families: Families::Dual, rbac: false, start_components: true, speaker_lease_seconds: 3 }
     }
 }
 
@@ -140,6 +143,12 @@ pub struct State {
     /// Kubeconfig the speakers use: the bridge, with their ServiceAccount's token.
     #[serde(default)]
     pub speaker_kubeconfig: PathBuf,
+    /// The speakers' shared heartbeat key (the chart keeps it in a Secret).
+    #[serde(default)]
+    pub memberlist_key: String,
+    /// The speakers' Lease duration (s).
+    #[serde(default = "default_lease")]
+    pub speaker_lease_seconds: u32,
     /// The client ("outside world") namespace.
     pub client_netns: String,
     /// Its interface.
@@ -225,9 +234,11 @@ pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
     let child = Command::new("ip")
         .args(["netns", "exec", &node.netns])
         .arg(&state.speaker_binary)
-        .args(["--node-name", &node.name, "--namespace", NS, "--lease-duration", "3", "--forwarding", "nodeport"])
+        .args(["--node-name", &node.name, "--namespace", NS, "--forwarding", "nodeport"])
+        .args(["--lease-duration", &state.speaker_lease_seconds.to_string()])
         .args(["--metrics-addr", "0.0.0.0:7473"])
         .env("KUBECONFIG", &state.speaker_kubeconfig)
+        .env("FERROLB_MEMBERLIST_SECRET", &state.memberlist_key)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -366,6 +377,8 @@ impl Sandbox {
             node_kubeconfig,
             controller_kubeconfig,
             speaker_kubeconfig,
+            memberlist_key: random_key()?,
+            speaker_lease_seconds: opts.speaker_lease_seconds,
             client_netns: topo.client.netns.name.clone(),
             client_interface: topo.client.iface.clone(),
             nodes: node_states,
@@ -407,6 +420,18 @@ impl Sandbox {
         std::fs::write(path, serde_json::to_string_pretty(&self.state)?)?;
         Ok(())
     }
+}
+
+fn default_lease() -> u32 {
+    3
+}
+
+/// 32 hex characters from the kernel's random source.
+fn random_key() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// CRD YAML files carry a comment header and one document; parse the document.

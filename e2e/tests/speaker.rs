@@ -50,6 +50,8 @@ fn start_speaker(bin: &Path, node: &Host, name: &str, kubeconfig: &Path, logs: &
             .command(bin.to_str().unwrap())
             .args(["--node-name", name, "--namespace", NS, "--lease-duration", "3", "--metrics-addr", "127.0.0.1:7473"])
             .args(["--forwarding", "nodeport"])
+            // Lease-only failure detection: this test covers the path without heartbeats.
+            .args(["--memberlist-port", "0"])
             .env("KUBECONFIG", kubeconfig)
             .env("FERROLB_LOG", "info,ferrolb_speaker=debug")
             .stdout(Stdio::null())

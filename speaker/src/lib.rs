@@ -5,6 +5,8 @@ pub mod announce;
 pub mod election;
 pub mod forward;
 pub mod frames;
+pub mod memberlist;
+pub mod membership;
 pub mod metrics;
 pub mod plan;
 pub mod responder;

@@ -3,9 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use ferrolb_speaker::announce::Timing;
 use ferrolb_speaker::forward::Forwarding;
+use ferrolb_speaker::memberlist;
+use ferrolb_speaker::membership;
 use ferrolb_speaker::metrics::Metrics;
 use ferrolb_speaker::run::{Settings, run, serve_http};
 
@@ -43,6 +46,23 @@ struct Args {
     /// (the speaker redirects VIP:port to this node's NodePort with nftables; needs CAP_NET_ADMIN).
     #[arg(long, env = "FERROLB_FORWARDING", default_value = "kube-proxy")]
     forwarding: Forwarding,
+    /// UDP port for heartbeats between speakers (fast failure detection); 0 turns them
+    /// off and leaves failure detection to the Leases.
+    #[arg(long, env = "FERROLB_MEMBERLIST_PORT", default_value_t = 7946)]
+    memberlist_port: u16,
+    /// Time between heartbeats (e.g. `100ms`).
+    #[arg(long, env = "FERROLB_HEARTBEAT_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// A speaker nobody heard from for this long is dead and its IPs move (e.g. `300ms`);
+    /// at least twice the heartbeat interval.
+    #[arg(long, env = "FERROLB_SUSPECT_AFTER", default_value = "300ms", value_parser = humantime::parse_duration)]
+    suspect_after: Duration,
+    /// File holding the heartbeats' shared HMAC key (the chart mounts it from a Secret).
+    #[arg(long, env = "FERROLB_MEMBERLIST_SECRET_FILE")]
+    memberlist_secret_file: Option<std::path::PathBuf>,
+    /// The key itself, when not in a file (the chart sets it from a Secret).
+    #[arg(long, env = "FERROLB_MEMBERLIST_SECRET", hide_env_values = true)]
+    memberlist_secret: Option<String>,
     /// Address for /metrics and /healthz.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
     metrics_addr: SocketAddr,
@@ -54,6 +74,37 @@ struct Args {
     log_level: String,
 }
 
+/// Heartbeat settings from the flags, with a clear error for each bad one.
+fn memberlist_settings(args: &Args) -> anyhow::Result<Option<memberlist::Settings>> {
+    if args.memberlist_port == 0 {
+        return Ok(None);
+    }
+    let (i, sa) = (args.heartbeat_interval, args.suspect_after);
+    if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&i) {
+        anyhow::bail!("--heartbeat-interval {i:?} must be between 10ms and 10s");
+    }
+    if sa < i * 2 {
+        anyhow::bail!("--suspect-after {sa:?} must be at least twice --heartbeat-interval ({i:?})");
+    }
+    let key = match (&args.memberlist_secret_file, &args.memberlist_secret) {
+        (Some(path), _) => std::fs::read(path)
+            .with_context(|| format!("reading --memberlist-secret-file {}", path.display()))?
+            .trim_ascii()
+            .to_vec(),
+        (None, Some(k)) => k.trim().as_bytes().to_vec(),
+        (None, None) => anyhow::bail!(
+            "heartbeats need a shared key: --memberlist-secret-file or FERROLB_MEMBERLIST_SECRET \
+             (the chart creates one); --memberlist-port 0 turns heartbeats off"
+        ),
+    };
+    if key.len() < 16 {
+        anyhow::bail!("the memberlist key has {} bytes; use at least 16", key.len());
+    }
+    let timing =
+        membership::Timing { interval: i, suspect_after: sa, claim_window: (sa * 4).max(Duration::from_secs(2)) };
+    Ok(Some(memberlist::Settings { port: args.memberlist_port, key, timing }))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -61,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
     if args.node_name.trim().is_empty() {
         anyhow::bail!("--node-name (NODE_NAME) must not be empty");
     }
+    let memberlist = memberlist_settings(&args)?;
     let client = kube::Client::try_default().await?;
     let settings = Settings {
         node: args.node_name,
@@ -72,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         timing: Timing { refresh: Duration::from_secs(args.refresh_interval), ..Timing::default() },
         metrics_addr: args.metrics_addr,
         forwarding: args.forwarding,
+        memberlist,
     };
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

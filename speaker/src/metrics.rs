@@ -23,7 +23,18 @@ pub struct Metrics {
     pub members: IntGauge,
     /// IPs this node took over.
     pub takeovers: IntCounter,
+    /// Heartbeat datagrams sent.
+    pub heartbeats_sent: IntCounter,
+    /// Heartbeats accepted.
+    pub heartbeats_received: IntCounter,
+    /// Datagrams on the memberlist port not accepted, by reason.
+    pub heartbeats_rejected: IntCounterVec,
+    /// Times a peer was judged dead by heartbeats.
+    pub peers_dead: IntCounter,
 }
+
+/// Reasons a memberlist datagram is not accepted (the `reason` label).
+pub const HEARTBEAT_REJECT_REASONS: [&str; 4] = ["malformed", "bad_tag", "from_self", "replay"];
 
 impl Metrics {
     /// Create and register.
@@ -55,6 +66,23 @@ impl Metrics {
             .expect("static definition");
         let takeovers = IntCounter::new("ferrolb_speaker_takeovers_total", "IPs this node started announcing.")
             .expect("static definition");
+        let heartbeats_sent =
+            IntCounter::new("ferrolb_memberlist_heartbeats_sent_total", "Heartbeat datagrams sent to other speakers.")
+                .expect("static definition");
+        let heartbeats_received =
+            IntCounter::new("ferrolb_memberlist_heartbeats_received_total", "Authenticated heartbeats accepted.")
+                .expect("static definition");
+        let heartbeats_rejected = IntCounterVec::new(
+            Opts::new("ferrolb_memberlist_heartbeats_rejected_total", "Memberlist datagrams not accepted, by reason."),
+            &["reason"],
+        )
+        .expect("static definition");
+        for r in HEARTBEAT_REJECT_REASONS {
+            heartbeats_rejected.with_label_values(&[r]);
+        }
+        let peers_dead =
+            IntCounter::new("ferrolb_memberlist_peers_dead_total", "Times a peer was judged dead by heartbeats.")
+                .expect("static definition");
         for c in [
             Box::new(announced.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(requests.clone()),
@@ -63,10 +91,27 @@ impl Metrics {
             Box::new(dropped.clone()),
             Box::new(members.clone()),
             Box::new(takeovers.clone()),
+            Box::new(heartbeats_sent.clone()),
+            Box::new(heartbeats_received.clone()),
+            Box::new(heartbeats_rejected.clone()),
+            Box::new(peers_dead.clone()),
         ] {
             registry.register(c).expect("unique names");
         }
-        Metrics { registry, announced, requests, responses, gratuitous, dropped, members, takeovers }
+        Metrics {
+            registry,
+            announced,
+            requests,
+            responses,
+            gratuitous,
+            dropped,
+            members,
+            takeovers,
+            heartbeats_sent,
+            heartbeats_received,
+            heartbeats_rejected,
+            peers_dead,
+        }
     }
 
     /// Text exposition.

@@ -16,6 +16,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
 use crate::election::{self, Advertisement, Interfaces, Node, Service};
+use crate::membership::Liveness;
 
 /// Everything the plan is computed from.
 #[derive(Debug, Default, Clone)]
@@ -34,6 +35,11 @@ pub struct Snapshot {
     pub leases: Vec<Lease>,
     /// Current announcements, as written by announcing speakers.
     pub statuses: Vec<ServiceL2Status>,
+    /// What heartbeats say about each node; a node missing here, or `Unknown`, is
+    /// judged by its Lease alone.
+    pub liveness: BTreeMap<String, Liveness>,
+    /// The newest takeover claim per IP, (node, since ms): fresher than the statuses.
+    pub claims: BTreeMap<IpAddr, (String, u64)>,
 }
 
 /// One IP and who announces it.
@@ -100,11 +106,21 @@ pub fn ingress_ips(svc: &K8sService) -> Vec<IpAddr> {
 /// Compute the plan. `lb_class` selects the Services ferrolb handles; `now` judges Lease expiry.
 pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateTime<Utc>) -> Plan {
     let mut out = Plan::default();
+    // Members hold their Lease (joining and graceful leave go through it); heartbeats
+    // decide alive or dead faster than Lease expiry, and keep members alive while the
+    // API server is unreachable.
     let alive: BTreeSet<String> = snap
         .leases
         .iter()
-        .filter(|l| lease_alive(l, now))
-        .filter_map(|l| l.spec.as_ref()?.holder_identity.clone())
+        .filter_map(|l| {
+            let holder = l.spec.as_ref()?.holder_identity.clone().filter(|h| !h.is_empty())?;
+            let ok = match snap.liveness.get(&holder).copied().unwrap_or(Liveness::Unknown) {
+                Liveness::Alive => true,
+                Liveness::Dead => false,
+                Liveness::Unknown => lease_alive(l, now),
+            };
+            ok.then_some(holder)
+        })
         .collect();
     let nodes: Vec<Node> = snap
         .nodes
@@ -210,7 +226,12 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateT
             }
         }
         let eligible = election::eligible(&svcs, &pool_labels, &adverts, &nodes);
-        let current = svcs.iter().find_map(|s| holder_of_svc.get(&s.key)).map(String::as_str);
+        // The newest takeover claim for any of the group's IPs, else the status.
+        let claimed = members.iter().filter_map(|ip| snap.claims.get(ip)).max_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        let current = match claimed {
+            Some((node, _)) => Some(node.as_str()),
+            None => svcs.iter().find_map(|s| holder_of_svc.get(&s.key)).map(String::as_str),
+        };
         // The group's lowest IP is its election key: every speaker picks the same.
         let node = election::elect(&key_ip, eligible.keys(), current, revertive);
         let interfaces = node.as_ref().and_then(|n| eligible.get(n).cloned());
@@ -340,6 +361,45 @@ mod tests {
             assert_eq!(p.ips.len(), 2);
             assert_eq!(winners.len(), 1, "both families from one node: {p:?}");
         }
+    }
+
+    #[test]
+    fn heartbeats_override_the_lease_both_ways() {
+        let winner = plan(&base(), None, false, now()).ips.values().next().unwrap().node.clone().unwrap();
+        let other = if winner == "n1" { "n2" } else { "n1" };
+        // Crash: the Lease is still current, heartbeats say dead.
+        let mut s = base();
+        s.liveness.insert(winner.clone(), Liveness::Dead);
+        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node.as_deref(), Some(other));
+        // API server unreachable: every Lease looks expired, heartbeats keep both alive.
+        let mut s = base();
+        s.leases = vec![lease("n1", "2026-01-01T00:00:00.000000Z", 5), lease("n2", "2026-01-01T00:00:00.000000Z", 5)];
+        s.liveness = [("n1".to_string(), Liveness::Alive), ("n2".to_string(), Liveness::Alive)].into();
+        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node, Some(winner.clone()));
+        // A released Lease is a graceful leave whatever heartbeats say.
+        let mut s = base();
+        for l in &mut s.leases {
+            if l.metadata.name.as_deref() == Some(winner.as_str()) {
+                l.spec.as_mut().unwrap().holder_identity = None;
+            }
+        }
+        s.liveness.insert(winner.clone(), Liveness::Alive);
+        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node.as_deref(), Some(other));
+    }
+
+    #[test]
+    fn a_newer_claim_beats_the_status_as_current_holder() {
+        let winner = plan(&base(), None, false, now()).ips.values().next().unwrap().node.clone().unwrap();
+        let other = if winner == "n1" { "n2" } else { "n1" };
+        let mut s = base();
+        s.statuses = vec![
+            serde_json::from_value(json!({"metadata": {"name": "x", "namespace": "ferrolb-system"}, "spec": {},
+            "status": {"node": winner, "serviceName": "web", "serviceNamespace": "default"}}))
+            .unwrap(),
+        ];
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        s.claims.insert(ip, (other.to_string(), 2_000));
+        assert_eq!(plan(&s, None, false, now()).ips[&ip].node.as_deref(), Some(other));
     }
 
     #[test]

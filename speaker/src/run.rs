@@ -1,6 +1,7 @@
 //! The speaker process: membership Lease, caches, the plan, the announcer and
 //! one reader task per interface, and ServiceL2Status for what this node announces.
 
+use anyhow::Context;
 use ferrolb_common::reflect;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +24,7 @@ use tokio::sync::{Notify, watch};
 use crate::announce::{Announcer, Note, Timing};
 use crate::election::Interfaces;
 use crate::forward::{self, Forwarding};
+use crate::memberlist;
 use crate::metrics::Metrics;
 use crate::plan::{Snapshot, lease_alive, plan};
 use crate::responder::{Iface, requested_ip, respond};
@@ -49,6 +51,8 @@ pub struct Settings {
     pub forwarding: Forwarding,
     /// Metrics address.
     pub metrics_addr: SocketAddr,
+    /// Heartbeats between speakers; `None` leaves failure detection to the Leases.
+    pub memberlist: Option<memberlist::Settings>,
 }
 
 struct Shared {
@@ -132,6 +136,30 @@ pub async fn run(
         metrics: metrics.clone(),
     });
     let mut readers: BTreeMap<String, (Arc<PacketSocket>, tokio::task::JoinHandle<()>)> = BTreeMap::new();
+    // The interfaces first, so that the first heartbeat already says whether this node
+    // can announce.
+    refresh_interfaces(&s, &shared, &mut readers);
+    let ml = match &s.memberlist {
+        Some(ml) => {
+            let shared_ml = Arc::new(memberlist::Shared::new(&s.node, ml.timing));
+            shared_ml.ready.store(!readers.is_empty(), std::sync::atomic::Ordering::Relaxed);
+            let socket =
+                memberlist::bind(ml.port).with_context(|| format!("binding the memberlist port {} (UDP)", ml.port))?;
+            let peers = peer_addrs(s.node.clone(), ml.port, nodes.clone(), lease_store.clone());
+            let task = tokio::spawn(memberlist::run(
+                socket,
+                s.node.clone(),
+                ml.clone(),
+                shared_ml.clone(),
+                peers,
+                changed.clone(),
+                metrics.clone(),
+            ));
+            tracing::info!(port = ml.port, interval = ?ml.timing.interval, suspect_after = ?ml.timing.suspect_after, "heartbeats on");
+            Some((shared_ml, task))
+        }
+        None => None,
+    };
     let recorder = Recorder::new(
         client.clone(),
         Reporter { controller: SPEAKER_FIELD_MANAGER.into(), instance: Some(s.node.clone()) },
@@ -148,7 +176,7 @@ pub async fn run(
             }
         }
     });
-    let mut rescan = true;
+    let mut rescan = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
     tracing::info!(node = %s.node, "speaker running");
@@ -174,6 +202,19 @@ pub async fn run(
         if rescan || readers.is_empty() {
             refresh_interfaces(&s, &shared, &mut readers);
             rescan = false;
+            // Data-path liveness: without a usable interface this node tells its peers it
+            // cannot announce, so they take its IPs over now rather than after a timeout.
+            if let Some((m, _)) = &ml {
+                let ready = !readers.is_empty();
+                let was = m.ready.swap(ready, std::sync::atomic::Ordering::Relaxed);
+                if ready != was {
+                    if ready {
+                        lock(&m.detector).restart_listening(Instant::now());
+                    }
+                    tracing::info!(ready, "announcing interfaces changed; telling peers");
+                    m.send_now.notify_one();
+                }
+            }
         }
         let snap = Snapshot {
             services: svcs.state().iter().map(|x| (**x).clone()).collect(),
@@ -183,6 +224,8 @@ pub async fn run(
             adverts: adverts.state().iter().map(|x| (**x).clone()).collect(),
             leases: lease_store.state().iter().map(|x| (**x).clone()).collect(),
             statuses: statuses.state().iter().map(|x| (**x).clone()).collect(),
+            liveness: ml.as_ref().map(|(m, _)| m.liveness(&s.node, Instant::now())).unwrap_or_default(),
+            claims: ml.as_ref().map(|(m, _)| m.claims(&s.node, Instant::now())).unwrap_or_default(),
         };
         let now = chrono::Utc::now();
         metrics.members.set(snap.leases.iter().filter(|l| lease_alive(l, now)).count() as i64);
@@ -217,6 +260,9 @@ pub async fn run(
             match note {
                 Note::Started { ip, ifaces } => {
                     metrics.takeovers.inc();
+                    if let Some((m, _)) = &ml {
+                        m.claimed(ip);
+                    }
                     tracing::info!(%ip, ?ifaces, "announcing");
                     let mut labels = Vec::new();
                     for key in p.ips.get(&ip).map(|d| d.services.clone()).unwrap_or_default() {
@@ -243,6 +289,9 @@ pub async fn run(
                 }
                 Note::Stopped { ip } => {
                     tracing::info!(%ip, "stopped announcing");
+                    if let Some((m, _)) = &ml {
+                        m.released(ip);
+                    }
                     for l in announced_labels.remove(&ip).unwrap_or_default() {
                         let _ = metrics.announced.remove_label_values(&[&l[0], &l[1], &l[2], &l[3]]);
                     }
@@ -265,7 +314,23 @@ pub async fn run(
         }
         sync_statuses(&status_api, &statuses, &p, &s, &desired).await;
     }
-    // Graceful: stop answering at once, hand over, give the Lease back.
+    // Graceful: tell the peers, keep answering until the new holders have claimed every
+    // IP (they send gratuitous ARP/NA as they do), then stop, clean up, give the Lease back.
+    if let Some((m, task)) = &ml {
+        m.leaving.store(true, std::sync::atomic::Ordering::Relaxed);
+        m.send_now.notify_one();
+        let started = Instant::now();
+        let deadline = started + (m.detector_timing().suspect_after * 3).max(Duration::from_millis(500));
+        let peers_alive = |now| {
+            m.liveness(&s.node, now).iter().any(|(n, l)| *n != s.node && *l == crate::membership::Liveness::Alive)
+        };
+        while Instant::now() < deadline && peers_alive(Instant::now()) && !m.handed_over(&s.node, Instant::now()) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let handed = m.handed_over(&s.node, Instant::now());
+        tracing::info!(handed_over = handed, waited = ?started.elapsed(), "leaving");
+        task.abort();
+    }
     lock(&shared.announcer).apply(&BTreeMap::new(), Instant::now());
     let empty = crate::plan::Plan::default();
     sync_statuses(&status_api, &statuses, &empty, &s, &BTreeMap::new()).await;
@@ -286,6 +351,34 @@ pub async fn run(
         h.abort();
     }
     Ok(())
+}
+
+/// Where the other members listen: each Node holding a speaker Lease, at its first
+/// InternalIP.
+fn peer_addrs(
+    me: String,
+    port: u16,
+    nodes: Store<Node>,
+    leases: Store<Lease>,
+) -> impl Fn() -> Vec<SocketAddr> + Send + 'static {
+    move || {
+        let members: BTreeSet<String> = leases
+            .state()
+            .iter()
+            .filter(|l| l.spec.as_ref().and_then(|sp| sp.holder_identity.as_deref()).is_some_and(|h| !h.is_empty()))
+            .map(|l| l.name_any())
+            .collect();
+        nodes
+            .state()
+            .iter()
+            .filter(|n| n.name_any() != me && members.contains(&n.name_any()))
+            .filter_map(|n| {
+                let addrs = n.status.as_ref()?.addresses.as_ref()?;
+                let ip = addrs.iter().find(|a| a.type_ == "InternalIP")?.address.parse::<IpAddr>().ok()?;
+                Some(SocketAddr::new(ip, port))
+            })
+            .collect()
+    }
 }
 
 fn obj_ref(key: &str) -> ObjectRef<Service> {

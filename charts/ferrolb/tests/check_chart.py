@@ -164,6 +164,32 @@ def release_named_ferrolb_gives_plain_names():
     assert ("ServiceAccount", "ferrolb-controller") in names and ("DaemonSet", "ferrolb-speaker") in names, sorted(names)
 
 
+def memberlist_key_and_flags_reach_the_speakers():
+    def speaker(values):
+        rendered = [d for _, d in docs(render(values))]
+        ds = [d for d in rendered if d["kind"] == "DaemonSet"][0]["spec"]["template"]["spec"]["containers"][0]
+        secrets = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Secret"}
+        env = {e["name"]: e for e in ds["env"]}
+        return ds["args"], env, secrets, ds["ports"]
+    args, env, secrets, ports = speaker({})
+    assert {"--memberlist-port=7946", "--heartbeat-interval=100ms", "--suspect-after=300ms"} <= set(args), args
+    ref = env["FERROLB_MEMBERLIST_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] in secrets and ref["key"] in secrets[ref["name"]]["data"], (ref, list(secrets))
+    import base64
+    assert len(base64.b64decode(secrets[ref["name"]]["data"][ref["key"]])) >= 16, "a key the speaker accepts"
+    assert {"name": "memberlist", "containerPort": 7946, "protocol": "UDP"} in ports
+    args, env, secrets, _ = speaker({"speaker": {"memberlist": {"enabled": False}}})
+    assert "--memberlist-port=0" in args and "FERROLB_MEMBERLIST_SECRET" not in env and not secrets
+    args, env, secrets, _ = speaker({"speaker": {"memberlist": {"existingSecret": "mine"}}})
+    assert env["FERROLB_MEMBERLIST_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "mine" and not secrets
+    try:
+        render({"speaker": {"memberlist": {"suspectAfter": "300"}}})
+    except helm_python.HelmError as e:
+        assert "suspectAfter" in str(e), str(e)
+        return
+    raise AssertionError("a duration without unit rendered")
+
+
 def alert_rules_pass_promtool_tests():
     import shutil
     import subprocess
@@ -214,5 +240,6 @@ check("a sample pool needs addresses", sample_pool_requires_addresses)
 check("--lb-class reaches both binaries", lb_class_reaches_both_binaries)
 check("the optional NetworkPolicy fences the controller", network_policy_fences_the_controller)
 check("release `ferrolb` names objects ferrolb-<component>", release_named_ferrolb_gives_plain_names)
+check("the heartbeat key and flags reach the speakers", memberlist_key_and_flags_reach_the_speakers)
 print(f"chart: {passed} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)

@@ -372,7 +372,8 @@ pub fn scan_interfaces(exclude: &[String]) -> io::Result<Vec<LinkInfo>> {
             continue;
         }
         let Ok(flags) = if_flags(&name) else { continue };
-        let up = flags & libc::IFF_UP != 0;
+        // Administratively up and with carrier: a link without carrier cannot answer.
+        let up = flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0;
         let bad = flags & (libc::IFF_LOOPBACK | libc::IFF_NOARP | libc::IFF_SLAVE) != 0;
         // Bridge ports carry no flag; sysfs has a `brport` directory for them.
         let bridge_port = std::path::Path::new(&format!("/sys/class/net/{name}/brport")).exists();

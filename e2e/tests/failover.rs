@@ -1,0 +1,271 @@
+//! Heartbeat failure detection, end to end with the real speakers in the sandbox:
+//! a crash, a graceful stop, a pulled cable, one lossy link and an unreachable API
+//! server. The speakers' Leases last 30 s here, so anything that moves within a few
+//! seconds moved because of heartbeats; the speed itself is measured by the
+//! `failover` bench, not asserted here.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::sandbox::{NS, Options, Sandbox, pool_and_advertisement};
+use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::wait::eventually;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+use serde_json::json;
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    sb: Option<Sandbox>,
+    ip: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn sb(&self) -> &Sandbox {
+        self.sb.as_ref().expect("sandbox up")
+    }
+
+    fn exec(&self, netns: &str, args: &[&str]) -> Option<String> {
+        let out = Command::new("ip").args(["netns", "exec", netns]).args(args).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn netns_of(&self, node: &str) -> String {
+        self.sb().state.nodes.iter().find(|n| n.name == node).expect("node").netns.clone()
+    }
+
+    /// MACs answering ARP for the VIP in `count` probes, as node names.
+    fn answering(&self, count: u32) -> Vec<String> {
+        let st = &self.sb().state;
+        let c = count.to_string();
+        let out =
+            self.exec(&st.client_netns, &["arping", "-c", &c, "-w", &c, "-I", "eth0", &self.ip]).unwrap_or_default();
+        out.lines()
+            .filter(|l| l.contains("reply from"))
+            .filter_map(|l| l.split('[').nth(1)?.split(']').next().map(str::to_lowercase))
+            .map(|mac| {
+                st.nodes
+                    .iter()
+                    .find(|n| n.interfaces.iter().any(|i| i.mac == mac))
+                    .map(|n| n.name.clone())
+                    .unwrap_or(mac)
+            })
+            .collect()
+    }
+
+    fn holder_status(&self) -> Option<String> {
+        let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(self.sb().client.clone(), NS);
+        self.rt.block_on(api.get_opt("default.web")).ok().flatten()?.status.map(|s| s.node).filter(|n| !n.is_empty())
+    }
+
+    /// A counter or gauge from a speaker's /metrics (sum over label sets).
+    fn metric(&self, node: &str, name: &str) -> f64 {
+        let text = self
+            .exec(&self.netns_of(node), &["curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"])
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.sb().state.run_dir.join(format!("speaker-{node}.log"))).unwrap_or_default()
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        self.sb().state.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+}
+
+/// Three nodes, Leases of `lease` seconds, one Service; returns once status and ARP agree.
+fn setup(lease: u32) -> (Env, String) {
+    assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        nodes: 3,
+        speaker_lease_seconds: lease,
+        families: ferrolb_e2e::sandbox::Families::V4,
+        ..Options::default()
+    };
+    let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
+    let c = sb.client.clone();
+    rt.block_on(async {
+        pool_and_advertisement(&c, "p", &["198.51.100.100/32"], "all").await.unwrap();
+        ferrolb_e2e::sandbox::create(
+            &Api::<Service>::namespaced(c.clone(), "default"),
+            json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+        )
+        .await
+        .unwrap();
+    });
+    let mut env = Env { rt, sb: Some(sb), ip: "198.51.100.100".into(), _dir: dir };
+    let holder = eventually("web announced consistently", Duration::from_secs(30), || {
+        let h = env.holder_status()?;
+        (env.answering(1) == [h.clone()]).then_some(h)
+    });
+    env.ip = "198.51.100.100".into();
+    (env, holder)
+}
+
+fn new_holder(env: &Env, old: &str) -> (String, Duration) {
+    let t0 = Instant::now();
+    let h = eventually("another node answers", Duration::from_secs(15), || {
+        env.answering(1).into_iter().next().filter(|h| h != old)
+    });
+    (h, t0.elapsed())
+}
+
+#[test]
+fn a_crashed_speaker_is_replaced_long_before_its_lease_expires() {
+    let (env, holder) = setup(30);
+    let pid = env.sb().state.pids.speakers[&holder];
+    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    let (new, took) = new_holder(&env, &holder);
+    eprintln!("SIGKILL of {holder}: {new} answers after {took:?} (Lease: 30 s)");
+    assert!(took < Duration::from_secs(10), "took over by heartbeat loss, not Lease expiry ({took:?})");
+    let others: Vec<String> = env.nodes().into_iter().filter(|n| *n != holder).collect();
+    for n in &others {
+        assert!(
+            env.log(n).contains(&format!(
+                "peer dead: no heartbeat from anyone within suspect-after, or it left peer={holder}"
+            )),
+            "{n} saw {holder} die"
+        );
+    }
+}
+
+#[test]
+fn a_stopping_speaker_hands_its_ips_over_before_it_stops_answering() {
+    let (mut env, holder) = setup(30);
+    let pid = env.sb().state.pids.speakers[&holder];
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let (new, took) = new_holder(&env, &holder);
+    eprintln!("SIGTERM of {holder}: {new} answers after {took:?}");
+    let child = env.sb.as_mut().unwrap().children.get_mut(&format!("speaker/{holder}")).unwrap();
+    eventually("the stopped speaker exits", Duration::from_secs(10), || child.try_wait().ok().flatten());
+    let log = env.log(&holder);
+    assert!(
+        log.contains("leaving handed_over=true"),
+        "the new holder claimed the IP before the old one stopped:\n{log}"
+    );
+}
+
+#[test]
+fn a_node_that_loses_its_link_gives_its_ips_up_and_does_not_take_them_back() {
+    let (env, holder) = setup(30);
+    let port = holder.replace("node-", "n");
+    let sw = format!("flb{}sw", env.sb().state.suffix);
+    let link = |state: &str| {
+        assert!(Command::new("ip").args(["-n", &sw, "link", "set", &port, state]).status().unwrap().success())
+    };
+    link("down");
+    let (new, took) = new_holder(&env, &holder);
+    eprintln!("link of {holder} down: {new} answers after {took:?}");
+    assert!(took < Duration::from_secs(10), "by heartbeats, not the 30 s Lease ({took:?})");
+    eventually("the cut-off node notices", Duration::from_secs(10), || {
+        env.log(&holder).contains("announcing interfaces changed; telling peers ready=false").then_some(())
+    });
+    link("up");
+    let received = env.metric(&holder, "ferrolb_memberlist_heartbeats_received_total");
+    eventually("the returning node hears its peers again", Duration::from_secs(10), || {
+        (env.metric(&holder, "ferrolb_memberlist_heartbeats_received_total") >= received + 20.0).then_some(())
+    });
+    let answers = env.answering(3);
+    assert!(
+        !answers.is_empty() && answers.iter().all(|h| *h == new),
+        "only {new} answers after the link returns: {answers:?}"
+    );
+    assert_eq!(env.holder_status().as_deref(), Some(new.as_str()));
+}
+
+fn nft(env: &Env, node: &str, script: &str) {
+    let ns = env.netns_of(node);
+    let out =
+        Command::new("ip").args(["netns", "exec", &ns, "nft", "-f", "-"]).stdin(std::process::Stdio::piped()).spawn();
+    let mut child = out.unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "nft in {node}: {script}");
+}
+
+fn nft_counter(env: &Env, node: &str) -> u64 {
+    let out = env.exec(&env.netns_of(node), &["nft", "list", "table", "inet", "flbtest"]).unwrap_or_default();
+    out.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "packets")
+        .filter_map(|w| w[1].parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn one_lossy_link_between_two_speakers_moves_nothing() {
+    let (env, holder) = setup(30);
+    let other = env.nodes().into_iter().find(|n| *n != holder).unwrap();
+    let ip_of = |n: &str| env.sb().state.nodes.iter().find(|x| x.name == n).unwrap().interfaces[0].ipv4.clone();
+    let before: Vec<(f64, f64)> = env
+        .nodes()
+        .iter()
+        .map(|n| {
+            (env.metric(n, "ferrolb_speaker_takeovers_total"), env.metric(n, "ferrolb_memberlist_peers_dead_total"))
+        })
+        .collect();
+    // Every heartbeat between the holder and one other node is lost, both ways.
+    for (at, from) in [(&holder, &other), (&other, &holder)] {
+        nft(
+            &env,
+            at,
+            &format!(
+                "table inet flbtest {{\n chain input {{\n  type filter hook input priority 0;\n  ip saddr {} udp dport 7946 counter drop\n }}\n}}\n",
+                ip_of(from)
+            ),
+        );
+    }
+    // Forty lost heartbeats each way: over ten suspect-after windows without direct contact.
+    eventually("heartbeats dropped on the lossy link", Duration::from_secs(30), || {
+        (nft_counter(&env, &holder) >= 40 && nft_counter(&env, &other) >= 40).then_some(())
+    });
+    let after: Vec<(f64, f64)> = env
+        .nodes()
+        .iter()
+        .map(|n| {
+            (env.metric(n, "ferrolb_speaker_takeovers_total"), env.metric(n, "ferrolb_memberlist_peers_dead_total"))
+        })
+        .collect();
+    assert_eq!(before, after, "no takeover and nobody judged dead (takeovers, peers dead per node)");
+    assert_eq!(env.holder_status().as_deref(), Some(holder.as_str()));
+    assert_eq!(env.answering(2), vec![holder.clone(), holder.clone()]);
+}
+
+#[test]
+fn speakers_keep_announcing_while_the_api_server_is_unreachable() {
+    // 3 s Leases: without heartbeats every speaker would see every Lease expire and withdraw.
+    let (env, holder) = setup(3);
+    let kc = std::fs::read_to_string(&env.sb().state.speaker_kubeconfig).unwrap();
+    let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
+    let port = server.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let takeovers: Vec<f64> = env.nodes().iter().map(|n| env.metric(n, "ferrolb_speaker_takeovers_total")).collect();
+    let failures = |n: &str| env.log(n).matches("could not renew the membership Lease").count();
+    let failed_before: Vec<usize> = env.nodes().iter().map(|n| failures(n)).collect();
+    for n in env.nodes() {
+        nft(
+            &env,
+            &n,
+            &format!(
+                "table inet flbtest {{\n chain output {{\n  type filter hook output priority 0;\n  ip daddr 198.51.100.3 tcp dport {port} counter reject with tcp reset\n }}\n}}\n"
+            ),
+        );
+    }
+    eventually(
+        "every speaker failed to renew its Lease for longer than the Lease lasts",
+        Duration::from_secs(30),
+        || env.nodes().iter().zip(&failed_before).all(|(n, b)| failures(n) >= b + 5).then_some(()),
+    );
+    let answers = env.answering(2);
+    assert_eq!(answers, vec![holder.clone(), holder.clone()], "fail-static: {holder} still answers");
+    let now: Vec<f64> = env.nodes().iter().map(|n| env.metric(n, "ferrolb_speaker_takeovers_total")).collect();
+    assert_eq!(takeovers, now, "nothing moved while the API was unreachable");
+}

@@ -1,0 +1,302 @@
+//! Fast failure detection between speakers: authenticated UDP heartbeats.
+//!
+//! Every speaker sends a small heartbeat to every other member each
+//! `interval`. A heartbeat carries, besides who sent it, how long ago the sender
+//! last heard each other member directly, and the IPs the sender took over in
+//! the last few seconds (its *claims*). A peer is **dead** only when nobody has
+//! heard from it for `suspect_after`: neither this speaker directly nor any
+//! member reporting it in their heartbeats. That is SWIM's indirect probe
+//! without the extra round trip (every member reports continuously, so a lossy
+//! link between two nodes does not fail anyone over while a third still hears
+//! the peer), and with a fixed detection bound: `suspect_after` plus at most one
+//! interval, whatever the cluster size.
+//!
+//! Why not `foca` (SWIM): it probes one random member per period, so detection
+//! grows with the member count, and a death spreads by gossip over further
+//! periods; its 1.5 s default period alone exceeds the sub-second target. Layer-2
+//! clusters are one segment of tens of nodes, where all-to-all heartbeats at 10 Hz
+//! cost a few hundred small datagrams per second in total.
+//!
+//! The Lease stays the source of truth for membership (joining, graceful leave);
+//! heartbeats only decide *alive* vs *dead* faster, and keep members alive while
+//! the API server is unreachable (fail-static). This module is pure: time is
+//! passed in and the socket lives in `run`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Heartbeat timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Time between heartbeats.
+    pub interval: Duration,
+    /// A member nobody heard from for this long is dead.
+    pub suspect_after: Duration,
+    /// How long a takeover is repeated in heartbeats (and trusted by receivers).
+    pub claim_window: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            interval: Duration::from_millis(100),
+            suspect_after: Duration::from_millis(300),
+            claim_window: Duration::from_secs(2),
+        }
+    }
+}
+
+/// "I now answer for `ip`, since `since_ms`" (milliseconds since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The IP.
+    pub ip: IpAddr,
+    /// When the sender started answering for it.
+    pub since_ms: u64,
+}
+
+/// One heartbeat datagram's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Sender's node name.
+    pub node: String,
+    /// Sender's process start (ms since the epoch); a restart is a new incarnation.
+    pub incarnation: u64,
+    /// Sequence number within the incarnation.
+    pub seq: u64,
+    /// The sender can announce (it has at least one usable interface).
+    pub ready: bool,
+    /// The sender is shutting down and hands its IPs over.
+    pub leaving: bool,
+    /// Milliseconds since the sender last heard each member directly.
+    pub heard: Vec<(String, u32)>,
+    /// IPs the sender took over recently.
+    pub claims: Vec<Claim>,
+}
+
+impl Reject {
+    /// The metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reject::Malformed(_) => "malformed",
+            Reject::BadTag => "bad_tag",
+            Reject::FromSelf => "from_self",
+            Reject::Replay => "replay",
+        }
+    }
+}
+
+/// Why a datagram was not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// Too short to hold a tag, or not our format.
+    #[error("malformed heartbeat ({0})")]
+    Malformed(String),
+    /// The HMAC does not verify: wrong key or tampered.
+    #[error("heartbeat authentication failed (different memberlist key?)")]
+    BadTag,
+    /// Sent by this node (reflected or looped back).
+    #[error("heartbeat from this node")]
+    FromSelf,
+    /// Not newer than what was already seen from the sender.
+    #[error("replayed or reordered heartbeat")]
+    Replay,
+}
+
+const MAGIC: &[u8; 4] = b"FLB1";
+const TAG_LEN: usize = 32;
+
+/// Seal a heartbeat: magic, JSON body, HMAC-SHA256 over both.
+pub fn seal(key: &[u8], hb: &Heartbeat) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.extend(serde_json::to_vec(hb).expect("a heartbeat always serializes"));
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(&out);
+    out.extend(mac.finalize().into_bytes());
+    out
+}
+
+/// Verify and decode a datagram.
+pub fn open(key: &[u8], datagram: &[u8]) -> Result<Heartbeat, Reject> {
+    if datagram.len() < MAGIC.len() + TAG_LEN || &datagram[..MAGIC.len()] != MAGIC {
+        return Err(Reject::Malformed(format!("{} bytes without the FLB1 header", datagram.len())));
+    }
+    let (body, tag) = datagram.split_at(datagram.len() - TAG_LEN);
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(body);
+    mac.verify_slice(tag).map_err(|_| Reject::BadTag)?;
+    serde_json::from_slice(&body[MAGIC.len()..]).map_err(|e| Reject::Malformed(e.to_string()))
+}
+
+/// What heartbeats say about a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Heard (directly or through another member) within `suspect_after`.
+    Alive,
+    /// Nobody heard it for `suspect_after`, it said it is leaving, or it cannot announce.
+    Dead,
+    /// Never heard: heartbeats have no opinion (the Lease decides).
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    incarnation: u64,
+    seq: u64,
+    /// Freshest evidence of life, direct or reported.
+    last_any: Instant,
+    /// Last datagram received from it.
+    last_direct: Option<Instant>,
+    ready: bool,
+    leaving: bool,
+}
+
+/// The heartbeat state of one speaker.
+#[derive(Debug)]
+pub struct Detector {
+    me: String,
+    timing: Timing,
+    /// When this speaker (re)started listening: nobody is judged dead on heartbeats
+    /// before `suspect_after` has passed since, so a speaker that starts or whose link
+    /// comes back does not take everything over before it hears anyone.
+    listening_since: Instant,
+    peers: BTreeMap<String, Peer>,
+    /// Newest claim per IP from peers: (node, since_ms, received).
+    claims: BTreeMap<IpAddr, (String, u64, Instant)>,
+}
+
+impl Detector {
+    /// A detector for node `me`, listening from `now`.
+    pub fn new(me: &str, timing: Timing, now: Instant) -> Self {
+        Detector { me: me.into(), timing, listening_since: now, peers: BTreeMap::new(), claims: BTreeMap::new() }
+    }
+
+    /// The timing in use.
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// Start the warm-up again (this node's link came back).
+    pub fn restart_listening(&mut self, now: Instant) {
+        self.listening_since = now;
+    }
+
+    /// Take in a verified heartbeat received at `now`.
+    pub fn receive(&mut self, hb: Heartbeat, now: Instant) -> Result<(), Reject> {
+        if hb.node == self.me {
+            return Err(Reject::FromSelf);
+        }
+        if let Some(p) = self.peers.get(&hb.node)
+            && (hb.incarnation, hb.seq) <= (p.incarnation, p.seq)
+        {
+            return Err(Reject::Replay);
+        }
+        self.peers.insert(
+            hb.node.clone(),
+            Peer {
+                incarnation: hb.incarnation,
+                seq: hb.seq,
+                last_any: now,
+                last_direct: Some(now),
+                ready: hb.ready,
+                leaving: hb.leaving,
+            },
+        );
+        // Indirect evidence: the sender heard these members `age` ago.
+        for (name, age_ms) in &hb.heard {
+            if *name == self.me || *name == hb.node {
+                continue;
+            }
+            let Some(at) = now.checked_sub(Duration::from_millis(u64::from(*age_ms))) else { continue };
+            match self.peers.get_mut(name) {
+                Some(p) => p.last_any = p.last_any.max(at),
+                // A member known only through others: it exists and is alive as of `at`.
+                None => {
+                    self.peers.insert(
+                        name.clone(),
+                        Peer { incarnation: 0, seq: 0, last_any: at, last_direct: None, ready: true, leaving: false },
+                    );
+                }
+            }
+        }
+        if !hb.leaving {
+            for c in hb.claims {
+                let newer = self.claims.get(&c.ip).is_none_or(|(n, s, _)| (c.since_ms, hb.node.as_str()) > (*s, n));
+                if newer {
+                    self.claims.insert(c.ip, (hb.node.clone(), c.since_ms, now));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What heartbeats say about `node` at `now`.
+    pub fn liveness(&self, node: &str, now: Instant) -> Liveness {
+        let Some(p) = self.peers.get(node) else { return Liveness::Unknown };
+        if p.leaving || !p.ready {
+            return Liveness::Dead;
+        }
+        // Judged from the later of the last sign of life and the start of listening.
+        let silent = now.saturating_duration_since(p.last_any.max(self.listening_since));
+        if silent <= self.timing.suspect_after { Liveness::Alive } else { Liveness::Dead }
+    }
+
+    /// Every known peer's liveness.
+    pub fn view(&self, now: Instant) -> BTreeMap<String, Liveness> {
+        self.peers.keys().map(|n| (n.clone(), self.liveness(n, now))).collect()
+    }
+
+    /// For this node's heartbeat: how long ago each peer was last heard directly
+    /// (peers silent for over ten suspect windows are left out).
+    pub fn heard(&self, now: Instant) -> Vec<(String, u32)> {
+        let horizon = self.timing.suspect_after * 10;
+        self.peers
+            .iter()
+            .filter_map(|(n, p)| {
+                let age = now.saturating_duration_since(p.last_direct?);
+                (age <= horizon).then(|| (n.clone(), u32::try_from(age.as_millis()).unwrap_or(u32::MAX)))
+            })
+            .collect()
+    }
+
+    /// Current claims by alive peers, made within the claim window: IP -> (node, since_ms).
+    pub fn claims(&self, now: Instant) -> BTreeMap<IpAddr, (String, u64)> {
+        self.claims
+            .iter()
+            .filter(|(_, (n, _, at))| {
+                now.saturating_duration_since(*at) <= self.timing.claim_window
+                    && self.liveness(n, now) == Liveness::Alive
+            })
+            .map(|(ip, (n, s, _))| (*ip, (n.clone(), *s)))
+            .collect()
+    }
+
+    /// Forget peers and claims nobody mentioned for a long time (a removed node).
+    pub fn expire(&mut self, now: Instant) {
+        let keep = self.timing.suspect_after * 100 + self.timing.claim_window;
+        self.peers.retain(|_, p| now.saturating_duration_since(p.last_any) <= keep);
+        let window = self.timing.claim_window;
+        self.claims.retain(|_, (_, _, at)| now.saturating_duration_since(*at) <= window);
+    }
+}
+
+/// Split this node's claims over datagrams that stay well under a 1500-byte MTU.
+pub fn heartbeats(base: &Heartbeat) -> Vec<Heartbeat> {
+    const PER_DATAGRAM: usize = 15;
+    if base.claims.len() <= PER_DATAGRAM {
+        return vec![base.clone()];
+    }
+    base.claims
+        .chunks(PER_DATAGRAM)
+        .enumerate()
+        .map(|(i, chunk)| Heartbeat { seq: base.seq + i as u64, claims: chunk.to_vec(), ..base.clone() })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
