@@ -3,6 +3,7 @@
 //! on it), the sandbox (a cluster in a box) and its stand-ins for the kubelet,
 //! the endpoints controller and kube-proxy.
 
+pub mod bench;
 pub mod sandbox;
 pub mod standin;
 pub mod topology;

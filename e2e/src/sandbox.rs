@@ -44,11 +44,20 @@ pub struct Options {
     /// The speakers' membership Lease duration in seconds (the crash-detection fallback
     /// when heartbeats are off or not yet heard).
     pub speaker_lease_seconds: u32,
+    /// Heartbeats between the speakers (`false`: `--memberlist-port 0`, Leases only).
+    pub heartbeats: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { nodes: 2, families: Families::Dual, rbac: false, start_components: true, speaker_lease_seconds: 3 }
+        Options {
+            nodes: 2,
+            families: Families::Dual,
+            rbac: false,
+            start_components: true,
+            speaker_lease_seconds: 3,
+            heartbeats: true,
+        }
     }
 }
 
@@ -149,6 +158,9 @@ pub struct State {
     /// The speakers' Lease duration (s).
     #[serde(default = "default_lease")]
     pub speaker_lease_seconds: u32,
+    /// Whether the speakers heartbeat each other.
+    #[serde(default = "default_true")]
+    pub heartbeats: bool,
     /// The client ("outside world") namespace.
     pub client_netns: String,
     /// Its interface.
@@ -211,8 +223,11 @@ pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     }
     let (ctl, spk) = (dir.join("ferrolb-controller"), dir.join("ferrolb-speaker"));
     if let Ok(cargo) = std::env::var("CARGO") {
+        // The same profile as this executable (benches run from target/release).
+        let release = dir.file_name().is_some_and(|n| n == "release");
         let st = Command::new(cargo)
             .args(["build", "-q", "-p", "ferrolb-controller", "-p", "ferrolb-speaker", "--bins"])
+            .args(if release { &["--release"][..] } else { &[][..] })
             .status()
             .context("running cargo build")?;
         anyhow::ensure!(st.success(), "building ferrolb-controller and ferrolb-speaker failed");
@@ -236,6 +251,7 @@ pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
         .arg(&state.speaker_binary)
         .args(["--node-name", &node.name, "--namespace", NS, "--forwarding", "nodeport"])
         .args(["--lease-duration", &state.speaker_lease_seconds.to_string()])
+        .args(if state.heartbeats { &[][..] } else { &["--memberlist-port", "0"][..] })
         .args(["--metrics-addr", "0.0.0.0:7473"])
         .env("KUBECONFIG", &state.speaker_kubeconfig)
         .env("FERROLB_MEMBERLIST_SECRET", &state.memberlist_key)
@@ -379,6 +395,7 @@ impl Sandbox {
             speaker_kubeconfig,
             memberlist_key: random_key()?,
             speaker_lease_seconds: opts.speaker_lease_seconds,
+            heartbeats: opts.heartbeats,
             client_netns: topo.client.netns.name.clone(),
             client_interface: topo.client.iface.clone(),
             nodes: node_states,
@@ -424,6 +441,10 @@ impl Sandbox {
 
 fn default_lease() -> u32 {
     3
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// 32 hex characters from the kernel's random source.

@@ -1,0 +1,313 @@
+//! Failover as a client sees it. In the sandbox (3 nodes, 15 s Leases, heartbeats
+//! on), a client opens a TCP connection to the VIP every 10 ms while the announcing
+//! speaker is killed (SIGKILL), stopped (SIGTERM) or its node's link goes down; the
+//! outage is the time from the first failed connection to the next successful one.
+//! The baseline, in the same run, is a sandbox whose speakers detect failure by
+//! Lease expiry only (3 s Leases, heartbeats off). Then a soak: the CPU loaded
+//! while nothing fails, counting false failovers.
+//!
+//! Needs root. `cargo bench -p ferrolb-e2e --bench failover`; `FERROLB_BENCH_TRIALS`
+//! (default 20) trials per case, `FERROLB_BENCH_SOAK` soak seconds (default 60;
+//! `scripts/bench --soak` runs 600). Under `cargo test` it runs one short trial each.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::bench::{Prober, Row, any_failed, outage, print_table};
+use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, create, pool_and_advertisement, spawn_speaker};
+use ferrolb_e2e::topology::privileged;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::Api;
+use serde_json::json;
+
+const VIP: &str = "198.51.100.100";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    Kill,
+    Term,
+    LinkDown,
+}
+
+struct Bench {
+    rt: tokio::runtime::Runtime,
+    sb: Sandbox,
+}
+
+impl Bench {
+    /// Wait until `node`'s speaker is a member again: it hears its peers' heartbeats
+    /// (`received` more than `before`), or without heartbeats sees every Lease current.
+    fn wait_member(&self, node: &str, before: f64) {
+        wait_for("the node is back among the members", Duration::from_secs(60), || {
+            let ok = if self.sb.state.heartbeats {
+                self.metric(node, "ferrolb_memberlist_heartbeats_received_total") >= before + 20.0
+            } else {
+                self.metric(node, "ferrolb_speaker_members") >= self.sb.state.nodes.len() as f64
+            };
+            ok.then_some(())
+        });
+    }
+}
+
+fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Bench {
+    fn up(opts: Options, dir: &std::path::Path) -> Bench {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let sb = rt.block_on(Sandbox::up_opts(&opts, dir)).expect("sandbox");
+        let c = sb.client.clone();
+        rt.block_on(async {
+            pool_and_advertisement(&c, "p", &[&format!("{VIP}/32")], "all").await.unwrap();
+            create(
+                &Api::<Pod>::namespaced(c.clone(), "default"),
+                json!({"metadata": {"name": "web-1", "labels": {"app": "web"}},
+                       "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "any", "ports": [{"containerPort": 8080}]}]}}),
+            )
+            .await
+            .unwrap();
+            create(
+                &Api::<Service>::namespaced(c.clone(), "default"),
+                json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+                       "ports": [{"port": 80, "targetPort": 8080}]}}),
+            )
+            .await
+            .unwrap();
+        });
+        Bench { rt, sb }
+    }
+
+    fn holder(&self) -> Option<String> {
+        let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(self.sb.client.clone(), NS);
+        self.rt.block_on(api.get_opt("default.web")).ok().flatten()?.status.map(|s| s.node).filter(|n| !n.is_empty())
+    }
+
+    fn client_ns(&self) -> String {
+        format!("/run/netns/{}", self.sb.state.client_netns)
+    }
+
+    fn metric(&self, node: &str, name: &str) -> f64 {
+        let ns = &self.sb.state.nodes.iter().find(|n| n.name == node).unwrap().netns;
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// When another node than `old` logged that it started announcing the VIP, after `since`.
+    fn takeover_at(&self, old: &str, since: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.sb
+            .state
+            .nodes
+            .iter()
+            .filter(|n| n.name != old)
+            .filter_map(|n| std::fs::read_to_string(self.sb.state.run_dir.join(format!("speaker-{}.log", n.name))).ok())
+            .flat_map(|log| {
+                log.lines()
+                    .filter(|l| l.contains(&format!("announcing ip={VIP} ")))
+                    .filter_map(|l| l.split_whitespace().next()?.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                    .filter(|t| *t >= since)
+                    .collect::<Vec<_>>()
+            })
+            .min()
+    }
+
+    /// The holder, once its status is written and the VIP answers.
+    fn stable_holder(&self) -> String {
+        let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+        wait_for("a stable holder", Duration::from_secs(30), || {
+            let h = self.holder()?;
+            let p =
+                Prober::start(&self.client_ns(), target, Duration::from_millis(10), Duration::from_millis(300)).ok()?;
+            std::thread::sleep(Duration::from_millis(100));
+            let r = p.stop();
+            (r.len() >= 5 && r.iter().all(|x| x.ok) && self.holder().as_deref() == Some(h.as_str())).then_some(h)
+        })
+    }
+
+    /// One trial: fault the holder while probing; returns the client-visible outage and
+    /// the time until another node announced the VIP (ms), then restores the node.
+    fn trial(&mut self, fault: Fault) -> (f64, f64) {
+        let holder = self.stable_holder();
+        let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+        let p =
+            Prober::start(&self.client_ns(), target, Duration::from_millis(10), Duration::from_millis(300)).unwrap();
+        wait_for("probes succeed before the fault", Duration::from_secs(10), || {
+            (p.results().iter().filter(|x| x.ok).count() >= 20).then_some(())
+        });
+        let at = p.now();
+        let port = holder.replace("node-", "n");
+        let sw = format!("flb{}sw", self.sb.state.suffix);
+        let received_before = self.metric(&holder, "ferrolb_memberlist_heartbeats_received_total");
+        let wall = chrono::Utc::now();
+        match fault {
+            Fault::Kill | Fault::Term => {
+                let pid = self.sb.state.pids.speakers[&holder];
+                let sig = if fault == Fault::Kill { "-KILL" } else { "-TERM" };
+                assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+            }
+            Fault::LinkDown => {
+                assert!(Command::new("ip").args(["-n", &sw, "link", "set", &port, "down"]).status().unwrap().success());
+            }
+        }
+        // Done when connections have succeeded for 300 ms after one failed, or nothing
+        // failed for 3 s (a handoff without any lost connection).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if p.recovered_since(at, Duration::from_millis(300)) {
+                break;
+            }
+            if p.now() > at + Duration::from_secs(3) && !any_failed(&p.results(), at) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let probes = p.stop();
+        let out =
+            if any_failed(&probes, at) { outage(&probes, at).expect("the VIP answers again") } else { Duration::ZERO };
+        let taken = wait_for("another node announces", Duration::from_secs(60), || self.takeover_at(&holder, wall));
+        let takeover = (taken - wall).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        // Restore the node and wait until it is back among the members.
+        match fault {
+            Fault::Kill | Fault::Term => {
+                let key = format!("speaker/{holder}");
+                if let Some(mut c) = self.sb.children.remove(&key) {
+                    let _ = c.wait();
+                }
+                let node = self.sb.state.nodes.iter().find(|n| n.name == holder).unwrap().clone();
+                let child = spawn_speaker(&self.sb.state, &node).unwrap();
+                self.sb.state.pids.speakers.insert(holder.clone(), child.id());
+                self.sb.children.insert(key, child);
+                self.wait_member(&holder, 0.0);
+            }
+            Fault::LinkDown => {
+                assert!(Command::new("ip").args(["-n", &sw, "link", "set", &port, "up"]).status().unwrap().success());
+                self.wait_member(&holder, received_before);
+            }
+        }
+        (out.as_secs_f64() * 1000.0, takeover)
+    }
+}
+
+fn main() {
+    if !privileged() {
+        eprintln!("failover needs root (network namespaces); skipped");
+        return;
+    }
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let env_num = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let trials = if quick { 1 } else { env_num("FERROLB_BENCH_TRIALS", 20) as usize };
+    let soak = Duration::from_secs(if quick { 3 } else { env_num("FERROLB_BENCH_SOAK", 60) });
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut rows = Vec::new();
+    let mut takeover_rows = Vec::new();
+    {
+        let opts = Options { nodes: 3, families: Families::V4, speaker_lease_seconds: 15, ..Options::default() };
+        let mut b = Bench::up(opts, &dir.path().join("heartbeats"));
+        for (fault, name) in [
+            (Fault::Kill, "SIGKILL, heartbeats (15 s Lease)"),
+            (Fault::Term, "SIGTERM, heartbeats"),
+            (Fault::LinkDown, "link down, heartbeats"),
+        ] {
+            let v: Vec<(f64, f64)> = (0..trials).map(|_| b.trial(fault)).collect();
+            eprintln!("{name}: {v:?}");
+            rows.push(Row::new(name, v.iter().map(|x| x.0).collect()));
+            takeover_rows.push(Row::new(name, v.iter().map(|x| x.1).collect()));
+        }
+        // Soak: no fault, both cores loaded, a client probing; any takeover is a false failover.
+        let nodes: Vec<String> = b.sb.state.nodes.iter().map(|n| n.name.clone()).collect();
+        let count = |m: &str| nodes.iter().map(|n| b.metric(n, m)).sum::<f64>();
+        b.stable_holder();
+        let (t0, d0) = (count("ferrolb_speaker_takeovers_total"), count("ferrolb_memberlist_peers_dead_total"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let burners: Vec<_> = (0..2)
+            .map(|_| {
+                let s = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x: u64 = 1;
+                    while !s.load(Ordering::Relaxed) {
+                        for _ in 0..100_000 {
+                            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        }
+                        std::hint::black_box(x);
+                    }
+                })
+            })
+            .collect();
+        let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+        let p = Prober::start(&b.client_ns(), target, Duration::from_millis(100), Duration::from_millis(1000)).unwrap();
+        let started = Instant::now();
+        while started.elapsed() < soak {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let probes = p.stop();
+        stop.store(true, Ordering::Relaxed);
+        for t in burners {
+            let _ = t.join();
+        }
+        let (t1, d1) = (count("ferrolb_speaker_takeovers_total"), count("ferrolb_memberlist_peers_dead_total"));
+        println!(
+            "\nSoak: {} s with 2 CPU-bound threads on 2 cores, a connection every 100 ms: \
+             {} false failovers (takeovers), {} peers judged dead, {} of {} connections failed",
+            soak.as_secs(),
+            t1 - t0,
+            d1 - d0,
+            probes.iter().filter(|p| !p.ok).count(),
+            probes.len()
+        );
+    }
+    {
+        let opts = Options {
+            nodes: 3,
+            families: Families::V4,
+            speaker_lease_seconds: 3,
+            heartbeats: false,
+            ..Options::default()
+        };
+        let mut b = Bench::up(opts, &dir.path().join("leases"));
+        let n = if quick { 1 } else { trials.min(5) };
+        for (fault, name) in [
+            (Fault::Kill, "SIGKILL, Lease only (3 s Lease, baseline)"),
+            (Fault::LinkDown, "link down, Lease only (3 s Lease)"),
+        ] {
+            let v: Vec<(f64, f64)> = (0..n).map(|_| b.trial(fault)).collect();
+            eprintln!("{name}: {v:?}");
+            rows.push(Row::new(name, v.iter().map(|x| x.0).collect()));
+            takeover_rows.push(Row::new(name, v.iter().map(|x| x.1).collect()));
+        }
+    }
+    print_table(
+        "Failover: client-visible outage (a TCP connection to the VIP every 10 ms; first failure to next success)",
+        "ms",
+        &rows,
+        Some("link down, Lease only (3 s Lease)"),
+    );
+    print_table(
+        "Failover: fault to another node announcing the VIP (its log), detection included",
+        "ms",
+        &takeover_rows,
+        Some("SIGKILL, Lease only (3 s Lease, baseline)"),
+    );
+    println!(
+        "\nA killed speaker leaves its node's forwarding in place and clients keep its MAC, so \
+         traffic flows until the new holder's gratuitous ARP: a speaker crash costs clients almost \
+         nothing either way. Link down is the node-death case, where detection is the outage."
+    );
+}
