@@ -16,8 +16,9 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(slim))
+        .default_backoff()
+        .touched_objects();
     let task = tokio::spawn(async move {
         stream
             .for_each(|r| {
@@ -30,6 +31,19 @@ where
             .await;
     });
     (reader, task)
+}
+
+/// Drop what no ferrolb component reads from a cached object: the field sets of
+/// `managedFields` (the managers' names stay: the controller checks whether it wrote
+/// to a Service) and kubectl's copy of the last applied manifest. With 10,000
+/// Services these are most of a cache's memory.
+pub fn slim<K: Resource>(obj: &mut K) {
+    for m in obj.meta_mut().managed_fields.iter_mut().flatten() {
+        m.fields_v1 = None;
+    }
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// Install the global tracing subscriber: `filter` in EnvFilter syntax, `format` `text` or `json`,

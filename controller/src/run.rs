@@ -211,30 +211,32 @@ async fn lead(client: Client, settings: Settings, shared: Shared) -> anyhow::Res
     // Deleted Services release their IPs; a re-list releases whatever vanished meanwhile.
     let gc_ctx = ctx.clone();
     let gc_store = svc_store.clone();
-    let svc_events = reflector::reflector(svc_writer, watcher(svc_api.clone(), watcher::Config::default()))
-        .default_backoff()
-        .inspect(move |ev| match ev {
-            Ok(watcher::Event::Delete(s)) => {
-                gc_ctx.release(&service::key(s));
+    let svc_events = reflector::reflector(
+        svc_writer,
+        watcher(svc_api.clone(), watcher::Config::default()).modify(ferrolb_common::slim),
+    )
+    .default_backoff()
+    .inspect(move |ev| match ev {
+        Ok(watcher::Event::Delete(s)) => {
+            gc_ctx.release(&service::key(s));
+        }
+        Ok(watcher::Event::InitDone) => {
+            let live: std::collections::BTreeSet<String> = gc_store.state().iter().map(|s| service::key(s)).collect();
+            let gone: Vec<String> = gc_ctx
+                .alloc
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .assigned()
+                .map(|(k, _)| k.clone())
+                .filter(|k| !live.contains(k))
+                .collect();
+            for k in gone {
+                gc_ctx.release(&k);
             }
-            Ok(watcher::Event::InitDone) => {
-                let live: std::collections::BTreeSet<String> =
-                    gc_store.state().iter().map(|s| service::key(s)).collect();
-                let gone: Vec<String> = gc_ctx
-                    .alloc
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .assigned()
-                    .map(|(k, _)| k.clone())
-                    .filter(|k| !live.contains(k))
-                    .collect();
-                for k in gone {
-                    gc_ctx.release(&k);
-                }
-            }
-            _ => {}
-        })
-        .touched_objects();
+        }
+        _ => {}
+    })
+    .touched_objects();
     // The Service stream must be driven for the store to fill; the Controller drives it.
     let controller = Controller::for_stream(svc_events, svc_store.clone());
 

@@ -147,7 +147,7 @@ impl Row {
 pub fn print_table(title: &str, unit: &str, rows: &[Row], baseline: Option<&str>) {
     println!("\n{title}");
     println!(
-        "| {:<44} | {:>5} | {:>9} | {:>9} | {:>9} | {:>9} | {:>10} |",
+        "| {:<56} | {:>5} | {:>9} | {:>9} | {:>9} | {:>9} | {:>10} |",
         "case",
         "n",
         format!("p50 {unit}"),
@@ -156,7 +156,7 @@ pub fn print_table(title: &str, unit: &str, rows: &[Row], baseline: Option<&str>
         format!("max {unit}"),
         "p50 ratio"
     );
-    println!("|{}|-------|-----------|-----------|-----------|-----------|------------|", "-".repeat(46));
+    println!("|{}|-------|-----------|-----------|-----------|-----------|------------|", "-".repeat(58));
     let base = baseline.and_then(|b| rows.iter().find(|r| r.name == b)).map(|r| r.p50());
     for r in rows {
         let ratio = match base {
@@ -164,7 +164,7 @@ pub fn print_table(title: &str, unit: &str, rows: &[Row], baseline: Option<&str>
             _ => "-".into(),
         };
         println!(
-            "| {:<44} | {:>5} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:>10} |",
+            "| {:<56} | {:>5} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:>10} |",
             r.name,
             r.values.len(),
             r.p50(),

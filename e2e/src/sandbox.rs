@@ -346,17 +346,7 @@ impl Sandbox {
         let client = Client::new(emu.router(), "default");
 
         // The API objects a cluster has: CRDs from the chart, the namespace, the Nodes.
-        let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/crds");
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for entry in std::fs::read_dir(&crd_dir).with_context(|| format!("reading {}", crd_dir.display()))? {
-            let path = entry?.path();
-            let text = std::fs::read_to_string(&path)?;
-            let crd: CustomResourceDefinition =
-                parse_crd(&text).with_context(|| format!("parsing {}", path.display()))?;
-            crds.create(&PostParams::default(), &crd).await?;
-        }
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        install_crds_and_namespace(&client).await?;
         let mut node_states = Vec::new();
         for (i, h) in topo.nodes.iter().enumerate() {
             let name = format!("node-{}", i + 1);
@@ -453,6 +443,21 @@ fn random_key() -> anyhow::Result<String> {
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Create the chart's CRDs (`charts/ferrolb/crds`) and the [`NS`] namespace.
+pub async fn install_crds_and_namespace(client: &Client) -> anyhow::Result<()> {
+    let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/crds");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for entry in std::fs::read_dir(&crd_dir).with_context(|| format!("reading {}", crd_dir.display()))? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        let crd: CustomResourceDefinition = parse_crd(&text).with_context(|| format!("parsing {}", path.display()))?;
+        crds.create(&PostParams::default(), &crd).await?;
+    }
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    Ok(())
 }
 
 /// CRD YAML files carry a comment header and one document; parse the document.
