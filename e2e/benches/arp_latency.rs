@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ferrolb_e2e::bench::{Row, cpu_time, print_table};
 use ferrolb_e2e::topology::{Host, Topology, privileged};
 use ferrolb_speaker::announce::{Announcer, Timing};
 use ferrolb_speaker::responder::{Iface, respond};
@@ -85,8 +86,17 @@ fn main() {
     }
     kernel.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     ours.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let (cap_kernel, cap_ours) = capture_latency(&topo.client, node.ipv4, n);
+    let floods = floods(&topo.client, node.ipv4, quick);
     stop.store(true, Ordering::SeqCst);
     let _ = h.join();
+    print_table(
+        "ARP reply latency, request to reply as captured by tcpdump on the client",
+        "µs",
+        &[Row::new("kernel, node's own address (baseline)", cap_kernel), Row::new("ferrolb responder, VIP", cap_ours)],
+        Some("kernel, node's own address (baseline)"),
+    );
+    println!("{floods}");
     println!(
         "{:<28} {:>7} {:>10} {:>10} {:>10}",
         "ARP reply latency (arping)", "replies", "p50 ms", "p99 ms", "max ms"
@@ -99,4 +109,106 @@ fn main() {
         pct(&ours, 0.5) / pct(&kernel, 0.5),
         pct(&ours, 0.99) / pct(&kernel, 0.99)
     );
+}
+
+/// Request-to-reply times (µs) from a tcpdump capture in the client namespace while
+/// arping probes the node's own address and the VIP, interleaved.
+fn capture_latency(client: &Host, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec<f64>) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut dump = client
+        .netns
+        .command("tcpdump")
+        .args(["-i", "eth0", "-n", "-l", "-tt", "--time-stamp-precision=nano", "arp"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let mut err = BufReader::new(dump.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap_or(0) > 0 && !line.contains("listening on") {
+        line.clear();
+    }
+    // Read the capture as it comes, so that a full pipe never stalls tcpdump.
+    let mut stdout = dump.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    for _ in 0..10 {
+        for target in [node_ip, VIP] {
+            for _ in 0..n / 10 {
+                let _ = client.netns.exec(&["arping", "-c", "1", "-w", "1", "-I", "eth0", &target.to_string()]);
+            }
+        }
+    }
+    let _ = std::process::Command::new("kill").args(["-INT", &dump.id().to_string()]).status();
+    let _ = dump.wait();
+    let out = reader.join().unwrap_or_default();
+    let mut asked: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut kernel, mut ours) = (Vec::new(), Vec::new());
+    for l in out.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let Some(ts) = w.first().and_then(|t| t.parse::<f64>().ok()) else { continue };
+        match (w.get(2), w.get(3)) {
+            (Some(&"Request"), Some(&"who-has")) => {
+                if let Some(ip) = w.get(4) {
+                    asked.insert(ip.to_string(), ts);
+                }
+            }
+            (Some(&"Reply"), Some(ip)) => {
+                if let Some(t0) = asked.remove(*ip) {
+                    let us = (ts - t0) * 1e6;
+                    if *ip == VIP.to_string() {
+                        ours.push(us);
+                    } else if *ip == node_ip.to_string() {
+                        kernel.push(us);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (kernel, ours)
+}
+
+/// Bounded floods from the client: UDP data to the VIP (which the BPF filter should
+/// keep away from the responder) and ARP requests (answered per second), each with
+/// this process's CPU (the responder thread is the only busy one here).
+fn floods(client: &Host, node_ip: Ipv4Addr, quick: bool) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/flood.py");
+    let count = if quick { "20000" } else { "300000" };
+    let run = |args: &[&str]| -> (serde_json::Value, f64) {
+        let before = cpu_time(std::process::id()).unwrap_or_default();
+        let out = client.netns.command("python3").arg(&script).args(args).output().expect("python3");
+        let after = cpu_time(std::process::id()).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (v, (after - before).as_secs_f64())
+    };
+    let src = "198.51.100.2";
+    let (data, data_cpu) = run(&["udp", &VIP.to_string(), count]);
+    let (arp_ours, ours_cpu) = run(&["arp", "eth0", &VIP.to_string(), src, count]);
+    let (arp_kernel, _) = run(&["arp", "eth0", &node_ip.to_string(), src, count]);
+    let secs = |v: &serde_json::Value| v["seconds"].as_f64().unwrap_or(f64::NAN);
+    let rate = |v: &serde_json::Value| v["replies"].as_f64().unwrap_or(0.0) / secs(v);
+    format!(
+        "\nFloods from the client (bounded by count and 20 s):\n\
+         - UDP to the VIP: {} datagrams in {:.2} s ({:.0}/s); responder process CPU {:.1}% of a core\n\
+         - ARP requests for the VIP: {} sent, {} answered by ferrolb in {:.2} s ({:.0} replies/s); CPU {:.1}% of a core\n\
+         - ARP requests for the node's own address: {} sent, {} answered by the kernel ({:.0} replies/s); \
+         ferrolb/kernel {:.2}x",
+        data["sent"],
+        secs(&data),
+        data["sent"].as_f64().unwrap_or(0.0) / secs(&data),
+        100.0 * data_cpu / secs(&data),
+        arp_ours["sent"],
+        arp_ours["replies"],
+        secs(&arp_ours),
+        rate(&arp_ours),
+        100.0 * ours_cpu / secs(&arp_ours),
+        arp_kernel["sent"],
+        arp_kernel["replies"],
+        rate(&arp_kernel),
+        rate(&arp_ours) / rate(&arp_kernel)
+    )
 }
