@@ -1,6 +1,8 @@
-//! ARP reply latency: the speaker's responder answering for a VIP, next to the
-//! node's kernel answering for an address of its own, on the same link, in one
-//! run. The client is the real `arping`, whose per-reply times are collected.
+//! ARP reply latency: the speaker's responder (the library, in a thread of this
+//! process) answering for a VIP, next to the node's kernel answering for an address
+//! of its own, on the same link, in one run: timed by a tcpdump capture on the client
+//! and by `arping`'s own timer. Then bounded floods from the client: UDP data to the
+//! VIP (the BPF filter should keep the responder idle) and ARP requests (replies/s).
 //! Needs root. Run with `cargo bench -p ferrolb-e2e --bench arp_latency`.
 
 use std::collections::{BTreeMap, BTreeSet};
