@@ -3,10 +3,11 @@
 //! of its own, on the same link, in one run: timed by a tcpdump capture on the client
 //! and by `arping`'s own timer. Then bounded floods from the client: UDP data to the
 //! VIP (the BPF filter should keep the responder idle) and ARP requests (replies/s).
+//! The same capture times neighbor solicitations to advertisements for an IPv6 VIP.
 //! Needs root. Run with `cargo bench -p ferrolb-e2e --bench arp_latency`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use ferrolb_speaker::responder::{Iface, respond};
 use ferrolb_speaker::sys::{PacketSocket, SysIo, if_mac, in_netns};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 0, 0x100);
 
 /// Per-reply round trips in ms, as arping reports them, for `n` single probes.
 fn probe(client: &Host, target: Ipv4Addr, n: usize) -> Vec<f64> {
@@ -65,7 +67,8 @@ fn main() {
         io.add(sock.clone());
         let mut a = Announcer::new(io, Timing::default());
         a.set_interfaces(vec![iface.clone()], Instant::now());
-        a.apply(&BTreeMap::from([(IpAddr::V4(VIP), BTreeSet::from(["eth0".to_string()]))]), Instant::now());
+        let eth0 = BTreeSet::from(["eth0".to_string()]);
+        a.apply(&BTreeMap::from([(IpAddr::V4(VIP), eth0.clone()), (IpAddr::V6(VIP6), eth0)]), Instant::now());
         let _ = ready_tx.send(());
         let mut buf = vec![0u8; 9000];
         while !s2.load(Ordering::SeqCst) {
@@ -89,6 +92,7 @@ fn main() {
     kernel.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     ours.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let (cap_kernel, cap_ours) = capture_latency(&topo.client, node.ipv4, n);
+    let (ndp_kernel, ndp_ours) = ndp_capture_latency(&topo.client, node.ipv6, n);
     let floods = floods(&topo.client, node.ipv4, quick);
     stop.store(true, Ordering::SeqCst);
     let _ = h.join();
@@ -96,6 +100,12 @@ fn main() {
         "ARP reply latency, request to reply as captured by tcpdump on the client",
         "µs",
         &[Row::new("kernel, node's own address (baseline)", cap_kernel), Row::new("ferrolb responder, VIP", cap_ours)],
+        Some("kernel, node's own address (baseline)"),
+    );
+    print_table(
+        "NDP reply latency, NS to NA as captured by tcpdump on the client (ndisc6 probes)",
+        "µs",
+        &[Row::new("kernel, node's own address (baseline)", ndp_kernel), Row::new("ferrolb responder, VIP", ndp_ours)],
         Some("kernel, node's own address (baseline)"),
     );
     println!("{floods}");
@@ -213,4 +223,61 @@ fn floods(client: &Host, node_ip: Ipv4Addr, quick: bool) -> String {
         rate(&arp_kernel),
         rate(&arp_ours) / rate(&arp_kernel)
     )
+}
+
+/// Neighbor solicitation to advertisement times (µs) from a capture in the client
+/// namespace while ndisc6 probes the node's own IPv6 address and the IPv6 VIP.
+fn ndp_capture_latency(client: &Host, node_ip: Ipv6Addr, n: usize) -> (Vec<f64>, Vec<f64>) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut dump = client
+        .netns
+        .command("tcpdump")
+        .args(["-i", "eth0", "-n", "-l", "-tt", "--time-stamp-precision=nano", "icmp6"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let mut err = BufReader::new(dump.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap_or(0) > 0 && !line.contains("listening on") {
+        line.clear();
+    }
+    let mut stdout = dump.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    for _ in 0..10 {
+        for target in [node_ip, VIP6] {
+            for _ in 0..n / 10 {
+                let _ = client.netns.exec(&["ndisc6", "-1", "-r", "1", "-w", "500", &target.to_string(), "eth0"]);
+            }
+        }
+    }
+    let _ = std::process::Command::new("kill").args(["-INT", &dump.id().to_string()]).status();
+    let _ = dump.wait();
+    let out = reader.join().unwrap_or_default();
+    let mut asked: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut kernel, mut ours) = (Vec::new(), Vec::new());
+    for l in out.lines() {
+        let Some(ts) = l.split_whitespace().next().and_then(|t| t.parse::<f64>().ok()) else { continue };
+        let after = |marker: &str| -> Option<String> {
+            let rest = l.split(marker).nth(1)?;
+            Some(rest.split([',', ' ']).find(|w| !w.is_empty())?.to_string())
+        };
+        if let Some(ip) = after("neighbor solicitation, who has ") {
+            asked.insert(ip, ts);
+        } else if let Some(ip) = after("neighbor advertisement, tgt is ")
+            && let Some(t0) = asked.remove(&ip)
+        {
+            let us = (ts - t0) * 1e6;
+            if ip == VIP6.to_string() {
+                ours.push(us);
+            } else if ip == node_ip.to_string() {
+                kernel.push(us);
+            }
+        }
+    }
+    (kernel, ours)
 }
