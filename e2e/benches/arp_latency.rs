@@ -123,14 +123,14 @@ fn main() {
     );
 }
 
-/// Request-to-reply times (µs) from a tcpdump capture in the client namespace while
-/// arping probes the node's own address and the VIP, interleaved.
-fn capture_latency(client: &Host, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec<f64>) {
+/// Run `probe` while tcpdump captures `filter` on the client's eth0 with nanosecond
+/// timestamps; returns the capture's text.
+fn captured(client: &Host, filter: &str, probe: impl FnOnce()) -> String {
     use std::io::{BufRead, BufReader, Read};
     let mut dump = client
         .netns
         .command("tcpdump")
-        .args(["-i", "eth0", "-n", "-l", "-tt", "--time-stamp-precision=nano", "arp"])
+        .args(["-i", "eth0", "-n", "-l", "-tt", "--time-stamp-precision=nano", filter])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -147,16 +147,24 @@ fn capture_latency(client: &Host, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec
         let _ = stdout.read_to_string(&mut out);
         out
     });
-    for _ in 0..10 {
-        for target in [node_ip, VIP] {
-            for _ in 0..n / 10 {
-                let _ = client.netns.exec(&["arping", "-c", "1", "-w", "1", "-I", "eth0", &target.to_string()]);
-            }
-        }
-    }
+    probe();
     let _ = std::process::Command::new("kill").args(["-INT", &dump.id().to_string()]).status();
     let _ = dump.wait();
-    let out = reader.join().unwrap_or_default();
+    reader.join().unwrap_or_default()
+}
+
+/// Request-to-reply times (µs) from a tcpdump capture in the client namespace while
+/// arping probes the node's own address and the VIP, interleaved.
+fn capture_latency(client: &Host, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let out = captured(client, "arp", || {
+        for _ in 0..10 {
+            for target in [node_ip, VIP] {
+                for _ in 0..n / 10 {
+                    let _ = client.netns.exec(&["arping", "-c", "1", "-w", "1", "-I", "eth0", &target.to_string()]);
+                }
+            }
+        }
+    });
     let mut asked: BTreeMap<String, f64> = BTreeMap::new();
     let (mut kernel, mut ours) = (Vec::new(), Vec::new());
     for l in out.lines() {
@@ -228,36 +236,15 @@ fn floods(client: &Host, node_ip: Ipv4Addr, quick: bool) -> String {
 /// Neighbor solicitation to advertisement times (µs) from a capture in the client
 /// namespace while ndisc6 probes the node's own IPv6 address and the IPv6 VIP.
 fn ndp_capture_latency(client: &Host, node_ip: Ipv6Addr, n: usize) -> (Vec<f64>, Vec<f64>) {
-    use std::io::{BufRead, BufReader, Read};
-    let mut dump = client
-        .netns
-        .command("tcpdump")
-        .args(["-i", "eth0", "-n", "-l", "-tt", "--time-stamp-precision=nano", "icmp6"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("tcpdump");
-    let mut err = BufReader::new(dump.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap_or(0) > 0 && !line.contains("listening on") {
-        line.clear();
-    }
-    let mut stdout = dump.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        out
-    });
-    for _ in 0..10 {
-        for target in [node_ip, VIP6] {
-            for _ in 0..n / 10 {
-                let _ = client.netns.exec(&["ndisc6", "-1", "-r", "1", "-w", "500", &target.to_string(), "eth0"]);
+    let out = captured(client, "icmp6", || {
+        for _ in 0..10 {
+            for target in [node_ip, VIP6] {
+                for _ in 0..n / 10 {
+                    let _ = client.netns.exec(&["ndisc6", "-1", "-r", "1", "-w", "500", &target.to_string(), "eth0"]);
+                }
             }
         }
-    }
-    let _ = std::process::Command::new("kill").args(["-INT", &dump.id().to_string()]).status();
-    let _ = dump.wait();
-    let out = reader.join().unwrap_or_default();
+    });
     let mut asked: BTreeMap<String, f64> = BTreeMap::new();
     let (mut kernel, mut ours) = (Vec::new(), Vec::new());
     for l in out.lines() {
