@@ -12,17 +12,10 @@ use std::time::{Duration, Instant};
 use ferrolb_e2e::bench::peak_rss_mib;
 use ferrolb_e2e::sandbox::{CONTROLLER_SA, Families, NS, Options, SPEAKER_SA, Sandbox, create};
 use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::wait::until;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams};
 use serde_json::json;
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 struct Cluster {
     rt: tokio::runtime::Runtime,
@@ -53,7 +46,7 @@ fn cluster(nodes: usize, services: usize) -> Cluster {
         }
     });
     let st: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(c.clone(), NS);
-    wait_for("every Service announced", Duration::from_secs(300), || {
+    until("every Service announced", Duration::from_secs(300), || {
         rt.block_on(st.list(&ListParams::default())).map(|l| l.items.len() >= services).unwrap_or(false)
     });
     Cluster { rt, sb, _dir: dir }
@@ -108,7 +101,7 @@ fn main() {
     });
     let c = cluster(nodes, services);
     // Settled: no ServiceL2Status written for 3 s.
-    wait_for("announcements settle", Duration::from_secs(120), || {
+    until("announcements settle", Duration::from_secs(120), || {
         let quiet_from = c.sb.emulator.access_log().len();
         std::thread::sleep(Duration::from_secs(3));
         !c.sb.emulator.access_log()[quiet_from..]
@@ -136,7 +129,7 @@ fn main() {
     let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     let t0 = Instant::now();
     let st: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(c.sb.client.clone(), NS);
-    wait_for("node-1's Services announced elsewhere", Duration::from_secs(120), || {
+    until("node-1's Services announced elsewhere", Duration::from_secs(120), || {
         c.rt.block_on(st.list(&ListParams::default()))
             .map(|l| l.items.iter().all(|s| s.status.as_ref().is_some_and(|x| x.node != "node-1")))
             .unwrap_or(false)

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use ferrolb_e2e::bench::{Prober, Row, any_failed, outage, print_table};
 use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, create, pool_and_advertisement, spawn_speaker};
 use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
 use serde_json::json;
@@ -41,7 +42,7 @@ impl Bench {
     /// Wait until `node`'s speaker is a member again: it hears its peers' heartbeats
     /// (`received` more than `before`), or without heartbeats sees every Lease current.
     fn wait_member(&self, node: &str, before: f64) {
-        wait_for("the node is back among the members", Duration::from_secs(60), || {
+        eventually("the node is back among the members", Duration::from_secs(60), || {
             let ok = if self.sb.state.heartbeats {
                 self.metric(node, "ferrolb_memberlist_heartbeats_received_total") >= before + 20.0
             } else {
@@ -49,17 +50,6 @@ impl Bench {
             };
             ok.then_some(())
         });
-    }
-}
-
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -98,16 +88,7 @@ impl Bench {
     }
 
     fn metric(&self, node: &str, name: &str) -> f64 {
-        let ns = &self.sb.state.nodes.iter().find(|n| n.name == node).unwrap().netns;
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        out.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self.sb.state.speaker_metric(node, name)
     }
 
     /// When another node than `old` logged that it started announcing the VIP, after `since`.
@@ -131,7 +112,7 @@ impl Bench {
     /// The holder, once its status is written and the VIP answers.
     fn stable_holder(&self) -> String {
         let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
-        wait_for("a stable holder", Duration::from_secs(30), || {
+        eventually("a stable holder", Duration::from_secs(30), || {
             let h = self.holder()?;
             let p =
                 Prober::start(&self.client_ns(), target, Duration::from_millis(10), Duration::from_millis(300)).ok()?;
@@ -148,7 +129,7 @@ impl Bench {
         let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
         let p =
             Prober::start(&self.client_ns(), target, Duration::from_millis(10), Duration::from_millis(300)).unwrap();
-        wait_for("probes succeed before the fault", Duration::from_secs(10), || {
+        eventually("probes succeed before the fault", Duration::from_secs(10), || {
             (p.results().iter().filter(|x| x.ok).count() >= 20).then_some(())
         });
         let at = p.now();
@@ -181,7 +162,7 @@ impl Bench {
         let probes = p.stop();
         let out =
             if any_failed(&probes, at) { outage(&probes, at).expect("the VIP answers again") } else { Duration::ZERO };
-        let taken = wait_for("another node announces", Duration::from_secs(60), || self.takeover_at(&holder, wall));
+        let taken = eventually("another node announces", Duration::from_secs(60), || self.takeover_at(&holder, wall));
         let takeover = (taken - wall).num_microseconds().unwrap_or(0) as f64 / 1000.0;
         // Restore the node and wait until it is back among the members.
         match fault {

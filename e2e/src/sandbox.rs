@@ -240,6 +240,65 @@ pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((ctl, spk))
 }
 
+/// Run `args` inside network namespace `netns`; its stdout when it succeeded.
+fn netns_exec(netns: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new("ip").args(["netns", "exec", netns]).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl State {
+    /// Run `args` in the client namespace; its stdout when it succeeded.
+    pub fn client_exec(&self, args: &[&str]) -> Option<String> {
+        netns_exec(&self.client_netns, args)
+    }
+
+    /// Run `args` in `node`'s namespace; its stdout when it succeeded.
+    pub fn node_exec(&self, node: &str, args: &[&str]) -> Option<String> {
+        netns_exec(&self.nodes.iter().find(|n| n.name == node)?.netns, args)
+    }
+
+    /// The node owning `mac`, if any.
+    pub fn node_of_mac(&self, mac: &str) -> Option<String> {
+        self.nodes.iter().find(|n| n.interfaces.iter().any(|i| i.mac == mac)).map(|n| n.name.clone())
+    }
+
+    /// The MACs that answered `count` ARP requests for the IPv4 address `ip`, in order.
+    pub fn arp_replies(&self, ip: &str, count: u32) -> Vec<String> {
+        let c = count.to_string();
+        let out =
+            self.client_exec(&["arping", "-c", &c, "-w", &c, "-I", &self.client_interface, ip]).unwrap_or_default();
+        out.lines()
+            .filter(|l| l.contains("reply from"))
+            .filter_map(|l| l.split('[').nth(1)?.split(']').next().map(str::to_lowercase))
+            .collect()
+    }
+
+    /// The MAC answering ARP (IPv4) or NDP (IPv6) for `ip`, as the client sees it.
+    pub fn answering_mac(&self, ip: &str) -> Option<String> {
+        if ip.contains(':') {
+            let out = self.client_exec(&["ndisc6", "-1", "-r", "2", "-w", "300", ip, &self.client_interface])?;
+            return Some(
+                out.lines().find(|l| l.contains("link-layer address"))?.rsplit(' ').next()?.trim().to_lowercase(),
+            );
+        }
+        self.arp_replies(ip, 1).into_iter().next()
+    }
+
+    /// `node`'s speaker metrics (the text exposition; empty when unreachable).
+    pub fn speaker_metrics(&self, node: &str) -> String {
+        self.node_exec(node, &["curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"]).unwrap_or_default()
+    }
+
+    /// One metric from `node`'s speaker, summed over its label sets (0 when absent).
+    pub fn speaker_metric(&self, node: &str, name: &str) -> f64 {
+        self.speaker_metrics(node)
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
 /// Start a speaker for `node` inside its namespace.
 pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()

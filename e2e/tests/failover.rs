@@ -26,32 +26,14 @@ impl Env {
         self.sb.as_ref().expect("sandbox up")
     }
 
-    fn exec(&self, netns: &str, args: &[&str]) -> Option<String> {
-        let out = Command::new("ip").args(["netns", "exec", netns]).args(args).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
     fn netns_of(&self, node: &str) -> String {
         self.sb().state.nodes.iter().find(|n| n.name == node).expect("node").netns.clone()
     }
 
-    /// MACs answering ARP for the VIP in `count` probes, as node names.
+    /// Who answered `count` ARP requests for the VIP, as node names.
     fn answering(&self, count: u32) -> Vec<String> {
         let st = &self.sb().state;
-        let c = count.to_string();
-        let out =
-            self.exec(&st.client_netns, &["arping", "-c", &c, "-w", &c, "-I", "eth0", &self.ip]).unwrap_or_default();
-        out.lines()
-            .filter(|l| l.contains("reply from"))
-            .filter_map(|l| l.split('[').nth(1)?.split(']').next().map(str::to_lowercase))
-            .map(|mac| {
-                st.nodes
-                    .iter()
-                    .find(|n| n.interfaces.iter().any(|i| i.mac == mac))
-                    .map(|n| n.name.clone())
-                    .unwrap_or(mac)
-            })
-            .collect()
+        st.arp_replies(&self.ip, count).into_iter().map(|mac| st.node_of_mac(&mac).unwrap_or(mac)).collect()
     }
 
     fn holder_status(&self) -> Option<String> {
@@ -59,15 +41,8 @@ impl Env {
         self.rt.block_on(api.get_opt("default.web")).ok().flatten()?.status.map(|s| s.node).filter(|n| !n.is_empty())
     }
 
-    /// A counter or gauge from a speaker's /metrics (sum over label sets).
     fn metric(&self, node: &str, name: &str) -> f64 {
-        let text = self
-            .exec(&self.netns_of(node), &["curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"])
-            .unwrap_or_default();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self.sb().state.speaker_metric(node, name)
     }
 
     fn log(&self, node: &str) -> String {
@@ -192,7 +167,7 @@ fn nft(env: &Env, node: &str, script: &str) {
 }
 
 fn nft_counter(env: &Env, node: &str) -> u64 {
-    let out = env.exec(&env.netns_of(node), &["nft", "list", "table", "inet", "flbtest"]).unwrap_or_default();
+    let out = env.sb().state.node_exec(node, &["nft", "list", "table", "inet", "flbtest"]).unwrap_or_default();
     out.split_whitespace()
         .collect::<Vec<_>>()
         .windows(2)

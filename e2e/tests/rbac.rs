@@ -97,11 +97,6 @@ fn apply_args(file: &str) -> Vec<String> {
     a
 }
 
-fn client_exec(st: &State, args: &[&str]) -> Option<String> {
-    let out = Command::new("ip").args(["netns", "exec", &st.client_netns]).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 #[test]
 fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
     assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
@@ -159,7 +154,7 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
     };
     let ip = eventually("web gets an IP", Duration::from_secs(20), || ip_of("web"));
     let body = eventually("curl through the VIP", Duration::from_secs(20), || {
-        client_exec(&st, &["curl", "-s", "--max-time", "2", &format!("http://{ip}/")]).filter(|b| !b.is_empty())
+        st.client_exec(&["curl", "-s", "--max-time", "2", &format!("http://{ip}/")]).filter(|b| !b.is_empty())
     });
     assert!(body.contains("web-1"), "{body}");
     let holder = eventually("web announced", Duration::from_secs(20), || holder_of("web"));

@@ -108,21 +108,13 @@ impl Env {
     }
 
     fn client_exec(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("ip").args(["netns", "exec", &self.sb().state.client_netns]).args(args).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        self.sb().state.client_exec(args)
     }
 
     /// The node whose MAC answers ARP (or NDP, for IPv6) for `ip`.
     fn answering_node(&self, ip: &str) -> Option<String> {
-        let mac = if ip.contains(':') {
-            let out = self.client_exec(&["ndisc6", "-1", "-r", "2", "-w", "300", ip, "eth0"])?;
-            out.lines().find(|l| l.contains("link-layer address"))?.rsplit(' ').next()?.trim().to_lowercase()
-        } else {
-            let out = self.client_exec(&["arping", "-c", "1", "-w", "1", "-I", "eth0", ip])?;
-            let l = out.lines().find(|l| l.contains("reply from"))?;
-            l.split('[').nth(1)?.split(']').next()?.to_lowercase()
-        };
-        self.sb().state.nodes.iter().find(|n| n.interfaces.iter().any(|i| i.mac == mac)).map(|n| n.name.clone())
+        let st = &self.sb().state;
+        st.answering_mac(ip).and_then(|mac| st.node_of_mac(&mac))
     }
 
     fn curl(&self, ip: &str, port: u16) -> Option<String> {
@@ -358,14 +350,7 @@ fn metrics_and_speaker_failover() {
     let holder = e.stable_holder("web", &ip);
     eventually("curl", Duration::from_secs(15), || e.curl(&ip, 80));
     let st = &e.sb().state;
-    let scrape = |node: &str| {
-        let ns = &st.nodes.iter().find(|n| n.name == node).unwrap().netns;
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let scrape = |node: &str| st.speaker_metrics(node);
     let other = if holder == "node-1" { "node-2" } else { "node-1" };
     let m = eventually("holder metrics", Duration::from_secs(10), || {
         Some(scrape(&holder)).filter(|m| m.contains("ferrolb_layer2_responses_sent_total{ip="))

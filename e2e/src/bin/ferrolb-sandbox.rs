@@ -119,26 +119,6 @@ fn pid_of(state: &State, component: &str, node: Option<&str>) -> anyhow::Result<
     }
 }
 
-fn client_exec(state: &State, args: &[&str]) -> Option<String> {
-    let out = Command::new("ip").args(["netns", "exec", &state.client_netns]).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The MAC answering ARP (IPv4) or NDP (IPv6) for `ip`, as the client sees it.
-fn arp_mac(state: &State, ip: &str) -> Option<String> {
-    if ip.contains(':') {
-        let out = client_exec(state, &["ndisc6", "-1", "-r", "2", "-w", "300", ip, &state.client_interface])?;
-        return Some(out.lines().find(|l| l.contains("link-layer address"))?.rsplit(' ').next()?.trim().to_lowercase());
-    }
-    let out = client_exec(state, &["arping", "-c", "1", "-w", "1", "-I", &state.client_interface, ip])?;
-    let l = out.lines().find(|l| l.contains("reply from"))?;
-    Some(l.split('[').nth(1)?.split(']').next()?.to_lowercase())
-}
-
-fn node_of_mac(state: &State, mac: &str) -> Option<String> {
-    state.nodes.iter().find(|n| n.interfaces.iter().any(|i| i.mac == mac)).map(|n| n.name.clone())
-}
-
 async fn demo(nodes: usize, families: Families, state_file: &Path) -> anyhow::Result<()> {
     let run_dir = std::env::temp_dir().join(format!("ferrolb-sandbox-demo-{}", std::process::id()));
     println!("Building a sandbox with {nodes} nodes (logs in {})...", run_dir.display());
@@ -186,13 +166,13 @@ async fn demo(nodes: usize, families: Families, state_file: &Path) -> anyhow::Re
     let mut answer = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     while answer.is_none() && Instant::now() < deadline {
-        answer = client_exec(&st, &["curl", "-s", "--max-time", "1", &url]).filter(|s| !s.is_empty());
+        answer = st.client_exec(&["curl", "-s", "--max-time", "1", &url]).filter(|s| !s.is_empty());
     }
     let answer = answer.context("curl through the VIP got no answer")?;
     println!("$ ip netns exec {} curl {url}\n{answer}", st.client_netns);
     step(true, "curl from the client namespace reached a backend through the VIP")?;
-    let mac = arp_mac(&st, &vip).context("no ARP answer for the VIP")?;
-    let holder = node_of_mac(&st, &mac).context("ARP answered by an unknown MAC")?;
+    let mac = st.answering_mac(&vip).context("no ARP answer for the VIP")?;
+    let holder = st.node_of_mac(&mac).context("ARP answered by an unknown MAC")?;
     let proto = if vip.contains(':') { "NDP" } else { "ARP" };
     step(true, &format!("{holder} answers {proto} for {vip} ({mac})"))?;
 
@@ -221,7 +201,7 @@ async fn demo(nodes: usize, families: Families, state_file: &Path) -> anyhow::Re
     println!("\nStopped the speaker on {holder} (SIGTERM)...");
     let mut new_holder = None;
     while killed_at.elapsed() < Duration::from_secs(10) {
-        if let Some(h) = arp_mac(&st, &vip).and_then(|m| node_of_mac(&st, &m)).filter(|h| *h != holder) {
+        if let Some(h) = st.answering_mac(&vip).and_then(|m| st.node_of_mac(&m)).filter(|h| *h != holder) {
             new_holder = Some(h);
             break;
         }
@@ -250,7 +230,7 @@ async fn demo(nodes: usize, families: Families, state_file: &Path) -> anyhow::Re
             results.len()
         ),
     )?;
-    let after = client_exec(&st, &["curl", "-s", "--max-time", "1", &url]).unwrap_or_default();
+    let after = st.client_exec(&["curl", "-s", "--max-time", "1", &url]).unwrap_or_default();
     step(!after.is_empty(), &format!("curl after failover: {}", after.trim()))?;
     println!("\nTearing down...");
     drop(sb);
