@@ -46,6 +46,23 @@ pub fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
+/// A receiver that turns `true` on SIGTERM or Ctrl-C, after logging `what` (what the
+/// binary does next). Must be called inside a tokio runtime.
+pub fn shutdown_signal(what: &'static str) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("{what}");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
 /// Install the global tracing subscriber: `filter` in EnvFilter syntax, `format` `text` or `json`,
 /// written to stderr (colour only on a terminal).
 pub fn init_logging(format: &str, filter: &str) -> anyhow::Result<()> {

@@ -56,17 +56,7 @@ async fn main() -> anyhow::Result<()> {
         lease_duration: args.lease_duration,
         metrics_addr: args.metrics_addr,
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = ferrolb_common::shutdown_signal("shutting down");
     tokio::select! {
         r = serve_http(settings.metrics_addr, shared.clone()) => r,
         r = run(client, settings, shared, stop_rx) => r,

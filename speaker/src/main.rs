@@ -127,17 +127,7 @@ async fn main() -> anyhow::Result<()> {
         memberlist,
     };
     let metrics = Metrics::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down: handing over");
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = ferrolb_common::shutdown_signal("shutting down: handing over");
     tokio::select! {
         r = serve_http(settings.metrics_addr, metrics.clone()) => r,
         r = run(client, settings, metrics, stop_rx) => r,
