@@ -233,9 +233,11 @@ pub async fn run(
             lock(&shared.detector).expire(now);
         }
         // Wake the planner when a member's liveness or a claim changed.
-        let view = lock(&shared.detector).view(now);
-        let claims: BTreeMap<IpAddr, String> =
-            lock(&shared.detector).claims(now).into_iter().map(|(ip, (n, _))| (ip, n)).collect();
+        let (view, claims) = {
+            let d = lock(&shared.detector);
+            let claims: BTreeMap<IpAddr, String> = d.claims(now).into_iter().map(|(ip, (n, _))| (ip, n)).collect();
+            (d.view(now), claims)
+        };
         if (&view, &claims) != (&last.0, &last.1) {
             for (node, l) in &view {
                 let before = last.0.get(node).copied();
