@@ -56,6 +56,11 @@ impl Env {
 
 /// Three nodes, Leases of `lease` seconds, one Service; returns once status and ARP agree.
 fn setup(lease: u32) -> (Env, String) {
+    setup_with(lease, |_| {})
+}
+
+/// [`setup`], running `before_start` on the sandbox before the components start.
+fn setup_with(lease: u32, before_start: impl FnOnce(&Env)) -> (Env, String) {
     assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -63,10 +68,15 @@ fn setup(lease: u32) -> (Env, String) {
         nodes: 3,
         speaker_lease_seconds: lease,
         families: ferrolb_e2e::sandbox::Families::V4,
+        start_components: false,
         ..Options::default()
     };
     let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
     let c = sb.client.clone();
+    let mut env = Env { rt, sb: Some(sb), ip: "198.51.100.100".into(), _dir: dir };
+    before_start(&env);
+    env.sb.as_mut().unwrap().start_components().expect("start the controller and speakers");
+    let rt = &env.rt;
     rt.block_on(async {
         pool_and_advertisement(&c, "p", &["198.51.100.100/32"], "all").await.unwrap();
         ferrolb_e2e::sandbox::create(
@@ -76,7 +86,6 @@ fn setup(lease: u32) -> (Env, String) {
         .await
         .unwrap();
     });
-    let mut env = Env { rt, sb: Some(sb), ip: "198.51.100.100".into(), _dir: dir };
     let holder = eventually("web announced consistently", Duration::from_secs(30), || {
         let h = env.holder_status()?;
         (env.answering(1) == [h.clone()]).then_some(h)
@@ -112,20 +121,49 @@ fn a_crashed_speaker_is_replaced_long_before_its_lease_expires() {
     }
 }
 
-#[test]
-fn a_stopping_speaker_hands_its_ips_over_before_it_stops_answering() {
-    let (mut env, holder) = setup(30);
-    let pid = env.sb().state.pids.speakers[&holder];
+/// SIGTERM the holder (then run `after_signal`), then check that the new holder answers and that the old one
+/// waited for its claim before it stopped answering.
+fn hands_over(env: &mut Env, holder: &str, after_signal: impl FnOnce(&Env)) {
+    let heard = env.metric(holder, "ferrolb_memberlist_heartbeats_received_total");
+    let pid = env.sb().state.pids.speakers[holder];
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
-    let (new, took) = new_holder(&env, &holder);
-    eprintln!("SIGTERM of {holder}: {new} answers after {took:?}");
+    after_signal(env);
+    let (new, took) = new_holder(env, holder);
+    eprintln!("SIGTERM of {holder} (had received {heard} heartbeats): {new} answers after {took:?}");
     let child = env.sb.as_mut().unwrap().children.get_mut(&format!("speaker/{holder}")).unwrap();
     eventually("the stopped speaker exits", Duration::from_secs(10), || child.try_wait().ok().flatten());
-    let log = env.log(&holder);
+    let log = env.log(holder);
     assert!(
         log.contains("leaving handed_over=true"),
         "the new holder claimed the IP before the old one stopped:\n{log}"
     );
+}
+
+#[test]
+fn a_stopping_speaker_hands_its_ips_over_before_it_stops_answering() {
+    let (mut env, holder) = setup(30);
+    eventually("the holder hears both peers", Duration::from_secs(10), || {
+        (env.metric(&holder, "ferrolb_memberlist_heartbeats_received_total") >= 10.0).then_some(())
+    });
+    hands_over(&mut env, &holder, |_| {});
+}
+
+/// A holder that has heard no peer yet (stopped right after it started) counts them
+/// through their Leases and still waits for the new holder's claim. Here its inbound
+/// heartbeats are dropped until the moment it is told to stop.
+#[test]
+fn a_speaker_that_heard_no_peer_yet_still_hands_over() {
+    const DEAF: &str = "table inet flbtest {\n chain input {\n  type filter hook input priority 0;\n  udp dport 7946 counter drop\n }\n}\n";
+    let (mut env, holder) = setup_with(30, |env| {
+        for n in env.nodes() {
+            nft(env, &n, DEAF);
+        }
+    });
+    for n in env.nodes().iter().filter(|n| **n != holder) {
+        nft(&env, n, "delete table inet flbtest\n");
+    }
+    assert_eq!(env.metric(&holder, "ferrolb_memberlist_heartbeats_received_total"), 0.0, "the holder heard nobody");
+    hands_over(&mut env, &holder, |env| nft(env, &holder, "delete table inet flbtest\n"));
 }
 
 #[test]

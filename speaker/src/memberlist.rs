@@ -3,7 +3,7 @@
 //! leaves), feeds authenticated heartbeats to the detector, and wakes the planner
 //! when a member's liveness or a claim changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -115,10 +115,14 @@ impl Shared {
         c
     }
 
-    /// Whether another node has claimed every IP this node answers for since `since_ms`.
-    pub fn handed_over(&self, me: &str, now: Instant) -> bool {
+    /// The IPs this node answers for that no other node has claimed since this node did.
+    pub fn unclaimed(&self, me: &str, now: Instant) -> BTreeSet<IpAddr> {
         let theirs = lock(&self.detector).claims(now);
-        lock(&self.own).iter().all(|(ip, (mine, _))| theirs.get(ip).is_some_and(|(n, s)| n != me && s >= mine))
+        lock(&self.own)
+            .iter()
+            .filter(|(ip, (mine, _))| !theirs.get(ip).is_some_and(|(n, s)| n != me && s >= mine))
+            .map(|(ip, _)| *ip)
+            .collect()
     }
 }
 

@@ -85,6 +85,24 @@ pub fn lease_alive(lease: &Lease, now: DateTime<Utc>) -> bool {
     renewed.with_timezone(&Utc) + dur > now
 }
 
+/// The members that can hold IPs: they hold their Lease (joining and graceful leave go
+/// through it), and heartbeats decide alive or dead faster than Lease expiry and keep
+/// members alive while the API server is unreachable.
+pub fn members(leases: &[Lease], liveness: &BTreeMap<String, Liveness>, now: DateTime<Utc>) -> BTreeSet<String> {
+    leases
+        .iter()
+        .filter_map(|l| {
+            let holder = l.spec.as_ref()?.holder_identity.clone().filter(|h| !h.is_empty())?;
+            let ok = match liveness.get(&holder).copied().unwrap_or(Liveness::Unknown) {
+                Liveness::Alive => true,
+                Liveness::Dead => false,
+                Liveness::Unknown => lease_alive(l, now),
+            };
+            ok.then_some(holder)
+        })
+        .collect()
+}
+
 fn ready_nodes(svc: &K8sService, slices: &[EndpointSlice]) -> BTreeSet<String> {
     let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
     slices
@@ -106,22 +124,7 @@ pub fn ingress_ips(svc: &K8sService) -> Vec<IpAddr> {
 /// Compute the plan. `lb_class` selects the Services ferrolb handles; `now` judges Lease expiry.
 pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateTime<Utc>) -> Plan {
     let mut out = Plan::default();
-    // Members hold their Lease (joining and graceful leave go through it); heartbeats
-    // decide alive or dead faster than Lease expiry, and keep members alive while the
-    // API server is unreachable.
-    let alive: BTreeSet<String> = snap
-        .leases
-        .iter()
-        .filter_map(|l| {
-            let holder = l.spec.as_ref()?.holder_identity.clone().filter(|h| !h.is_empty())?;
-            let ok = match snap.liveness.get(&holder).copied().unwrap_or(Liveness::Unknown) {
-                Liveness::Alive => true,
-                Liveness::Dead => false,
-                Liveness::Unknown => lease_alive(l, now),
-            };
-            ok.then_some(holder)
-        })
-        .collect();
+    let alive = members(&snap.leases, &snap.liveness, now);
     let nodes: Vec<Node> = snap
         .nodes
         .iter()

@@ -176,6 +176,17 @@ pub async fn run(
             }
         }
     });
+    let snapshot = || Snapshot {
+        services: svcs.state().iter().map(|x| (**x).clone()).collect(),
+        slices: slices.state().iter().map(|x| (**x).clone()).collect(),
+        nodes: nodes.state().iter().map(|x| (**x).clone()).collect(),
+        pools: pools.state().iter().map(|x| (**x).clone()).collect(),
+        adverts: adverts.state().iter().map(|x| (**x).clone()).collect(),
+        leases: lease_store.state().iter().map(|x| (**x).clone()).collect(),
+        statuses: statuses.state().iter().map(|x| (**x).clone()).collect(),
+        liveness: ml.as_ref().map(|(m, _)| m.liveness(&s.node, Instant::now())).unwrap_or_default(),
+        claims: ml.as_ref().map(|(m, _)| m.claims(&s.node, Instant::now())).unwrap_or_default(),
+    };
     let mut rescan = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
@@ -216,17 +227,7 @@ pub async fn run(
                 }
             }
         }
-        let snap = Snapshot {
-            services: svcs.state().iter().map(|x| (**x).clone()).collect(),
-            slices: slices.state().iter().map(|x| (**x).clone()).collect(),
-            nodes: nodes.state().iter().map(|x| (**x).clone()).collect(),
-            pools: pools.state().iter().map(|x| (**x).clone()).collect(),
-            adverts: adverts.state().iter().map(|x| (**x).clone()).collect(),
-            leases: lease_store.state().iter().map(|x| (**x).clone()).collect(),
-            statuses: statuses.state().iter().map(|x| (**x).clone()).collect(),
-            liveness: ml.as_ref().map(|(m, _)| m.liveness(&s.node, Instant::now())).unwrap_or_default(),
-            claims: ml.as_ref().map(|(m, _)| m.claims(&s.node, Instant::now())).unwrap_or_default(),
-        };
+        let snap = snapshot();
         let now = chrono::Utc::now();
         metrics.members.set(snap.leases.iter().filter(|l| lease_alive(l, now)).count() as i64);
         let p = plan(&snap, s.lb_class.as_deref(), s.revertive, now);
@@ -321,14 +322,30 @@ pub async fn run(
         m.send_now.notify_one();
         let started = Instant::now();
         let deadline = started + (m.detector_timing().suspect_after * 3).max(Duration::from_millis(500));
-        let peers_alive = |now| {
-            m.liveness(&s.node, now).iter().any(|(n, l)| *n != s.node && *l == crate::membership::Liveness::Alive)
+        // Wait for the IPs another member will take: the plan without this node (its own
+        // liveness now says leaving) names their successors. Members not heard from yet
+        // count through their Lease, so a speaker stopped right after it started still
+        // hands over; an IP nobody else may hold (local traffic policy) is not waited for.
+        let waiting = || {
+            let now = Instant::now();
+            let p = plan(&snapshot(), s.lb_class.as_deref(), s.revertive, chrono::Utc::now());
+            let mut w = m.unclaimed(&s.node, now);
+            w.retain(|ip| p.ips.get(ip).and_then(|d| d.node.as_deref()).is_some_and(|n| n != s.node));
+            w
         };
-        while Instant::now() < deadline && peers_alive(Instant::now()) && !m.handed_over(&s.node, Instant::now()) {
+        let mut left = waiting();
+        while !left.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
+            left = waiting();
         }
-        let handed = m.handed_over(&s.node, Instant::now());
-        tracing::info!(handed_over = handed, waited = ?started.elapsed(), "leaving");
+        let unclaimed = m.unclaimed(&s.node, Instant::now()).len();
+        tracing::info!(
+            handed_over = left.is_empty(),
+            waited = ?started.elapsed(),
+            not_taken = left.len(),
+            without_successor = unclaimed.saturating_sub(left.len()),
+            "leaving"
+        );
         task.abort();
     }
     lock(&shared.announcer).apply(&BTreeMap::new(), Instant::now());
