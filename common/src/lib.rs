@@ -1,5 +1,7 @@
 //! Runtime helpers shared by the controller, the speaker and the sandbox stand-ins.
 
+pub mod events;
+
 use std::sync::Arc;
 
 use futures::StreamExt;

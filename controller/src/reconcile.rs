@@ -7,12 +7,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferrolb_common::events::{Event, EventType, Events};
 use ferrolb_crds::annotations::IP_ALLOCATED_FROM_POOL;
 use ferrolb_crds::conditions::{event, reason, service as cond, status};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -30,8 +30,8 @@ pub struct Ctx {
     pub alloc: Arc<Mutex<Allocator>>,
     /// `--lb-class`.
     pub lb_class: Option<String>,
-    /// Event recorder.
-    pub recorder: Recorder,
+    /// Event publisher.
+    pub events: Events,
     /// Metrics.
     pub metrics: Metrics,
     /// Poked whenever pool usage may have changed.
@@ -103,7 +103,7 @@ impl Ctx {
 
     async fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
         let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Allocate".into(), secondary: None };
-        if let Err(e) = self.recorder.publish(&ev, &svc.object_ref(&())).await {
+        if let Err(e) = self.events.publish(&ev, &svc.object_ref(&())).await {
             tracing::warn!(service = %service::key(svc), error = %e, "could not publish event");
         }
     }

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferrolb_common::events::{Event, EventType, Events};
 use ferrolb_crds::conditions::{event, pool as pool_cond, reason, status};
 use ferrolb_crds::{CONTROLLER_FIELD_MANAGER, IPAddressPool, L2Advertisement, saturating_count};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -191,15 +191,12 @@ async fn lead(client: Client, settings: Settings, shared: Shared) -> anyhow::Res
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
     let pools_dirty = Arc::new(Notify::new());
     let manager = settings.instance_name();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter { controller: manager.clone(), instance: Some(settings.identity.clone()) },
-    );
+    let events = Events::new(client.clone(), &manager, &settings.identity);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         alloc: shared.alloc.clone(),
         lb_class: settings.lb_class.clone(),
-        recorder: recorder.clone(),
+        events: events.clone(),
         metrics: shared.metrics.clone(),
         pools_dirty: pools_dirty.clone(),
         pending: Mutex::new(BTreeMap::new()),
@@ -282,7 +279,7 @@ async fn lead(client: Client, settings: Settings, shared: Shared) -> anyhow::Res
         ctx.clone(),
         pools.clone(),
         advs.clone(),
-        recorder,
+        events,
         pools_dirty,
     );
     let run = controller
@@ -356,7 +353,7 @@ async fn config_loop(
                     action: "Allocate".into(),
                     secondary: None,
                 };
-                let _ = ctx.recorder.publish(&ev, &svc.object_ref(&())).await;
+                let _ = ctx.events.publish(&ev, &svc.object_ref(&())).await;
             }
         }
         ctx.pools_dirty.notify_one();
@@ -406,7 +403,7 @@ async fn pool_status_loop(
     ctx: Arc<Ctx>,
     pools: Store<IPAddressPool>,
     advs: Store<L2Advertisement>,
-    recorder: Recorder,
+    events: Events,
     dirty: Arc<Notify>,
 ) -> anyhow::Result<()> {
     let api: Api<IPAddressPool> = Api::namespaced(client.clone(), &namespace);
@@ -468,7 +465,7 @@ async fn pool_status_loop(
                     action: "Validate".into(),
                     secondary: None,
                 };
-                let _ = recorder.publish(&ev, &p.object_ref(&())).await;
+                let _ = events.publish(&ev, &p.object_ref(&())).await;
             }
         }
         // L2Advertisements: a Valid condition saying why one is ignored.

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferrolb_common::events::{Event, EventType, Events};
 use ferrolb_crds::annotations::{NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL};
 use ferrolb_crds::conditions::event;
 use ferrolb_crds::{IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceL2Status};
@@ -15,7 +16,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -160,10 +160,7 @@ pub async fn run(
         }
         None => None,
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter { controller: SPEAKER_FIELD_MANAGER.into(), instance: Some(s.node.clone()) },
-    );
+    let events = Events::new(client.clone(), SPEAKER_FIELD_MANAGER, &s.node);
     let mut reported_missing: BTreeSet<(String, String)> = BTreeSet::new();
     let mut announced_labels: BTreeMap<IpAddr, Vec<[String; 4]>> = BTreeMap::new();
     let mut forwarded: Option<BTreeSet<forward::Rule>> = None;
@@ -240,7 +237,7 @@ pub async fn run(
                     for missing in n.difference(&names) {
                         let svc_key = p.ips[&ip].services.first().cloned().unwrap_or_default();
                         if reported_missing.insert((svc_key.clone(), missing.clone())) {
-                            report_missing(&recorder, &svcs, &svc_key, missing, &s.node).await;
+                            report_missing(&events, &svcs, &svc_key, missing, &s.node).await;
                         }
                     }
                     n.intersection(&names).cloned().collect()
@@ -283,7 +280,7 @@ pub async fn run(
                                 action: "Announce".into(),
                                 secondary: None,
                             };
-                            let _ = recorder.publish(&ev, &svc.object_ref(&())).await;
+                            let _ = events.publish(&ev, &svc.object_ref(&())).await;
                         }
                     }
                     announced_labels.insert(ip, labels);
@@ -403,7 +400,7 @@ fn obj_ref(key: &str) -> ObjectRef<Service> {
     ObjectRef::new(name).within(ns)
 }
 
-async fn report_missing(recorder: &Recorder, svcs: &Store<Service>, key: &str, iface: &str, node: &str) {
+async fn report_missing(events: &Events, svcs: &Store<Service>, key: &str, iface: &str, node: &str) {
     tracing::warn!(service = %key, %iface, "an L2Advertisement names an interface this node does not have");
     if let Some(svc) = svcs.get(&obj_ref(key)) {
         let ev = Event {
@@ -413,7 +410,7 @@ async fn report_missing(recorder: &Recorder, svcs: &Store<Service>, key: &str, i
             action: "Announce".into(),
             secondary: None,
         };
-        let _ = recorder.publish(&ev, &svc.object_ref(&())).await;
+        let _ = events.publish(&ev, &svc.object_ref(&())).await;
     }
 }
 
