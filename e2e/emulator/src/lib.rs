@@ -124,8 +124,17 @@ impl Emulator {
         http::router(self.inner.clone())
     }
 
-    /// Serve HTTP on `listener` until the task is dropped.
+    /// Serve HTTP on `listener` until the task is dropped. Connections have TCP_NODELAY
+    /// set, as kube-apiserver's (Go sets it on every TCP connection): with Nagle's
+    /// algorithm on, each small watch event after the first waits for the client's
+    /// delayed ACK, about 40 ms.
     pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY on an API connection");
+            }
+        });
         axum::serve(listener, self.router().into_make_service_with_connect_info::<std::net::SocketAddr>()).await
     }
 
