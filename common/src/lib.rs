@@ -5,6 +5,7 @@ pub mod events;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
@@ -35,13 +36,16 @@ where
     (reader, task)
 }
 
-/// Drop what no ferrolb component reads from a cached object: the field sets of
-/// `managedFields` (the managers' names stay: the controller checks whether it wrote
-/// to a Service) and kubectl's copy of the last applied manifest. With 10,000
-/// Services these are most of a cache's memory.
+/// Drop what no ferrolb component reads from a cached object: everything in
+/// `managedFields` but the managers' names (the controller checks whether it wrote to
+/// a Service) and kubectl's copy of the last applied manifest. With 10,000 Services
+/// these are most of a cache's memory.
 pub fn slim<K: Resource>(obj: &mut K) {
-    for m in obj.meta_mut().managed_fields.iter_mut().flatten() {
-        m.fields_v1 = None;
+    if let Some(entries) = obj.meta_mut().managed_fields.as_mut() {
+        for m in entries.iter_mut() {
+            *m = ManagedFieldsEntry { manager: m.manager.take(), ..Default::default() };
+        }
+        entries.shrink_to_fit();
     }
     if let Some(a) = obj.meta_mut().annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
@@ -80,4 +84,29 @@ pub fn init_logging(format: &str, filter: &str) -> anyhow::Result<()> {
         fmt.init()
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod slim_tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+
+    #[test]
+    fn slim_keeps_the_managers_and_drops_the_rest() {
+        let mut svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "me"},
+              "managedFields": [
+                {"manager": "kubectl", "operation": "Apply", "apiVersion": "v1", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:spec": {}}, "time": "2026-11-24T00:00:00Z"},
+                {"manager": "ferrolb-controller", "operation": "Apply", "subresource": "status"}]}
+        }))
+        .unwrap();
+        slim(&mut svc);
+        let managers: Vec<_> = svc.metadata.managed_fields.iter().flatten().map(|m| m.manager.clone()).collect();
+        assert_eq!(managers, [Some("kubectl".to_string()), Some("ferrolb-controller".to_string())]);
+        assert!(svc.metadata.managed_fields.iter().flatten().all(|m| m.fields_v1.is_none() && m.time.is_none()));
+        let annotations = svc.metadata.annotations.unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["keep"]);
+    }
 }
