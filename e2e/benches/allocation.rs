@@ -76,6 +76,7 @@ async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
         .args(["--namespace", NS, "--metrics-addr", &metrics.to_string()])
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAME", "bench")
+        .envs(ferrolb_e2e::sandbox::CONTAINER_ENV.iter().copied())
         .env("FERROLB_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("controller.log"))?)

@@ -299,6 +299,11 @@ impl State {
     }
 }
 
+/// The environment the chart gives both containers besides their own settings: glibc's
+/// malloc capped at two arenas (by default up to eight per core, which kept 12-18 MiB
+/// more of the controller's freed request buffers resident at 10,000 Services).
+pub const CONTAINER_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2")];
+
 /// Start a speaker for `node` inside its namespace.
 pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
@@ -314,6 +319,7 @@ pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
         .args(["--metrics-addr", "0.0.0.0:7473"])
         .env("KUBECONFIG", &state.speaker_kubeconfig)
         .env("FERROLB_MEMBERLIST_SECRET", &state.memberlist_key)
+        .envs(CONTAINER_ENV.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -330,6 +336,7 @@ pub fn spawn_controller(state: &State) -> anyhow::Result<Child> {
         .args(["--namespace", NS, "--lease-duration", "5", "--metrics-addr", &state.controller_metrics])
         .env("KUBECONFIG", &state.controller_kubeconfig)
         .env("POD_NAME", "controller-0")
+        .envs(CONTAINER_ENV.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

@@ -4,6 +4,7 @@ Run by `cargo test` (e2e/tests/chart.rs) with the venv `scripts/install-deps` ma
 
 import json
 import pathlib
+import re
 import sys
 
 import helm_python
@@ -206,7 +207,6 @@ def alert_rules_pass_promtool_tests():
 
 
 def dashboard_and_alerts_use_only_exported_metrics():
-    import re
     # docs/metrics.md is itself checked against what the binaries export (e2e/tests/prometheus.rs).
     doc = (CHART.parents[1] / "docs" / "metrics.md").read_text()
     known = set(re.findall(r"`(ferrolb_[a-z0-9_]+)`", doc))
@@ -227,6 +227,22 @@ def dashboard_and_alerts_use_only_exported_metrics():
         assert topic in titles, f"no panel about {topic}"
 
 
+def containers_get_the_environment_the_sandbox_measures_with():
+    # The sandbox and the benches run the binaries with e2e's CONTAINER_ENV; the
+    # chart must give the containers the same, or the measured memory is not theirs.
+    src = (CHART.parent.parent / "e2e" / "src" / "sandbox.rs").read_text()
+    block = re.search(r"CONTAINER_ENV: &\[\(&str, &str\)\] = &\[(.*?)\];", src, re.S)
+    assert block, "CONTAINER_ENV not found in e2e/src/sandbox.rs"
+    want = dict(re.findall(r'\("([A-Z_]+)", "([^"]*)"\)', block.group(1)))
+    assert want, "CONTAINER_ENV is empty"
+    rendered = [d for _, d in docs(render({}))]
+    for kind in ("Deployment", "DaemonSet"):
+        c = [d for d in rendered if d["kind"] == kind][0]["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        for k, v in want.items():
+            assert env.get(k) == v, f"{kind}: {k}={env.get(k)!r}, the sandbox uses {v!r}"
+
+
 check("helm lint --strict is clean", lint_is_clean)
 check("dashboard and alerts use only exported metrics", dashboard_and_alerts_use_only_exported_metrics)
 check("alert rules pass promtool check and unit tests", alert_rules_pass_promtool_tests)
@@ -241,5 +257,6 @@ check("--lb-class reaches both binaries", lb_class_reaches_both_binaries)
 check("the optional NetworkPolicy fences the controller", network_policy_fences_the_controller)
 check("release `ferrolb` names objects ferrolb-<component>", release_named_ferrolb_gives_plain_names)
 check("the heartbeat key and flags reach the speakers", memberlist_key_and_flags_reach_the_speakers)
+check("the containers get the environment the sandbox measures with", containers_get_the_environment_the_sandbox_measures_with)
 print(f"chart: {passed} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)
