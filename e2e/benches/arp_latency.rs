@@ -1,51 +1,67 @@
-//! ARP reply latency: the speaker's responder (the library, in a thread of this
-//! process) answering for a VIP, next to the node's kernel answering for an address
-//! of its own, on the same link, in one run: timed by a tcpdump capture on the client
-//! and by `arping`'s own timer. Then bounded floods from the client: UDP data to the
-//! VIP (the BPF filter should keep the responder idle) and ARP requests (replies/s).
-//! The same capture times neighbor solicitations to advertisements for an IPv6 VIP.
-//! Needs root. Run with `cargo bench -p ferrolb-e2e --bench arp_latency`.
+//! ARP and NDP reply latency of the real speaker binary in the sandbox (one node,
+//! the controller and the emulator running), answering for a dual-stack Service's
+//! VIPs, next to the node's kernel answering for its own addresses on the same link,
+//! interleaved in one run: timed by a tcpdump capture on the client, and by
+//! `arping`'s own timer. Then bounded floods from the client: UDP data to the VIP
+//! (the BPF filter should keep the speaker idle) and ARP requests (replies/s), with
+//! the speaker process's CPU. Needs root.
+//! Run with `cargo bench -p ferrolb-e2e --bench arp_latency`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+use std::time::Duration;
 
-use ferrolb_e2e::bench::{Row, cpu_time, print_table};
-use ferrolb_e2e::topology::{Host, Topology, privileged};
-use ferrolb_speaker::announce::{Announcer, Timing};
-use ferrolb_speaker::responder::{Iface, respond};
-use ferrolb_speaker::sys::{PacketSocket, SysIo, if_mac, in_netns};
+use ferrolb_e2e::bench::{Row, cpu_time, pct, print_table};
+use ferrolb_e2e::sandbox::{Options, Sandbox, create, pool_and_advertisement};
+use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::wait::eventually;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+use serde_json::json;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 0, 0x100);
 
-/// Per-reply round trips in ms, as arping reports them, for `n` single probes.
-fn probe(client: &Host, target: Ipv4Addr, n: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let text =
-            client.netns.exec(&["arping", "-c", "1", "-w", "2", "-I", "eth0", &target.to_string()]).unwrap_or_default();
-        if let Some(ms) = text
-            .lines()
-            .find(|l| l.contains("reply from"))
-            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_suffix("ms")))
-        {
-            if let Ok(v) = ms.parse::<f64>() {
-                out.push(v);
-            }
-        }
-    }
-    out.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    out
+/// The client's namespace and interface.
+struct Client {
+    netns: String,
+    iface: String,
 }
 
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
+impl Client {
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, program]);
+        c
     }
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
+
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        self.command(program)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn arping(&self, target: &str, wait_s: &str) -> String {
+        self.run("arping", &["-c", "1", "-w", wait_s, "-I", &self.iface, target])
+    }
+
+    fn ndisc6(&self, target: &str) -> String {
+        self.run("ndisc6", &["-1", "-r", "1", "-w", "500", target, &self.iface])
+    }
+}
+
+/// Per-reply round trips in ms, as arping reports them, for `n` single probes.
+fn probe(client: &Client, target: Ipv4Addr, n: usize) -> Vec<f64> {
+    (0..n)
+        .filter_map(|_| {
+            let text = client.arping(&target.to_string(), "2");
+            let line = text.lines().find(|l| l.contains("reply from"))?;
+            line.split_whitespace().find_map(|w| w.strip_suffix("ms"))?.parse::<f64>().ok()
+        })
+        .collect()
 }
 
 fn main() {
@@ -55,65 +71,64 @@ fn main() {
     }
     let quick = !std::env::args().any(|a| a == "--bench");
     let n = if quick { 10 } else { 300 };
-    let topo = Topology::new(1).expect("topology");
-    let node = &topo.nodes[0];
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let h = in_netns(&node.netns.path(), move || -> std::io::Result<()> {
-        let sock = Arc::new(PacketSocket::open_blocking("eth0")?);
-        let iface = Iface { name: "eth0".into(), mac: if_mac("eth0")? };
-        let mut io = SysIo::default();
-        io.add(sock.clone());
-        let mut a = Announcer::new(io, Timing::default());
-        a.set_interfaces(vec![iface.clone()], Instant::now());
-        let eth0 = BTreeSet::from(["eth0".to_string()]);
-        a.apply(&BTreeMap::from([(IpAddr::V4(VIP), eth0.clone()), (IpAddr::V6(VIP6), eth0)]), Instant::now());
-        let _ = ready_tx.send(());
-        let mut buf = vec![0u8; 9000];
-        while !s2.load(Ordering::SeqCst) {
-            if let Some(len) = sock.recv_timeout(&mut buf, Duration::from_millis(50))?
-                && let Ok(r) = respond(a.table(), &iface, &buf[..len])
-            {
-                sock.send(&r.frame)?;
-            }
-        }
-        Ok(())
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sb = rt.block_on(Sandbox::up_opts(&Options { nodes: 1, ..Options::default() }, dir.path())).expect("sandbox");
+    let c = sb.client.clone();
+    rt.block_on(async {
+        pool_and_advertisement(&c, "p", &[&format!("{VIP}/32"), &format!("{VIP6}/128")], "all").await?;
+        create(
+            &Api::<Service>::namespaced(c.clone(), "default"),
+            json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack",
+                   "selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+        )
+        .await
     })
-    .expect("netns");
-    ready_rx.recv_timeout(Duration::from_secs(5)).expect("responder up");
+    .expect("pool and Service");
+    let st = &sb.state;
+    let client = Client { netns: st.client_netns.clone(), iface: st.client_interface.clone() };
+    let node = &st.nodes[0].interfaces[0];
+    let node_ip: Ipv4Addr = node.ipv4.parse().expect("node IPv4");
+    let node_ip6: Ipv6Addr = node.ipv6.parse().expect("node IPv6");
+    let speaker = st.pids.speakers[&st.nodes[0].name];
+    eventually("the speaker answers ARP and NDP for the VIPs", Duration::from_secs(30), || {
+        let arp = client.arping(&VIP.to_string(), "1").contains("reply from");
+        let ndp = client.ndisc6(&VIP6.to_string()).contains("Target link-layer address");
+        (arp && ndp).then_some(())
+    });
     // Interleave the two so that machine load affects both alike.
     let mut kernel = Vec::new();
     let mut ours = Vec::new();
     for _ in 0..10 {
-        kernel.extend(probe(&topo.client, node.ipv4, n / 10));
-        ours.extend(probe(&topo.client, VIP, n / 10));
+        kernel.extend(probe(&client, node_ip, n / 10));
+        ours.extend(probe(&client, VIP, n / 10));
     }
     kernel.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     ours.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    let (cap_kernel, cap_ours) = capture_latency(&topo.client, node.ipv4, n);
-    let (ndp_kernel, ndp_ours) = ndp_capture_latency(&topo.client, node.ipv6, n);
-    let floods = floods(&topo.client, node.ipv4, quick);
-    stop.store(true, Ordering::SeqCst);
-    let _ = h.join();
+    let (cap_kernel, cap_ours, arp_unpaired) = capture_latency(&client, node_ip, n);
+    let (ndp_kernel, ndp_ours, ndp_unpaired) = ndp_capture_latency(&client, node_ip6, n);
+    let floods = floods(&client, node_ip, speaker, quick);
+    drop(sb);
     print_table(
         "ARP reply latency, request to reply as captured by tcpdump on the client",
         "µs",
-        &[Row::new("kernel, node's own address (baseline)", cap_kernel), Row::new("ferrolb responder, VIP", cap_ours)],
+        &[Row::new("kernel, node's own address (baseline)", cap_kernel), Row::new("ferrolb speaker, VIP", cap_ours)],
         Some("kernel, node's own address (baseline)"),
     );
+    println!("requests without a reply in the capture: {arp_unpaired:?}");
     print_table(
         "NDP reply latency, NS to NA as captured by tcpdump on the client (ndisc6 probes)",
         "µs",
-        &[Row::new("kernel, node's own address (baseline)", ndp_kernel), Row::new("ferrolb responder, VIP", ndp_ours)],
+        &[Row::new("kernel, node's own address (baseline)", ndp_kernel), Row::new("ferrolb speaker, VIP", ndp_ours)],
         Some("kernel, node's own address (baseline)"),
     );
+    println!("solicitations without an advertisement in the capture: {ndp_unpaired:?}");
     println!("{floods}");
     println!(
         "{:<28} {:>7} {:>10} {:>10} {:>10}",
         "ARP reply latency (arping)", "replies", "p50 ms", "p99 ms", "max ms"
     );
-    for (name, v) in [("kernel, node's own address", &kernel), ("ferrolb responder, VIP", &ours)] {
+    for (name, v) in [("kernel, node's own address", &kernel), ("ferrolb speaker, VIP", &ours)] {
         println!("{name:<28} {:>7} {:>10.3} {:>10.3} {:>10.3}", v.len(), pct(v, 0.5), pct(v, 0.99), pct(v, 1.0));
     }
     println!(
@@ -125,12 +140,11 @@ fn main() {
 
 /// Run `probe` while tcpdump captures `filter` on the client's eth0 with nanosecond
 /// timestamps; returns the capture's text.
-fn captured(client: &Host, filter: &str, probe: impl FnOnce()) -> String {
+fn captured(client: &Client, filter: &str, probe: impl FnOnce()) -> String {
     use std::io::{BufRead, BufReader, Read};
     let mut dump = client
-        .netns
         .command("tcpdump")
-        .args(["-i", "eth0", "-n", "-l", "-tt", "--time-stamp-precision=nano", filter])
+        .args(["-i", &client.iface, "-n", "-l", "-tt", "--time-stamp-precision=nano", filter])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -153,18 +167,22 @@ fn captured(client: &Host, filter: &str, probe: impl FnOnce()) -> String {
     reader.join().unwrap_or_default()
 }
 
+/// Requests that got no reply in a capture, by target.
+type Unpaired = BTreeMap<String, usize>;
+
 /// Request-to-reply times (µs) from a tcpdump capture in the client namespace while
 /// arping probes the node's own address and the VIP, interleaved.
-fn capture_latency(client: &Host, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec<f64>) {
+fn capture_latency(client: &Client, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec<f64>, Unpaired) {
     let out = captured(client, "arp", || {
         for _ in 0..10 {
             for target in [node_ip, VIP] {
                 for _ in 0..n / 10 {
-                    let _ = client.netns.exec(&["arping", "-c", "1", "-w", "1", "-I", "eth0", &target.to_string()]);
+                    let _ = client.arping(&target.to_string(), "1");
                 }
             }
         }
     });
+    let mut unpaired = Unpaired::new();
     let mut asked: BTreeMap<String, f64> = BTreeMap::new();
     let (mut kernel, mut ours) = (Vec::new(), Vec::new());
     for l in out.lines() {
@@ -172,8 +190,10 @@ fn capture_latency(client: &Host, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec
         let Some(ts) = w.first().and_then(|t| t.parse::<f64>().ok()) else { continue };
         match (w.get(2), w.get(3)) {
             (Some(&"Request"), Some(&"who-has")) => {
-                if let Some(ip) = w.get(4) {
-                    asked.insert(ip.to_string(), ts);
+                if let Some(ip) = w.get(4)
+                    && asked.insert(ip.to_string(), ts).is_some()
+                {
+                    *unpaired.entry(ip.to_string()).or_default() += 1;
                 }
             }
             (Some(&"Reply"), Some(ip)) => {
@@ -189,26 +209,29 @@ fn capture_latency(client: &Host, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec
             _ => {}
         }
     }
-    (kernel, ours)
+    for ip in asked.into_keys() {
+        *unpaired.entry(ip).or_default() += 1;
+    }
+    (kernel, ours, unpaired)
 }
 
 /// Bounded floods from the client: UDP data to the VIP (which the BPF filter should
 /// keep away from the responder) and ARP requests (answered per second), each with
-/// this process's CPU (the responder thread is the only busy one here).
-fn floods(client: &Host, node_ip: Ipv4Addr, quick: bool) -> String {
+/// the speaker process's CPU.
+fn floods(client: &Client, node_ip: Ipv4Addr, speaker: u32, quick: bool) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/flood.py");
     let count = if quick { "20000" } else { "300000" };
     let run = |args: &[&str]| -> (serde_json::Value, f64) {
-        let before = cpu_time(std::process::id()).unwrap_or_default();
-        let out = client.netns.command("python3").arg(&script).args(args).output().expect("python3");
-        let after = cpu_time(std::process::id()).unwrap_or_default();
+        let before = cpu_time(speaker).unwrap_or_default();
+        let out = client.command("python3").arg(&script).args(args).output().expect("python3");
+        let after = cpu_time(speaker).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         (v, (after - before).as_secs_f64())
     };
     let src = "198.51.100.2";
     let (data, data_cpu) = run(&["udp", &VIP.to_string(), count]);
-    let (arp_ours, ours_cpu) = run(&["arp", "eth0", &VIP.to_string(), src, count]);
-    let (arp_kernel, _) = run(&["arp", "eth0", &node_ip.to_string(), src, count]);
+    let (arp_ours, ours_cpu) = run(&["arp", &client.iface, &VIP.to_string(), src, count]);
+    let (arp_kernel, _) = run(&["arp", &client.iface, &node_ip.to_string(), src, count]);
     let secs = |v: &serde_json::Value| v["seconds"].as_f64().unwrap_or(f64::NAN);
     let rate = |v: &serde_json::Value| v["replies"].as_f64().unwrap_or(0.0) / secs(v);
     format!(
@@ -235,16 +258,17 @@ fn floods(client: &Host, node_ip: Ipv4Addr, quick: bool) -> String {
 
 /// Neighbor solicitation to advertisement times (µs) from a capture in the client
 /// namespace while ndisc6 probes the node's own IPv6 address and the IPv6 VIP.
-fn ndp_capture_latency(client: &Host, node_ip: Ipv6Addr, n: usize) -> (Vec<f64>, Vec<f64>) {
+fn ndp_capture_latency(client: &Client, node_ip: Ipv6Addr, n: usize) -> (Vec<f64>, Vec<f64>, Unpaired) {
     let out = captured(client, "icmp6", || {
         for _ in 0..10 {
             for target in [node_ip, VIP6] {
                 for _ in 0..n / 10 {
-                    let _ = client.netns.exec(&["ndisc6", "-1", "-r", "1", "-w", "500", &target.to_string(), "eth0"]);
+                    let _ = client.ndisc6(&target.to_string());
                 }
             }
         }
     });
+    let mut unpaired = Unpaired::new();
     let mut asked: BTreeMap<String, f64> = BTreeMap::new();
     let (mut kernel, mut ours) = (Vec::new(), Vec::new());
     for l in out.lines() {
@@ -254,7 +278,9 @@ fn ndp_capture_latency(client: &Host, node_ip: Ipv6Addr, n: usize) -> (Vec<f64>,
             Some(rest.split([',', ' ']).find(|w| !w.is_empty())?.to_string())
         };
         if let Some(ip) = after("neighbor solicitation, who has ") {
-            asked.insert(ip, ts);
+            if asked.insert(ip.clone(), ts).is_some() {
+                *unpaired.entry(ip).or_default() += 1;
+            }
         } else if let Some(ip) = after("neighbor advertisement, tgt is ")
             && let Some(t0) = asked.remove(&ip)
         {
@@ -266,5 +292,8 @@ fn ndp_capture_latency(client: &Host, node_ip: Ipv6Addr, n: usize) -> (Vec<f64>,
             }
         }
     }
-    (kernel, ours)
+    for ip in asked.into_keys() {
+        *unpaired.entry(ip).or_default() += 1;
+    }
+    (kernel, ours, unpaired)
 }

@@ -44,7 +44,7 @@ impl Responder {
         let (s2, seen2) = (stop.clone(), seen.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = in_netns(netns_path, move || -> std::io::Result<()> {
-            let sock = Arc::new(PacketSocket::open_blocking("eth0")?);
+            let sock = Arc::new(PacketSocket::open("eth0")?);
             let iface = Iface { name: "eth0".into(), mac: if_mac("eth0")? };
             let mut io = SysIo::default();
             io.add(sock.clone());

@@ -12,8 +12,6 @@ use std::io;
 use std::net::Ipv6Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use tokio::io::unix::AsyncFd;
-
 use crate::announce::Io;
 use crate::wire::Mac;
 
@@ -77,10 +75,11 @@ pub fn if_mac(name: &str) -> io::Result<Mac> {
     Ok(Mac([data[0] as u8, data[1] as u8, data[2] as u8, data[3] as u8, data[4] as u8, data[5] as u8]))
 }
 
-/// An `AF_PACKET` socket bound to one interface, filtered to ARP and NS.
+/// An `AF_PACKET` socket bound to one interface, filtered to ARP and NS, read by a
+/// thread of its own (blocking reads with a timeout; sends never wait).
 #[derive(Debug)]
 pub struct PacketSocket {
-    fd: AsyncFd<OwnedFd>,
+    fd: OwnedFd,
     ifindex: u32,
     name: String,
 }
@@ -90,30 +89,13 @@ impl PacketSocket {
     pub fn open(name: &str) -> io::Result<PacketSocket> {
         let ifindex = if_index(name)?;
         let fd = Self::raw(ifindex)?;
-        // SAFETY: `fd` is an OwnedFd we just created; AsyncFd takes ownership, so the
-        // descriptor cannot be closed or reused while registered.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
         Ok(PacketSocket { fd, ifindex, name: name.to_string() })
-    }
-
-    /// Like [`PacketSocket::open`], for use outside a tokio runtime (blocking reads).
-    pub fn open_blocking(name: &str) -> io::Result<BlockingPacketSocket> {
-        let ifindex = if_index(name)?;
-        let fd = Self::raw(ifindex)?;
-        // SAFETY: plain fcntl on a descriptor we own.
-        unsafe {
-            let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
-        Ok(BlockingPacketSocket { fd, ifindex, name: name.to_string() })
     }
 
     fn raw(ifindex: u32) -> io::Result<OwnedFd> {
         let proto = ETH_P_ALL.to_be();
         // SAFETY: socket(2) with constant arguments; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, i32::from(proto))
-        };
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -154,37 +136,6 @@ impl PacketSocket {
         Ok(fd)
     }
 
-    /// The interface name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Receive one frame.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| recv_raw(fd.as_raw_fd(), buf)) {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    /// Send one frame out of this interface.
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        send_raw(self.fd.get_ref().as_raw_fd(), self.ifindex, frame)
-    }
-}
-
-/// A packet socket with blocking reads, for threads without a runtime.
-#[derive(Debug)]
-pub struct BlockingPacketSocket {
-    fd: OwnedFd,
-    ifindex: u32,
-    name: String,
-}
-
-impl BlockingPacketSocket {
     /// Receive one frame, waiting at most `timeout`; `Ok(None)` on timeout.
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<Option<usize>> {
         let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -197,12 +148,18 @@ impl BlockingPacketSocket {
         if rc == 0 {
             return Ok(None);
         }
-        recv_raw(self.fd.as_raw_fd(), buf).map(Some)
+        match recv_raw(self.fd.as_raw_fd(), buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
     }
+
     /// Send one frame.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         send_raw(self.fd.as_raw_fd(), self.ifindex, frame)
     }
+
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
@@ -211,7 +168,7 @@ impl BlockingPacketSocket {
 
 fn recv_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
@@ -229,7 +186,9 @@ fn send_raw(fd: RawFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
             fd,
             frame.as_ptr() as *const libc::c_void,
             frame.len(),
-            0,
+            // Never wait for buffer space: a reply or announcement that does not fit
+            // now is reported as not sent, and the responder thread stays responsive.
+            libc::MSG_DONTWAIT,
             &sll as *const _ as *const libc::sockaddr,
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
@@ -246,15 +205,6 @@ pub trait SendFrame: Send + Sync + std::fmt::Debug {
 }
 
 impl SendFrame for PacketSocket {
-    fn iface(&self) -> &str {
-        self.name()
-    }
-    fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
-        self.send(frame)
-    }
-}
-
-impl SendFrame for BlockingPacketSocket {
     fn iface(&self) -> &str {
         self.name()
     }
