@@ -285,17 +285,53 @@ impl Detector {
     }
 }
 
-/// Split this node's claims over datagrams that stay well under a 1500-byte MTU.
+/// The largest sealed heartbeat datagram: under a 1500-byte MTU with room for IP, UDP
+/// and tunnel headers, so heartbeats are never fragmented.
+pub const MAX_DATAGRAM: usize = 1200;
+
+/// Split a heartbeat over datagrams of at most [`MAX_DATAGRAM`] bytes once sealed: each
+/// carries the flags and a share of the heard list and the claims, with consecutive
+/// sequence numbers. Receivers take heard entries and claims as additive evidence, so
+/// the parts mean what the whole would. An entry too large for any datagram (a node
+/// name of over a kilobyte) goes alone and may be fragmented.
 pub fn heartbeats(base: &Heartbeat) -> Vec<Heartbeat> {
-    const PER_DATAGRAM: usize = 15;
-    if base.claims.len() <= PER_DATAGRAM {
-        return vec![base.clone()];
+    let empty = Heartbeat { heard: Vec::new(), claims: Vec::new(), ..base.clone() };
+    let overhead = MAGIC.len() + TAG_LEN + json_len(&empty);
+    let mut parts = vec![empty.clone()];
+    let mut size = overhead;
+    // One more list entry costs its encoding and a comma; start a new part when full.
+    enum Entry<'a> {
+        Heard(&'a (String, u32)),
+        Claim(Claim),
     }
-    base.claims
-        .chunks(PER_DATAGRAM)
-        .enumerate()
-        .map(|(i, chunk)| Heartbeat { seq: base.seq + i as u64, claims: chunk.to_vec(), ..base.clone() })
-        .collect()
+    let entries = base.heard.iter().map(Entry::Heard).chain(base.claims.iter().map(|c| Entry::Claim(*c)));
+    for e in entries {
+        // One more list entry costs its encoding and a comma; start a new part when full.
+        let n = 1 + match &e {
+            Entry::Heard(h) => json_len(h),
+            Entry::Claim(c) => json_len(c),
+        };
+        let last = parts.last().expect("never empty");
+        if size + n > MAX_DATAGRAM && (!last.heard.is_empty() || !last.claims.is_empty()) {
+            parts.push(empty.clone());
+            size = overhead;
+        }
+        size += n;
+        let last = parts.last_mut().expect("never empty");
+        match e {
+            Entry::Heard(h) => last.heard.push(h.clone()),
+            Entry::Claim(c) => last.claims.push(c),
+        }
+    }
+    for (i, p) in parts.iter_mut().enumerate() {
+        p.seq = base.seq + i as u64;
+    }
+    parts
+}
+
+/// The length of a value's JSON, as [`seal`] encodes it.
+fn json_len<T: Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).map(|v| v.len()).unwrap_or(0)
 }
 
 #[cfg(test)]

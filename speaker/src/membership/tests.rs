@@ -120,19 +120,36 @@ fn the_newest_claim_wins_and_claims_expire_with_the_window_or_the_claimant() {
 }
 
 #[test]
-fn many_claims_split_into_small_datagrams() {
+fn many_claims_and_members_split_into_datagrams_that_are_never_fragmented() {
+    let small = Heartbeat { heard: vec![("node-001".into(), 12)], ..hb("n1", 7, &[]) };
+    assert_eq!(heartbeats(&small), vec![small.clone()], "a small heartbeat is one datagram");
     let base = Heartbeat {
         claims: (0..45u8).map(|i| Claim { ip: IpAddr::from([198, 51, 100, i]), since_ms: u64::MAX }).collect(),
-        heard: (0..10).map(|i| (format!("node-{i:03}"), 123_456)).collect(),
+        heard: (0..200).map(|i| (format!("node-{i:03}.rack-17.example.com"), 123_456)).collect(),
+        leaving: true,
         ..hb("a-rather-long-node-name.example.com", 10, &[])
     };
     let parts = heartbeats(&base);
-    assert_eq!(parts.len(), 3);
-    assert_eq!(parts.iter().map(|p| p.seq).collect::<Vec<_>>(), [10, 11, 12]);
-    assert!(parts.iter().all(|p| p.claims.len() == 15));
-    let all: Vec<Claim> = parts.iter().flat_map(|p| p.claims.clone()).collect();
-    assert_eq!(all, base.claims);
+    assert!(parts.len() > 1);
+    let seqs: Vec<u64> = parts.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, (10..10 + parts.len() as u64).collect::<Vec<_>>(), "consecutive sequence numbers");
     for p in &parts {
-        assert!(seal(KEY, p).len() < 1400, "{} bytes", seal(KEY, p).len());
+        let len = seal(KEY, p).len();
+        assert!(len <= MAX_DATAGRAM, "{len} bytes");
+        assert!(
+            p.leaving && p.ready && p.node == base.node && p.incarnation == base.incarnation,
+            "flags in every part"
+        );
+        assert!(!p.heard.is_empty() || !p.claims.is_empty(), "no empty part");
     }
+    let heard: Vec<(String, u32)> = parts.iter().flat_map(|p| p.heard.clone()).collect();
+    let claims: Vec<Claim> = parts.iter().flat_map(|p| p.claims.clone()).collect();
+    assert_eq!((heard, claims), (base.heard.clone(), base.claims.clone()), "nothing lost, nothing repeated");
+    // A receiver of every part knows what the whole heartbeat said.
+    let t0 = Instant::now();
+    let mut d = Detector::new("node-000.rack-17.example.com", Timing::default(), t0);
+    for p in parts {
+        d.receive(p, t0).unwrap();
+    }
+    assert_eq!(d.view(t0).len(), 200, "the sender and every member it heard, but not the receiver itself");
 }
