@@ -22,6 +22,9 @@ use serde_json::json;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 0, 0x100);
+/// Addresses nobody answers for, probed to mark the end of a capture.
+const MARKER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
+const MARKER6: Ipv6Addr = Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 0, 0x99);
 
 /// The client's namespace and interface.
 struct Client {
@@ -138,10 +141,14 @@ fn main() {
     );
 }
 
-/// Run `probe` while tcpdump captures `filter` on the client's eth0 with nanosecond
-/// timestamps; returns the capture's text.
-fn captured(client: &Client, filter: &str, probe: impl FnOnce()) -> String {
-    use std::io::{BufRead, BufReader, Read};
+/// Run `probe` while tcpdump captures `filter` on the client's interface with
+/// nanosecond timestamps; returns the capture's text. tcpdump gets packets from the
+/// kernel in blocks, handed over when full or after a timeout, and drops the last
+/// one when interrupted: so after the probes, `mark` is repeated (a probe for the
+/// unanswered `marker` address) until the capture shows it, and only then is tcpdump
+/// stopped. Without this, the last probes (always the VIP's) were missing.
+fn captured(client: &Client, filter: &str, marker: &str, probe: impl FnOnce(), mark: impl Fn()) -> String {
+    use std::io::{BufRead, BufReader};
     let mut dump = client
         .command("tcpdump")
         .args(["-i", &client.iface, "-n", "-l", "-tt", "--time-stamp-precision=nano", filter])
@@ -155,16 +162,36 @@ fn captured(client: &Client, filter: &str, probe: impl FnOnce()) -> String {
         line.clear();
     }
     // Read the capture as it comes, so that a full pipe never stalls tcpdump.
-    let mut stdout = dump.stdout.take().expect("stdout");
+    let stdout = dump.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        out
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
     });
     probe();
-    let _ = std::process::Command::new("kill").args(["-INT", &dump.id().to_string()]).status();
+    let mut out = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut seen = false;
+    while !seen && std::time::Instant::now() < deadline {
+        mark();
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen |= l.contains(marker);
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    assert!(seen, "the capture never showed the end marker {marker}");
+    let _ = Command::new("kill").args(["-INT", &dump.id().to_string()]).status();
     let _ = dump.wait();
-    reader.join().unwrap_or_default()
+    let _ = reader.join();
+    for l in rx.try_iter() {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
 }
 
 /// Requests that got no reply in a capture, by target.
@@ -173,7 +200,7 @@ type Unpaired = BTreeMap<String, usize>;
 /// Request-to-reply times (µs) from a tcpdump capture in the client namespace while
 /// arping probes the node's own address and the VIP, interleaved.
 fn capture_latency(client: &Client, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec<f64>, Unpaired) {
-    let out = captured(client, "arp", || {
+    let probes = || {
         for _ in 0..10 {
             for target in [node_ip, VIP] {
                 for _ in 0..n / 10 {
@@ -181,6 +208,10 @@ fn capture_latency(client: &Client, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, V
                 }
             }
         }
+    };
+    let marker = MARKER.to_string();
+    let out = captured(client, "arp", &format!("who-has {marker} "), probes, || {
+        let _ = client.arping(&marker, "1");
     });
     let mut unpaired = Unpaired::new();
     let mut asked: BTreeMap<String, f64> = BTreeMap::new();
@@ -212,6 +243,7 @@ fn capture_latency(client: &Client, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, V
     for ip in asked.into_keys() {
         *unpaired.entry(ip).or_default() += 1;
     }
+    unpaired.remove(&marker);
     (kernel, ours, unpaired)
 }
 
@@ -259,7 +291,7 @@ fn floods(client: &Client, node_ip: Ipv4Addr, speaker: u32, quick: bool) -> Stri
 /// Neighbor solicitation to advertisement times (µs) from a capture in the client
 /// namespace while ndisc6 probes the node's own IPv6 address and the IPv6 VIP.
 fn ndp_capture_latency(client: &Client, node_ip: Ipv6Addr, n: usize) -> (Vec<f64>, Vec<f64>, Unpaired) {
-    let out = captured(client, "icmp6", || {
+    let probes = || {
         for _ in 0..10 {
             for target in [node_ip, VIP6] {
                 for _ in 0..n / 10 {
@@ -267,6 +299,10 @@ fn ndp_capture_latency(client: &Client, node_ip: Ipv6Addr, n: usize) -> (Vec<f64
                 }
             }
         }
+    };
+    let marker = MARKER6.to_string();
+    let out = captured(client, "icmp6", &format!("who has {marker},"), probes, || {
+        let _ = client.ndisc6(&marker);
     });
     let mut unpaired = Unpaired::new();
     let mut asked: BTreeMap<String, f64> = BTreeMap::new();
@@ -295,5 +331,6 @@ fn ndp_capture_latency(client: &Client, node_ip: Ipv6Addr, n: usize) -> (Vec<f64
     for ip in asked.into_keys() {
         *unpaired.entry(ip).or_default() += 1;
     }
+    unpaired.remove(&marker);
     (kernel, ours, unpaired)
 }
