@@ -492,19 +492,29 @@ fn read_loop(sock: &PacketSocket, iface: &Iface, shared: &Shared, stop: &std::sy
             }
         };
         let frame = &buf[..n];
-        let answer = {
+        let (asked, answer) = {
             let a = lock(&shared.announcer);
-            if let Some(ip) = requested_ip(frame).filter(|ip| a.table().get(ip).is_some()) {
+            (requested_ip(frame).filter(|ip| a.table().get(ip).is_some()), respond(a.table(), iface, frame))
+        };
+        // Reply first, count after: the metrics stay off the request-to-reply path.
+        let count_request = || {
+            if let Some(ip) = asked {
                 shared.metrics.requests.with_label_values(&[&ip.to_string()]).inc();
             }
-            respond(a.table(), iface, frame)
         };
         match answer {
-            Ok(reply) => match sock.send(&reply.frame) {
-                Ok(()) => shared.metrics.responses.with_label_values(&[&reply.ip.to_string()]).inc(),
-                Err(e) => tracing::warn!(iface = %iface.name, error = %e, "reply not sent"),
-            },
-            Err(reason) => shared.metrics.dropped.with_label_values(&[reason.as_str()]).inc(),
+            Ok(reply) => {
+                let sent = sock.send(&reply.frame);
+                count_request();
+                match sent {
+                    Ok(()) => shared.metrics.responses.with_label_values(&[&reply.ip.to_string()]).inc(),
+                    Err(e) => tracing::warn!(iface = %iface.name, error = %e, "reply not sent"),
+                }
+            }
+            Err(reason) => {
+                count_request();
+                shared.metrics.dropped.with_label_values(&[reason.as_str()]).inc();
+            }
         }
     }
 }

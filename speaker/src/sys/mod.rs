@@ -82,6 +82,8 @@ pub struct PacketSocket {
     fd: OwnedFd,
     ifindex: u32,
     name: String,
+    /// The receive timeout in force, in microseconds (0: not set yet).
+    rcvtimeo: std::sync::atomic::AtomicU64,
 }
 
 impl PacketSocket {
@@ -89,7 +91,7 @@ impl PacketSocket {
     pub fn open(name: &str) -> io::Result<PacketSocket> {
         let ifindex = if_index(name)?;
         let fd = Self::raw(ifindex)?;
-        Ok(PacketSocket { fd, ifindex, name: name.to_string() })
+        Ok(PacketSocket { fd, ifindex, name: name.to_string(), rcvtimeo: std::sync::atomic::AtomicU64::new(0) })
     }
 
     fn raw(ifindex: u32) -> io::Result<OwnedFd> {
@@ -136,22 +138,40 @@ impl PacketSocket {
         Ok(fd)
     }
 
-    /// Receive one frame, waiting at most `timeout`; `Ok(None)` on timeout.
+    /// Receive one frame, waiting at most `timeout`; `Ok(None)` on timeout. One blocking
+    /// `recv` with `SO_RCVTIMEO` (set again only when `timeout` changes), so a frame
+    /// costs a single wakeup and system call.
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<Option<usize>> {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
+        let micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX).max(1);
+        if self.rcvtimeo.swap(micros, std::sync::atomic::Ordering::Relaxed) != micros {
+            let tv = libc::timeval {
+                tv_sec: (micros / 1_000_000).min(i64::MAX as u64) as libc::time_t,
+                tv_usec: (micros % 1_000_000) as libc::suseconds_t,
+            };
+            // SAFETY: `tv` is a valid timeval of the size passed.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                )
+            };
+            if rc < 0 {
+                self.rcvtimeo.store(0, std::sync::atomic::Ordering::Relaxed);
+                return Err(io::Error::last_os_error());
+            }
         }
-        if rc == 0 {
-            return Ok(None);
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        if n >= 0 {
+            return Ok(Some(n as usize));
         }
-        match recv_raw(self.fd.as_raw_fd(), buf) {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
         }
     }
 
@@ -164,12 +184,6 @@ impl PacketSocket {
     pub fn name(&self) -> &str {
         &self.name
     }
-}
-
-fn recv_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of its length.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 fn send_raw(fd: RawFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
