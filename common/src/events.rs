@@ -114,7 +114,7 @@ impl Events {
             },
             action: Some(ev.action.clone()),
             reason: Some(ev.reason.clone()),
-            note: ev.note.clone(),
+            note: ev.note.as_deref().map(|n| truncate(n, MAX_NOTE_BYTES)),
             type_: Some(type_name(ev.type_).into()),
             event_time: Some(MicroTime(now)),
             regarding: Some(regarding.clone()),
@@ -124,6 +124,22 @@ impl Events {
             ..Default::default()
         }
     }
+}
+
+/// The API server rejects an Event whose note is over 1 KiB (`events.k8s.io/v1`
+/// validation), so longer notes are cut, on a character boundary, with a marker.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
+fn truncate(note: &str, max: usize) -> String {
+    if note.len() <= max {
+        return note.to_string();
+    }
+    const MORE: &str = " …";
+    let mut end = max - MORE.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &note[..end])
 }
 
 fn type_name(t: EventType) -> &'static str {

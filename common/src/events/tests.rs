@@ -104,3 +104,15 @@ async fn a_refused_create_is_an_error() {
     assert!(e.is_err(), "{e:?}");
     assert_eq!(events.remembered(), 0, "nothing remembered for an Event that was not created");
 }
+
+#[tokio::test]
+async fn a_note_over_a_kibibyte_is_cut_to_what_the_api_server_accepts() {
+    let c = client();
+    let events = Events::new(c.clone(), "ferrolb-controller", "pod-a");
+    let long = "pool p: ".to_string() + &"é".repeat(900);
+    events.publish(&warning(&long), &web()).await.unwrap();
+    let note = listed(&c, "default").await[0].note.clone().unwrap();
+    assert!(note.len() <= MAX_NOTE_BYTES, "{} bytes", note.len());
+    assert!(note.starts_with("pool p: éé") && note.ends_with(" …"), "{note}");
+    assert_eq!(truncate("short", MAX_NOTE_BYTES), "short");
+}

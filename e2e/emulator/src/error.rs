@@ -163,6 +163,8 @@ pub enum FieldErrorKind {
     Forbidden,
     /// Too many items.
     TooMany,
+    /// Value too long.
+    TooLong,
 }
 
 impl FieldErrorKind {
@@ -174,6 +176,7 @@ impl FieldErrorKind {
             FieldErrorKind::Duplicate => "FieldValueDuplicate",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::TooMany => "FieldValueTooMany",
+            FieldErrorKind::TooLong => "FieldValueTooLong",
         }
     }
 }
@@ -218,6 +221,15 @@ impl FieldError {
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError { field: field.into(), kind: FieldErrorKind::Forbidden, value: None, detail: detail.into() }
     }
+    /// `field: Too long: may not be more than n bytes`.
+    pub fn too_long(field: impl Into<String>, max_bytes: usize) -> Self {
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::TooLong,
+            value: None,
+            detail: format!("may not be more than {max_bytes} bytes"),
+        }
+    }
     /// `field: Too many: n: must have at most m items`.
     pub fn too_many(field: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError { field: field.into(), kind: FieldErrorKind::TooMany, value: None, detail: detail.into() }
@@ -231,6 +243,7 @@ impl FieldError {
             FieldErrorKind::Duplicate => "Duplicate value",
             FieldErrorKind::Forbidden => "Forbidden",
             FieldErrorKind::TooMany => "Too many",
+            FieldErrorKind::TooLong => "Too long",
         };
         let mut s = label.to_string();
         if let Some(v) = &self.value {

@@ -45,6 +45,25 @@ fn rename(v: &Value, from_new: bool) -> Value {
     Value::Object(out)
 }
 
+/// Upstream's limit on an `events.k8s.io/v1` Event's note.
+pub const NOTE_LENGTH_LIMIT: usize = 1024;
+
+/// What upstream's `events.k8s.io/v1` validation rejects that ferrolb could send:
+/// a note over [`NOTE_LENGTH_LIMIT`] bytes.
+pub fn validate_v1(v: &Value) -> Result<(), crate::error::ApiError> {
+    let note = v.get("note").and_then(Value::as_str).unwrap_or("");
+    if note.len() > NOTE_LENGTH_LIMIT {
+        let name = v["metadata"]["name"].as_str().unwrap_or("");
+        return Err(crate::error::ApiError::invalid(
+            "Event",
+            "events.k8s.io",
+            name,
+            vec![crate::error::FieldError::too_long("note", NOTE_LENGTH_LIMIT)],
+        ));
+    }
+    Ok(())
+}
+
 /// An `events.k8s.io/v1` Event (or a partial one, as in a merge patch) in core form.
 pub fn to_core(v: &Value) -> Value {
     let mut out = rename(v, true);

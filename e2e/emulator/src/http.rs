@@ -371,12 +371,18 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
         Method::POST if target.name.is_none() => {
             let body = req.decode_body()?;
             require_typed(&body)?;
+            if alias {
+                crate::events::validate_v1(&body)?;
+            }
             let w = mutate(inner, |st| st.create(&target, body_in(body), &req.write_opts()))?;
             Ok(json_response(w.code, &out(w.object), &w.warnings))
         }
         Method::PUT if target.name.is_some() => {
             let body = req.decode_body()?;
             require_typed(&body)?;
+            if alias {
+                crate::events::validate_v1(&body)?;
+            }
             let w = mutate(inner, |st| st.update(&target, body_in(body), &req.write_opts()))?;
             Ok(json_response(w.code, &out(w.object), &w.warnings))
         }

@@ -714,3 +714,27 @@ async fn events_written_with_events_k8s_io_are_core_events_too() {
     assert_eq!(v1["kind"], "EventList");
     assert_eq!(v1["items"][0]["regarding"]["name"], "web");
 }
+
+#[tokio::test]
+async fn an_events_k8s_io_note_over_1024_bytes_is_invalid() {
+    let emu = emu();
+    let ev = |note: String| {
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "web.2"},
+            "regarding": {"apiVersion": "v1", "kind": "Service", "name": "web", "namespace": "default"},
+            "reason": "AllocationFailed", "note": note, "type": "Warning", "action": "Allocate",
+            "reportingController": "ferrolb-controller", "reportingInstance": "c-0",
+            "eventTime": "2026-01-01T00:00:00.000000Z"})
+    };
+    let r = post(&emu, "/apis/events.k8s.io/v1/namespaces/default/events", &ev("x".repeat(1025))).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["reason"], "Invalid");
+    assert_eq!(r.body["details"]["causes"][0]["field"], "note");
+    assert_eq!(r.body["details"]["causes"][0]["reason"], "FieldValueTooLong");
+    assert!(
+        r.body["message"].as_str().unwrap().contains("note: Too long: may not be more than 1024 bytes"),
+        "{}",
+        r.body
+    );
+    let ok = post(&emu, "/apis/events.k8s.io/v1/namespaces/default/events", &ev("x".repeat(1024))).await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+}
