@@ -299,7 +299,6 @@ pub fn heartbeats(base: &Heartbeat) -> Vec<Heartbeat> {
     let overhead = MAGIC.len() + TAG_LEN + json_len(&empty);
     let mut parts = vec![empty.clone()];
     let mut size = overhead;
-    // One more list entry costs its encoding and a comma; start a new part when full.
     enum Entry<'a> {
         Heard(&'a (String, u32)),
         Claim(Claim),

@@ -320,14 +320,14 @@ pub async fn run(
         let started = Instant::now();
         let deadline = started + (m.detector_timing().suspect_after * 3).max(Duration::from_millis(500));
         // Wait for the IPs another member will take: the plan without this node (its own
-        // liveness now says leaving) names their successors. Members not heard from yet
-        // count through their Lease, so a speaker stopped right after it started still
+        // liveness now says leaving) names their successors, once. Members not heard from
+        // yet count through their Lease, so a speaker stopped right after it started still
         // hands over; an IP nobody else may hold (local traffic policy) is not waited for.
+        let p = plan(&snapshot(), s.lb_class.as_deref(), s.revertive, chrono::Utc::now());
+        let taken_over = |ip: &IpAddr| p.ips.get(ip).and_then(|d| d.node.as_deref()).is_some_and(|n| n != s.node);
         let waiting = || {
-            let now = Instant::now();
-            let p = plan(&snapshot(), s.lb_class.as_deref(), s.revertive, chrono::Utc::now());
-            let mut w = m.unclaimed(&s.node, now);
-            w.retain(|ip| p.ips.get(ip).and_then(|d| d.node.as_deref()).is_some_and(|n| n != s.node));
+            let mut w = m.unclaimed(&s.node, Instant::now());
+            w.retain(|ip| taken_over(ip));
             w
         };
         let mut left = waiting();
@@ -485,7 +485,6 @@ fn read_loop(sock: &PacketSocket, iface: &Iface, shared: &Shared, stop: &std::sy
         let n = match sock.recv_timeout(&mut buf, Duration::from_millis(200)) {
             Ok(Some(n)) => n,
             Ok(None) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!(iface = %iface.name, error = %e, "receive failed; responder stops");
                 return;

@@ -138,9 +138,9 @@ impl PacketSocket {
         Ok(fd)
     }
 
-    /// Receive one frame, waiting at most `timeout`; `Ok(None)` on timeout. One blocking
-    /// `recv` with `SO_RCVTIMEO` (set again only when `timeout` changes), so a frame
-    /// costs a single wakeup and system call.
+    /// Receive one frame, waiting at most `timeout`; `Ok(None)` on timeout or a signal.
+    /// One blocking `recv` with `SO_RCVTIMEO` (set again only when `timeout` changes), so
+    /// a frame costs a single wakeup and system call.
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<Option<usize>> {
         let micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX).max(1);
         if self.rcvtimeo.swap(micros, std::sync::atomic::Ordering::Relaxed) != micros {
