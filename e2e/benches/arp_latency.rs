@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferrolb_e2e::bench::{Row, cpu_time, pct, print_table};
-use ferrolb_e2e::sandbox::{Options, Sandbox, create, pool_and_advertisement};
+use ferrolb_e2e::sandbox::{Options, Sandbox, State, create, pool_and_advertisement};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::Service;
@@ -26,41 +26,21 @@ const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 0, 0x100);
 const MARKER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
 const MARKER6: Ipv6Addr = Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 0, 0x99);
 
-/// The client's namespace and interface.
-struct Client {
-    netns: String,
-    iface: String,
+/// One ARP request from the client; arping's output (empty when nobody answered).
+fn arping(client: &State, target: &str, wait_s: &str) -> String {
+    client.client_exec(&["arping", "-c", "1", "-w", wait_s, "-I", &client.client_interface, target]).unwrap_or_default()
 }
 
-impl Client {
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.netns, program]);
-        c
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> String {
-        self.command(program)
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-
-    fn arping(&self, target: &str, wait_s: &str) -> String {
-        self.run("arping", &["-c", "1", "-w", wait_s, "-I", &self.iface, target])
-    }
-
-    fn ndisc6(&self, target: &str) -> String {
-        self.run("ndisc6", &["-1", "-r", "1", "-w", "500", target, &self.iface])
-    }
+/// One neighbor solicitation from the client; ndisc6's output (empty when unanswered).
+fn ndisc6(client: &State, target: &str) -> String {
+    client.client_exec(&["ndisc6", "-1", "-r", "1", "-w", "500", target, &client.client_interface]).unwrap_or_default()
 }
 
 /// Per-reply round trips in ms, as arping reports them, for `n` single probes.
-fn probe(client: &Client, target: Ipv4Addr, n: usize) -> Vec<f64> {
+fn probe(client: &State, target: Ipv4Addr, n: usize) -> Vec<f64> {
     (0..n)
         .filter_map(|_| {
-            let text = client.arping(&target.to_string(), "2");
+            let text = arping(client, &target.to_string(), "2");
             let line = text.lines().find(|l| l.contains("reply from"))?;
             line.split_whitespace().find_map(|w| w.strip_suffix("ms"))?.parse::<f64>().ok()
         })
@@ -89,28 +69,28 @@ fn main() {
     })
     .expect("pool and Service");
     let st = &sb.state;
-    let client = Client { netns: st.client_netns.clone(), iface: st.client_interface.clone() };
+    let client = st;
     let node = &st.nodes[0].interfaces[0];
     let node_ip: Ipv4Addr = node.ipv4.parse().expect("node IPv4");
     let node_ip6: Ipv6Addr = node.ipv6.parse().expect("node IPv6");
     let speaker = st.pids.speakers[&st.nodes[0].name];
     eventually("the speaker answers ARP and NDP for the VIPs", Duration::from_secs(30), || {
-        let arp = client.arping(&VIP.to_string(), "1").contains("reply from");
-        let ndp = client.ndisc6(&VIP6.to_string()).contains("Target link-layer address");
+        let arp = arping(client, &VIP.to_string(), "1").contains("reply from");
+        let ndp = ndisc6(client, &VIP6.to_string()).contains("Target link-layer address");
         (arp && ndp).then_some(())
     });
     // Interleave the two so that machine load affects both alike.
     let mut kernel = Vec::new();
     let mut ours = Vec::new();
     for _ in 0..10 {
-        kernel.extend(probe(&client, node_ip, n / 10));
-        ours.extend(probe(&client, VIP, n / 10));
+        kernel.extend(probe(client, node_ip, n / 10));
+        ours.extend(probe(client, VIP, n / 10));
     }
     kernel.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     ours.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    let (cap_kernel, cap_ours, arp_unpaired) = capture_latency(&client, node_ip, n);
-    let (ndp_kernel, ndp_ours, ndp_unpaired) = ndp_capture_latency(&client, node_ip6, n);
-    let floods = floods(&client, node_ip, speaker, quick);
+    let (cap_kernel, cap_ours, arp_unpaired) = capture_latency(client, node_ip, n);
+    let (ndp_kernel, ndp_ours, ndp_unpaired) = ndp_capture_latency(client, node_ip6, n);
+    let floods = floods(client, node_ip, speaker, quick);
     drop(sb);
     print_table(
         "ARP reply latency, request to reply as captured by tcpdump on the client",
@@ -147,11 +127,11 @@ fn main() {
 /// one when interrupted: so after the probes, `mark` is repeated (a probe for the
 /// unanswered `marker` address) until the capture shows it, and only then is tcpdump
 /// stopped. Without this, the last probes (always the VIP's) were missing.
-fn captured(client: &Client, filter: &str, marker: &str, probe: impl FnOnce(), mark: impl Fn()) -> String {
+fn captured(client: &State, filter: &str, marker: &str, probe: impl FnOnce(), mark: impl Fn()) -> String {
     use std::io::{BufRead, BufReader};
     let mut dump = client
-        .command("tcpdump")
-        .args(["-i", &client.iface, "-n", "-l", "-tt", "--time-stamp-precision=nano", filter])
+        .client_command("tcpdump")
+        .args(["-i", &client.client_interface, "-n", "-l", "-tt", "--time-stamp-precision=nano", filter])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -199,19 +179,19 @@ type Unpaired = BTreeMap<String, usize>;
 
 /// Request-to-reply times (µs) from a tcpdump capture in the client namespace while
 /// arping probes the node's own address and the VIP, interleaved.
-fn capture_latency(client: &Client, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec<f64>, Unpaired) {
+fn capture_latency(client: &State, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, Vec<f64>, Unpaired) {
     let probes = || {
         for _ in 0..10 {
             for target in [node_ip, VIP] {
                 for _ in 0..n / 10 {
-                    let _ = client.arping(&target.to_string(), "1");
+                    let _ = arping(client, &target.to_string(), "1");
                 }
             }
         }
     };
     let marker = MARKER.to_string();
     let out = captured(client, "arp", &format!("who-has {marker} "), probes, || {
-        let _ = client.arping(&marker, "1");
+        let _ = arping(client, &marker, "1");
     });
     let mut unpaired = Unpaired::new();
     let mut asked: BTreeMap<String, f64> = BTreeMap::new();
@@ -250,20 +230,20 @@ fn capture_latency(client: &Client, node_ip: Ipv4Addr, n: usize) -> (Vec<f64>, V
 /// Bounded floods from the client: UDP data to the VIP (which the BPF filter should
 /// keep away from the responder) and ARP requests (answered per second), each with
 /// the speaker process's CPU.
-fn floods(client: &Client, node_ip: Ipv4Addr, speaker: u32, quick: bool) -> String {
+fn floods(client: &State, node_ip: Ipv4Addr, speaker: u32, quick: bool) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/flood.py");
     let count = if quick { "20000" } else { "300000" };
     let run = |args: &[&str]| -> (serde_json::Value, f64) {
         let before = cpu_time(speaker).unwrap_or_default();
-        let out = client.command("python3").arg(&script).args(args).output().expect("python3");
+        let out = client.client_command("python3").arg(&script).args(args).output().expect("python3");
         let after = cpu_time(speaker).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         (v, (after - before).as_secs_f64())
     };
     let src = "198.51.100.2";
     let (data, data_cpu) = run(&["udp", &VIP.to_string(), count]);
-    let (arp_ours, ours_cpu) = run(&["arp", &client.iface, &VIP.to_string(), src, count]);
-    let (arp_kernel, _) = run(&["arp", &client.iface, &node_ip.to_string(), src, count]);
+    let (arp_ours, ours_cpu) = run(&["arp", &client.client_interface, &VIP.to_string(), src, count]);
+    let (arp_kernel, _) = run(&["arp", &client.client_interface, &node_ip.to_string(), src, count]);
     let secs = |v: &serde_json::Value| v["seconds"].as_f64().unwrap_or(f64::NAN);
     let rate = |v: &serde_json::Value| v["replies"].as_f64().unwrap_or(0.0) / secs(v);
     format!(
@@ -290,19 +270,19 @@ fn floods(client: &Client, node_ip: Ipv4Addr, speaker: u32, quick: bool) -> Stri
 
 /// Neighbor solicitation to advertisement times (µs) from a capture in the client
 /// namespace while ndisc6 probes the node's own IPv6 address and the IPv6 VIP.
-fn ndp_capture_latency(client: &Client, node_ip: Ipv6Addr, n: usize) -> (Vec<f64>, Vec<f64>, Unpaired) {
+fn ndp_capture_latency(client: &State, node_ip: Ipv6Addr, n: usize) -> (Vec<f64>, Vec<f64>, Unpaired) {
     let probes = || {
         for _ in 0..10 {
             for target in [node_ip, VIP6] {
                 for _ in 0..n / 10 {
-                    let _ = client.ndisc6(&target.to_string());
+                    let _ = ndisc6(client, &target.to_string());
                 }
             }
         }
     };
     let marker = MARKER6.to_string();
     let out = captured(client, "icmp6", &format!("who has {marker},"), probes, || {
-        let _ = client.ndisc6(&marker);
+        let _ = ndisc6(client, &marker);
     });
     let mut unpaired = Unpaired::new();
     let mut asked: BTreeMap<String, f64> = BTreeMap::new();

@@ -240,13 +240,27 @@ pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((ctl, spk))
 }
 
-/// Run `args` inside network namespace `netns`; its stdout when it succeeded.
+/// A command running `program` inside network namespace `netns`.
+pub fn netns_command(netns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", netns, program]);
+    c
+}
+
+/// Run `args` (a program and its arguments) inside network namespace `netns`; its
+/// stdout when it succeeded.
 fn netns_exec(netns: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new("ip").args(["netns", "exec", netns]).args(args).output().ok()?;
+    let (program, rest) = args.split_first()?;
+    let out = netns_command(netns, program).args(rest).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl State {
+    /// A command running `program` in the client namespace (to spawn or pipe it).
+    pub fn client_command(&self, program: &str) -> Command {
+        netns_command(&self.client_netns, program)
+    }
+
     /// Run `args` in the client namespace; its stdout when it succeeded.
     pub fn client_exec(&self, args: &[&str]) -> Option<String> {
         netns_exec(&self.client_netns, args)
