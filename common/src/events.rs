@@ -61,7 +61,7 @@ impl Events {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sent> {
-        self.sent.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.sent)
     }
 
     /// Publish `ev` about `regarding`, in its namespace (`default` for cluster-scoped

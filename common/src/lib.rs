@@ -1,6 +1,8 @@
 //! Runtime helpers shared by the controller, the speaker and the sandbox stand-ins.
 
 pub mod events;
+pub mod flags;
+pub mod http;
 
 use std::sync::Arc;
 
@@ -11,6 +13,25 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Resource};
 use tokio::sync::Notify;
+
+/// Lock `m`, recovering from poisoning: every critical section in ferrolb leaves its
+/// data consistent at each step, so a panic elsewhere is no reason to stop serving.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Tasks aborted when this is dropped: the watches of one leadership term, the
+/// helpers of one run.
+#[derive(Debug, Default)]
+pub struct AbortOnDrop(pub Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
 
 /// Spawn a reflector for `api`; the returned store fills as events arrive, `changed` is poked on each.
 /// Watch errors are logged and retried with kube-runtime's default backoff.

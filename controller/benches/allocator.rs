@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ferrolb_controller::alloc::{Allocator, Policy, Request, Sharing};
-use ferrolb_controller::config::{Config, Family, from_u128, parse_range, to_u128};
 use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
+use ferrolb_model::{Config, Family, from_u128, parse_range, to_u128};
 
 fn allocator_for(cidr: &str) -> Allocator {
     let pool = IPAddressPool::new(
@@ -28,7 +28,7 @@ fn allocator_for(cidr: &str) -> Allocator {
 
 fn request(i: usize, family: Family) -> Request {
     Request {
-        key: format!("bench/svc-{i}"),
+        key: ferrolb_model::ServiceKey::new("bench", &format!("svc-{i}")),
         namespace: "bench".into(),
         labels: Default::default(),
         families: vec![family],

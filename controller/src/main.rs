@@ -1,13 +1,14 @@
-//! `ferrolb-controller`: flags, client, signals; the work is in the library.
+//! `ferrolb-controller`: flags and wiring; the work is in the library.
 
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Parser;
-use ferrolb_controller::alloc::Allocator;
-use ferrolb_controller::metrics::Metrics;
-use ferrolb_controller::run::{Settings, Shared, run, serve_http};
+use ferrolb_common::flags::duration_between;
+use ferrolb_common::http::{ListenAddr, serve};
+use ferrolb_controller::ProcessState;
+use ferrolb_controller::leadership::run;
+use ferrolb_controller::settings::Settings;
+use tracing::Instrument;
 
 /// Allocates external IPs for LoadBalancer Services from ferrolb IPAddressPools.
 #[derive(Debug, Parser)]
@@ -25,12 +26,14 @@ struct Args {
     /// Elect a leader with a Lease; only the leader writes.
     #[arg(long, env = "FERROLB_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
-    /// Lease duration in seconds; a standby takes over within this after the leader dies.
-    #[arg(long, env = "FERROLB_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
-    lease_duration: u64,
-    /// Address for /metrics, /healthz and /readyz.
-    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7472")]
-    metrics_addr: SocketAddr,
+    /// Lease duration (`15s`; a bare number is seconds); a standby takes over within
+    /// this after the leader dies. Whole seconds are used.
+    #[arg(long, env = "FERROLB_LEASE_DURATION", default_value = "15s",
+          value_parser = duration_between(Duration::from_secs(2), Duration::from_secs(3600)))]
+    lease_duration: Duration,
+    /// Address for /metrics, /healthz and /readyz: `:7472` (every address) or `IP:PORT`.
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = ":7472")]
+    metrics_addr: ListenAddr,
     /// Log format.
     #[arg(long, env = "FERROLB_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -41,24 +44,18 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    ferrolb_common::init_logging(&args.log_format, &args.log_level)?;
-
+    let Args { namespace, lb_class, identity, leader_elect, lease_duration, metrics_addr, log_format, log_level } =
+        Args::parse();
+    ferrolb_common::init_logging(&log_format, &log_level)?;
+    let listener = metrics_addr.bind().await.map_err(|e| anyhow::anyhow!("--metrics-addr {metrics_addr}: {e}"))?;
     let client = kube::Client::try_default().await?;
-    let alloc = Arc::new(Mutex::new(Allocator::new()));
-    let shared = Shared { metrics: Metrics::new(alloc.clone()), alloc, ready: Arc::new(AtomicBool::new(false)) };
-    let identity = args.identity.unwrap_or_else(|| format!("ferrolb-controller-{}", std::process::id()));
-    let settings = Settings {
-        namespace: args.namespace,
-        lb_class: args.lb_class,
-        identity,
-        leader_elect: args.leader_elect,
-        lease_duration: args.lease_duration,
-        metrics_addr: args.metrics_addr,
-    };
+    let state = ProcessState::new();
+    let identity = identity.unwrap_or_else(|| format!("ferrolb-controller-{}", std::process::id()));
+    let settings = Settings { namespace, lb_class, identity, leader_elect, lease_duration, metrics_addr };
     let stop_rx = ferrolb_common::shutdown_signal("shutting down");
+    let metrics = state.metrics.clone();
     tokio::select! {
-        r = serve_http(settings.metrics_addr, shared.clone()) => r,
-        r = run(client, settings, shared, stop_rx) => r,
+        r = serve(listener, move || metrics.render(), state.ready.clone()).instrument(tracing::info_span!("http")) => r,
+        r = run(client, settings, state, stop_rx).instrument(tracing::info_span!("controller")) => r,
     }
 }

@@ -139,8 +139,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec};
+    use ferrolb_model::Config;
 
     #[test]
     fn pool_gauges_are_read_at_scrape_time() {

@@ -8,9 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrolb_common::events::{Event, EventType, Events};
+use ferrolb_common::lock;
 use ferrolb_crds::annotations::IP_ALLOCATED_FROM_POOL;
 use ferrolb_crds::conditions::{event, reason, service as cond, status};
-use k8s_openapi::api::core::v1::Service;
+use ferrolb_model::conditions::{self, Want, same};
+use ferrolb_model::{ServiceKey, ingress_ips, is_ours};
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -74,10 +78,6 @@ impl Error {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Ctx {
     /// Wake every pending Service (an address may have become free).
     pub fn wake_pending(&self) {
@@ -101,17 +101,26 @@ impl Ctx {
         released
     }
 
-    async fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Allocate".into(), secondary: None };
+    async fn publish(&self, svc: &Service, note: Note) {
+        let ev = Event {
+            type_: note.type_,
+            reason: note.reason.into(),
+            note: Some(note.text),
+            action: "Allocate".into(),
+            secondary: None,
+        };
         if let Err(e) = self.events.publish(&ev, &svc.object_ref(&())).await {
-            tracing::warn!(service = %service::key(svc), error = %e, "could not publish event");
+            tracing::warn!(service = %ServiceKey::of(svc), error = %e, "could not publish event");
         }
     }
 }
 
 /// Why a Service has no (new) IP.
-enum Failure {
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// An annotation or field of the Service cannot be understood.
     Request(RequestError),
+    /// The allocator found no address.
     Alloc(AllocError),
 }
 
@@ -130,41 +139,145 @@ impl Failure {
     }
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+/// What the allocator said about one Service, taken under its lock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The outcome of this request.
+    pub result: Result<Assignment, Failure>,
+    /// What the Service holds now (after a failure: what it kept).
+    pub held: Option<Assignment>,
+    /// Whether an advertisement covers the held IPs' pool for this Service.
+    pub announced: Option<bool>,
 }
 
-/// ferrolb's conditions currently on the Service, by type.
-fn our_conditions(svc: &Service) -> BTreeMap<String, Value> {
-    svc.status
+/// An Event to publish about the Service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// The event reason.
+    pub reason: &'static str,
+    /// What a person reads.
+    pub text: String,
+}
+
+/// What reconciling one Service should do: the status and annotation to write (when
+/// they differ from what is there), the Events to publish, and the bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The ingress IPs the Service should show.
+    pub ips: Vec<IpAddr>,
+    /// The status to apply, when ingress or conditions changed.
+    pub status: Option<ServiceStatus>,
+    /// The pool annotation to apply, when it changed (`None` inside: remove it).
+    pub pool_annotation: Option<Option<String>>,
+    /// Events, on transitions only.
+    pub notes: Vec<Note>,
+    /// The Service waits for an address.
+    pub pending: bool,
+    /// An address the Service held is free now: wake the waiting ones.
+    pub freed: bool,
+}
+
+/// Decide a Service's status, annotation and Events from the allocator's answer. Pure:
+/// `now` stamps a condition whose status changed.
+pub fn decide(svc: &Service, answer: &Answer, now: &Time) -> Decision {
+    let current = ingress_ips(svc);
+    let ips: Vec<IpAddr> = answer.held.as_ref().map(|a| a.ips.clone()).unwrap_or_default();
+    let old: Vec<Condition> = svc
+        .status
         .as_ref()
-        .and_then(|s| s.conditions.as_ref())
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
         .filter(|c| c.type_.starts_with("ferrolb.io/"))
-        .filter_map(|c| Some((c.type_.clone(), serde_json::to_value(c).ok()?)))
-        .collect()
-}
-
-fn condition(
-    old: &BTreeMap<String, Value>,
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> Value {
-    let st = if ok { status::TRUE } else { status::FALSE };
-    let since = old
-        .get(type_)
-        .filter(|c| c["status"] == st)
-        .and_then(|c| c["lastTransitionTime"].as_str().map(String::from))
-        .unwrap_or_else(now);
-    let mut c = json!({"type": type_, "status": st, "reason": reason, "message": message, "lastTransitionTime": since});
-    if let Some(g) = generation {
-        c["observedGeneration"] = json!(g);
+        .collect();
+    let generation = svc.metadata.generation;
+    let allocated = match (&answer.result, &answer.held) {
+        (Ok(a), _) => Want::new(
+            cond::ALLOCATED,
+            true,
+            reason::IP_ALLOCATED,
+            format!("{} from IPAddressPool {}", fmt_ips(&a.ips), a.pool),
+        ),
+        (Err(f), Some(a)) => Want::new(
+            cond::ALLOCATED,
+            false,
+            f.reason(),
+            format!("{}; keeping {} from IPAddressPool {} until this is fixed", f.message(), fmt_ips(&a.ips), a.pool),
+        ),
+        (Err(f), None) => Want::new(cond::ALLOCATED, false, f.reason(), f.message()),
+    };
+    let mut wants = vec![allocated];
+    if let (Some(a), Some(adv)) = (&answer.held, answer.announced) {
+        wants.push(if adv {
+            Want::new(
+                cond::ANNOUNCED,
+                true,
+                reason::ADVERTISED,
+                format!("IPAddressPool {} is selected by an L2Advertisement", a.pool),
+            )
+        } else {
+            Want::new(
+                cond::ANNOUNCED,
+                false,
+                reason::NO_L2_ADVERTISEMENT,
+                format!(
+                    "no L2Advertisement selects IPAddressPool {} for this Service: the IP is allocated but no node announces it",
+                    a.pool
+                ),
+            )
+        });
     }
-    c
+    let mut notes = Vec::new();
+    // Events, on transitions only: compared with the conditions the Service shows now.
+    let was = |type_: &str| old.iter().find(|c| c.type_ == type_);
+    if ips != current && !ips.is_empty() {
+        let pool = answer.held.as_ref().map(|a| a.pool.as_str()).unwrap_or_default();
+        let text = if current.is_empty() {
+            format!("Assigned {} from IPAddressPool {pool}", fmt_ips(&ips))
+        } else {
+            format!("Assigned {} from IPAddressPool {pool} (was {})", fmt_ips(&ips), fmt_ips(&current))
+        };
+        notes.push(Note { type_: EventType::Normal, reason: event::IP_ALLOCATED, text });
+    }
+    if let Err(f) = &answer.result {
+        let w = &wants[0];
+        if was(cond::ALLOCATED)
+            .is_none_or(|c| c.status != status::FALSE || c.reason != f.reason() || c.message != w.message)
+        {
+            notes.push(Note { type_: EventType::Warning, reason: event::ALLOCATION_FAILED, text: w.message.clone() });
+        }
+    }
+    if answer.announced == Some(false) && was(cond::ANNOUNCED).is_none_or(|c| c.status != status::FALSE) {
+        let text = wants.last().map(|w| w.message.clone()).unwrap_or_default();
+        notes.push(Note { type_: EventType::Warning, reason: event::NOT_ANNOUNCED, text });
+    }
+    let conditions: Vec<Condition> = wants.into_iter().map(|w| w.set(&old, generation, now)).collect();
+    let status = (current != ips || !same(&old, &conditions)).then(|| ServiceStatus {
+        load_balancer: Some(LoadBalancerStatus {
+            ingress: Some(
+                ips.iter()
+                    .map(|ip| LoadBalancerIngress {
+                        ip: Some(ip.to_string()),
+                        ip_mode: Some("VIP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        }),
+        conditions: Some(conditions),
+    });
+    let want_pool = answer.held.as_ref().map(|a| a.pool.clone());
+    let pool_annotation = (svc.annotations().get(IP_ALLOCATED_FROM_POOL) != want_pool.as_ref()).then_some(want_pool);
+    Decision {
+        freed: current.iter().any(|ip| !ips.contains(ip)),
+        pending: answer.held.is_none(),
+        ips,
+        status,
+        pool_annotation,
+        notes,
+    }
 }
 
 /// Whether this controller instance has written anything on this Service.
@@ -172,19 +285,15 @@ fn written_by_us(svc: &Service, manager: &str) -> bool {
     svc.managed_fields().iter().any(|m| m.manager.as_deref() == Some(manager))
 }
 
-fn same_conditions(a: &BTreeMap<String, Value>, b: &[Value]) -> bool {
-    let strip = |v: &Value| json!([v["type"], v["status"], v["reason"], v["message"], v["observedGeneration"]]);
-    a.len() == b.len()
-        && b.iter().all(|c| a.get(c["type"].as_str().unwrap_or("")).is_some_and(|o| strip(o) == strip(c)))
-}
-
-/// Reconcile one Service.
+/// Reconcile one Service: ask the allocator, [`decide`], then write and publish what
+/// the decision says. `await_change` and not a periodic requeue: every input of the
+/// decision (the Service, the config, a freed address) already triggers a reconcile.
+#[tracing::instrument(skip_all, fields(service = %ServiceKey::of(&svc)))]
 pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let key = service::key(&svc);
-    tracing::debug!(service = %key, "reconcile");
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &svc.namespace().unwrap_or_default());
-    if svc.metadata.deletion_timestamp.is_some() || !service::is_ours(&svc, ctx.lb_class.as_deref()) {
-        let released = ctx.release(&key);
+    let key = ServiceKey::of(&svc);
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), key.namespace());
+    if svc.metadata.deletion_timestamp.is_some() || !is_ours(&svc, ctx.lb_class.as_deref()) {
+        let released = ctx.release(key.as_str());
         if written_by_us(&svc, &ctx.field_manager) && svc.metadata.deletion_timestamp.is_none() {
             // Remove only what ferrolb wrote: applying nothing drops the fields we own.
             write(&ctx, &api, &key, "status", true, json!({"apiVersion": "v1", "kind": "Service", "status": {}}))
@@ -195,150 +304,69 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
                 &key,
                 "annotation",
                 false,
-                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc.name_any()}}),
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": key.name()}}),
             )
             .await?;
             if let Some(a) = released {
                 let why = if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
-                    "the Service is no longer of type LoadBalancer".to_string()
+                    "the Service is no longer of type LoadBalancer"
                 } else {
-                    "the Service's loadBalancerClass is not ferrolb's".to_string()
+                    "the Service's loadBalancerClass is not ferrolb's"
                 };
-                ctx.publish(
-                    &svc,
-                    EventType::Normal,
-                    event::IP_RELEASED,
-                    format!("Released {} from pool {}: {why}", fmt_ips(&a.ips), a.pool),
-                )
-                .await;
+                let text = format!("Released {} from pool {}: {why}", fmt_ips(&a.ips), a.pool);
+                ctx.publish(&svc, Note { type_: EventType::Normal, reason: event::IP_RELEASED, text }).await;
             }
         }
-        lock(&ctx.failures).remove(&key);
+        lock(&ctx.failures).remove(key.as_str());
         return Ok(Action::await_change());
     }
 
-    let current = service::current_ips(&svc);
     let started = Instant::now();
-    let (result, held, announced) = {
+    let answer = {
         let mut alloc = lock(&ctx.alloc);
         let result = match service::request(&svc) {
-            Ok(req) => alloc.assign(&req, &current).map_err(Failure::Alloc),
+            Ok(req) => alloc.assign(&req, &ingress_ips(&svc)).map_err(Failure::Alloc),
             Err(e) => Err(Failure::Request(e)),
         };
-        let held = alloc.assignment(&key).cloned();
+        let held = alloc.assignment(key.as_str()).cloned();
         let announced = held.as_ref().map(|a| alloc.config().advertised(&a.pool, svc.labels()));
-        (result, held, announced)
+        Answer { result, held, announced }
     };
     ctx.metrics.allocation_duration.observe(started.elapsed().as_secs_f64());
+    let d = decide(&svc, &answer, &conditions::now());
 
-    let ips: Vec<IpAddr> = held.as_ref().map(|a| a.ips.clone()).unwrap_or_default();
-    let old_conds = our_conditions(&svc);
-    let generation = svc.metadata.generation;
-    let mut conds = Vec::new();
-    match (&result, &held) {
-        (Ok(a), _) => conds.push(condition(
-            &old_conds,
-            cond::ALLOCATED,
-            true,
-            reason::IP_ALLOCATED,
-            &format!("{} from IPAddressPool {}", fmt_ips(&a.ips), a.pool),
-            generation,
-        )),
-        (Err(f), Some(a)) => conds.push(condition(
-            &old_conds,
-            cond::ALLOCATED,
-            false,
-            f.reason(),
-            &format!("{}; keeping {} from IPAddressPool {} until this is fixed", f.message(), fmt_ips(&a.ips), a.pool),
-            generation,
-        )),
-        (Err(f), None) => {
-            conds.push(condition(&old_conds, cond::ALLOCATED, false, f.reason(), &f.message(), generation))
-        }
-    }
-    if let (Some(a), Some(adv)) = (&held, announced) {
-        let (r, m) = if adv {
-            (reason::ADVERTISED, format!("IPAddressPool {} is selected by an L2Advertisement", a.pool))
-        } else {
-            (
-                reason::NO_L2_ADVERTISEMENT,
-                format!(
-                    "no L2Advertisement selects IPAddressPool {} for this Service: the IP is allocated but no node announces it",
-                    a.pool
-                ),
-            )
-        };
-        conds.push(condition(&old_conds, cond::ANNOUNCED, adv, r, &m, generation));
-    }
-
-    // Status: ingress and conditions.
-    let ingress: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
-    let ingress_now: Vec<IpAddr> = current.clone();
-    if ingress_now != ips || !same_conditions(&old_conds, &conds) {
-        let body = json!({"apiVersion": "v1", "kind": "Service", "status": {"loadBalancer": {"ingress": ingress}, "conditions": conds}});
+    if let Some(st) = &d.status {
+        let body = json!({"apiVersion": "v1", "kind": "Service", "status": st});
         write(&ctx, &api, &key, "status", true, body).await?;
     }
-    // Annotation naming the pool.
-    let want_pool = held.as_ref().map(|a| a.pool.clone());
-    if svc.annotations().get(IP_ALLOCATED_FROM_POOL) != want_pool.as_ref() {
-        let mut meta = json!({"name": svc.name_any()});
-        if let Some(p) = &want_pool {
+    if let Some(pool) = &d.pool_annotation {
+        let mut meta = json!({"name": key.name()});
+        if let Some(p) = pool {
             meta["annotations"] = json!({IP_ALLOCATED_FROM_POOL: p});
         }
         write(&ctx, &api, &key, "annotation", false, json!({"apiVersion": "v1", "kind": "Service", "metadata": meta}))
             .await?;
     }
-
-    // Events, on transitions only.
-    if ips != ingress_now && !ips.is_empty() {
-        let pool = want_pool.clone().unwrap_or_default();
-        let note = if ingress_now.is_empty() {
-            format!("Assigned {} from IPAddressPool {pool}", fmt_ips(&ips))
-        } else {
-            format!("Assigned {} from IPAddressPool {pool} (was {})", fmt_ips(&ips), fmt_ips(&ingress_now))
-        };
-        ctx.publish(&svc, EventType::Normal, event::IP_ALLOCATED, note).await;
+    for note in d.notes {
+        ctx.publish(&svc, note).await;
     }
-    if let Err(f) = &result {
-        let was = old_conds.get(cond::ALLOCATED);
-        let changed = was.is_none_or(|c| {
-            c["status"] != status::FALSE || c["reason"] != f.reason() || c["message"] != conds[0]["message"]
-        });
-        if changed {
-            ctx.publish(
-                &svc,
-                EventType::Warning,
-                event::ALLOCATION_FAILED,
-                conds[0]["message"].as_str().unwrap_or_default().to_string(),
-            )
-            .await;
-        }
-    }
-    if announced == Some(false) {
-        let was = old_conds.get(cond::ANNOUNCED);
-        if was.is_none_or(|c| c["status"] != status::FALSE) {
-            let m = conds.last().and_then(|c| c["message"].as_str()).unwrap_or_default().to_string();
-            ctx.publish(&svc, EventType::Warning, event::NOT_ANNOUNCED, m).await;
-        }
-    }
-
     // Bookkeeping: pending Services are woken when an address frees up.
     {
         let mut pending = lock(&ctx.pending);
-        if held.is_none() {
-            pending.insert(key.clone(), ObjectRef::from_obj(&*svc));
+        if d.pending {
+            pending.insert(key.as_str().to_string(), ObjectRef::from_obj(&*svc));
         } else {
-            pending.remove(&key);
+            pending.remove(key.as_str());
         }
         ctx.metrics.pending.set(pending.len() as i64);
     }
-    if ingress_now.iter().any(|ip| !ips.contains(ip)) {
+    if d.freed {
         ctx.wake_pending();
     }
-    if ingress_now != ips {
+    if ingress_ips(&svc) != d.ips {
         ctx.pools_dirty.notify_one();
     }
-    lock(&ctx.failures).remove(&key);
+    lock(&ctx.failures).remove(key.as_str());
     Ok(Action::await_change())
 }
 
@@ -349,18 +377,17 @@ fn fmt_ips(ips: &[IpAddr]) -> String {
 async fn write(
     ctx: &Ctx,
     api: &Api<Service>,
-    key: &str,
+    key: &ServiceKey,
     what: &'static str,
     status: bool,
     body: Value,
 ) -> Result<(), Error> {
-    let name = key.split_once('/').map(|(_, n)| n).unwrap_or(key);
     let pp = PatchParams::apply(&ctx.field_manager).force();
     ctx.metrics.updates.inc();
     let r = if status {
-        api.patch_status(name, &pp, &Patch::Apply(&body)).await
+        api.patch_status(key.name(), &pp, &Patch::Apply(&body)).await
     } else {
-        api.patch(name, &pp, &Patch::Apply(&body)).await
+        api.patch(key.name(), &pp, &Patch::Apply(&body)).await
     };
     r.map(|_| ()).map_err(|source| {
         ctx.metrics.update_errors.inc();
@@ -376,7 +403,7 @@ pub fn backoff(n: u32) -> Duration {
 /// Count the error by kind and retry with exponential backoff (0.5 s doubling, at most 60 s).
 pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Ctx>) -> Action {
     ctx.metrics.reconcile_errors.with_label_values(&[err.kind()]).inc();
-    let key = service::key(&svc);
+    let key = ServiceKey::of(&svc).to_string();
     let n = {
         let mut f = lock(&ctx.failures);
         let n = f.entry(key.clone()).or_insert(0);
@@ -391,6 +418,90 @@ pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Ctx>) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrolb_model::testing::svc;
+
+    fn at(s: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
+    }
+
+    fn held(pool: &str, ip: &str) -> Assignment {
+        Assignment { pool: pool.into(), ips: vec![ip.parse().unwrap()] }
+    }
+
+    /// The Service after the decision's status was written.
+    fn applied(mut s: Service, d: &Decision) -> Service {
+        if let Some(st) = &d.status {
+            s.status = Some(st.clone());
+        }
+        s
+    }
+
+    #[test]
+    fn a_first_allocation_writes_status_and_annotation_and_tells_once() {
+        let a = held("public", "198.51.100.7");
+        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(true) };
+        let web = svc("web").build();
+        let d = decide(&web, &answer, &at(100));
+        let st = d.status.clone().expect("status written");
+        let ingress = st.load_balancer.and_then(|lb| lb.ingress).unwrap();
+        assert_eq!(ingress[0].ip.as_deref(), Some("198.51.100.7"));
+        let types: Vec<_> = st.conditions.iter().flatten().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
+        assert_eq!(types, [(cond::ALLOCATED, "True"), (cond::ANNOUNCED, "True")]);
+        assert_eq!(d.pool_annotation, Some(Some("public".into())));
+        assert_eq!(d.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [event::IP_ALLOCATED]);
+        assert!(!d.pending && !d.freed);
+        // The same answer again, once written: nothing to write, nothing to tell.
+        let mut again = applied(web, &d);
+        again.metadata.annotations = Some([(IP_ALLOCATED_FROM_POOL.to_string(), "public".to_string())].into());
+        let d2 = decide(&again, &answer, &at(200));
+        assert_eq!((d2.status, d2.pool_annotation, d2.notes), (None, None, vec![]));
+    }
+
+    #[test]
+    fn a_failure_keeps_what_is_held_and_warns_once() {
+        let a = held("public", "198.51.100.7");
+        let web = svc("web").ingress("198.51.100.7").build();
+        let fail = Failure::Alloc(AllocError::NoPoolMatches("no pool admits it".into()));
+        let answer = Answer { result: Err(fail), held: Some(a), announced: Some(true) };
+        let d = decide(&web, &answer, &at(100));
+        let c = &d.status.as_ref().unwrap().conditions.as_ref().unwrap()[0];
+        assert_eq!(c.status, "False");
+        assert!(
+            c.message.ends_with("keeping 198.51.100.7 from IPAddressPool public until this is fixed"),
+            "{}",
+            c.message
+        );
+        assert_eq!(d.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [event::ALLOCATION_FAILED]);
+        let d2 = decide(&applied(web, &d), &answer, &at(200));
+        assert!(d2.notes.is_empty() && d2.status.is_none());
+    }
+
+    #[test]
+    fn no_address_leaves_the_service_pending_and_frees_what_it_showed() {
+        let web = svc("web").ingress("198.51.100.7").build();
+        let fail = Failure::Alloc(AllocError::NoPoolMatches("x".into()));
+        let d = decide(&web, &Answer { result: Err(fail), held: None, announced: None }, &at(1));
+        assert!(d.pending && d.freed);
+        assert_eq!(d.pool_annotation, None);
+        assert!(d.status.unwrap().load_balancer.unwrap().ingress.unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unannounced_pool_is_a_condition_and_one_warning() {
+        let a = held("dark", "198.51.100.9");
+        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(false) };
+        let web = svc("web").build();
+        let d = decide(&web, &answer, &at(1));
+        let reasons: Vec<_> = d.notes.iter().map(|n| n.reason).collect();
+        assert_eq!(reasons, [event::IP_ALLOCATED, event::NOT_ANNOUNCED]);
+        let c = d.status.as_ref().unwrap().conditions.as_ref().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            (cond::ANNOUNCED, "False", reason::NO_L2_ADVERTISEMENT)
+        );
+        let d2 = decide(&applied(web, &d), &answer, &at(2));
+        assert!(!d2.notes.iter().any(|n| n.reason == event::NOT_ANNOUNCED));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -45,7 +45,7 @@ async fn freed_ip_goes_to_the_pending_service_on_type_change_and_on_delete() {
     c.service("default", "b", json!({})).await;
     let b = c.until_failed("default", "b", "PoolExhausted").await;
     assert!(condition(&b, "ferrolb.io/Allocated").unwrap().2.contains("no free IPv4 address in IPAddressPool(s) one"));
-    assert_eq!(ctl.shared.metrics.pending.get(), 1, "ferrolb_controller_services_pending counts b");
+    assert_eq!(ctl.state.metrics.pending.get(), 1, "ferrolb_controller_services_pending counts b");
     // a stops being a LoadBalancer: its status and annotation are cleared, b gets the IP.
     c.patch_service(
         "default",

@@ -51,6 +51,8 @@ pub mod reason {
     pub const ADVERTISED: &str = "Advertised";
     /// No L2Advertisement covers the Service's pool: allocated but never announced.
     pub const NO_L2_ADVERTISEMENT: &str = "NoL2Advertisement";
+    /// The advertisement's selectors parse: it is used.
+    pub const ADVERTISEMENT_VALID: &str = "Valid";
     /// The pool spec parses and does not overlap another pool.
     pub const POOL_VALID: &str = "PoolValid";
     /// An entry of `spec.addresses` is not a CIDR or range.

@@ -251,6 +251,14 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn the_api_version_constant_is_the_kinds_own() {
+        use kube::Resource;
+        assert_eq!(crate::API_VERSION, format!("{}/{}", crate::GROUP, crate::VERSION));
+        assert_eq!(IPAddressPool::api_version(&()), crate::API_VERSION);
+        assert_eq!(ServiceL2Status::api_version(&()), crate::API_VERSION);
+    }
+
+    #[test]
     fn auto_assign_defaults_to_true_and_avoid_buggy_to_false() {
         let spec: IPAddressPoolSpec = serde_json::from_value(json!({"addresses": ["198.51.100.0/24"]})).unwrap();
         assert!(spec.auto_assign);

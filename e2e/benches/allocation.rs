@@ -100,7 +100,7 @@ async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
             for s in objs {
                 let name = s.metadata.name.clone().unwrap_or_default();
                 g.added.entry(name.clone()).or_insert(now);
-                if !ferrolb_crds::ingress_ips(&s).is_empty() {
+                if !ferrolb_model::ingress_ips(&s).is_empty() {
                     g.ingress.entry(name).or_insert(now);
                 }
             }

@@ -31,7 +31,7 @@ impl Prober {
         let results: Arc<Mutex<Vec<Probe>>> = Arc::default();
         let started = Instant::now();
         let (s, r) = (stop.clone(), results.clone());
-        let thread = ferrolb_speaker::sys::in_netns(netns_path, move || -> std::io::Result<()> {
+        let thread = crate::netns::in_netns(netns_path, move || -> std::io::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
                 let mut tick = tokio::time::interval(every);

@@ -4,6 +4,7 @@
 //! the endpoints controller and kube-proxy.
 
 pub mod bench;
+pub mod netns;
 pub mod sandbox;
 pub mod standin;
 pub mod topology;

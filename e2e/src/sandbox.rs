@@ -403,11 +403,10 @@ impl Sandbox {
         // Two listeners on one API: loopback for kubectl, the bridge for node processes.
         let root = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let root_addr = root.local_addr()?;
-        let bridge_std = ferrolb_speaker::sys::in_netns(&topo.control_plane.netns.path(), || {
-            std::net::TcpListener::bind("198.51.100.3:0")
-        })?
-        .join()
-        .map_err(|_| anyhow::anyhow!("listener thread died"))???;
+        let bridge_std =
+            crate::netns::in_netns(&topo.control_plane.netns.path(), || std::net::TcpListener::bind("198.51.100.3:0"))?
+                .join()
+                .map_err(|_| anyhow::anyhow!("listener thread died"))???;
         bridge_std.set_nonblocking(true)?;
         let bridge_addr: SocketAddr = bridge_std.local_addr()?;
         let bridge = tokio::net::TcpListener::from_std(bridge_std)?;

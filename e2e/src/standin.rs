@@ -73,7 +73,7 @@ fn start_agent(node: &NodeNet, table: Table) -> anyhow::Result<Agent> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Cmd>();
     let name = node.name.clone();
     let path = format!("/run/netns/{}", node.netns);
-    ferrolb_speaker::sys::in_netns(&path, move || {
+    crate::netns::in_netns(&path, move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async move {
             let mut backends: HashMap<String, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();

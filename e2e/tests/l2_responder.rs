@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferrolb_e2e::netns::in_netns;
 use ferrolb_e2e::topology::{Topology, privileged};
 use ferrolb_e2e::wait::until as eventually;
-use ferrolb_speaker::announce::{Announcer, Note, Timing};
+use ferrolb_speaker::l2::io::SysIo;
+use ferrolb_speaker::l2::{Announcer, GratuitousTiming, Note};
 use ferrolb_speaker::responder::{DropReason, Iface, respond};
-use ferrolb_speaker::sys::{PacketSocket, SysIo, if_mac, in_netns};
 use ferrolb_speaker::wire::Mac;
 use ferrolb_speaker::wire::ethernet::Frame;
+use ferrolb_speaker_sys::{PacketSocket, if_mac};
 
 const VIP4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 
@@ -45,12 +47,12 @@ impl Responder {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = in_netns(netns_path, move || -> std::io::Result<()> {
             let sock = Arc::new(PacketSocket::open("eth0")?);
-            let iface = Iface { name: "eth0".into(), mac: if_mac("eth0")? };
+            let iface = Iface { name: "eth0".into(), mac: Mac(if_mac("eth0")?) };
             let mut io = SysIo::default();
             io.add(sock.clone());
-            let mut announcer = Announcer::new(io, Timing::default());
+            let mut announcer = Announcer::new(io, GratuitousTiming::default());
             let now = Instant::now();
-            announcer.set_interfaces(vec![iface.clone()], now);
+            let _ = announcer.set_interfaces(vec![iface.clone()], now);
             let on = BTreeSet::from(["eth0".to_string()]);
             let desired = BTreeMap::from([(IpAddr::V4(VIP4), on.clone()), (IpAddr::V6(vip6()), on)]);
             for note in announcer.apply(&desired, now) {
@@ -73,7 +75,11 @@ impl Responder {
                         Err(r) => seen2.lock().unwrap().drops.push(r),
                     }
                 }
-                announcer.tick(Instant::now());
+                for note in announcer.tick(Instant::now()) {
+                    if let Note::Failed { what, .. } = note {
+                        return Err(std::io::Error::other(what));
+                    }
+                }
             }
             Ok(())
         })

@@ -80,7 +80,7 @@ impl Env {
 
     fn ips(&self, svc: &str) -> Vec<String> {
         let s = self.rt.block_on(Api::<Service>::namespaced(self.client.clone(), "default").get_opt(svc)).unwrap();
-        s.map(|s| ferrolb_crds::ingress_ips(&s).iter().map(|i| i.to_string()).collect()).unwrap_or_default()
+        s.map(|s| ferrolb_model::ingress_ips(&s).iter().map(|i| i.to_string()).collect()).unwrap_or_default()
     }
 
     fn wait_ip(&self, svc: &str) -> String {

@@ -2,16 +2,13 @@
 //! the emulator reachable on the bridge; real `arping`/`ndisc6` from the client.
 //! Runs as root (as `.ci/run` does).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferrolb_controller::alloc::Allocator;
-use ferrolb_controller::metrics::Metrics;
-use ferrolb_controller::run::{Settings, Shared};
+use ferrolb_common::http::ListenAddr;
+use ferrolb_controller::ProcessState;
+use ferrolb_controller::settings::Settings;
 use ferrolb_crds::ServiceL2Status;
 use ferrolb_e2e::sandbox::create;
 use ferrolb_e2e::topology::{Host, Topology, privileged};
@@ -65,7 +62,7 @@ fn start_speaker(bin: &Path, node: &Host, name: &str, kubeconfig: &Path, logs: &
 fn serve_node_port(node: &Host, name: &str, port: u16) {
     let name = name.to_string();
     let listener =
-        ferrolb_speaker::sys::in_netns(&node.netns.path(), move || std::net::TcpListener::bind(("0.0.0.0", port)))
+        ferrolb_e2e::netns::in_netns(&node.netns.path(), move || std::net::TcpListener::bind(("0.0.0.0", port)))
             .unwrap()
             .join()
             .unwrap()
@@ -106,7 +103,7 @@ fn holder(rt: &tokio::runtime::Runtime, client: &Client, svc: &str) -> Option<St
 fn ingress(rt: &tokio::runtime::Runtime, client: &Client, svc: &str) -> Option<String> {
     let api: Api<Service> = Api::namespaced(client.clone(), "default");
     let s = rt.block_on(api.get(svc)).ok()?;
-    ferrolb_controller::service::current_ips(&s).first().map(|i| i.to_string())
+    ferrolb_model::ingress_ips(&s).first().map(|i| i.to_string())
 }
 
 #[test]
@@ -119,7 +116,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
 
     // The emulator listens on the control plane's bridge address, from inside its namespace.
     let emu = Emulator::new(Config::default());
-    let std_listener = ferrolb_speaker::sys::in_netns(&topo.control_plane.netns.path(), || {
+    let std_listener = ferrolb_e2e::netns::in_netns(&topo.control_plane.netns.path(), || {
         std::net::TcpListener::bind("198.51.100.3:0")
     })
     .unwrap()
@@ -164,18 +161,17 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         create(&Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
             json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "public"}, "spec": {"ipAddressPools": ["public"]}})).await.unwrap();
     });
-    let alloc = Arc::new(Mutex::new(Allocator::new()));
-    let shared = Shared { metrics: Metrics::new(alloc.clone()), alloc, ready: Arc::new(AtomicBool::new(false)) };
+    let state = ProcessState::new();
     let (_stop_ctl, stop_rx) = tokio::sync::watch::channel(false);
     let settings = Settings {
         namespace: NS.into(),
         lb_class: None,
         identity: "controller".into(),
         leader_elect: false,
-        lease_duration: 15,
-        metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        lease_duration: Duration::from_secs(15),
+        metrics_addr: ListenAddr::Exact(([127, 0, 0, 1], 0).into()),
     };
-    rt.spawn(ferrolb_controller::run::run(client.clone(), settings, shared, stop_rx));
+    rt.spawn(ferrolb_controller::leadership::run(client.clone(), settings, state, stop_rx));
 
     let names = ["node-1", "node-2"];
     let mut speakers: Vec<Option<Proc>> = topo

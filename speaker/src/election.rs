@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrolb_crds::annotations::EXCLUDE_FROM_EXTERNAL_LB_LABEL;
-use ferrolb_crds::selector::{Labels, Selector, any_matches};
+use ferrolb_model::L2Advertisement;
+use ferrolb_model::selector::Labels;
 
 /// A node as the election sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,41 +41,15 @@ impl Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     /// `namespace/name`.
-    pub key: String,
+    pub key: ferrolb_model::ServiceKey,
     /// Service labels.
     pub labels: Labels,
-    /// Pool the IP comes from.
+    /// Pool the IP comes from (the valid pool that contains it).
     pub pool: String,
     /// `externalTrafficPolicy: Local`.
     pub local: bool,
     /// Nodes with at least one ready endpoint of the Service.
     pub ready_nodes: BTreeSet<String>,
-}
-
-/// An L2Advertisement, reduced to what election needs.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Advertisement {
-    /// Name.
-    pub name: String,
-    /// Pools by name.
-    pub pools: Vec<String>,
-    /// Pools by label.
-    pub pool_selectors: Vec<Selector>,
-    /// Nodes that may announce (empty: all).
-    pub node_selectors: Vec<Selector>,
-    /// Services announced (empty: all).
-    pub service_selectors: Vec<Selector>,
-    /// Interfaces to announce on (empty: all eligible).
-    pub interfaces: Vec<String>,
-}
-
-impl Advertisement {
-    fn covers(&self, pool: &str, pool_labels: &Labels, svc: &Service) -> bool {
-        let pool_ok = (self.pools.is_empty() && self.pool_selectors.is_empty())
-            || self.pools.iter().any(|p| p == pool)
-            || self.pool_selectors.iter().any(|s| s.matches(pool_labels));
-        pool_ok && any_matches(&self.service_selectors, &svc.labels)
-    }
 }
 
 /// Interfaces a node announces an IP on: all eligible ones, or a named set.
@@ -102,7 +77,7 @@ impl Interfaces {
 pub fn eligible(
     services: &[&Service],
     pool_labels: &BTreeMap<String, Labels>,
-    adverts: &[Advertisement],
+    adverts: &[L2Advertisement],
     nodes: &[Node],
 ) -> BTreeMap<String, Interfaces> {
     let mut out = BTreeMap::new();
@@ -117,9 +92,9 @@ pub fn eligible(
                 continue 'nodes;
             }
             let plabels = pool_labels.get(&svc.pool).unwrap_or(&empty);
-            let matching: Vec<&Advertisement> = adverts
+            let matching: Vec<&L2Advertisement> = adverts
                 .iter()
-                .filter(|a| a.covers(&svc.pool, plabels, svc) && any_matches(&a.node_selectors, &node.labels))
+                .filter(|a| a.covers(&svc.pool, plabels, &svc.labels) && a.selects_node(&node.labels))
                 .collect();
             if matching.is_empty() {
                 continue 'nodes;

@@ -5,9 +5,7 @@
 //! atomically on every change and deleted on exit.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use k8s_openapi::api::core::v1::Service;
 
@@ -51,7 +49,8 @@ pub struct Rule {
 pub fn rules(announced: &BTreeSet<IpAddr>, services: &[Service]) -> BTreeSet<Rule> {
     let mut out = BTreeSet::new();
     for svc in services {
-        let ips: Vec<IpAddr> = crate::plan::ingress_ips(svc).into_iter().filter(|ip| announced.contains(ip)).collect();
+        let ips: Vec<IpAddr> =
+            ferrolb_model::ingress_ips(svc).into_iter().filter(|ip| announced.contains(ip)).collect();
         let ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
         for ip in ips {
             for p in &ports {
@@ -89,30 +88,14 @@ pub fn script(rules: &BTreeSet<Rule>) -> String {
     s
 }
 
-fn nft(input: &str) -> std::io::Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child.stdin.take().expect("piped").write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim())))
-    }
-}
-
 /// Install exactly `rules`. Needs CAP_NET_ADMIN.
 pub fn apply(rules: &BTreeSet<Rule>) -> std::io::Result<()> {
-    nft(&script(rules))
+    ferrolb_speaker_sys::nft(&script(rules))
 }
 
 /// Remove the table (on exit).
 pub fn remove() -> std::io::Result<()> {
-    nft(&format!("table {TABLE}\ndelete table {TABLE}\n"))
+    ferrolb_speaker_sys::nft(&format!("table {TABLE}\ndelete table {TABLE}\n"))
 }
 
 #[cfg(test)]

@@ -1,21 +1,24 @@
 //! From the cluster's objects to "what this node announces". Pure: takes a
-//! snapshot of Services, EndpointSlices, Nodes, pools, advertisements, speaker
-//! Leases and ServiceL2Statuses, and runs eligibility and election for every
-//! assigned IP. Every speaker computes the same plan.
+//! snapshot of Services, EndpointSlices, Nodes, the validated config (pools and
+//! advertisements), speaker Leases and ServiceL2Statuses, and runs eligibility
+//! and election for every assigned IP. Every speaker computes the same plan.
+//!
+//! A Service's pool is the valid pool that contains its IP: the speakers read it
+//! from the pools they watch, as the controller allocated it, instead of waiting
+//! for the controller's `ip-allocated-from-pool` annotation after every change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use ferrolb_crds::annotations::IP_ALLOCATED_FROM_POOL;
-use ferrolb_crds::selector::parse_all;
-use ferrolb_crds::{IPAddressPool, L2Advertisement, ServiceL2Status};
+use ferrolb_crds::ServiceL2Status;
+use ferrolb_model::{Config, ServiceKey, ingress_ips, is_ours};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node as K8sNode, Service as K8sService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
-use crate::election::{self, Advertisement, Interfaces, Node, Service};
+use crate::election::{self, Interfaces, Node, Service};
 use crate::membership::Liveness;
 
 /// Everything the plan is computed from.
@@ -27,10 +30,8 @@ pub struct Snapshot {
     pub slices: Vec<EndpointSlice>,
     /// All Nodes.
     pub nodes: Vec<K8sNode>,
-    /// Pools (for pool labels).
-    pub pools: Vec<IPAddressPool>,
-    /// Advertisements.
-    pub adverts: Vec<L2Advertisement>,
+    /// Valid pools and advertisements.
+    pub config: Config,
     /// Speaker membership Leases (one per node, named after it).
     pub leases: Vec<Lease>,
     /// Current announcements, as written by announcing speakers.
@@ -49,17 +50,25 @@ pub struct Decision {
     pub node: Option<String>,
     /// Interfaces the winner announces on.
     pub interfaces: Option<Interfaces>,
-    /// Services (`namespace/name`) holding the IP.
-    pub services: Vec<String>,
+    /// Services holding the IP.
+    pub services: Vec<ServiceKey>,
 }
 
-/// The plan for every assigned IP, plus advertisements that were skipped and why.
+/// The plan for every assigned IP.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Decision per IP.
     pub ips: BTreeMap<IpAddr, Decision>,
-    /// Invalid advertisements by name.
-    pub invalid_adverts: BTreeMap<String, String>,
+}
+
+/// What one node announces: IP -> interfaces, and the interfaces an advertisement
+/// names that the node does not have (per Service, to report).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// The IPs to answer for, each on at least one interface.
+    pub ips: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// (Service, interface) pairs named but missing here.
+    pub missing: BTreeSet<(ServiceKey, String)>,
 }
 
 impl Plan {
@@ -70,6 +79,41 @@ impl Plan {
             .filter(|(_, d)| d.node.as_deref() == Some(node))
             .filter_map(|(ip, d)| Some((*ip, d.interfaces.clone()?)))
             .collect()
+    }
+
+    /// What `node`, answering on `interfaces`, announces. An IP elected here whose
+    /// named interfaces all are missing is not announced (and is reported).
+    pub fn desired_on(&self, node: &str, interfaces: &BTreeSet<String>) -> Desired {
+        let mut out = Desired::default();
+        for (ip, ifs) in self.for_node(node) {
+            let set: BTreeSet<String> = match ifs {
+                Interfaces::All => interfaces.clone(),
+                Interfaces::Named(named) => {
+                    if let Some(svc) = self.ips[&ip].services.first() {
+                        out.missing.extend(named.difference(interfaces).map(|i| (svc.clone(), i.clone())));
+                    }
+                    named.intersection(interfaces).cloned().collect()
+                }
+            };
+            if !set.is_empty() {
+                out.ips.insert(ip, set);
+            }
+        }
+        out
+    }
+
+    /// The Services whose IPs are in `announced`, with the interfaces of all their IPs.
+    pub fn services_on(
+        &self,
+        announced: &BTreeMap<IpAddr, BTreeSet<String>>,
+    ) -> BTreeMap<ServiceKey, BTreeSet<String>> {
+        let mut out: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+        for (ip, ifaces) in announced {
+            for key in self.ips.get(ip).map(|d| d.services.as_slice()).unwrap_or_default() {
+                out.entry(key.clone()).or_default().extend(ifaces.iter().cloned());
+            }
+        }
+        out
     }
 }
 
@@ -116,11 +160,6 @@ fn ready_nodes(svc: &K8sService, slices: &[EndpointSlice]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The IPs in a Service's `status.loadBalancer.ingress`.
-pub fn ingress_ips(svc: &K8sService) -> Vec<IpAddr> {
-    ferrolb_crds::ingress_ips(svc)
-}
-
 /// Compute the plan. `lb_class` selects the Services ferrolb handles; `now` judges Lease expiry.
 pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateTime<Utc>) -> Plan {
     let mut out = Plan::default();
@@ -139,52 +178,31 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateT
             alive: alive.contains(&n.name_any()),
         })
         .collect();
-    let pool_labels: BTreeMap<String, _> = snap.pools.iter().map(|p| (p.name_any(), p.labels().clone())).collect();
-    let mut adverts = Vec::new();
-    for a in &snap.adverts {
-        let parsed = (|| -> Result<Advertisement, String> {
-            Ok(Advertisement {
-                name: a.name_any(),
-                pools: a.spec.ip_address_pools.clone(),
-                pool_selectors: parse_all("spec.ipAddressPoolSelectors", &a.spec.ip_address_pool_selectors)?,
-                node_selectors: parse_all("spec.nodeSelectors", &a.spec.node_selectors)?,
-                service_selectors: parse_all("spec.serviceSelectors", &a.spec.service_selectors)?,
-                interfaces: a.spec.interfaces.clone(),
-            })
-        })();
-        match parsed {
-            Ok(adv) => adverts.push(adv),
-            Err(why) => {
-                out.invalid_adverts.insert(a.name_any(), why);
-            }
-        }
-    }
-    // Services by IP (shared IPs have several).
+    let cfg = &snap.config;
+    let pool_labels: BTreeMap<String, _> = cfg.pools.values().map(|p| (p.name.clone(), p.labels.clone())).collect();
+    // Services by IP (shared IPs have several); an IP no valid pool contains is not announced.
     let mut by_ip: BTreeMap<IpAddr, Vec<Service>> = BTreeMap::new();
-    for svc in &snap.services {
-        let spec = svc.spec.clone().unwrap_or_default();
-        if spec.type_.as_deref() != Some("LoadBalancer") || spec.load_balancer_class.as_deref() != lb_class {
-            continue;
-        }
-        let Some(pool) = svc.annotations().get(IP_ALLOCATED_FROM_POOL).cloned() else { continue };
-        let view = Service {
-            key: format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()),
-            labels: svc.labels().clone(),
-            pool,
-            local: spec.external_traffic_policy.as_deref() == Some("Local"),
-            ready_nodes: ready_nodes(svc, &snap.slices),
-        };
+    for svc in snap.services.iter().filter(|s| is_ours(s, lb_class)) {
+        let local = svc.spec.as_ref().and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
+        let ready = ready_nodes(svc, &snap.slices);
         for ip in ingress_ips(svc) {
-            by_ip.entry(ip).or_default().push(view.clone());
+            let Some(pool) = cfg.pool_of(&ip) else { continue };
+            by_ip.entry(ip).or_default().push(Service {
+                key: ServiceKey::of(svc),
+                labels: svc.labels().clone(),
+                pool: pool.name.clone(),
+                local,
+                ready_nodes: ready.clone(),
+            });
         }
     }
     // Current holders, from the statuses announcing speakers wrote.
-    let mut holder_of_svc: BTreeMap<String, String> = BTreeMap::new();
+    let mut holder_of_svc: BTreeMap<ServiceKey, String> = BTreeMap::new();
     for st in &snap.statuses {
         if let Some(s) = &st.status
             && !s.node.is_empty()
         {
-            holder_of_svc.insert(format!("{}/{}", s.service_namespace, s.service_name), s.node.clone());
+            holder_of_svc.insert(ServiceKey::new(&s.service_namespace, &s.service_name), s.node.clone());
         }
     }
     // A Service's IPs (both families) and IPs shared between Services form one group,
@@ -200,7 +218,7 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateT
         parent.insert(x, r);
         r
     }
-    let mut by_svc: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    let mut by_svc: BTreeMap<ServiceKey, Vec<IpAddr>> = BTreeMap::new();
     for (ip, svcs) in &by_ip {
         for s in svcs {
             by_svc.entry(s.key.clone()).or_default().push(*ip);
@@ -228,7 +246,7 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateT
                 }
             }
         }
-        let eligible = election::eligible(&svcs, &pool_labels, &adverts, &nodes);
+        let eligible = election::eligible(&svcs, &pool_labels, &cfg.l2_advertisements, &nodes);
         // The newest takeover claim for any of the group's IPs, else the status.
         let claimed = members.iter().filter_map(|ip| snap.claims.get(ip)).max_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         let current = match claimed {
@@ -249,6 +267,7 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateT
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrolb_model::testing::{self, SvcBuilder};
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
@@ -265,26 +284,16 @@ mod tests {
         serde_json::from_value(json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}})).unwrap()
     }
 
-    fn svc(name: &str, ip: &str, extra: serde_json::Value) -> K8sService {
-        let mut v = json!({"metadata": {"name": name, "namespace": "default", "annotations": {"ferrolb.io/ip-allocated-from-pool": "p"}},
-            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": name}},
-            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
-        if let (Some(a), Some(b)) = (v.as_object_mut(), extra.as_object()) {
-            for (k, val) in b {
-                if let (Some(av), Some(bv)) = (a.get_mut(k).and_then(|x| x.as_object_mut()), val.as_object()) {
-                    for (k2, v2) in bv {
-                        av.insert(k2.clone(), v2.clone());
-                    }
-                } else {
-                    a.insert(k.clone(), val.clone());
-                }
-            }
-        }
-        serde_json::from_value(v).unwrap()
+    fn svc(name: &str, ip: &str) -> SvcBuilder {
+        testing::svc(name).ingress(ip)
     }
 
-    fn advert() -> L2Advertisement {
-        L2Advertisement::new("all", Default::default())
+    fn config() -> Config {
+        Config::build(
+            &[testing::pool("p", &["198.51.100.0/24", "fd42:f1b::/64"])],
+            &[testing::l2_advertisement("all")],
+            Default::default(),
+        )
     }
 
     fn base() -> Snapshot {
@@ -294,10 +303,40 @@ mod tests {
                 lease("n1", "2026-01-01T00:00:05.000000Z", 15),
                 lease("n2", "2026-01-01T00:00:05.000000Z", 15),
             ],
-            adverts: vec![advert()],
-            services: vec![svc("web", "198.51.100.7", json!({}))],
+            config: config(),
+            services: vec![svc("web", "198.51.100.7").build()],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn desired_keeps_the_interfaces_a_node_has_and_reports_the_rest() {
+        let mut s = base();
+        s.nodes = vec![node("n1")];
+        s.leases = vec![lease("n1", "2026-01-01T00:00:05.000000Z", 15)];
+        s.services = vec![svc("web", "198.51.100.7").build(), svc("db", "198.51.100.8").build()];
+        let mut named = testing::l2_advertisement("named");
+        named.spec.interfaces = vec!["eth1".into(), "eth9".into()];
+        named.spec.service_selectors = vec![testing::match_labels(&[("app", "db")])];
+        s.services[1].metadata.labels = Some([("app".to_string(), "db".to_string())].into());
+        let mut all = testing::l2_advertisement("all");
+        all.spec.service_selectors = vec![testing::match_labels(&[("app", "web")])];
+        s.services[0].metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+        s.config = Config::build(&[testing::pool("p", &["198.51.100.0/24"])], &[all, named], Default::default());
+        let p = plan(&s, None, false, now());
+        let here: BTreeSet<String> = ["eth0".to_string(), "eth1".to_string()].into();
+        let d = p.desired_on("n1", &here);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(d.ips[&ip("198.51.100.7")], here, "a catch-all advertisement: every interface");
+        assert_eq!(d.ips[&ip("198.51.100.8")], BTreeSet::from(["eth1".to_string()]));
+        assert_eq!(d.missing, BTreeSet::from([(ServiceKey::from("default/db"), "eth9".to_string())]));
+        // None of the named interfaces here: elected, not announced, reported.
+        let d = p.desired_on("n1", &BTreeSet::from(["eth0".to_string()]));
+        assert!(!d.ips.contains_key(&ip("198.51.100.8")));
+        assert_eq!(d.missing.len(), 2);
+        let mine = p.services_on(&p.desired_on("n1", &here).ips);
+        assert_eq!(mine.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["default/db", "default/web"]);
+        assert!(p.desired_on("n2", &here).ips.is_empty());
     }
 
     #[test]
@@ -314,7 +353,7 @@ mod tests {
         let p = plan(&base(), None, false, now());
         let d = &p.ips[&"198.51.100.7".parse().unwrap()];
         let winner = d.node.clone().unwrap();
-        assert_eq!(d.services, vec!["default/web".to_string()]);
+        assert_eq!(d.services, vec![ServiceKey::from("default/web")]);
         let n1 = p.for_node("n1");
         let n2 = p.for_node("n2");
         assert_eq!(n1.len() + n2.len(), 1);
@@ -327,10 +366,14 @@ mod tests {
         s.leases = vec![lease("n1", "2026-01-01T00:00:00.000000Z", 5), lease("n2", "2026-01-01T00:00:00.000000Z", 5)];
         assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node, None);
         let mut s = base();
-        s.adverts.clear();
+        s.config.l2_advertisements.clear();
         assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node, None);
         let mut s = base();
-        s.services = vec![svc("web", "198.51.100.7", json!({"spec": {"loadBalancerClass": "other.io/x"}}))];
+        s.services = vec![svc("web", "198.51.100.7").class("other.io/x").build()];
+        assert!(plan(&s, None, false, now()).ips.is_empty());
+        // An IP outside every valid pool (its pool deleted or invalid) is not announced.
+        let mut s = base();
+        s.services = vec![svc("web", "203.0.113.7").build()];
         assert!(plan(&s, None, false, now()).ips.is_empty());
     }
 
@@ -354,11 +397,7 @@ mod tests {
         s.nodes = (1..=8).map(|i| node(&format!("n{i}"))).collect();
         s.leases = (1..=8).map(|i| lease(&format!("n{i}"), "2026-01-01T00:00:05.000000Z", 15)).collect();
         for i in 0..20 {
-            s.services = vec![svc("web", &format!("198.51.100.{i}"), json!({}))];
-            let mut v = serde_json::to_value(&s.services[0]).unwrap();
-            v["status"]["loadBalancer"]["ingress"] =
-                json!([{"ip": format!("198.51.100.{i}")}, {"ip": format!("fd42:f1b::{i:x}")}]);
-            s.services = vec![serde_json::from_value(v).unwrap()];
+            s.services = vec![svc("web", &format!("198.51.100.{i}")).ingress(&format!("fd42:f1b::{i:x}")).build()];
             let p = plan(&s, None, false, now());
             let winners: BTreeSet<_> = p.ips.values().map(|d| d.node.clone()).collect();
             assert_eq!(p.ips.len(), 2);
@@ -408,7 +447,7 @@ mod tests {
     #[test]
     fn local_services_follow_ready_endpoints() {
         let mut s = base();
-        s.services = vec![svc("web", "198.51.100.7", json!({"spec": {"externalTrafficPolicy": "Local"}}))];
+        s.services = vec![svc("web", "198.51.100.7").local().build()];
         s.slices = vec![serde_json::from_value(json!({"metadata": {"name": "web-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
             "addressType": "IPv4", "endpoints": [{"addresses": ["198.51.100.50"], "nodeName": "n2", "conditions": {"ready": true}},
                                                  {"addresses": ["198.51.100.51"], "nodeName": "n1", "conditions": {"ready": false}}]}))

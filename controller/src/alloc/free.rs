@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Family, IpRange};
+use ferrolb_model::{Family, IpRange};
 
 /// Free intervals (start -> inclusive end) and their exact total.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -130,7 +130,7 @@ impl FreeSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_range;
+    use ferrolb_model::parse_range;
 
     fn set(ranges: &[&str], avoid: bool) -> FreeSet {
         let rs: Vec<IpRange> = ranges.iter().map(|r| parse_range(r).unwrap()).collect();
@@ -141,7 +141,7 @@ mod tests {
     fn takes_lowest_first_and_counts_exactly() {
         let mut s = set(&["198.51.100.0/30"], false);
         assert_eq!(s.available(), 4);
-        let base = crate::config::to_u128(&"198.51.100.0".parse().unwrap());
+        let base = ferrolb_model::to_u128(&"198.51.100.0".parse().unwrap());
         assert_eq!(s.take_first(), Some(base));
         assert_eq!(s.take_first(), Some(base + 1));
         assert_eq!(s.available(), 2);
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn take_specific_splits_and_put_merges() {
         let mut s = set(&["198.51.100.0/24"], false);
-        let base = crate::config::to_u128(&"198.51.100.0".parse().unwrap());
+        let base = ferrolb_model::to_u128(&"198.51.100.0".parse().unwrap());
         assert!(s.take(base + 10));
         assert!(!s.take(base + 10), "already taken");
         assert_eq!(s.intervals(), 2);
@@ -169,7 +169,7 @@ mod tests {
     fn avoid_buggy_ips_excludes_dot_zero_and_dot_255() {
         let mut s = set(&["198.51.100.0/23"], true);
         assert_eq!(s.available(), 512 - 4);
-        let base = crate::config::to_u128(&"198.51.100.0".parse().unwrap());
+        let base = ferrolb_model::to_u128(&"198.51.100.0".parse().unwrap());
         assert_eq!(s.take_first(), Some(base + 1));
         assert!(!s.is_free(base + 255));
         assert!(!s.is_free(base + 256));

@@ -12,12 +12,11 @@ use std::net::IpAddr;
 
 pub use free::FreeSet;
 
-use crate::config::{Config, Family, Pool, from_u128, to_u128};
 use ferrolb_crds::conditions::reason;
-use ferrolb_crds::selector::Labels;
+use ferrolb_model::selector::Labels;
+use ferrolb_model::{Config, Family, Pool, from_u128, to_u128};
 
-/// `namespace/name` of a Service.
-pub type ServiceKey = String;
+pub use ferrolb_model::ServiceKey;
 
 /// What decides whether two Services may share an IP.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -184,7 +183,7 @@ struct Holders(Vec<(ServiceKey, Sharing)>);
 
 impl Holders {
     fn one(key: &str, sharing: &Sharing) -> Self {
-        Holders(vec![(key.to_string(), sharing.clone())])
+        Holders(vec![(ServiceKey::from(key), sharing.clone())])
     }
 
     fn find(&self, key: &str) -> Result<usize, usize> {
@@ -194,7 +193,7 @@ impl Holders {
     fn insert(&mut self, key: &str, sharing: &Sharing) {
         match self.find(key) {
             Ok(i) => self.0[i].1 = sharing.clone(),
-            Err(i) => self.0.insert(i, (key.to_string(), sharing.clone())),
+            Err(i) => self.0.insert(i, (ServiceKey::from(key), sharing.clone())),
         }
     }
 

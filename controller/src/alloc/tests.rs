@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::config::Config;
-use crate::config::tests::pool;
 use ferrolb_crds::{IPAddressPool, ServiceAllocation};
+use ferrolb_model::Config;
+use ferrolb_model::testing::pool;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 fn with_alloc(mut p: IPAddressPool, a: ServiceAllocation) -> IPAddressPool {
@@ -25,7 +25,7 @@ fn alloc(pools: Vec<IPAddressPool>) -> Allocator {
 
 fn req(key: &str) -> Request {
     Request {
-        key: format!("default/{key}"),
+        key: ServiceKey::new("default", key),
         namespace: "default".into(),
         labels: Labels::new(),
         families: vec![Family::V4],
@@ -302,7 +302,7 @@ fn a_service_that_no_longer_fits_its_shared_ip_moves() {
     r2.sharing.local = true;
     let moved = a.assign(&r2, &[]).unwrap().ips;
     assert_ne!(moved, shared);
-    assert_eq!(a.holders(&shared[0]), vec!["default/a".to_string()]);
+    assert_eq!(a.holders(&shared[0]), vec![ServiceKey::from("default/a")]);
 }
 
 #[test]
@@ -332,10 +332,10 @@ fn shrinking_or_deleting_a_pool_revokes_exactly_the_affected_services() {
         &[],
         BTreeMap::new(),
     ));
-    assert_eq!(revoked, vec!["default/c".to_string()]);
+    assert_eq!(revoked, vec![ServiceKey::from("default/c")]);
     assert_eq!(a.stats("p"), PoolStats { v4_total: 2, v4_in_use: 2, v6_total: 0, v6_in_use: 0 });
     let revoked = a.set_config(Config::build(&[pool("p", &["198.51.100.0/31"])], &[], BTreeMap::new()));
-    assert_eq!(revoked, vec!["default/d".to_string()]);
+    assert_eq!(revoked, vec![ServiceKey::from("default/d")]);
     assert!(a.assignment("default/a").is_some());
     // The revoked Service is reallocated from what is left.
     assert_eq!(a.assign(&req("c"), &[]).unwrap_err().reason(), "PoolExhausted");

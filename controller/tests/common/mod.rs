@@ -1,14 +1,12 @@
 //! A controller running its real loop against the in-process emulator.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferrolb_controller::alloc::Allocator;
-use ferrolb_controller::metrics::Metrics;
-use ferrolb_controller::run::{Settings, Shared, run};
+use ferrolb_common::http::ListenAddr;
+use ferrolb_controller::ProcessState;
+use ferrolb_controller::leadership::run;
+use ferrolb_controller::settings::Settings;
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 use ferrolb_emulator::{Config, Emulator};
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -26,7 +24,7 @@ pub struct Cluster {
 }
 
 pub struct Controller {
-    pub shared: Shared,
+    pub state: ProcessState,
     stop: tokio::sync::watch::Sender<bool>,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -42,7 +40,7 @@ impl Controller {
         self.task.abort();
     }
     pub fn is_leader(&self) -> bool {
-        self.shared.metrics.leader.get() == 1
+        self.state.metrics.leader.get() == 1
     }
 }
 
@@ -71,25 +69,24 @@ impl Cluster {
     }
 
     pub fn start(&self, lb_class: Option<&str>, leader_elect: bool, identity: &str) -> Controller {
-        let alloc = Arc::new(Mutex::new(Allocator::new()));
-        let shared = Shared { metrics: Metrics::new(alloc.clone()), alloc, ready: Arc::new(AtomicBool::new(false)) };
+        let state = ProcessState::new();
         let settings = Settings {
             namespace: NS.into(),
             lb_class: lb_class.map(String::from),
             identity: identity.into(),
             leader_elect,
-            lease_duration: 2,
-            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lease_duration: Duration::from_secs(2),
+            metrics_addr: ListenAddr::Exact(([127, 0, 0, 1], 0).into()),
         };
         let (stop, rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(run(self.client.clone(), settings, shared.clone(), rx));
-        Controller { shared, stop, task }
+        let task = tokio::spawn(run(self.client.clone(), settings, state.clone(), rx));
+        Controller { state, stop, task }
     }
 
     pub async fn pool(&self, name: &str, spec: Value) {
         let api: Api<IPAddressPool> = Api::namespaced(self.client.clone(), NS);
         let p: IPAddressPool =
-            serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+            serde_json::from_value(json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "IPAddressPool",
             "metadata": {"name": name}, "spec": spec}))
             .unwrap();
         api.create(&PostParams::default(), &p).await.unwrap();
@@ -98,7 +95,7 @@ impl Cluster {
     pub async fn pool_with_labels(&self, name: &str, labels: Value, spec: Value) {
         let api: Api<IPAddressPool> = Api::namespaced(self.client.clone(), NS);
         let p: IPAddressPool =
-            serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+            serde_json::from_value(json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "IPAddressPool",
             "metadata": {"name": name, "labels": labels}, "spec": spec}))
             .unwrap();
         api.create(&PostParams::default(), &p).await.unwrap();
@@ -117,7 +114,7 @@ impl Cluster {
     pub async fn advertise_all(&self) {
         let api: Api<L2Advertisement> = Api::namespaced(self.client.clone(), NS);
         let a: L2Advertisement =
-            serde_json::from_value(json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "all"}, "spec": {}}))
+            serde_json::from_value(json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "L2Advertisement", "metadata": {"name": "all"}, "spec": {}}))
                 .unwrap();
         api.create(&PostParams::default(), &a).await.unwrap();
     }
@@ -222,7 +219,7 @@ impl Cluster {
 }
 
 pub fn ips(s: &Service) -> Vec<String> {
-    ferrolb_controller::service::current_ips(s).iter().map(|i| i.to_string()).collect()
+    ferrolb_model::ingress_ips(s).iter().map(|i| i.to_string()).collect()
 }
 
 /// (status, reason, message) of a condition.

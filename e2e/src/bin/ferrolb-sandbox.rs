@@ -147,7 +147,7 @@ async fn demo(nodes: usize, families: Families, state_file: &Path) -> anyhow::Re
     let deadline = Instant::now() + Duration::from_secs(30);
     let vip = loop {
         let s = svcs.get("web").await?;
-        if let Some(ip) = ferrolb_crds::ingress_ips(&s).first() {
+        if let Some(ip) = ferrolb_model::ingress_ips(&s).first() {
             break ip.to_string();
         }
         anyhow::ensure!(

@@ -1,6 +1,7 @@
 //! Table tests for eligibility and election.
 
 use super::*;
+use ferrolb_model::selector::Selector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -24,8 +25,8 @@ fn svc(key: &str, pool: &str) -> Service {
     Service { key: key.into(), labels: Labels::new(), pool: pool.into(), local: false, ready_nodes: BTreeSet::new() }
 }
 
-fn all_pools() -> Advertisement {
-    Advertisement { name: "all".into(), ..Default::default() }
+fn all_pools() -> L2Advertisement {
+    L2Advertisement { name: "all".into(), ..Default::default() }
 }
 
 fn names(m: &BTreeMap<String, Interfaces>) -> Vec<&str> {
@@ -64,14 +65,14 @@ fn advertisement_must_cover_pool_service_and_node() {
     s.labels = labels(&[("tier", "front")]);
     let pools = BTreeMap::from([("gold".to_string(), labels(&[("class", "premium")]))]);
     let nodes = [node("a"), node("b")];
-    let table: Vec<(Advertisement, Vec<&str>)> = vec![
-        (Advertisement { pools: vec!["silver".into()], ..all_pools() }, vec![]),
-        (Advertisement { pools: vec!["gold".into()], ..all_pools() }, vec!["a", "b"]),
-        (Advertisement { pool_selectors: vec![sel(&[("class", "premium")])], ..all_pools() }, vec!["a", "b"]),
-        (Advertisement { pool_selectors: vec![sel(&[("class", "basic")])], ..all_pools() }, vec![]),
-        (Advertisement { service_selectors: vec![sel(&[("tier", "back")])], ..all_pools() }, vec![]),
-        (Advertisement { service_selectors: vec![sel(&[("tier", "front")])], ..all_pools() }, vec!["a", "b"]),
-        (Advertisement { node_selectors: vec![sel(&[("kubernetes.io/hostname", "b")])], ..all_pools() }, vec!["b"]),
+    let table: Vec<(L2Advertisement, Vec<&str>)> = vec![
+        (L2Advertisement { pools: vec!["silver".into()], ..all_pools() }, vec![]),
+        (L2Advertisement { pools: vec!["gold".into()], ..all_pools() }, vec!["a", "b"]),
+        (L2Advertisement { pool_selectors: vec![sel(&[("class", "premium")])], ..all_pools() }, vec!["a", "b"]),
+        (L2Advertisement { pool_selectors: vec![sel(&[("class", "basic")])], ..all_pools() }, vec![]),
+        (L2Advertisement { service_selectors: vec![sel(&[("tier", "back")])], ..all_pools() }, vec![]),
+        (L2Advertisement { service_selectors: vec![sel(&[("tier", "front")])], ..all_pools() }, vec!["a", "b"]),
+        (L2Advertisement { node_selectors: vec![sel(&[("kubernetes.io/hostname", "b")])], ..all_pools() }, vec!["b"]),
     ];
     for (adv, want) in table {
         let e = eligible(&[&s], &pools, std::slice::from_ref(&adv), &nodes);
@@ -83,8 +84,8 @@ fn advertisement_must_cover_pool_service_and_node() {
 #[test]
 fn interfaces_are_the_union_of_matching_advertisements() {
     let s = svc("ns/web", "p");
-    let a1 = Advertisement { interfaces: vec!["eth1".into()], ..all_pools() };
-    let a2 = Advertisement { name: "b".into(), interfaces: vec!["eth2".into()], ..all_pools() };
+    let a1 = L2Advertisement { interfaces: vec!["eth1".into()], ..all_pools() };
+    let a2 = L2Advertisement { name: "b".into(), interfaces: vec!["eth2".into()], ..all_pools() };
     let e = eligible(&[&s], &BTreeMap::new(), &[a1.clone(), a2], &[node("a")]);
     assert_eq!(e["a"], Interfaces::Named(BTreeSet::from(["eth1".to_string(), "eth2".to_string()])));
     let e = eligible(&[&s], &BTreeMap::new(), &[a1, all_pools()], &[node("a")]);
@@ -113,17 +114,17 @@ fn services_sharing_an_ip_are_announced_from_one_node_eligible_for_all() {
     let mut http = svc("ns/http", "p");
     http.labels = labels(&[("app", "x")]);
     let dns = svc("ns/dns", "p");
-    let adv = Advertisement {
+    let adv = L2Advertisement {
         service_selectors: vec![sel(&[("app", "x")])],
         node_selectors: vec![sel(&[("kubernetes.io/hostname", "a")])],
         ..all_pools()
     };
-    let other = Advertisement { name: "o".into(), ..all_pools() };
+    let other = L2Advertisement { name: "o".into(), ..all_pools() };
     let nodes = [node("a"), node("b")];
     // http is announced only from a; dns from anywhere: together, only a.
     let e = eligible(&[&http, &dns], &BTreeMap::new(), &[adv, other], &nodes);
     assert_eq!(names(&e), ["a", "b"], "the catch-all advertisement covers http too");
-    let strict = Advertisement {
+    let strict = L2Advertisement {
         service_selectors: vec![sel(&[("app", "x")])],
         node_selectors: vec![sel(&[("kubernetes.io/hostname", "a")])],
         ..all_pools()

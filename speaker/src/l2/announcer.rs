@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use crate::frames;
+use crate::l2::table::{TableReader, TableWriter};
 use crate::responder::{Iface, Table};
 use crate::wire::solicited_node;
 
@@ -23,7 +24,7 @@ pub trait Io {
 
 /// Gratuitous timing: `burst` announcements `burst_gap` apart on takeover, then every `refresh`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
+pub struct GratuitousTiming {
     /// Announcements in the takeover burst.
     pub burst: u32,
     /// Gap between them.
@@ -32,9 +33,9 @@ pub struct Timing {
     pub refresh: Duration,
 }
 
-impl Default for Timing {
+impl Default for GratuitousTiming {
     fn default() -> Self {
-        Timing { burst: 3, burst_gap: Duration::from_millis(500), refresh: Duration::from_secs(30) }
+        GratuitousTiming { burst: 3, burst_gap: Duration::from_millis(500), refresh: Duration::from_secs(30) }
     }
 }
 
@@ -79,21 +80,39 @@ struct Schedule {
 #[derive(Debug)]
 pub struct Announcer<I: Io> {
     io: I,
-    timing: Timing,
+    timing: GratuitousTiming,
     ifaces: BTreeMap<String, Iface>,
     table: Table,
+    published: TableWriter,
     schedule: BTreeMap<IpAddr, Schedule>,
 }
 
 impl<I: Io> Announcer<I> {
     /// An announcer over `io` with no IPs.
-    pub fn new(io: I, timing: Timing) -> Self {
-        Announcer { io, timing, ifaces: BTreeMap::new(), table: Table::default(), schedule: BTreeMap::new() }
+    pub fn new(io: I, timing: GratuitousTiming) -> Self {
+        Announcer {
+            io,
+            timing,
+            ifaces: BTreeMap::new(),
+            table: Table::default(),
+            published: TableWriter::default(),
+            schedule: BTreeMap::new(),
+        }
     }
 
     /// The responder table (what to answer for, where).
     pub fn table(&self) -> &Table {
         &self.table
+    }
+
+    /// A handle on the table as last published, for the responder threads: they read
+    /// a snapshot and never wait for the announcer, which sends frames while it works.
+    pub fn reader(&self) -> TableReader {
+        self.published.reader()
+    }
+
+    fn publish(&mut self) {
+        self.published.publish(&self.table);
     }
 
     /// The I/O, e.g. to inspect a fake in tests.
@@ -112,6 +131,7 @@ impl<I: Io> Announcer<I> {
     }
 
     /// Replace the set of usable interfaces; IPs re-announce on interfaces that appear.
+    #[must_use = "the notes report frames sent and steps that failed"]
     pub fn set_interfaces(&mut self, ifaces: Vec<Iface>, now: Instant) -> Vec<Note> {
         self.ifaces = ifaces.into_iter().map(|i| (i.name.clone(), i)).collect();
         let desired: BTreeMap<IpAddr, BTreeSet<String>> =
@@ -125,12 +145,14 @@ impl<I: Io> Announcer<I> {
                 self.schedule.insert(ip, Schedule { next: now, left_in_burst: self.timing.burst });
             }
         }
+        self.publish();
         notes.extend(self.tick(now));
         notes
     }
 
     /// Make the announced set exactly `desired` (IP -> interface names; unknown names are skipped).
     /// New IPs are answered at once and get a gratuitous burst; dropped ones stop at once.
+    #[must_use = "the notes report what started and stopped, frames sent and steps that failed"]
     pub fn apply(&mut self, desired: &BTreeMap<IpAddr, BTreeSet<String>>, now: Instant) -> Vec<Note> {
         let mut notes = Vec::new();
         let current: Vec<IpAddr> = self.table.ips().copied().collect();
@@ -175,6 +197,8 @@ impl<I: Io> Announcer<I> {
             self.schedule.insert(*ip, Schedule { next: now, left_in_burst: self.timing.burst });
             notes.push(Note::Started { ip: *ip, ifaces });
         }
+        // Answer for new IPs before their first gratuitous frame goes out.
+        self.publish();
         notes.extend(self.tick(now));
         notes
     }
@@ -185,6 +209,7 @@ impl<I: Io> Announcer<I> {
     }
 
     /// Send every gratuitous announcement due at `now`.
+    #[must_use = "the notes report frames sent and steps that failed"]
     pub fn tick(&mut self, now: Instant) -> Vec<Note> {
         let mut notes = Vec::new();
         let due: Vec<IpAddr> = self.schedule.iter().filter(|(_, s)| s.next <= now).map(|(ip, _)| *ip).collect();
@@ -250,8 +275,8 @@ mod tests {
     }
 
     fn announcer(now: Instant) -> Announcer<Fake> {
-        let mut a = Announcer::new(Fake::default(), Timing::default());
-        a.set_interfaces(
+        let mut a = Announcer::new(Fake::default(), GratuitousTiming::default());
+        let _ = a.set_interfaces(
             vec![
                 Iface { name: "eth0".into(), mac: Mac([2, 0, 0, 0, 0, 0xa]) },
                 Iface { name: "eth1".into(), mac: Mac([2, 0, 0, 0, 0, 0xb]) },
@@ -283,19 +308,35 @@ mod tests {
         assert_eq!(g.spa, g.tpa);
         // Then two more 500 ms apart, then the 30 s refresh.
         assert_eq!(a.next_due(), Some(t0 + Duration::from_millis(500)));
-        a.tick(t0 + Duration::from_millis(500));
-        a.tick(t0 + Duration::from_millis(1000));
+        let _ = a.tick(t0 + Duration::from_millis(500));
+        let _ = a.tick(t0 + Duration::from_millis(1000));
         assert_eq!(a.io().sent.len(), 6);
         assert_eq!(a.next_due(), Some(t0 + Duration::from_millis(1000) + Duration::from_secs(30)));
-        a.tick(t0 + Duration::from_secs(5));
+        let _ = a.tick(t0 + Duration::from_secs(5));
         assert_eq!(a.io().sent.len(), 6, "nothing due before the refresh");
+    }
+
+    #[test]
+    fn readers_see_each_change_as_one_published_table() {
+        let t0 = Instant::now();
+        let mut a = announcer(t0);
+        let reader = a.reader();
+        let before = reader.load();
+        let _ = a.apply(&want(&[("198.51.100.7", &["eth0"]), ("fd42:f1b::7", &["eth1"])]), t0);
+        let now = reader.load();
+        assert!(before.is_empty(), "a snapshot taken earlier does not change under its reader");
+        assert_eq!(**now, *a.table());
+        let _ = a.apply(&want(&[("fd42:f1b::7", &["eth1"])]), t0);
+        assert_eq!(reader.load().len(), 1);
+        let _ = a.set_interfaces(vec![Iface { name: "eth0".into(), mac: Mac([2, 0, 0, 0, 0, 0xa]) }], t0);
+        assert!(reader.load().get(&"fd42:f1b::7".parse().unwrap()).unwrap().is_empty(), "eth1 is gone");
     }
 
     #[test]
     fn release_stops_answering_at_once_and_leaves_the_group() {
         let t0 = Instant::now();
         let mut a = announcer(t0);
-        a.apply(&want(&[("fd42:f1b::7", &["eth0", "eth1"])]), t0);
+        let _ = a.apply(&want(&[("fd42:f1b::7", &["eth0", "eth1"])]), t0);
         let sn = solicited_node(&"fd42:f1b::7".parse().unwrap());
         assert!(a.io().groups.contains(&("eth0".to_string(), sn)) && a.io().groups.contains(&("eth1".to_string(), sn)));
         assert_eq!(a.io().sent.len(), 2, "one unsolicited NA per interface");
@@ -322,11 +363,11 @@ mod tests {
     fn an_interface_that_disappears_is_dropped_and_one_that_appears_gets_a_burst() {
         let t0 = Instant::now();
         let mut a = announcer(t0);
-        a.apply(&want(&[("198.51.100.7", &["eth0", "eth1"])]), t0);
-        a.set_interfaces(vec![Iface { name: "eth0".into(), mac: Mac([2, 0, 0, 0, 0, 0xa]) }], t0);
+        let _ = a.apply(&want(&[("198.51.100.7", &["eth0", "eth1"])]), t0);
+        let _ = a.set_interfaces(vec![Iface { name: "eth0".into(), mac: Mac([2, 0, 0, 0, 0, 0xa]) }], t0);
         assert_eq!(a.table().get(&"198.51.100.7".parse().unwrap()).unwrap(), &BTreeSet::from(["eth0".to_string()]));
         // Re-applying the same desired set brings eth1 back once it exists again.
-        a.set_interfaces(
+        let _ = a.set_interfaces(
             vec![
                 Iface { name: "eth0".into(), mac: Mac([2, 0, 0, 0, 0, 0xa]) },
                 Iface { name: "eth1".into(), mac: Mac([2, 0, 0, 0, 0, 0xb]) },
@@ -334,7 +375,7 @@ mod tests {
             t0,
         );
         let before = a.io().sent.len();
-        a.apply(&want(&[("198.51.100.7", &["eth0", "eth1"])]), t0);
+        let _ = a.apply(&want(&[("198.51.100.7", &["eth0", "eth1"])]), t0);
         assert!(a.io().sent[before..].iter().any(|(i, _)| i == "eth1"));
     }
 }

@@ -108,7 +108,7 @@ fn find_kubectls() -> Vec<Kubectl> {
             bins.push(k);
         }
     }
-    let unpacked = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/kubectl-1.20/usr/bin/kubectl");
+    let unpacked = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/kubectl-1.20/usr/bin/kubectl");
     let old = std::env::var_os("FERROLB_OLD_KUBECTL").map(PathBuf::from).unwrap_or(unpacked);
     if old.is_file() {
         bins.push(old);
@@ -147,7 +147,7 @@ spec:
 ";
 
 fn crd_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/ferrolb/crds")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/crds")
 }
 
 fn exercise(k: &Kubectl) {

@@ -20,7 +20,7 @@
 //! The Lease stays the source of truth for membership (joining, graceful leave);
 //! heartbeats only decide *alive* vs *dead* faster, and keep members alive while
 //! the API server is unreachable (fail-static). This module is pure: time is
-//! passed in and the socket lives in `run`.
+//! passed in and the socket lives in [`super::socket`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -32,7 +32,7 @@ use sha2::Sha256;
 
 /// Heartbeat timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
+pub struct HeartbeatTiming {
     /// Time between heartbeats.
     pub interval: Duration,
     /// A member nobody heard from for this long is dead.
@@ -41,9 +41,9 @@ pub struct Timing {
     pub claim_window: Duration,
 }
 
-impl Default for Timing {
+impl Default for HeartbeatTiming {
     fn default() -> Self {
-        Timing {
+        HeartbeatTiming {
             interval: Duration::from_millis(100),
             suspect_after: Duration::from_millis(300),
             claim_window: Duration::from_secs(2),
@@ -79,18 +79,6 @@ pub struct Heartbeat {
     pub claims: Vec<Claim>,
 }
 
-impl Reject {
-    /// The metric label.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Reject::Malformed(_) => "malformed",
-            Reject::BadTag => "bad_tag",
-            Reject::FromSelf => "from_self",
-            Reject::Replay => "replay",
-        }
-    }
-}
-
 /// Why a datagram was not used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Reject {
@@ -106,6 +94,18 @@ pub enum Reject {
     /// Not newer than what was already seen from the sender.
     #[error("replayed or reordered heartbeat")]
     Replay,
+}
+
+impl Reject {
+    /// The metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reject::Malformed(_) => "malformed",
+            Reject::BadTag => "bad_tag",
+            Reject::FromSelf => "from_self",
+            Reject::Replay => "replay",
+        }
+    }
 }
 
 const MAGIC: &[u8; 4] = b"FLB1";
@@ -160,7 +160,7 @@ struct Peer {
 #[derive(Debug)]
 pub struct Detector {
     me: String,
-    timing: Timing,
+    timing: HeartbeatTiming,
     /// When this speaker (re)started listening: nobody is judged dead on heartbeats
     /// before `suspect_after` has passed since, so a speaker that starts or whose link
     /// comes back does not take everything over before it hears anyone.
@@ -172,12 +172,12 @@ pub struct Detector {
 
 impl Detector {
     /// A detector for node `me`, listening from `now`.
-    pub fn new(me: &str, timing: Timing, now: Instant) -> Self {
+    pub fn new(me: &str, timing: HeartbeatTiming, now: Instant) -> Self {
         Detector { me: me.into(), timing, listening_since: now, peers: BTreeMap::new(), claims: BTreeMap::new() }
     }
 
     /// The timing in use.
-    pub fn timing(&self) -> Timing {
+    pub fn timing(&self) -> HeartbeatTiming {
         self.timing
     }
 

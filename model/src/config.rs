@@ -1,119 +1,19 @@
-//! All pool and advertisement custom resources plus namespace labels, turned
-//! into one validated [`Config`]. Pure: no client, no I/O.
+//! Every pool and advertisement custom resource plus namespace labels, turned
+//! into one validated [`Config`]. Pure: no client, no I/O. Both binaries build
+//! it: the controller to allocate, the speakers to know each IP's pool and who
+//! may announce it, so the two can never disagree about a rule.
 //!
-//! An invalid pool is reported (with the field and value at fault) and left
-//! out; every other pool keeps working.
+//! An invalid object is reported (with the field and value at fault) and left
+//! out; every other object keeps working.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ferrolb_crds::selector::{Labels, Selector, any_matches, parse_all};
-use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_crds::IPAddressPool;
 use kube::ResourceExt;
 
-/// An IP family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl Family {
-    /// The family of an address.
-    pub fn of(ip: &IpAddr) -> Family {
-        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
-    }
-    /// `IPv4` / `IPv6`, as in `spec.ipFamilies`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        }
-    }
-    /// Parse `IPv4` / `IPv6`.
-    pub fn parse(s: &str) -> Option<Family> {
-        match s {
-            "IPv4" => Some(Family::V4),
-            "IPv6" => Some(Family::V6),
-            _ => None,
-        }
-    }
-}
-
-/// An address as an integer, for arithmetic on ranges of either family.
-pub fn to_u128(ip: &IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(*v4)),
-        IpAddr::V6(v6) => u128::from(*v6),
-    }
-}
-
-/// The address of `family` with integer value `n`.
-pub fn from_u128(family: Family, n: u128) -> IpAddr {
-    match family {
-        Family::V4 => IpAddr::V4(std::net::Ipv4Addr::from(n as u32)),
-        Family::V6 => IpAddr::V6(std::net::Ipv6Addr::from(n)),
-    }
-}
-
-/// An inclusive range of addresses of one family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct IpRange {
-    /// Family of both ends.
-    pub family: Family,
-    /// First address, as an integer.
-    pub start: u128,
-    /// Last address, as an integer (inclusive).
-    pub end: u128,
-}
-
-impl IpRange {
-    /// Number of addresses.
-    pub fn size(&self) -> u128 {
-        self.end - self.start + 1
-    }
-    /// Whether `ip` lies in the range.
-    pub fn contains(&self, ip: &IpAddr) -> bool {
-        Family::of(ip) == self.family && (self.start..=self.end).contains(&to_u128(ip))
-    }
-    fn overlaps(&self, other: &IpRange) -> bool {
-        self.family == other.family && self.start <= other.end && other.start <= self.end
-    }
-}
-
-impl std::fmt::Display for IpRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", from_u128(self.family, self.start), from_u128(self.family, self.end))
-    }
-}
-
-/// Parse one `spec.addresses` entry: a CIDR (host bits allowed, as MetalLB does) or `a-b`.
-pub fn parse_range(s: &str) -> Result<IpRange, String> {
-    let s = s.trim();
-    if let Some((a, b)) = s.split_once('-') {
-        let a: IpAddr = a.trim().parse().map_err(|_| format!("{:?} is not an IP address", a.trim()))?;
-        let b: IpAddr = b.trim().parse().map_err(|_| format!("{:?} is not an IP address", b.trim()))?;
-        if Family::of(&a) != Family::of(&b) {
-            return Err("the two ends of a range must be of the same family".into());
-        }
-        let (start, end) = (to_u128(&a), to_u128(&b));
-        if start > end {
-            return Err(format!("range start {a} is after its end {b}"));
-        }
-        return Ok(IpRange { family: Family::of(&a), start, end });
-    }
-    let (addr, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is neither a CIDR nor a start-end range"))?;
-    let ip: IpAddr = addr.parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
-    let bits = if ip.is_ipv4() { 32 } else { 128 };
-    let len: u32 =
-        len.parse().ok().filter(|l| *l <= bits).ok_or_else(|| format!("prefix length {len:?} is not 0-{bits}"))?;
-    let host_bits = bits - len;
-    let mask: u128 = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
-    let start = to_u128(&ip) & !mask;
-    Ok(IpRange { family: Family::of(&ip), start, end: start | mask })
-}
+use crate::range::{Family, IpRange, parse_range};
+use crate::selector::{Labels, Selector, any_matches, parse_all};
 
 /// A valid pool, ready for the allocator.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,26 +120,50 @@ impl PoolError {
     }
 }
 
-/// A valid L2Advertisement, reduced to what the controller needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Advertisement {
+/// A valid L2Advertisement: which pools, Services and nodes it selects and the
+/// interfaces it announces on. The controller asks whether a pool is announced at
+/// all; the speakers ask which nodes may announce it, from the same value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct L2Advertisement {
     /// Name.
     pub name: String,
     /// Pools by name.
     pub pools: Vec<String>,
     /// Pools by label.
     pub pool_selectors: Vec<Selector>,
-    /// Services by label.
+    /// Nodes that may announce (empty: all).
+    pub node_selectors: Vec<Selector>,
+    /// Services announced (empty: all).
     pub service_selectors: Vec<Selector>,
+    /// Interfaces to announce on (empty: every eligible one).
+    pub interfaces: Vec<String>,
 }
 
-impl Advertisement {
-    /// Whether the advertisement covers `pool` and a Service with `svc_labels`.
-    pub fn covers(&self, pool: &Pool, svc_labels: &Labels) -> bool {
+impl L2Advertisement {
+    /// Whether the advertisement covers the pool named `pool` (with `pool_labels`) and a
+    /// Service with `svc_labels`. No pool named and no pool selector means every pool.
+    pub fn covers(&self, pool: &str, pool_labels: &Labels, svc_labels: &Labels) -> bool {
         let pool_ok = (self.pools.is_empty() && self.pool_selectors.is_empty())
-            || self.pools.contains(&pool.name)
-            || self.pool_selectors.iter().any(|s| s.matches(&pool.labels));
+            || self.pools.iter().any(|p| p == pool)
+            || self.pool_selectors.iter().any(|s| s.matches(pool_labels));
         pool_ok && any_matches(&self.service_selectors, svc_labels)
+    }
+
+    /// Whether a node with `labels` may announce for this advertisement.
+    pub fn selects_node(&self, labels: &Labels) -> bool {
+        any_matches(&self.node_selectors, labels)
+    }
+
+    /// Parse an `L2Advertisement`; the error names the field at fault.
+    pub fn parse(a: &ferrolb_crds::L2Advertisement) -> Result<L2Advertisement, String> {
+        Ok(L2Advertisement {
+            name: a.name_any(),
+            pools: a.spec.ip_address_pools.clone(),
+            pool_selectors: parse_all("spec.ipAddressPoolSelectors", &a.spec.ip_address_pool_selectors)?,
+            node_selectors: parse_all("spec.nodeSelectors", &a.spec.node_selectors)?,
+            service_selectors: parse_all("spec.serviceSelectors", &a.spec.service_selectors)?,
+            interfaces: a.spec.interfaces.clone(),
+        })
     }
 }
 
@@ -250,8 +174,9 @@ pub struct Config {
     pub pools: BTreeMap<String, Pool>,
     /// Invalid pools by name, with why.
     pub invalid_pools: BTreeMap<String, PoolError>,
-    /// Valid advertisements.
-    pub advertisements: Vec<Advertisement>,
+    /// Valid L2Advertisements, by name. (BGP advertisements join them as a field of
+    /// their own, validated the same way.)
+    pub l2_advertisements: Vec<L2Advertisement>,
     /// Invalid advertisements by name, with why.
     pub invalid_advertisements: BTreeMap<String, String>,
     /// Namespace labels by namespace name.
@@ -290,15 +215,6 @@ fn parse_pool(p: &IPAddressPool) -> Result<Pool, PoolError> {
     })
 }
 
-fn parse_advertisement(a: &L2Advertisement) -> Result<Advertisement, String> {
-    Ok(Advertisement {
-        name: a.name_any(),
-        pools: a.spec.ip_address_pools.clone(),
-        pool_selectors: parse_all("spec.ipAddressPoolSelectors", &a.spec.ip_address_pool_selectors)?,
-        service_selectors: parse_all("spec.serviceSelectors", &a.spec.service_selectors)?,
-    })
-}
-
 impl Config {
     /// Build the config from every pool, advertisement and namespace.
     ///
@@ -306,7 +222,7 @@ impl Config {
     /// sorts later is the invalid one, so the outcome does not depend on list order.
     pub fn build(
         pools: &[IPAddressPool],
-        advertisements: &[L2Advertisement],
+        advertisements: &[ferrolb_crds::L2Advertisement],
         namespaces: BTreeMap<String, Labels>,
     ) -> Config {
         let mut cfg = Config { namespaces, ..Config::default() };
@@ -348,18 +264,20 @@ impl Config {
             cfg.pools.insert(pool.name.clone(), pool);
         }
         for a in advertisements {
-            match parse_advertisement(a) {
-                Ok(adv) => cfg.advertisements.push(adv),
+            match L2Advertisement::parse(a) {
+                Ok(adv) => cfg.l2_advertisements.push(adv),
                 Err(why) => {
                     cfg.invalid_advertisements.insert(a.name_any(), why);
                 }
             }
         }
-        cfg.advertisements.sort_by(|a, b| a.name.cmp(&b.name));
+        cfg.l2_advertisements.sort_by(|a, b| a.name.cmp(&b.name));
         cfg
     }
 
-    /// The pool `ip` belongs to, if any valid pool holds it.
+    /// The pool `ip` belongs to, if any valid pool holds it. Valid pools never overlap,
+    /// so this is the pool the controller allocated it from: the speakers derive a
+    /// Service's pool here instead of waiting for the controller's annotation.
     pub fn pool_of(&self, ip: &IpAddr) -> Option<&Pool> {
         self.pools.values().find(|p| p.contains(ip))
     }
@@ -371,7 +289,9 @@ impl Config {
 
     /// Whether any advertisement covers `pool` for a Service with `svc_labels`.
     pub fn advertised(&self, pool: &str, svc_labels: &Labels) -> bool {
-        self.pools.get(pool).is_some_and(|p| self.advertisements.iter().any(|a| a.covers(p, svc_labels)))
+        self.pools
+            .get(pool)
+            .is_some_and(|p| self.l2_advertisements.iter().any(|a| a.covers(&p.name, &p.labels, svc_labels)))
     }
 
     /// Valid pools in allocation order (priority, then name).
@@ -383,57 +303,14 @@ impl Config {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use ferrolb_crds::{IPAddressPoolSpec, L2AdvertisementSpec, ServiceAllocation};
+    use crate::testing::pool;
+    use ferrolb_crds::{L2Advertisement, L2AdvertisementSpec, ServiceAllocation};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
-
-    pub(crate) fn pool(name: &str, addrs: &[&str]) -> IPAddressPool {
-        IPAddressPool::new(
-            name,
-            IPAddressPoolSpec {
-                addresses: addrs.iter().map(|s| s.to_string()).collect(),
-                auto_assign: true,
-                avoid_buggy_ips: false,
-                service_allocation: None,
-            },
-        )
-    }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn ranges_parse_like_metallb() {
-        let table = [
-            ("198.51.100.0/24", Ok((Family::V4, 256u128))),
-            ("198.51.100.7/24", Ok((Family::V4, 256))),
-            ("198.51.100.7/32", Ok((Family::V4, 1))),
-            ("198.51.100.10-198.51.100.20", Ok((Family::V4, 11))),
-            (" 198.51.100.10 - 198.51.100.10 ", Ok((Family::V4, 1))),
-            ("fd42:f1b::/64", Ok((Family::V6, 1u128 << 64))),
-            ("fd42:f1b::1-fd42:f1b::ff", Ok((Family::V6, 255))),
-            ("::/0", Ok((Family::V6, u128::MAX))),
-            ("banana", Err("neither a CIDR nor a start-end range")),
-            ("198.51.100.0/33", Err("prefix length")),
-            ("198.51.100.20-198.51.100.10", Err("is after its end")),
-            ("198.51.100.1-fd42::1", Err("same family")),
-            ("198.51.100.1-x", Err("not an IP address")),
-        ];
-        for (input, want) in table {
-            match (parse_range(input), want) {
-                (Ok(r), Ok((fam, size))) => {
-                    assert_eq!(r.family, fam, "{input}");
-                    // ::/0 has 2^128 addresses, one more than u128 holds: its size saturates in end-start+1.
-                    if size != u128::MAX {
-                        assert_eq!(r.size(), size, "{input}");
-                    }
-                }
-                (Err(e), Err(frag)) => assert!(e.contains(frag), "{input}: {e}"),
-                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
-            }
-        }
     }
 
     #[test]

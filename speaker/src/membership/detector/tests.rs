@@ -41,7 +41,7 @@ fn sealed_heartbeats_open_only_with_the_key_and_unchanged() {
 #[test]
 fn a_silent_member_is_dead_after_suspect_after_and_alive_when_heard_again() {
     let t0 = Instant::now();
-    let mut d = Detector::new("n1", Timing::default(), t0);
+    let mut d = Detector::new("n1", HeartbeatTiming::default(), t0);
     assert_eq!(d.liveness("n2", t0), Liveness::Unknown);
     d.receive(hb("n2", 1, &[]), t0).unwrap();
     assert_eq!(d.liveness("n2", t0 + ms(300)), Liveness::Alive);
@@ -54,7 +54,7 @@ fn a_silent_member_is_dead_after_suspect_after_and_alive_when_heard_again() {
 fn a_lossy_link_is_bridged_by_another_members_report() {
     // n1 stops hearing n2 directly, but n3 keeps reporting that it hears n2.
     let t0 = Instant::now();
-    let mut d = Detector::new("n1", Timing::default(), t0);
+    let mut d = Detector::new("n1", HeartbeatTiming::default(), t0);
     d.receive(hb("n2", 1, &[]), t0).unwrap();
     for i in 1..=20u64 {
         let now = t0 + ms(100 * i);
@@ -72,7 +72,7 @@ fn a_lossy_link_is_bridged_by_another_members_report() {
 #[test]
 fn replays_self_and_stale_incarnations_are_refused() {
     let t0 = Instant::now();
-    let mut d = Detector::new("n1", Timing::default(), t0);
+    let mut d = Detector::new("n1", HeartbeatTiming::default(), t0);
     assert_eq!(d.receive(hb("n1", 1, &[]), t0), Err(Reject::FromSelf));
     d.receive(hb("n2", 5, &[]), t0).unwrap();
     assert_eq!(d.receive(hb("n2", 5, &[]), t0), Err(Reject::Replay));
@@ -84,7 +84,7 @@ fn replays_self_and_stale_incarnations_are_refused() {
 #[test]
 fn leaving_or_unready_members_are_dead_at_once() {
     let t0 = Instant::now();
-    let mut d = Detector::new("n1", Timing::default(), t0);
+    let mut d = Detector::new("n1", HeartbeatTiming::default(), t0);
     d.receive(hb("n2", 1, &[]), t0).unwrap();
     d.receive(Heartbeat { leaving: true, ..hb("n2", 2, &[]) }, t0 + ms(10)).unwrap();
     assert_eq!(d.liveness("n2", t0 + ms(10)), Liveness::Dead);
@@ -95,7 +95,7 @@ fn leaving_or_unready_members_are_dead_at_once() {
 #[test]
 fn after_listening_restarts_nobody_is_judged_dead_for_one_window() {
     let t0 = Instant::now();
-    let mut d = Detector::new("n1", Timing::default(), t0);
+    let mut d = Detector::new("n1", HeartbeatTiming::default(), t0);
     d.receive(hb("n2", 1, &[]), t0).unwrap();
     assert_eq!(d.liveness("n2", t0 + ms(5000)), Liveness::Dead);
     d.restart_listening(t0 + ms(5000));
@@ -107,7 +107,7 @@ fn after_listening_restarts_nobody_is_judged_dead_for_one_window() {
 fn the_newest_claim_wins_and_claims_expire_with_the_window_or_the_claimant() {
     let t0 = Instant::now();
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
-    let mut d = Detector::new("n1", Timing::default(), t0);
+    let mut d = Detector::new("n1", HeartbeatTiming::default(), t0);
     d.receive(Heartbeat { claims: vec![Claim { ip, since_ms: 1000 }], ..hb("n2", 1, &[]) }, t0).unwrap();
     d.receive(Heartbeat { claims: vec![Claim { ip, since_ms: 900 }], ..hb("n3", 1, &[]) }, t0).unwrap();
     assert_eq!(d.claims(t0).get(&ip), Some(&("n2".to_string(), 1000)));
@@ -147,7 +147,7 @@ fn many_claims_and_members_split_into_datagrams_that_are_never_fragmented() {
     assert_eq!((heard, claims), (base.heard.clone(), base.claims.clone()), "nothing lost, nothing repeated");
     // A receiver of every part knows what the whole heartbeat said.
     let t0 = Instant::now();
-    let mut d = Detector::new("node-000.rack-17.example.com", Timing::default(), t0);
+    let mut d = Detector::new("node-000.rack-17.example.com", HeartbeatTiming::default(), t0);
     for p in parts {
         d.receive(p, t0).unwrap();
     }

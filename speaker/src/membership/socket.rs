@@ -1,4 +1,4 @@
-//! The heartbeat socket around [`crate::membership::Detector`]: sends this node's
+//! The heartbeat socket around [`super::detector::Detector`]: sends this node's
 //! heartbeat to every member each interval (and at once when it takes an IP over or
 //! leaves), feeds authenticated heartbeats to the detector, and wakes the planner
 //! when a member's liveness or a claim changes.
@@ -9,26 +9,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use ferrolb_common::lock;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use crate::membership::{self, Claim, Detector, Heartbeat, Liveness, Timing};
+use crate::membership::detector::{self, Claim, Detector, Heartbeat, HeartbeatTiming, Liveness};
 use crate::metrics::Metrics;
 
 /// Memberlist flags.
 #[derive(Clone)]
-pub struct Settings {
+pub struct HeartbeatSettings {
     /// UDP port every speaker listens on.
     pub port: u16,
     /// The shared HMAC key.
     pub key: Vec<u8>,
     /// Heartbeat timing.
-    pub timing: Timing,
+    pub timing: HeartbeatTiming,
 }
 
-impl std::fmt::Debug for Settings {
+impl std::fmt::Debug for HeartbeatSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
+        f.debug_struct("HeartbeatSettings")
             .field("port", &self.port)
             .field("key", &"<redacted>")
             .field("timing", &self.timing)
@@ -38,7 +39,7 @@ impl std::fmt::Debug for Settings {
 
 /// State shared between the heartbeat task and the planner.
 #[derive(Debug)]
-pub struct Shared {
+pub struct Membership {
     /// The failure detector.
     pub detector: Mutex<Detector>,
     /// This node can announce (it has a usable interface).
@@ -53,19 +54,15 @@ pub struct Shared {
     pub received: Notify,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-impl Shared {
+impl Membership {
     /// Fresh state for node `me`.
-    pub fn new(me: &str, timing: Timing) -> Self {
-        Shared {
+    pub fn new(me: &str, timing: HeartbeatTiming) -> Self {
+        Membership {
             detector: Mutex::new(Detector::new(me, timing, Instant::now())),
             ready: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
@@ -76,7 +73,7 @@ impl Shared {
     }
 
     /// The detector's timing.
-    pub fn detector_timing(&self) -> Timing {
+    pub fn detector_timing(&self) -> HeartbeatTiming {
         lock(&self.detector).timing()
     }
 
@@ -152,8 +149,8 @@ pub fn bind(port: u16) -> std::io::Result<UdpSocket> {
 pub async fn run(
     socket: UdpSocket,
     me: String,
-    settings: Settings,
-    shared: Arc<Shared>,
+    settings: HeartbeatSettings,
+    membership: Arc<Membership>,
     peers: impl Fn() -> Vec<SocketAddr> + Send + 'static,
     changed: Arc<Notify>,
     metrics: Metrics,
@@ -176,19 +173,19 @@ pub async fn run(
         tokio::select! {
             _ = tick.tick() => { send = true; }
             _ = check.tick() => {}
-            _ = shared.send_now.notified() => { send = true; }
+            _ = membership.send_now.notified() => { send = true; }
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    let r = membership::open(&settings.key, &buf[..n])
-                        .and_then(|hb| lock(&shared.detector).receive(hb, Instant::now()));
+                    let r = detector::open(&settings.key, &buf[..n])
+                        .and_then(|hb| lock(&membership.detector).receive(hb, Instant::now()));
                     match r {
                         Ok(()) => {
                             metrics.heartbeats_received.inc();
-                            shared.received.notify_waiters();
+                            membership.received.notify_waiters();
                         }
                         Err(e) => {
                             metrics.heartbeats_rejected.with_label_values(&[e.as_str()]).inc();
-                            if e == membership::Reject::BadTag && warned_tag.insert(from.ip()) {
+                            if e == detector::Reject::BadTag && warned_tag.insert(from.ip()) {
                                 tracing::warn!(%from, error = %e, "memberlist datagram refused");
                             } else {
                                 tracing::debug!(%from, error = %e, "memberlist datagram refused");
@@ -202,14 +199,14 @@ pub async fn run(
         let now = Instant::now();
         if send {
             let hb = {
-                let d = lock(&shared.detector);
-                let own = lock(&shared.own);
+                let d = lock(&membership.detector);
+                let own = lock(&membership.own);
                 Heartbeat {
                     node: me.clone(),
                     incarnation,
                     seq,
-                    ready: shared.ready.load(Ordering::Relaxed),
-                    leaving: shared.leaving.load(Ordering::Relaxed),
+                    ready: membership.ready.load(Ordering::Relaxed),
+                    leaving: membership.leaving.load(Ordering::Relaxed),
                     heard: d.heard(now),
                     claims: own
                         .iter()
@@ -218,11 +215,11 @@ pub async fn run(
                         .collect(),
                 }
             };
-            let parts = membership::heartbeats(&hb);
+            let parts = detector::heartbeats(&hb);
             seq += parts.len() as u64;
             let targets = peers();
             for part in &parts {
-                let datagram = membership::seal(&settings.key, part);
+                let datagram = detector::seal(&settings.key, part);
                 for t in &targets {
                     let to = match (dual, t) {
                         (true, SocketAddr::V4(a)) => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
@@ -234,11 +231,11 @@ pub async fn run(
                     }
                 }
             }
-            lock(&shared.detector).expire(now);
+            lock(&membership.detector).expire(now);
         }
         // Wake the planner when a member's liveness or a claim changed.
         let (view, claims) = {
-            let d = lock(&shared.detector);
+            let d = lock(&membership.detector);
             let claims: BTreeMap<IpAddr, String> = d.claims(now).into_iter().map(|(ip, (n, _))| (ip, n)).collect();
             (d.view(now), claims)
         };

@@ -1,0 +1,42 @@
+//! Flag value parsers both binaries share.
+
+use std::time::Duration;
+
+/// A duration flag: humantime (`15s`, `300ms`, `1m30s`), or a bare integer meaning
+/// seconds, as the flags that took whole seconds always accepted; it must lie in
+/// `min..=max`.
+pub fn duration_between(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |s: &str| {
+        let s = s.trim();
+        let d = match s.parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs),
+            Err(_) => humantime::parse_duration(s)
+                .map_err(|e| format!("{s:?}: {e} (write e.g. 15s, 300ms, or whole seconds)"))?,
+        };
+        if d < min || d > max {
+            return Err(format!(
+                "{s:?} must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ));
+        }
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_humantime_and_old_whole_seconds() {
+        let p = duration_between(Duration::from_secs(2), Duration::from_secs(3600));
+        assert_eq!(p("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(p("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(p("2500ms"), Ok(Duration::from_millis(2500)));
+        assert_eq!(p("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(p("1").unwrap_err().contains("between 2s and 1h"));
+        assert!(p("2h").unwrap_err().contains("between"));
+        assert!(p("soon").unwrap_err().contains("\"soon\""));
+    }
+}

@@ -1,0 +1,109 @@
+//! The configuration readers: pools, advertisements and namespaces, cached, and
+//! the validated [`Config`] rebuilt from them on every change. A Service whose IP
+//! left its pool is told why before it is reallocated.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolb_common::events::{Event, EventType};
+use ferrolb_common::{AbortOnDrop, lock, reflect};
+use ferrolb_crds::conditions::event;
+use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_model::{Config, ingress_ips};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::{Notify, mpsc};
+
+use crate::reconcile::Ctx;
+
+/// The caches the config is built from; their watches end when this is dropped.
+pub struct Readers {
+    /// IPAddressPools of the controller's namespace.
+    pub pools: Store<IPAddressPool>,
+    /// L2Advertisements of the controller's namespace.
+    pub advertisements: Store<L2Advertisement>,
+    /// Namespaces, for pools' namespace selectors.
+    pub namespaces: Store<Namespace>,
+    _watches: AbortOnDrop,
+}
+
+impl Readers {
+    /// Start watching; `changed` is poked on every event.
+    pub fn start(client: &Client, namespace: &str, changed: Arc<Notify>) -> Readers {
+        let (pools, t1) = reflect(Api::<IPAddressPool>::namespaced(client.clone(), namespace), changed.clone());
+        let (advertisements, t2) =
+            reflect(Api::<L2Advertisement>::namespaced(client.clone(), namespace), changed.clone());
+        let (namespaces, t3) = reflect(Api::<Namespace>::all(client.clone()), changed);
+        Readers { pools, advertisements, namespaces, _watches: AbortOnDrop(vec![t1, t2, t3]) }
+    }
+
+    /// Wait until every cache holds a full list.
+    pub async fn synced(&self, within: Duration) -> anyhow::Result<()> {
+        tokio::time::timeout(within, async {
+            self.pools.wait_until_ready().await?;
+            self.advertisements.wait_until_ready().await?;
+            self.namespaces.wait_until_ready().await?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("caches did not sync within {within:?}"))?
+    }
+
+    /// The config as the caches say now.
+    pub fn config(&self) -> Config {
+        let pools: Vec<IPAddressPool> = self.pools.state().iter().map(|p| (**p).clone()).collect();
+        let advs: Vec<L2Advertisement> = self.advertisements.state().iter().map(|a| (**a).clone()).collect();
+        let ns = self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect::<BTreeMap<_, _>>();
+        let cfg = Config::build(&pools, &advs, ns);
+        for e in cfg.invalid_pools.values() {
+            tracing::warn!(error = %e, "invalid IPAddressPool skipped");
+        }
+        for (name, why) in &cfg.invalid_advertisements {
+            tracing::warn!(advertisement = %name, error = %why, "invalid L2Advertisement skipped");
+        }
+        cfg
+    }
+}
+
+/// Rebuild the config whenever a pool, advertisement or namespace changes; then
+/// reconcile every Service.
+pub async fn config_loop(
+    ctx: Arc<Ctx>,
+    readers: Arc<Readers>,
+    svcs: Store<Service>,
+    changed: Arc<Notify>,
+    reconcile_all: mpsc::UnboundedSender<()>,
+) -> anyhow::Result<()> {
+    loop {
+        changed.notified().await;
+        let cfg = readers.config();
+        let revoked = {
+            let mut alloc = lock(&ctx.alloc);
+            if *alloc.config() == cfg {
+                continue;
+            }
+            alloc.set_config(cfg)
+        };
+        for key in &revoked {
+            if let Some(svc) = svcs.get(&key.object_ref()) {
+                let ev = Event {
+                    type_: EventType::Warning,
+                    reason: event::IP_REVOKED.into(),
+                    note: Some(format!(
+                        "{} left its IPAddressPool (deleted, shrunk or invalid); reallocating",
+                        ingress_ips(&svc).iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+                    )),
+                    action: "Allocate".into(),
+                    secondary: None,
+                };
+                let _ = ctx.events.publish(&ev, &svc.object_ref(&())).await;
+            }
+        }
+        ctx.pools_dirty.notify_one();
+        if reconcile_all.send(()).is_err() {
+            anyhow::bail!("service controller gone");
+        }
+    }
+}

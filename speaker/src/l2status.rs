@@ -1,0 +1,59 @@
+//! ServiceL2Status: for each Service this node announces, an object naming the
+//! node and interfaces (written by server-side apply), removed when it stops.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferrolb_crds::annotations::{NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL};
+use ferrolb_crds::{API_VERSION, SPEAKER_FIELD_MANAGER, ServiceL2Status};
+use ferrolb_model::ServiceKey;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use serde_json::json;
+
+/// Make the ServiceL2Statuses naming `node` exactly `mine` (Service -> interfaces).
+pub async fn sync(
+    api: &Api<ServiceL2Status>,
+    store: &Store<ServiceL2Status>,
+    namespace: &str,
+    node: &str,
+    mine: &BTreeMap<ServiceKey, BTreeSet<String>>,
+) {
+    for (key, ifaces) in mine {
+        let name = key.dotted();
+        let want = json!({"node": node, "serviceName": key.name(), "serviceNamespace": key.namespace(),
+                          "interfaces": ifaces.iter().map(|i| json!({"name": i})).collect::<Vec<_>>()});
+        let current = store.get(&ObjectRef::new(&name).within(namespace));
+        if current.as_ref().and_then(|c| serde_json::to_value(&c.status).ok()).as_ref() == Some(&want) {
+            continue;
+        }
+        let pp = PatchParams::apply(SPEAKER_FIELD_MANAGER).force();
+        let meta = json!({"apiVersion": API_VERSION, "kind": "ServiceL2Status",
+            "metadata": {"name": name, "labels": {SERVICE_NAME_LABEL: key.name(), SERVICE_NAMESPACE_LABEL: key.namespace(), NODE_LABEL: node}},
+            "spec": {}});
+        let status = json!({"apiVersion": API_VERSION, "kind": "ServiceL2Status", "status": want});
+        let r = async {
+            api.patch(&name, &pp, &Patch::Apply(&meta)).await?;
+            api.patch_status(&name, &pp, &Patch::Apply(&status)).await
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(service = %key, error = %e, "could not write ServiceL2Status");
+        }
+    }
+    for st in store.state() {
+        let Some(s) = st.status.as_ref().filter(|s| s.node == node) else { continue };
+        let key = ServiceKey::new(&s.service_namespace, &s.service_name);
+        if mine.contains_key(&key) {
+            continue;
+        }
+        // Only delete the version that still names this node: a new holder may have taken it.
+        let pre = Preconditions { uid: st.uid(), resource_version: st.resource_version() };
+        let dp = DeleteParams { preconditions: Some(pre), ..Default::default() };
+        match api.delete(&st.name_any(), &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+            Err(e) => tracing::warn!(service = %key, error = %e, "could not remove ServiceL2Status"),
+        }
+    }
+}
