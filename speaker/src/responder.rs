@@ -132,7 +132,7 @@ pub fn requested_ip(frame: &[u8]) -> Option<IpAddr> {
         ETHERTYPE_IPV6 => {
             let ip = ipv6::Packet::new_checked(f.payload()).ok()?;
             let m = icmpv6::Packet::new_checked(ip.payload()).ok()?;
-            (m.msg_type() == icmpv6::NEIGHBOR_SOLICIT && ip.payload().len() >= 24).then(|| IpAddr::V6(m.target()))
+            (m.msg_type() == icmpv6::NEIGHBOR_SOLICIT).then(|| m.target().map(IpAddr::V6))?
         }
         _ => None,
     }

@@ -2,10 +2,23 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Error, Mac, Result};
+use super::{Error, Mac, Result, u16_at};
+
+mod field {
+    use crate::wire::Field;
+    pub const HTYPE: Field = 0..2;
+    pub const PTYPE: Field = 2..4;
+    pub const HLEN: usize = 4;
+    pub const PLEN: usize = 5;
+    pub const OPER: Field = 6..8;
+    pub const SHA: Field = 8..14;
+    pub const SPA: Field = 14..18;
+    pub const THA: Field = 18..24;
+    pub const TPA: Field = 24..28;
+}
 
 /// Length of an Ethernet/IPv4 ARP packet.
-pub const LEN: usize = 28;
+pub const LEN: usize = field::TPA.end;
 
 /// A view over an ARP packet.
 #[derive(Debug, Clone)]
@@ -13,87 +26,88 @@ pub struct Packet<T: AsRef<[u8]>> {
     buf: T,
 }
 
-fn u16_at(b: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([b[i], b[i + 1]])
-}
-
-fn v4_at(b: &[u8], i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3])
+fn v4(b: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(b[0], b[1], b[2], b[3])
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap without checking.
+    /// Wrap without checking; accessors may panic on a short buffer.
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
-    /// Wrap, checking the length (trailing Ethernet padding is allowed).
+    /// Wrap, checking with [`Packet::check_len`].
     pub fn new_checked(buf: T) -> Result<Self> {
-        if buf.as_ref().len() < LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Packet { buf })
+        let p = Packet { buf };
+        p.check_len()?;
+        Ok(p)
+    }
+    /// Ensure that no accessor panics: the buffer holds an Ethernet/IPv4 ARP packet's
+    /// [`LEN`] bytes (trailing Ethernet padding is allowed).
+    pub fn check_len(&self) -> Result<()> {
+        if self.buf.as_ref().len() < LEN { Err(Error::Truncated) } else { Ok(()) }
     }
     /// Hardware type (1 = Ethernet).
     pub fn htype(&self) -> u16 {
-        u16_at(self.buf.as_ref(), 0)
+        u16_at(self.buf.as_ref(), field::HTYPE)
     }
     /// Protocol type (0x0800 = IPv4).
     pub fn ptype(&self) -> u16 {
-        u16_at(self.buf.as_ref(), 2)
+        u16_at(self.buf.as_ref(), field::PTYPE)
     }
     /// Hardware address length.
     pub fn hlen(&self) -> u8 {
-        self.buf.as_ref()[4]
+        self.buf.as_ref()[field::HLEN]
     }
     /// Protocol address length.
     pub fn plen(&self) -> u8 {
-        self.buf.as_ref()[5]
+        self.buf.as_ref()[field::PLEN]
     }
     /// Operation (1 request, 2 reply).
     pub fn op(&self) -> u16 {
-        u16_at(self.buf.as_ref(), 6)
+        u16_at(self.buf.as_ref(), field::OPER)
     }
     /// Sender hardware address.
     pub fn sha(&self) -> Mac {
-        Mac::from_slice(&self.buf.as_ref()[8..14])
+        Mac::from_slice(&self.buf.as_ref()[field::SHA])
     }
     /// Sender protocol address.
     pub fn spa(&self) -> Ipv4Addr {
-        v4_at(self.buf.as_ref(), 14)
+        v4(&self.buf.as_ref()[field::SPA])
     }
     /// Target hardware address.
     pub fn tha(&self) -> Mac {
-        Mac::from_slice(&self.buf.as_ref()[18..24])
+        Mac::from_slice(&self.buf.as_ref()[field::THA])
     }
     /// Target protocol address.
     pub fn tpa(&self) -> Ipv4Addr {
-        v4_at(self.buf.as_ref(), 24)
+        v4(&self.buf.as_ref()[field::TPA])
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    fn put(&mut self, at: usize, bytes: &[u8]) {
-        self.buf.as_mut()[at..at + bytes.len()].copy_from_slice(bytes);
-    }
     /// Set the fixed Ethernet/IPv4 header fields.
     pub fn set_ethernet_ipv4(&mut self) {
-        self.put(0, &1u16.to_be_bytes());
-        self.put(2, &0x0800u16.to_be_bytes());
-        self.put(4, &[6, 4]);
+        let b = self.buf.as_mut();
+        b[field::HTYPE].copy_from_slice(&1u16.to_be_bytes());
+        b[field::PTYPE].copy_from_slice(&0x0800u16.to_be_bytes());
+        b[field::HLEN] = 6;
+        b[field::PLEN] = 4;
     }
     /// Set the operation.
     pub fn set_op(&mut self, op: u16) {
-        self.put(6, &op.to_be_bytes());
+        self.buf.as_mut()[field::OPER].copy_from_slice(&op.to_be_bytes());
     }
     /// Set the sender addresses.
     pub fn set_sender(&mut self, mac: Mac, ip: Ipv4Addr) {
-        self.put(8, &mac.0);
-        self.put(14, &ip.octets());
+        let b = self.buf.as_mut();
+        b[field::SHA].copy_from_slice(&mac.0);
+        b[field::SPA].copy_from_slice(&ip.octets());
     }
     /// Set the target addresses.
     pub fn set_target(&mut self, mac: Mac, ip: Ipv4Addr) {
-        self.put(18, &mac.0);
-        self.put(24, &ip.octets());
+        let b = self.buf.as_mut();
+        b[field::THA].copy_from_slice(&mac.0);
+        b[field::TPA].copy_from_slice(&ip.octets());
     }
 }
 
@@ -170,7 +184,7 @@ mod tests {
 
     #[test]
     fn write_fields() {
-        let mut buf = [0u8; 28];
+        let mut buf = [0xa5u8; 28];
         let mut p = Packet::new_unchecked(&mut buf[..]);
         p.set_ethernet_ipv4();
         p.set_op(1);
@@ -183,7 +197,7 @@ mod tests {
     fn parse_emit_round_trip() {
         let r = Repr::parse(&Packet::new_checked(&REQUEST[..]).unwrap()).unwrap();
         assert_eq!(r.op, Op::Request);
-        let mut buf = [0u8; 28];
+        let mut buf = [0xa5u8; 28];
         r.emit(&mut Packet::new_unchecked(&mut buf[..]));
         assert_eq!(buf, REQUEST);
     }

@@ -1,6 +1,6 @@
 //! Ethernet II frames, untagged or with one 802.1Q tag.
 
-use super::{Error, Mac, Result};
+use super::{Error, Mac, Result, u16_at};
 
 /// EtherType of ARP.
 pub const ETHERTYPE_ARP: u16 = 0x0806;
@@ -11,8 +11,20 @@ pub const ETHERTYPE_IPV4: u16 = 0x0800;
 /// EtherType (TPID) of an 802.1Q tag.
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 
-const UNTAGGED_HEADER: usize = 14;
-const TAGGED_HEADER: usize = 18;
+mod field {
+    use crate::wire::Field;
+    pub const DESTINATION: Field = 0..6;
+    pub const SOURCE: Field = 6..12;
+    /// The EtherType of an untagged frame, or the TPID of a tagged one.
+    pub const ETHERTYPE: Field = 12..14;
+    /// 802.1Q: PCP, DEI and the VLAN id.
+    pub const TCI: Field = 14..16;
+    /// 802.1Q: the EtherType after the tag.
+    pub const INNER_ETHERTYPE: Field = 16..18;
+}
+
+const UNTAGGED_HEADER: usize = field::ETHERTYPE.end;
+const TAGGED_HEADER: usize = field::INNER_ETHERTYPE.end;
 
 /// A view over an Ethernet frame.
 #[derive(Debug, Clone)]
@@ -26,44 +38,48 @@ impl<T: AsRef<[u8]>> Frame<T> {
         Frame { buf }
     }
 
-    /// Wrap, checking that the header (including a VLAN tag, if any) fits.
+    /// Wrap, checking with [`Frame::check_len`].
     pub fn new_checked(buf: T) -> Result<Self> {
         let f = Frame { buf };
-        let b = f.buf.as_ref();
-        if b.len() < UNTAGGED_HEADER {
-            return Err(Error::Truncated);
-        }
-        if u16::from_be_bytes([b[12], b[13]]) == ETHERTYPE_VLAN && b.len() < TAGGED_HEADER {
-            return Err(Error::Truncated);
-        }
+        f.check_len()?;
         Ok(f)
+    }
+
+    /// Ensure that no accessor panics: the header, and the VLAN tag when the TPID
+    /// says there is one, fit.
+    pub fn check_len(&self) -> Result<()> {
+        let b = self.buf.as_ref();
+        if b.len() < UNTAGGED_HEADER || (self.tagged() && b.len() < TAGGED_HEADER) {
+            return Err(Error::Truncated);
+        }
+        Ok(())
     }
 
     /// Destination address.
     pub fn dst(&self) -> Mac {
-        Mac::from_slice(&self.buf.as_ref()[0..6])
+        Mac::from_slice(&self.buf.as_ref()[field::DESTINATION])
     }
 
     /// Source address.
     pub fn src(&self) -> Mac {
-        Mac::from_slice(&self.buf.as_ref()[6..12])
+        Mac::from_slice(&self.buf.as_ref()[field::SOURCE])
     }
 
+    /// Whether the frame carries an 802.1Q tag (false on a buffer too short to say).
     fn tagged(&self) -> bool {
         let b = self.buf.as_ref();
-        u16::from_be_bytes([b[12], b[13]]) == ETHERTYPE_VLAN
+        b.len() >= UNTAGGED_HEADER && u16_at(b, field::ETHERTYPE) == ETHERTYPE_VLAN
     }
 
     /// The 802.1Q VLAN id, if tagged.
     pub fn vlan(&self) -> Option<u16> {
-        let b = self.buf.as_ref();
-        self.tagged().then(|| u16::from_be_bytes([b[14], b[15]]) & 0x0fff)
+        self.tagged().then(|| u16_at(self.buf.as_ref(), field::TCI) & 0x0fff)
     }
 
     /// The EtherType of the payload (after the tag, if any).
     pub fn ethertype(&self) -> u16 {
-        let b = self.buf.as_ref();
-        if self.tagged() { u16::from_be_bytes([b[16], b[17]]) } else { u16::from_be_bytes([b[12], b[13]]) }
+        let f = if self.tagged() { field::INNER_ETHERTYPE } else { field::ETHERTYPE };
+        u16_at(self.buf.as_ref(), f)
     }
 
     /// Header length (14, or 18 when tagged).
@@ -80,22 +96,22 @@ impl<T: AsRef<[u8]>> Frame<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     /// Set the destination.
     pub fn set_dst(&mut self, m: Mac) {
-        self.buf.as_mut()[0..6].copy_from_slice(&m.0);
+        self.buf.as_mut()[field::DESTINATION].copy_from_slice(&m.0);
     }
     /// Set the source.
     pub fn set_src(&mut self, m: Mac) {
-        self.buf.as_mut()[6..12].copy_from_slice(&m.0);
+        self.buf.as_mut()[field::SOURCE].copy_from_slice(&m.0);
     }
     /// Write the tag (if any) and EtherType; the buffer must be long enough.
     pub fn set_type(&mut self, vlan: Option<u16>, ethertype: u16) {
         let b = self.buf.as_mut();
         match vlan {
             Some(v) => {
-                b[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-                b[14..16].copy_from_slice(&(v & 0x0fff).to_be_bytes());
-                b[16..18].copy_from_slice(&ethertype.to_be_bytes());
+                b[field::ETHERTYPE].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+                b[field::TCI].copy_from_slice(&(v & 0x0fff).to_be_bytes());
+                b[field::INNER_ETHERTYPE].copy_from_slice(&ethertype.to_be_bytes());
             }
-            None => b[12..14].copy_from_slice(&ethertype.to_be_bytes()),
+            None => b[field::ETHERTYPE].copy_from_slice(&ethertype.to_be_bytes()),
         }
     }
     /// The payload, writable.
@@ -170,7 +186,7 @@ mod tests {
         for bytes in [&UNTAGGED[..], &TAGGED[..]] {
             let f = Frame::new_checked(bytes).unwrap();
             let r = Repr::parse(&f).unwrap();
-            let mut out = vec![0u8; bytes.len()];
+            let mut out = vec![0xa5u8; bytes.len()];
             let mut g = Frame::new_unchecked(&mut out[..]);
             r.emit(&mut g);
             g.payload_mut().copy_from_slice(f.payload());

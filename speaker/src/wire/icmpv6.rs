@@ -3,7 +3,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{Error, Mac, Result, checksum, ipv6::NEXT_ICMPV6};
+use super::{Error, Mac, Result, checksum, ipv6::NEXT_ICMPV6, u16_at};
 
 /// ICMPv6 type of a Neighbor Solicitation.
 pub const NEIGHBOR_SOLICIT: u8 = 135;
@@ -11,8 +11,30 @@ pub const NEIGHBOR_SOLICIT: u8 = 135;
 pub const NEIGHBOR_ADVERT: u8 = 136;
 const OPT_SOURCE_LLADDR: u8 = 1;
 const OPT_TARGET_LLADDR: u8 = 2;
+
+mod field {
+    use crate::wire::Field;
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: Field = 2..4;
+    /// NA: the R, S and O flags in the top bits; NS: reserved.
+    pub const FLAGS: usize = 4;
+    /// NS/NA: reserved after the flags byte.
+    pub const RESERVED: Field = 5..8;
+    /// NS/NA: the target address.
+    pub const TARGET: Field = 8..24;
+    /// Any message: the header every ICMPv6 message has.
+    pub const HEADER_END: usize = 4;
+    /// NS/NA: where the options start.
+    pub const OPTIONS: usize = 24;
+    /// An NDP link-layer address option: type, length (in 8-byte units), address.
+    pub const OPT_TYPE: usize = 0;
+    pub const OPT_LEN: usize = 1;
+    pub const OPT_LLADDR: Field = 2..8;
+}
+
 /// NS/NA header length: type, code, checksum, flags/reserved, target.
-const BASE_LEN: usize = 24;
+const BASE_LEN: usize = field::OPTIONS;
 
 /// A view over an ICMPv6 message.
 #[derive(Debug, Clone)]
@@ -21,47 +43,57 @@ pub struct Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap without checking.
+    /// Wrap without checking; accessors may panic on a short buffer.
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
-    /// Wrap, checking the 4-byte ICMPv6 header fits.
+    /// Wrap, checking with [`Packet::check_len`].
     pub fn new_checked(buf: T) -> Result<Self> {
-        if buf.as_ref().len() < 4 {
+        let p = Packet { buf };
+        p.check_len()?;
+        Ok(p)
+    }
+    /// Ensure that no accessor panics: the 4-byte ICMPv6 header fits, and for a
+    /// neighbor solicitation or advertisement the 24-byte NDP header does too.
+    pub fn check_len(&self) -> Result<()> {
+        let b = self.buf.as_ref();
+        if b.len() < field::HEADER_END || (self.is_ndp() && b.len() < BASE_LEN) {
             return Err(Error::Truncated);
         }
-        Ok(Packet { buf })
+        Ok(())
+    }
+    fn is_ndp(&self) -> bool {
+        matches!(self.buf.as_ref().get(field::TYPE), Some(&NEIGHBOR_SOLICIT | &NEIGHBOR_ADVERT))
     }
     /// Message type.
     pub fn msg_type(&self) -> u8 {
-        self.buf.as_ref()[0]
+        self.buf.as_ref()[field::TYPE]
     }
     /// Code.
     pub fn code(&self) -> u8 {
-        self.buf.as_ref()[1]
+        self.buf.as_ref()[field::CODE]
     }
     /// Checksum field.
     pub fn checksum(&self) -> u16 {
-        let b = self.buf.as_ref();
-        u16::from_be_bytes([b[2], b[3]])
+        u16_at(self.buf.as_ref(), field::CHECKSUM)
     }
     /// Whether the checksum over the pseudo-header and message is right.
     pub fn verify_checksum(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> bool {
         pseudo_checksum(src, dst, self.buf.as_ref()) == 0
     }
-    /// NA flags byte (R, S, O in the top bits); only meaningful for NA.
+    /// NA flags byte (R, S, O in the top bits); 0 for other messages.
     pub fn flags(&self) -> u8 {
-        self.buf.as_ref().get(4).copied().unwrap_or(0)
+        if self.is_ndp() { self.buf.as_ref()[field::FLAGS] } else { 0 }
     }
-    /// Target address of NS/NA (the message must be at least 24 bytes).
-    pub fn target(&self) -> Ipv6Addr {
+    /// Target address of an NS or NA; `None` for other messages.
+    pub fn target(&self) -> Option<Ipv6Addr> {
         let mut o = [0u8; 16];
-        o.copy_from_slice(&self.buf.as_ref()[8..24]);
-        Ipv6Addr::from(o)
+        o.copy_from_slice(self.buf.as_ref().get(field::TARGET).filter(|_| self.is_ndp())?);
+        Some(Ipv6Addr::from(o))
     }
-    /// The options area of NS/NA.
+    /// The options area of an NS or NA; empty for other messages.
     pub fn options(&self) -> &[u8] {
-        &self.buf.as_ref()[BASE_LEN..]
+        if self.is_ndp() { &self.buf.as_ref()[field::OPTIONS..] } else { &[] }
     }
 }
 
@@ -73,9 +105,9 @@ fn pseudo_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, msg: &[u8]) -> u16 {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Compute and store the checksum for the given addresses.
     pub fn fill_checksum(&mut self, src: &Ipv6Addr, dst: &Ipv6Addr) {
-        self.buf.as_mut()[2..4].copy_from_slice(&[0, 0]);
+        self.buf.as_mut()[field::CHECKSUM].copy_from_slice(&[0, 0]);
         let c = pseudo_checksum(src, dst, self.buf.as_ref());
-        self.buf.as_mut()[2..4].copy_from_slice(&c.to_be_bytes());
+        self.buf.as_mut()[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     }
 }
 
@@ -111,16 +143,16 @@ fn lladdr_options(mut opts: &[u8]) -> Result<(Option<Mac>, Option<Mac>)> {
         if opts.len() < 2 {
             return Err(Error::Truncated);
         }
-        let len = usize::from(opts[1]) * 8;
+        let len = usize::from(opts[field::OPT_LEN]) * 8;
         if len == 0 {
             return Err(Error::Malformed("NDP option with length zero"));
         }
         if opts.len() < len {
             return Err(Error::Truncated);
         }
-        match opts[0] {
-            OPT_SOURCE_LLADDR if len >= 8 => source = source.or(Some(Mac::from_slice(&opts[2..8]))),
-            OPT_TARGET_LLADDR if len >= 8 => target = target.or(Some(Mac::from_slice(&opts[2..8]))),
+        match opts[field::OPT_TYPE] {
+            OPT_SOURCE_LLADDR if len >= 8 => source = source.or(Some(Mac::from_slice(&opts[field::OPT_LLADDR]))),
+            OPT_TARGET_LLADDR if len >= 8 => target = target.or(Some(Mac::from_slice(&opts[field::OPT_LLADDR]))),
             _ => {}
         }
         opts = &opts[len..];
@@ -135,16 +167,13 @@ impl Repr {
         if t != NEIGHBOR_SOLICIT && t != NEIGHBOR_ADVERT {
             return Err(Error::Malformed("not a neighbor solicitation or advertisement"));
         }
-        if p.buf.as_ref().len() < BASE_LEN {
-            return Err(Error::Truncated);
-        }
         if p.code() != 0 {
             return Err(Error::Malformed("NDP code is not 0"));
         }
         if !p.verify_checksum(src, dst) {
             return Err(Error::Checksum);
         }
-        let target = p.target();
+        let target = p.target().ok_or(Error::Truncated)?;
         if target.is_multicast() {
             return Err(Error::Malformed("NDP target is multicast"));
         }
@@ -177,7 +206,6 @@ impl Repr {
     /// Write into a view of exactly `buffer_len()` bytes and fill the checksum.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, src: &Ipv6Addr, dst: &Ipv6Addr, p: &mut Packet<T>) {
         let b = p.buf.as_mut();
-        b[..BASE_LEN].fill(0);
         let (t, flags, target, opt) = match *self {
             Repr::NeighborSolicit { target, source_lladdr } => {
                 (NEIGHBOR_SOLICIT, 0, target, source_lladdr.map(|m| (OPT_SOURCE_LLADDR, m)))
@@ -189,13 +217,16 @@ impl Repr {
                 target_lladdr.map(|m| (OPT_TARGET_LLADDR, m)),
             ),
         };
-        b[0] = t;
-        b[4] = flags;
-        b[8..24].copy_from_slice(&target.octets());
+        b[field::TYPE] = t;
+        b[field::CODE] = 0;
+        b[field::FLAGS] = flags;
+        b[field::RESERVED].fill(0);
+        b[field::TARGET].copy_from_slice(&target.octets());
         if let Some((kind, mac)) = opt {
-            b[24] = kind;
-            b[25] = 1;
-            b[26..32].copy_from_slice(&mac.0);
+            let o = &mut b[field::OPTIONS..];
+            o[field::OPT_TYPE] = kind;
+            o[field::OPT_LEN] = 1;
+            o[field::OPT_LLADDR].copy_from_slice(&mac.0);
         }
         p.fill_checksum(src, dst);
     }
@@ -224,7 +255,7 @@ mod tests {
         let b = ns_bytes();
         let p = Packet::new_checked(&b[..]).unwrap();
         assert_eq!((p.msg_type(), p.code()), (135, 0));
-        assert_eq!(p.target(), ip("fd42:f1b::7"));
+        assert_eq!(p.target(), Some(ip("fd42:f1b::7")));
         assert!(p.verify_checksum(&ip("fd42:f1b::1"), &ip("ff02::1:ff00:7")));
         assert!(!p.verify_checksum(&ip("fd42:f1b::2"), &ip("ff02::1:ff00:7")), "pseudo-header covers the source");
     }
@@ -241,7 +272,7 @@ mod tests {
                 source_lladdr: Some("02:00:00:00:00:01".parse().unwrap())
             }
         );
-        let mut out = vec![0u8; r.buffer_len()];
+        let mut out = vec![0xa5u8; r.buffer_len()];
         r.emit(&src, &dst, &mut Packet::new_unchecked(&mut out[..]));
         assert_eq!(out, b);
     }
@@ -256,7 +287,7 @@ mod tests {
             target_lladdr: Some("02:00:00:00:00:02".parse().unwrap()),
         };
         let (src, dst) = (ip("fd42:f1b::7"), ip("fd42:f1b::1"));
-        let mut out = vec![0u8; na.buffer_len()];
+        let mut out = vec![0xa5u8; na.buffer_len()];
         na.emit(&src, &dst, &mut Packet::new_unchecked(&mut out[..]));
         assert_eq!(out[0], 136);
         assert_eq!(out[4], 0x60, "S and O set");
@@ -281,8 +312,27 @@ mod tests {
         });
         zero_opt[2..4].copy_from_slice(&c.to_be_bytes());
         assert!(matches!(parse(&zero_opt).unwrap_err(), Error::Malformed(_)));
-        assert_eq!(parse(&ns_bytes()[..20]).unwrap_err(), Error::Truncated);
+        assert_eq!(Packet::new_checked(&ns_bytes()[..20]).unwrap_err(), Error::Truncated);
         let echo = [128u8, 0, 0, 0];
         assert!(parse(&echo).is_err());
+    }
+
+    #[test]
+    fn no_accessor_panics_on_any_checked_view() {
+        // Every length up to past the NDP header, every type: a checked view answers.
+        for t in [0u8, 1, 128, 133, NEIGHBOR_SOLICIT, NEIGHBOR_ADVERT, 255] {
+            for len in 0..40 {
+                let mut b = vec![0xa5u8; len];
+                if let Some(first) = b.first_mut() {
+                    *first = t;
+                }
+                let Ok(p) = Packet::new_checked(&b[..]) else {
+                    assert!(len < 4 || (len < BASE_LEN && (t == NEIGHBOR_SOLICIT || t == NEIGHBOR_ADVERT)));
+                    continue;
+                };
+                let _ = (p.msg_type(), p.code(), p.checksum(), p.flags(), p.options().len());
+                assert_eq!(p.target().is_some(), t == NEIGHBOR_SOLICIT || t == NEIGHBOR_ADVERT, "type {t} len {len}");
+            }
+        }
     }
 }

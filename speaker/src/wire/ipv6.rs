@@ -3,10 +3,20 @@
 
 use std::net::Ipv6Addr;
 
-use super::{Error, Result};
+use super::{Error, Result, u16_at};
+
+mod field {
+    use crate::wire::Field;
+    pub const VER_TC_FLOW: Field = 0..4;
+    pub const LENGTH: Field = 4..6;
+    pub const NXT_HDR: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
+    pub const SRC_ADDR: Field = 8..24;
+    pub const DST_ADDR: Field = 24..40;
+}
 
 /// Fixed header length.
-pub const HEADER_LEN: usize = 40;
+pub const HEADER_LEN: usize = field::DST_ADDR.end;
 /// Next-header value of ICMPv6.
 pub const NEXT_ICMPV6: u8 = 58;
 
@@ -16,56 +26,58 @@ pub struct Packet<T: AsRef<[u8]>> {
     buf: T,
 }
 
-fn addr_at(b: &[u8], i: usize) -> Ipv6Addr {
+fn addr(b: &[u8]) -> Ipv6Addr {
     let mut o = [0u8; 16];
-    o.copy_from_slice(&b[i..i + 16]);
+    o.copy_from_slice(b);
     Ipv6Addr::from(o)
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap without checking.
+    /// Wrap without checking; accessors may panic on a short buffer.
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
-    /// Wrap, checking the header fits and the payload length does too.
+    /// Wrap, checking with [`Packet::check_len`] and that the version is 6.
     pub fn new_checked(buf: T) -> Result<Self> {
         let p = Packet { buf };
-        let b = p.buf.as_ref();
-        if b.len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        p.check_len()?;
         if p.version() != 6 {
             return Err(Error::Malformed("IP version is not 6"));
         }
-        if HEADER_LEN + usize::from(p.payload_len()) > b.len() {
+        Ok(p)
+    }
+    /// Ensure that no accessor panics: the fixed header fits, and so does the payload
+    /// its length field announces.
+    pub fn check_len(&self) -> Result<()> {
+        let b = self.buf.as_ref();
+        if b.len() < HEADER_LEN || HEADER_LEN + usize::from(u16_at(b, field::LENGTH)) > b.len() {
             return Err(Error::Truncated);
         }
-        Ok(p)
+        Ok(())
     }
     /// Version (6).
     pub fn version(&self) -> u8 {
-        self.buf.as_ref()[0] >> 4
+        self.buf.as_ref()[field::VER_TC_FLOW.start] >> 4
     }
     /// Payload length.
     pub fn payload_len(&self) -> u16 {
-        let b = self.buf.as_ref();
-        u16::from_be_bytes([b[4], b[5]])
+        u16_at(self.buf.as_ref(), field::LENGTH)
     }
     /// Next header.
     pub fn next_header(&self) -> u8 {
-        self.buf.as_ref()[6]
+        self.buf.as_ref()[field::NXT_HDR]
     }
     /// Hop limit.
     pub fn hop_limit(&self) -> u8 {
-        self.buf.as_ref()[7]
+        self.buf.as_ref()[field::HOP_LIMIT]
     }
     /// Source.
     pub fn src(&self) -> Ipv6Addr {
-        addr_at(self.buf.as_ref(), 8)
+        addr(&self.buf.as_ref()[field::SRC_ADDR])
     }
     /// Destination.
     pub fn dst(&self) -> Ipv6Addr {
-        addr_at(self.buf.as_ref(), 24)
+        addr(&self.buf.as_ref()[field::DST_ADDR])
     }
     /// The payload (Ethernet padding beyond the payload length excluded).
     pub fn payload(&self) -> &[u8] {
@@ -77,12 +89,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Write the whole fixed header (traffic class and flow label zero).
     pub fn set_header(&mut self, payload_len: u16, next_header: u8, hop_limit: u8, src: Ipv6Addr, dst: Ipv6Addr) {
         let b = self.buf.as_mut();
-        b[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-        b[4..6].copy_from_slice(&payload_len.to_be_bytes());
-        b[6] = next_header;
-        b[7] = hop_limit;
-        b[8..24].copy_from_slice(&src.octets());
-        b[24..40].copy_from_slice(&dst.octets());
+        b[field::VER_TC_FLOW].copy_from_slice(&[0x60, 0, 0, 0]);
+        b[field::LENGTH].copy_from_slice(&payload_len.to_be_bytes());
+        b[field::NXT_HDR] = next_header;
+        b[field::HOP_LIMIT] = hop_limit;
+        b[field::SRC_ADDR].copy_from_slice(&src.octets());
+        b[field::DST_ADDR].copy_from_slice(&dst.octets());
     }
     /// The payload, writable (sized by the header's payload length).
     pub fn payload_mut(&mut self) -> &mut [u8] {
@@ -149,7 +161,7 @@ mod tests {
     fn emit_round_trip() {
         let b = sample();
         let r = Repr::parse(&Packet::new_checked(&b[..]).unwrap()).unwrap();
-        let mut out = vec![0u8; HEADER_LEN + 2];
+        let mut out = vec![0xa5u8; HEADER_LEN + 2];
         let mut p = Packet::new_unchecked(&mut out[..]);
         r.emit(&mut p);
         p.payload_mut().copy_from_slice(&[0xab, 0xcd]);

@@ -1,7 +1,10 @@
 //! Packet views and representations, in smoltcp's style: a zero-copy view over
-//! bytes with a checked constructor (`new_checked`) and field accessors, plus a
-//! `Repr` with `parse` (validate and lift out of the view) and `emit` (write
-//! into a view). Pure: no I/O, nothing that can panic on input from the wire.
+//! bytes whose fields are named byte ranges (a `mod field` per packet), a
+//! checked constructor (`new_checked`, via `check_len`) after which no accessor
+//! can panic, plus a `Repr` with `parse` (validate and lift out of the view) and
+//! `emit` (write into a view). Pure: no I/O, nothing that can panic on input
+//! from the wire. Emit tests start from buffers filled with 0xa5, so a field
+//! that is never written shows.
 
 pub mod arp;
 pub mod ethernet;
@@ -26,6 +29,14 @@ pub enum Error {
 
 /// Result alias for the wire module.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A field: a range of bytes in a header.
+pub type Field = std::ops::Range<usize>;
+
+/// The big-endian `u16` at `f` (two bytes).
+fn u16_at(b: &[u8], f: Field) -> u16 {
+    u16::from_be_bytes([b[f.start], b[f.start + 1]])
+}
 
 /// A 48-bit Ethernet address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
