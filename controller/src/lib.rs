@@ -27,7 +27,6 @@ pub mod term;
 /// What the HTTP endpoint and every leadership term share for the process's life.
 #[derive(Clone)]
 pub struct ProcessState {
-    /// Metrics.
     pub metrics: metrics::Metrics,
     /// The allocator (emptied when a term ends, rebuilt from the API by the next).
     pub alloc: Arc<Mutex<alloc::Allocator>>,

@@ -59,7 +59,7 @@ impl Collector for PoolCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let vecs = Self::vecs();
-        let alloc = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
+        let alloc = ferrolb_common::lock(&self.alloc);
         for name in alloc.config().pools.keys() {
             let s = alloc.stats(name);
             let values = [
@@ -96,7 +96,7 @@ impl Metrics {
         )
         .expect("static metric definition");
         // Every kind exported from the start, so rates and alerts see zeros, not absence.
-        for kind in ["conflict", "not_found", "server", "rejected", "transport"] {
+        for kind in ["conflict", "not_found", "forbidden", "server", "rejected", "transport"] {
             reconcile_errors.with_label_values(&[kind]);
         }
         let updates = IntCounter::new("ferrolb_k8s_client_updates_total", "Writes to the API server.")

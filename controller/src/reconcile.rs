@@ -36,7 +36,6 @@ pub struct Ctx {
     pub lb_class: Option<String>,
     /// Event publisher.
     pub events: Events,
-    /// Metrics.
     pub metrics: Metrics,
     /// Poked whenever pool usage may have changed.
     pub pools_dirty: Arc<Notify>,
@@ -71,6 +70,7 @@ impl Error {
         match self {
             Error::Write { source: kube::Error::Api(s), .. } if s.code == 409 => "conflict",
             Error::Write { source: kube::Error::Api(s), .. } if s.code == 404 => "not_found",
+            Error::Write { source: kube::Error::Api(s), .. } if s.code == 401 || s.code == 403 => "forbidden",
             Error::Write { source: kube::Error::Api(s), .. } if s.code >= 500 => "server",
             Error::Write { source: kube::Error::Api(_), .. } => "rejected",
             Error::Write { .. } => "transport",
@@ -518,6 +518,7 @@ mod tests {
         };
         assert_eq!(api(409).kind(), "conflict");
         assert_eq!(api(404).kind(), "not_found");
+        assert_eq!(api(403).kind(), "forbidden");
         assert_eq!(api(503).kind(), "server");
         assert_eq!(api(422).kind(), "rejected");
     }

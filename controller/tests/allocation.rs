@@ -12,7 +12,7 @@ async fn service_gets_an_ip_annotation_conditions_and_event() {
     c.pool("public", json!({"addresses": ["198.51.100.10-198.51.100.20"]})).await;
     c.advertise_all().await;
     let _ctl = c.start(None, false, "solo");
-    c.service("default", "web", json!({})).await;
+    c.service(svc("web")).await;
     c.until_ips("default", "web", &["198.51.100.10"]).await;
     let s = c
         .until("default", "web", "pool annotation", |s| {
@@ -40,9 +40,9 @@ async fn freed_ip_goes_to_the_pending_service_on_type_change_and_on_delete() {
     let c = Cluster::new().await;
     c.pool("one", json!({"addresses": ["198.51.100.7/32"]})).await;
     let ctl = c.start(None, false, "solo");
-    c.service("default", "a", json!({})).await;
+    c.service(svc("a")).await;
     c.until_ips("default", "a", &["198.51.100.7"]).await;
-    c.service("default", "b", json!({})).await;
+    c.service(svc("b")).await;
     let b = c.until_failed("default", "b", "PoolExhausted").await;
     assert!(condition(&b, "ferrolb.io/Allocated").unwrap().2.contains("no free IPv4 address in IPAddressPool(s) one"));
     assert_eq!(ctl.state.metrics.pending.get(), 1, "ferrolb_controller_services_pending counts b");
@@ -61,7 +61,7 @@ async fn freed_ip_goes_to_the_pending_service_on_type_change_and_on_delete() {
         .await;
     assert!(a.annotations().get("ferrolb.io/ip-allocated-from-pool").is_none());
     // Deleting b frees it for c.
-    c.service("default", "c", json!({})).await;
+    c.service(svc("c")).await;
     c.until_failed("default", "c", "PoolExhausted").await;
     c.delete_service("default", "b").await;
     c.until_ips("default", "c", &["198.51.100.7"]).await;
@@ -96,15 +96,15 @@ async fn pools_are_selected_by_namespace_labels_service_labels_and_priority() {
         s.annotations().get("ferrolb.io/ip-allocated-from-pool").cloned().unwrap_or_default()
     };
     // Priority 1 beats 10 and the unprioritised pool for everyone it admits.
-    c.service("default", "s4", json!({})).await;
+    c.service(svc("s4")).await;
     c.until("default", "s4", "pool z-high", move |s| pool(s) == "z-high").await;
     // Once z-high admits nobody, s4 moves to the unrestricted pool, and the restricted
     // pools serve exactly the Services they admit.
     c.patch_pool("z-high", json!({"spec": {"serviceAllocation": {"priority": 1, "namespaces": ["nobody"]}}})).await;
     c.until("default", "s4", "pool a-default", move |s| pool(s) == "a-default").await;
-    c.service("team-a", "s1", json!({})).await;
-    c.service("prod", "s2", json!({})).await;
-    c.service("default", "s3", json!({"metadata": {"labels": {"lb": "edge"}}})).await;
+    c.service(svc("s1").ns("team-a")).await;
+    c.service(svc("s2").ns("prod")).await;
+    c.service(svc("s3").label("lb", "edge")).await;
     let s1 = c.until("team-a", "s1", "pool by-ns", move |s| pool(s) == "by-ns").await;
     assert_eq!(ips(&s1), ["198.51.100.0"]);
     c.until("prod", "s2", "pool by-ns-label", move |s| pool(s) == "by-ns-label").await;
@@ -117,19 +117,13 @@ async fn pool_annotation_works_with_auto_assign_true_and_false() {
     c.pool("auto", json!({"addresses": ["198.51.100.0/28"]})).await;
     c.pool("manual", json!({"addresses": ["203.0.113.0/28"], "autoAssign": false})).await;
     let _ctl = c.start(None, false, "solo");
-    c.service("default", "plain", json!({})).await;
+    c.service(svc("plain")).await;
     c.until_ips("default", "plain", &["198.51.100.0"]).await;
-    c.service(
-        "default",
-        "wants-manual",
-        json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": "manual"}}}),
-    )
-    .await;
+    c.service(svc("wants-manual").annotation("metallb.universe.tf/address-pool", "manual")).await;
     c.until_ips("default", "wants-manual", &["203.0.113.0"]).await;
-    c.service("default", "wants-auto", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "auto"}}})).await;
+    c.service(svc("wants-auto").annotation("ferrolb.io/address-pool", "auto")).await;
     c.until_ips("default", "wants-auto", &["198.51.100.1"]).await;
-    c.service("default", "wants-missing", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "nope"}}}))
-        .await;
+    c.service(svc("wants-missing").annotation("ferrolb.io/address-pool", "nope")).await;
     let s = c.until_failed("default", "wants-missing", "UnknownPool").await;
     assert!(condition(&s, "ferrolb.io/Allocated").unwrap().2.contains("IPAddressPool nope does not exist"));
 }
@@ -139,41 +133,20 @@ async fn requested_ip_is_honoured_and_bad_requests_say_why() {
     let c = Cluster::new().await;
     c.pool("p", json!({"addresses": ["198.51.100.0/24"]})).await;
     let _ctl = c.start(None, false, "solo");
-    c.service(
-        "default",
-        "by-annotation",
-        json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "198.51.100.42"}}}),
-    )
-    .await;
+    c.service(svc("by-annotation").annotation("metallb.io/loadBalancerIPs", "198.51.100.42")).await;
     c.until_ips("default", "by-annotation", &["198.51.100.42"]).await;
-    c.service("default", "by-field", json!({"spec": {"loadBalancerIP": "198.51.100.43"}})).await;
+    c.service(svc("by-field").load_balancer_ip("198.51.100.43")).await;
     c.until_ips("default", "by-field", &["198.51.100.43"]).await;
-    c.service(
-        "default",
-        "taken",
-        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "198.51.100.42"}}}),
-    )
-    .await;
+    c.service(svc("taken").annotation("ferrolb.io/loadBalancerIPs", "198.51.100.42")).await;
     c.until_failed("default", "taken", "RequestedIPInUse").await;
-    c.service(
-        "default",
-        "outside",
-        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "203.0.113.9"}}}),
-    )
-    .await;
+    c.service(svc("outside").annotation("ferrolb.io/loadBalancerIPs", "203.0.113.9")).await;
     c.until_failed("default", "outside", "RequestedIPOutsidePools").await;
-    c.service("default", "garbage", json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "not-an-ip"}}}))
-        .await;
+    c.service(svc("garbage").annotation("ferrolb.io/loadBalancerIPs", "not-an-ip")).await;
     let g = c.until_failed("default", "garbage", "InvalidAnnotation").await;
     assert!(condition(&g, "ferrolb.io/Allocated").unwrap().2.contains("ferrolb.io/loadBalancerIPs \"not-an-ip\""));
     let note = c.until_event("default", "garbage", "AllocationFailed").await;
     assert!(note.contains("not-an-ip"), "{note}");
-    c.service(
-        "default",
-        "wrong-family",
-        json!({"metadata": {"annotations": {"ferrolb.io/loadBalancerIPs": "fd42:f1b::1"}}}),
-    )
-    .await;
+    c.service(svc("wrong-family").annotation("ferrolb.io/loadBalancerIPs", "fd42:f1b::1")).await;
     c.until_failed("default", "wrong-family", "InvalidRequest").await;
     // Nothing else was disturbed.
     assert_eq!(ips(&c.get_service("default", "by-annotation").await), ["198.51.100.42"]);
@@ -184,11 +157,11 @@ async fn two_services_share_an_ip_until_one_becomes_local() {
     let c = Cluster::new().await;
     c.pool("p", json!({"addresses": ["198.51.100.0/24"]})).await;
     let _ctl = c.start(None, false, "solo");
-    let share = json!({"metadata": {"annotations": {"ferrolb.io/allow-shared-ip": "k", "ferrolb.io/loadBalancerIPs": "198.51.100.9"}}});
-    c.service("default", "http", share.clone()).await;
-    let mut dns = share.clone();
-    dns["spec"] = json!({"ports": [{"port": 53, "protocol": "UDP", "name": "dns"}]});
-    c.service("default", "dns", dns).await;
+    let shared = |name: &str| {
+        svc(name).annotation("ferrolb.io/allow-shared-ip", "k").annotation("ferrolb.io/loadBalancerIPs", "198.51.100.9")
+    };
+    c.service(shared("http")).await;
+    c.service(shared("dns").ports(&[(53, "UDP")])).await;
     c.until_ips("default", "http", &["198.51.100.9"]).await;
     c.until_ips("default", "dns", &["198.51.100.9"]).await;
     c.pool_status("p", |p| p.status.as_ref().is_some_and(|s| s.assigned_ipv4 == 1)).await;
@@ -204,14 +177,14 @@ async fn dual_stack_preferences() {
     let c = Cluster::new().await;
     c.pool("v4-only", json!({"addresses": ["198.51.100.0/28"], "serviceAllocation": {"priority": 1}})).await;
     let _ctl = c.start(None, false, "solo");
-    c.service("default", "prefer", json!({"spec": {"ipFamilyPolicy": "PreferDualStack"}})).await;
+    c.service(svc("prefer").policy("PreferDualStack")).await;
     c.until_ips("default", "prefer", &["198.51.100.0"]).await;
-    c.service("default", "require", json!({"spec": {"ipFamilyPolicy": "RequireDualStack"}})).await;
+    c.service(svc("require").policy("RequireDualStack")).await;
     c.until_failed("default", "require", "DualStackUnavailable").await;
     c.pool("dual", json!({"addresses": ["203.0.113.0/28", "fd42:f1b::/120"], "serviceAllocation": {"priority": 2}}))
         .await;
     c.until_ips("default", "require", &["203.0.113.0", "fd42:f1b::"]).await;
-    c.service("default", "prefer-later", json!({"spec": {"ipFamilyPolicy": "PreferDualStack"}})).await;
+    c.service(svc("prefer-later").policy("PreferDualStack")).await;
     c.until_ips("default", "prefer-later", &["203.0.113.1", "fd42:f1b::1"]).await;
     // The first Service did not jump to the dual-stack pool.
     assert_eq!(ips(&c.get_service("default", "prefer").await), ["198.51.100.0"]);
@@ -223,7 +196,7 @@ async fn deleting_pools_reallocates_or_empties_ingress() {
     c.pool("first", json!({"addresses": ["198.51.100.0/28"], "serviceAllocation": {"priority": 1}})).await;
     c.pool("second", json!({"addresses": ["203.0.113.0/28"], "serviceAllocation": {"priority": 2}})).await;
     let _ctl = c.start(None, false, "solo");
-    c.service("default", "s", json!({})).await;
+    c.service(svc("s")).await;
     c.until_ips("default", "s", &["198.51.100.0"]).await;
     c.delete_pool("first").await;
     c.until_ips("default", "s", &["203.0.113.0"]).await;
@@ -239,7 +212,7 @@ async fn shrinking_a_pool_moves_only_the_services_outside_it() {
     c.pool("p", json!({"addresses": ["198.51.100.0/30"]})).await;
     let _ctl = c.start(None, false, "solo");
     for s in ["a", "b", "c"] {
-        c.service("default", s, json!({})).await;
+        c.service(svc(s)).await;
         c.until("default", s, "an IP", |s| !ips(s).is_empty()).await;
     }
     let c_ip = ips(&c.get_service("default", "c").await);
@@ -255,8 +228,8 @@ async fn other_load_balancer_classes_are_never_touched() {
     let c = Cluster::new().await;
     c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
     let _ctl = c.start(None, false, "solo");
-    let foreign = c.service("default", "foreign", json!({"spec": {"loadBalancerClass": "other.io/lb"}})).await;
-    c.service("default", "mine", json!({})).await;
+    let foreign = c.service(svc("foreign").class("other.io/lb")).await;
+    c.service(svc("mine")).await;
     c.until_ips("default", "mine", &["198.51.100.0"]).await;
     let f = c.get_service("default", "foreign").await;
     assert_eq!(f.metadata.resource_version, foreign.metadata.resource_version, "not even its status was written");
@@ -291,7 +264,7 @@ async fn invalid_pools_are_reported_and_the_rest_keep_working() {
         cond.message
     );
     c.until_event(NS, "overlapping", "InvalidPool").await;
-    c.service("default", "s", json!({})).await;
+    c.service(svc("s")).await;
     c.until_ips("default", "s", &["198.51.100.0"]).await;
 }
 
@@ -300,7 +273,7 @@ async fn allocated_but_not_announced_is_said_loudly() {
     let c = Cluster::new().await;
     c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
     let _ctl = c.start(None, false, "solo");
-    c.service("default", "s", json!({})).await;
+    c.service(svc("s")).await;
     let s = c
         .until("default", "s", "Announced=False", |s| {
             condition(s, "ferrolb.io/Announced").is_some_and(|c| c.0 == "False")
@@ -321,7 +294,7 @@ async fn restart_keeps_every_ip_and_replays_before_allocating() {
     c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
     let ctl = c.start(None, false, "first");
     for s in ["a", "b", "c"] {
-        c.service("default", s, json!({})).await;
+        c.service(svc(s)).await;
         c.until("default", s, "an IP", |s| !ips(s).is_empty()).await;
     }
     c.delete_service("default", "a").await;
@@ -329,7 +302,7 @@ async fn restart_keeps_every_ip_and_replays_before_allocating() {
     // While down: a new Service appears. The lowest free IP is .0 (a's), but b and c keep theirs.
     let b_before = ips(&c.get_service("default", "b").await);
     let c_before = ips(&c.get_service("default", "c").await);
-    c.service("default", "d", json!({})).await;
+    c.service(svc("d")).await;
     let _ctl = c.start(None, false, "second");
     c.until_ips("default", "d", &["198.51.100.0"]).await;
     assert_eq!(ips(&c.get_service("default", "b").await), b_before);
@@ -342,14 +315,14 @@ async fn leader_failover_moves_no_ip() {
     c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
     let one = c.start(None, true, "one");
     let two = c.start(None, true, "two");
-    c.service("default", "a", json!({})).await;
+    c.service(svc("a")).await;
     c.until_ips("default", "a", &["198.51.100.0"]).await;
     let leader_one = one.is_leader();
     assert!(leader_one != two.is_leader(), "exactly one leader");
     let (leader, standby) = if leader_one { (one, two) } else { (two, one) };
     // The leader crashes without releasing its lease.
     leader.kill();
-    c.service("default", "b", json!({})).await;
+    c.service(svc("b")).await;
     // The standby takes over within the lease duration (2 s) plus a renewal and allocates b.
     let started = tokio::time::Instant::now();
     c.until_ips("default", "b", &["198.51.100.1"]).await;

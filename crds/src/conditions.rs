@@ -83,4 +83,10 @@ pub mod event {
     pub const ANNOUNCE_FAILED: &str = "AnnounceFailed";
     /// A pool is invalid and skipped.
     pub const INVALID_POOL: &str = "InvalidPool";
+    /// A stopping speaker's IPs were all claimed by their new holders before it
+    /// stopped answering (on the Node).
+    pub const HANDED_OVER: &str = "HandedOver";
+    /// A stopping speaker stopped answering before every IP's new holder claimed it
+    /// (on the Node); clients may have seen a gap.
+    pub const HANDOVER_INCOMPLETE: &str = "HandoverIncomplete";
 }

@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferrolb_e2e::bench::{Prober, Row, peak_rss_mib, print_table};
+use ferrolb_common::lock;
+use ferrolb_e2e::bench::{Row, peak_rss_mib, print_table};
+use ferrolb_e2e::client::Prober;
 use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, binaries, create, install_crds_and_namespace};
 use ferrolb_e2e::topology::privileged;
 use futures::StreamExt;
@@ -96,7 +98,7 @@ async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
                 Ok(watcher::Event::Apply(s)) | Ok(watcher::Event::InitApply(s)) => vec![s],
                 _ => continue,
             };
-            let mut g = s2.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = lock(&s2);
             for s in objs {
                 let name = s.metadata.name.clone().unwrap_or_default();
                 g.added.entry(name.clone()).or_insert(now);
@@ -109,7 +111,7 @@ async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
     // The controller is up once a first Service gets its IP.
     create(&svcs, svc("warmup")).await?;
     let t = Instant::now();
-    while !seen.lock().unwrap_or_else(|p| p.into_inner()).ingress.contains_key("warmup") {
+    while !lock(&seen).ingress.contains_key("warmup") {
         anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "the controller never allocated");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -128,7 +130,7 @@ async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
     let create_secs = start.elapsed().as_secs_f64();
     let t = Instant::now();
     loop {
-        let done = seen.lock().unwrap_or_else(|p| p.into_inner()).ingress.len() > n;
+        let done = lock(&seen).ingress.len() > n;
         if done {
             break;
         }
@@ -162,7 +164,7 @@ async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
     drop(guard);
     watch.abort();
 
-    let g = seen.lock().unwrap_or_else(|p| p.into_inner());
+    let g = lock(&seen);
     let ms = |a: Instant, b: Instant| a.saturating_duration_since(b).as_secs_f64() * 1000.0;
     let floor: Vec<f64> = created.iter().filter_map(|(n, c)| Some(ms(*g.added.get(n)?, *c))).collect();
     let alloc: Vec<f64> = created.iter().filter_map(|(n, c)| Some(ms(*g.ingress.get(n)?, *c))).collect();
@@ -244,12 +246,7 @@ fn sandbox_run(trials: usize) -> anyhow::Result<()> {
             let st: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(c.clone(), NS);
             let gone = rt.block_on(svcs.get_opt(&name))?.is_none()
                 && rt.block_on(st.get_opt(&format!("default.{name}")))?.is_none();
-            let unanswered = std::process::Command::new("ip")
-                .args(["netns", "exec", &sb.state.client_netns, "arping", "-c", "1", "-w", "1", "-I", "eth0"])
-                .arg("198.51.100.100")
-                .output()
-                .map(|o| !o.status.success())
-                .unwrap_or(true);
+            let unanswered = sb.state.arp_replies("198.51.100.100", 1).is_empty();
             if gone && unanswered {
                 break;
             }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ferrolb_e2e::bench::{Prober, Row, any_failed, outage, print_table};
+use ferrolb_e2e::bench::{Row, print_table};
+use ferrolb_e2e::client::{Prober, any_failed, outage};
 use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, create, pool_and_advertisement, spawn_speaker};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;

@@ -1,105 +1,7 @@
-//! Shared pieces of the bench binaries: a client that probes a VIP over TCP from
-//! the client namespace, outage extraction, percentiles and the printed tables.
+//! Shared pieces of the bench binaries: percentiles and the printed tables. What
+//! a client measures (probes, outages, ARP/NDP answers) is in [`crate::client`].
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// One probe: when it started (since the prober started) and whether it connected.
-#[derive(Debug, Clone, Copy)]
-pub struct Probe {
-    /// Start, relative to the prober's start.
-    pub at: Duration,
-    /// The TCP connection was established within the timeout.
-    pub ok: bool,
-}
-
-/// Opens a TCP connection to a target every `every`, from inside a network namespace.
-pub struct Prober {
-    started: Instant,
-    stop: Arc<AtomicBool>,
-    results: Arc<Mutex<Vec<Probe>>>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<std::io::Result<()>>>>,
-}
-
-impl Prober {
-    /// Start probing `target` from the namespace at `netns_path`, each attempt
-    /// bounded by `timeout`.
-    pub fn start(netns_path: &str, target: SocketAddr, every: Duration, timeout: Duration) -> anyhow::Result<Prober> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let results: Arc<Mutex<Vec<Probe>>> = Arc::default();
-        let started = Instant::now();
-        let (s, r) = (stop.clone(), results.clone());
-        let thread = crate::netns::in_netns(netns_path, move || -> std::io::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                let mut pending = tokio::task::JoinSet::new();
-                while !s.load(Ordering::Relaxed) {
-                    tick.tick().await;
-                    let at = started.elapsed();
-                    let r = r.clone();
-                    pending.spawn(async move {
-                        let ok = matches!(
-                            tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await,
-                            Ok(Ok(_))
-                        );
-                        r.lock().unwrap_or_else(|p| p.into_inner()).push(Probe { at, ok });
-                    });
-                    while pending.try_join_next().is_some() {}
-                }
-                while pending.join_next().await.is_some() {}
-            });
-            Ok(())
-        })?;
-        Ok(Prober { started, stop, results, thread: Some(thread) })
-    }
-
-    /// Time since the prober started.
-    pub fn now(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// Probes so far, in start order.
-    pub fn results(&self) -> Vec<Probe> {
-        let mut v = self.results.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        v.sort_by_key(|p| p.at);
-        v
-    }
-
-    /// Whether every probe started in the last `window` (and at least one) succeeded
-    /// after something failed since `from`.
-    pub fn recovered_since(&self, from: Duration, window: Duration) -> bool {
-        let r = self.results();
-        let failed = r.iter().any(|p| p.at >= from && !p.ok);
-        let now = self.now();
-        let recent: Vec<&Probe> = r.iter().filter(|p| p.at + window + Duration::from_millis(400) >= now).collect();
-        failed && !recent.is_empty() && recent.iter().all(|p| p.ok)
-    }
-
-    /// Stop and return every probe.
-    pub fn stop(mut self) -> Vec<Probe> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.results()
-    }
-}
-
-/// The client-visible outage after `from`: from the first failed probe to the first
-/// successful one after it (0 when nothing failed; `None` when it never recovered).
-pub fn outage(probes: &[Probe], from: Duration) -> Option<Duration> {
-    let first_fail = probes.iter().find(|p| p.at >= from && !p.ok)?.at;
-    probes.iter().find(|p| p.at > first_fail && p.ok).map(|p| p.at - first_fail)
-}
-
-/// Whether any probe after `from` failed.
-pub fn any_failed(probes: &[Probe], from: Duration) -> bool {
-    probes.iter().any(|p| p.at >= from && !p.ok)
-}
+use std::time::Duration;
 
 /// p-quantile (0..=1) of sorted values, nearest rank.
 pub fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -124,7 +26,6 @@ impl Row {
         values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         Row { name: name.into(), values }
     }
-    /// Median.
     pub fn p50(&self) -> f64 {
         pct(&self.values, 0.5)
     }
@@ -136,7 +37,6 @@ impl Row {
     pub fn p99(&self) -> f64 {
         pct(&self.values, 0.99)
     }
-    /// Largest.
     pub fn max(&self) -> f64 {
         self.values.last().copied().unwrap_or(f64::NAN)
     }

@@ -4,8 +4,9 @@
 //! the endpoints controller and kube-proxy.
 
 pub mod bench;
+pub mod client;
 pub mod netns;
 pub mod sandbox;
 pub mod standin;
 pub mod topology;
-pub mod wait;
+pub use ferrolb_common::wait;

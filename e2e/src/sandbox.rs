@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::client::ClientHost;
 use crate::standin::{NodeNet, run_standins};
 use crate::topology::Topology;
 
@@ -94,16 +95,13 @@ pub enum Families {
     V4,
     /// IPv6 only.
     V6,
-    /// Both.
     Dual,
 }
 
 /// One interface of a node, in the state file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IfaceState {
-    /// Name.
     pub name: String,
-    /// MAC.
     pub mac: String,
     /// IPv4 address.
     pub ipv4: String,
@@ -127,7 +125,6 @@ pub struct NodeState {
 pub struct Pids {
     /// The sandbox process (it hosts the emulator and the stand-ins).
     pub emulator: u32,
-    /// The controller.
     pub controller: u32,
     /// One speaker per node.
     pub speakers: BTreeMap<String, u32>,
@@ -165,7 +162,6 @@ pub struct State {
     pub client_netns: String,
     /// Its interface.
     pub client_interface: String,
-    /// The nodes.
     pub nodes: Vec<NodeState>,
     /// Running processes.
     pub pids: Pids,
@@ -240,20 +236,7 @@ pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((ctl, spk))
 }
 
-/// A command running `program` inside network namespace `netns`.
-pub fn netns_command(netns: &str, program: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", netns, program]);
-    c
-}
-
-/// Run `args` (a program and its arguments) inside network namespace `netns`; its
-/// stdout when it succeeded.
-fn netns_exec(netns: &str, args: &[&str]) -> Option<String> {
-    let (program, rest) = args.split_first()?;
-    let out = netns_command(netns, program).args(rest).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use crate::client::{netns_command, netns_exec};
 
 impl State {
     /// A command running `program` in the client namespace (to spawn or pipe it).
@@ -276,26 +259,19 @@ impl State {
         self.nodes.iter().find(|n| n.interfaces.iter().any(|i| i.mac == mac)).map(|n| n.name.clone())
     }
 
+    /// The sandbox's client, to measure what it sees.
+    pub fn client(&self) -> ClientHost {
+        ClientHost::new(&self.client_netns, &self.client_interface)
+    }
+
     /// The MACs that answered `count` ARP requests for the IPv4 address `ip`, in order.
     pub fn arp_replies(&self, ip: &str, count: u32) -> Vec<String> {
-        let c = count.to_string();
-        let out =
-            self.client_exec(&["arping", "-c", &c, "-w", &c, "-I", &self.client_interface, ip]).unwrap_or_default();
-        out.lines()
-            .filter(|l| l.contains("reply from"))
-            .filter_map(|l| l.split('[').nth(1)?.split(']').next().map(str::to_lowercase))
-            .collect()
+        self.client().arp_replies(ip, count)
     }
 
     /// The MAC answering ARP (IPv4) or NDP (IPv6) for `ip`, as the client sees it.
     pub fn answering_mac(&self, ip: &str) -> Option<String> {
-        if ip.contains(':') {
-            let out = self.client_exec(&["ndisc6", "-1", "-r", "2", "-w", "300", ip, &self.client_interface])?;
-            return Some(
-                out.lines().find(|l| l.contains("link-layer address"))?.rsplit(' ').next()?.trim().to_lowercase(),
-            );
-        }
-        self.arp_replies(ip, 1).into_iter().next()
+        self.client().answering_mac(ip)
     }
 
     /// `node`'s speaker metrics (the text exposition; empty when unreachable).
@@ -305,12 +281,30 @@ impl State {
 
     /// One metric from `node`'s speaker, summed over its label sets (0 when absent).
     pub fn speaker_metric(&self, node: &str, name: &str) -> f64 {
-        self.speaker_metrics(node)
-            .lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(&self.speaker_metrics(node), name, None)
     }
+
+    /// One metric from the controller (scraped from the control plane's namespace),
+    /// summed over the label sets that carry `label` (all of them when `None`).
+    pub fn controller_metric(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
+        let url = format!("http://{}/metrics", self.controller_metrics);
+        let text = netns_exec(&self.control_plane_netns, &["curl", "-s", "--max-time", "2", &url]).unwrap_or_default();
+        metric_sum(&text, name, label)
+    }
+}
+
+/// A metric in a Prometheus text exposition, summed over the label sets that carry
+/// `label` (all of them when `None`); 0 when absent.
+pub fn metric_sum(exposition: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let want = label.map(|(k, v)| format!("{k}=\"{v}\""));
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter(|l| {
+            want.as_ref().is_none_or(|w| l.split_once(' ').is_some_and(|(series, _)| series.contains(w.as_str())))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The environment the chart gives both containers besides their own settings: glibc's

@@ -9,7 +9,7 @@
 //! network namespace, with its own runtime: sockets belong to the namespace of
 //! the thread that creates them.
 
-use ferrolb_common::reflect;
+use ferrolb_common::{lock, reflect};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -161,7 +161,7 @@ async fn proxy(key: (u16, String), node: String, table: Table) -> std::io::Resul
     let (port, proto) = key.clone();
     let rr = Arc::new(AtomicUsize::new(0));
     let pick = move |table: &Table| -> Option<Target> {
-        let t = table.lock().unwrap_or_else(|p| p.into_inner());
+        let t = lock(table);
         let f = t.get(&key)?;
         let pool: Vec<&Target> = f.targets.iter().filter(|t| !f.local_only || t.node == node).collect();
         if pool.is_empty() {
@@ -373,7 +373,7 @@ pub async fn run_standins(client: Client, nodes: Vec<NodeNet>, mut stop: watch::
         }
         slices_written = want_slices;
         let keys: BTreeSet<(u16, String)> = forwards.keys().cloned().collect();
-        *table.lock().unwrap_or_else(|p| p.into_inner()) = forwards;
+        *lock(&table) = forwards;
         for a in agents.values() {
             let _ = a.tx.send(Cmd::Proxies(keys.clone()));
         }

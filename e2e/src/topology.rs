@@ -80,7 +80,6 @@ impl Drop for Netns {
 /// A host on the bridge: its namespace, interface and addresses.
 #[derive(Debug)]
 pub struct Host {
-    /// The namespace.
     pub netns: Netns,
     /// Interface on the bridge (inside the namespace).
     pub iface: String,

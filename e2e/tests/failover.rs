@@ -7,6 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferrolb_crds::conditions::event;
 use ferrolb_e2e::sandbox::{NS, Options, Sandbox, pool_and_advertisement};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
@@ -45,8 +46,19 @@ impl Env {
         self.sb().state.speaker_metric(node, name)
     }
 
-    fn log(&self, node: &str) -> String {
-        std::fs::read_to_string(self.sb().state.run_dir.join(format!("speaker-{node}.log"))).unwrap_or_default()
+    /// The reasons of the Events about Node `node` (a stopping speaker leaves one there).
+    fn node_event_reasons(&self, node: &str) -> Vec<String> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.sb().client.clone());
+        let list = self.rt.block_on(api.list(&Default::default())).expect("list events");
+        list.items
+            .into_iter()
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.kind.as_deref() == Some("Node") && r.name.as_deref() == Some(node))
+            })
+            .filter_map(|e| e.reason)
+            .collect()
     }
 
     fn nodes(&self) -> Vec<String> {
@@ -105,18 +117,17 @@ fn new_holder(env: &Env, old: &str) -> (String, Duration) {
 #[test]
 fn a_crashed_speaker_is_replaced_long_before_its_lease_expires() {
     let (env, holder) = setup(30);
+    let others: Vec<String> = env.nodes().into_iter().filter(|n| *n != holder).collect();
+    let dead_before: Vec<f64> = others.iter().map(|n| env.metric(n, "ferrolb_memberlist_peers_dead_total")).collect();
     let pid = env.sb().state.pids.speakers[&holder];
     assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
     let (new, took) = new_holder(&env, &holder);
     eprintln!("SIGKILL of {holder}: {new} answers after {took:?} (Lease: 30 s)");
     assert!(took < Duration::from_secs(10), "took over by heartbeat loss, not Lease expiry ({took:?})");
-    let others: Vec<String> = env.nodes().into_iter().filter(|n| *n != holder).collect();
-    for n in &others {
+    for (n, before) in others.iter().zip(dead_before) {
         assert!(
-            env.log(n).contains(&format!(
-                "peer dead: no heartbeat from anyone within suspect-after, or it left peer={holder}"
-            )),
-            "{n} saw {holder} die"
+            env.metric(n, "ferrolb_memberlist_peers_dead_total") > before,
+            "{n} judged a peer dead (the only one that died is {holder})"
         );
     }
 }
@@ -132,10 +143,13 @@ fn hands_over(env: &mut Env, holder: &str, after_signal: impl FnOnce(&Env)) {
     eprintln!("SIGTERM of {holder} (had received {heard} heartbeats): {new} answers after {took:?}");
     let child = env.sb.as_mut().unwrap().children.get_mut(&format!("speaker/{holder}")).unwrap();
     eventually("the stopped speaker exits", Duration::from_secs(10), || child.try_wait().ok().flatten());
-    let log = env.log(holder);
+    let reasons = eventually("the stopped speaker says how its leave went", Duration::from_secs(10), || {
+        let r = env.node_event_reasons(holder);
+        r.iter().any(|r| r == event::HANDED_OVER || r == event::HANDOVER_INCOMPLETE).then_some(r)
+    });
     assert!(
-        log.contains("leaving handed_over=true"),
-        "the new holder claimed the IP before the old one stopped:\n{log}"
+        reasons.iter().any(|r| r == event::HANDED_OVER) && !reasons.iter().any(|r| r == event::HANDOVER_INCOMPLETE),
+        "the new holder claimed the IP before the old one stopped: {reasons:?}"
     );
 }
 
@@ -178,8 +192,8 @@ fn a_node_that_loses_its_link_gives_its_ips_up_and_does_not_take_them_back() {
     let (new, took) = new_holder(&env, &holder);
     eprintln!("link of {holder} down: {new} answers after {took:?}");
     assert!(took < Duration::from_secs(10), "by heartbeats, not the 30 s Lease ({took:?})");
-    eventually("the cut-off node notices", Duration::from_secs(10), || {
-        env.log(&holder).contains("announcing interfaces changed; telling peers ready=false").then_some(())
+    eventually("the cut-off node notices it cannot announce", Duration::from_secs(10), || {
+        (env.metric(&holder, "ferrolb_speaker_interfaces") == 0.0).then_some(())
     });
     link("up");
     let received = env.metric(&holder, "ferrolb_memberlist_heartbeats_received_total");
@@ -261,8 +275,8 @@ fn speakers_keep_announcing_while_the_api_server_is_unreachable() {
     let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
     let port = server.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
     let takeovers: Vec<f64> = env.nodes().iter().map(|n| env.metric(n, "ferrolb_speaker_takeovers_total")).collect();
-    let failures = |n: &str| env.log(n).matches("could not renew the membership Lease").count();
-    let failed_before: Vec<usize> = env.nodes().iter().map(|n| failures(n)).collect();
+    let failures = |n: &str| env.metric(n, "ferrolb_speaker_lease_renewal_failures_total");
+    let failed_before: Vec<f64> = env.nodes().iter().map(|n| failures(n)).collect();
     for n in env.nodes() {
         nft(
             &env,
@@ -275,7 +289,7 @@ fn speakers_keep_announcing_while_the_api_server_is_unreachable() {
     eventually(
         "every speaker failed to renew its Lease for longer than the Lease lasts",
         Duration::from_secs(30),
-        || env.nodes().iter().zip(&failed_before).all(|(n, b)| failures(n) >= b + 5).then_some(()),
+        || env.nodes().iter().zip(&failed_before).all(|(n, b)| failures(n) >= b + 5.0).then_some(()),
     );
     let answers = env.answering(2);
     assert_eq!(answers, vec![holder.clone(), holder.clone()], "fail-static: {holder} still answers");

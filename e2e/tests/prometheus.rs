@@ -144,7 +144,8 @@ fn prometheus_scrapes_controller_and_speakers() {
     assert_eq!(up.len(), 3);
 
     // Some ARP traffic, so the per-IP request/response counters exist.
-    let _ = in_ns(&st.client_netns, &["arping", "-c", "2", "-w", "3", "-I", "eth0", "198.51.100.100"]);
+    let replies = st.arp_replies("198.51.100.100", 2);
+    assert!(!replies.is_empty(), "the VIP answers ARP");
     // promtool on every endpoint, and the metrics reference against the exported names.
     let mut exported = BTreeSet::new();
     for target in std::iter::once(st.controller_metrics.clone()).chain(speaker_targets) {

@@ -154,7 +154,7 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
     };
     let ip = eventually("web gets an IP", Duration::from_secs(20), || ip_of("web"));
     let body = eventually("curl through the VIP", Duration::from_secs(20), || {
-        st.client_exec(&["curl", "-s", "--max-time", "2", &format!("http://{ip}/")]).filter(|b| !b.is_empty())
+        st.client().curl(&format!("http://{ip}/"), Duration::from_secs(2))
     });
     assert!(body.contains("web-1"), "{body}");
     let holder = eventually("web announced", Duration::from_secs(20), || holder_of("web"));
@@ -201,8 +201,10 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
             .then_some(())
     });
     assert_eq!(ip_of("late"), None, "no IP without the permission");
-    let ctl_log = std::fs::read_to_string(st.run_dir.join("controller.log")).unwrap();
-    assert!(ctl_log.contains("forbidden") && ctl_log.contains("services/status"), "the controller logs the 403");
+    eventually("the controller counts the refusal", Duration::from_secs(10), || {
+        (st.controller_metric("ferrolb_controller_reconcile_errors_total", Some(("kind", "forbidden"))) >= 1.0)
+            .then_some(())
+    });
     let restore = dir.path().join("role.yaml");
     std::fs::write(&restore, serde_json::to_string(role).unwrap()).unwrap();
     kubectl(&st, &apply_args(restore.to_str().unwrap()).iter().map(String::as_str).collect::<Vec<_>>());

@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrolb_e2e::sandbox::{NS, Sandbox};
+use ferrolb_e2e::sandbox::{NS, Sandbox, metric_sum};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
+use ferrolb_model::testing::{self, SvcBuilder};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, Resource};
@@ -72,15 +73,20 @@ impl Env {
         );
     }
 
-    fn svc(&self, name: &str, extra: Value) {
-        let mut v = json!({"metadata": {"name": name}, "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080, "name": "http"}]}});
-        merge(&mut v, &extra);
-        self.create(Api::<Service>::namespaced(self.client.clone(), "default"), v);
+    fn svc(&self, svc: SvcBuilder) {
+        self.create(Api::<Service>::namespaced(self.client.clone(), "default"), svc.json());
     }
 
     fn ips(&self, svc: &str) -> Vec<String> {
         let s = self.rt.block_on(Api::<Service>::namespaced(self.client.clone(), "default").get_opt(svc)).unwrap();
         s.map(|s| ferrolb_model::ingress_ips(&s).iter().map(|i| i.to_string()).collect()).unwrap_or_default()
+    }
+
+    /// The reason of `svc`'s `ferrolb.io/Allocated` condition.
+    fn allocated_reason(&self, svc: &str) -> Option<String> {
+        let s = self.rt.block_on(Api::<Service>::namespaced(self.client.clone(), "default").get_opt(svc)).ok()??;
+        let c = s.status?.conditions?.into_iter().find(|c| c.type_ == "ferrolb.io/Allocated")?;
+        Some(c.reason)
     }
 
     fn wait_ip(&self, svc: &str) -> String {
@@ -107,6 +113,12 @@ impl Env {
         })
     }
 
+    /// A metric of every speaker (with `label`), one value per node.
+    fn speaker_metrics(&self, name: &str, label: Option<(&str, &str)>) -> Vec<f64> {
+        let st = &self.sb().state;
+        st.nodes.iter().map(|n| metric_sum(&st.speaker_metrics(&n.name), name, label)).collect()
+    }
+
     fn client_exec(&self, args: &[&str]) -> Option<String> {
         self.sb().state.client_exec(args)
     }
@@ -118,9 +130,7 @@ impl Env {
     }
 
     fn curl(&self, ip: &str, port: u16) -> Option<String> {
-        let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
-        self.client_exec(&["curl", "-s", "--max-time", "2", &format!("http://{host}:{port}/")])
-            .filter(|s| !s.is_empty())
+        self.sb().state.client().curl(&ferrolb_e2e::client::url(ip, port), Duration::from_secs(2))
     }
 
     fn patch_node(&self, node: &str, status: bool, v: Value) {
@@ -134,15 +144,9 @@ impl Env {
     }
 }
 
-fn merge(a: &mut Value, b: &Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b.clone(),
-    }
+/// A LoadBalancer Service `name` selecting `app: name`, port 80 to the pods' 8080.
+fn svc(name: &str) -> SvcBuilder {
+    testing::svc(name).target_port(8080)
 }
 
 const POOL_V4: &str = "198.51.100.100-198.51.100.150";
@@ -159,13 +163,9 @@ fn cluster_policy_reachable_in_every_family_and_status_follows() {
     );
     e.adv("all", json!({}));
     e.pod("web-a", "node-1", "v4", &[8080]);
-    for (svc, extra) in [
-        ("v4", json!({})),
-        ("v6", json!({"spec": {"ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack", "selector": {"app": "v4"}}})),
-        ("dual", json!({"spec": {"ipFamilyPolicy": "RequireDualStack", "selector": {"app": "v4"}}})),
-    ] {
-        e.svc(svc, extra);
-    }
+    e.svc(svc("v4"));
+    e.svc(svc("v6").families("SingleStack", &["IPv6"]).selector(&[("app", "v4")]));
+    e.svc(svc("dual").policy("RequireDualStack").selector(&[("app", "v4")]));
     assert_eq!(e.wait_ip("v4"), "198.51.100.100", "range pool first (priority)");
     let v6 = e.wait_ip("v6");
     assert!(v6.starts_with("fd42:f1b::10"), "{v6}");
@@ -202,7 +202,7 @@ fn local_policy_keeps_traffic_on_the_announcing_node() {
     e.adv("all", json!({}));
     e.pod("loc-2", "node-2", "loc", &[8080]);
     e.pod("loc-3", "node-3", "loc", &[8080]);
-    e.svc("loc", json!({"spec": {"externalTrafficPolicy": "Local"}}));
+    e.svc(svc("loc").local());
     let ip = e.wait_ip("loc");
     let holder = e.stable_holder("loc", &ip);
     assert!(holder == "node-2" || holder == "node-3", "announced from a node with a backend, not {holder}");
@@ -231,11 +231,7 @@ fn tcp_and_udp_ports_both_work() {
     e.pool("p", json!({"addresses": [POOL_V4]}));
     e.adv("all", json!({}));
     e.pod("dns-1", "node-1", "dns", &[5353]);
-    e.svc(
-        "dns",
-        json!({"spec": {"ports": [{"name": "tcp", "port": 53, "targetPort": 5353, "protocol": "TCP"},
-                                           {"name": "udp", "port": 53, "targetPort": 5353, "protocol": "UDP"}]}}),
-    );
+    e.svc(svc("dns").ports(&[(53, "TCP"), (53, "UDP")]).target_port(5353));
     let ip = e.wait_ip("dns");
     let body = eventually("tcp", Duration::from_secs(15), || e.curl(&ip, 53));
     assert_eq!(body.trim(), "dns-1 on node-1");
@@ -255,7 +251,7 @@ fn unavailable_or_excluded_nodes_lose_the_ip_and_do_not_take_it_back() {
     let e = env(2);
     e.pool("p", json!({"addresses": [POOL_V4]}));
     e.adv("all", json!({}));
-    e.svc("web", json!({}));
+    e.svc(svc("web"));
     let ip = e.wait_ip("web");
     let first = e.stable_holder("web", &ip);
     let other = if first == "node-1" { "node-2" } else { "node-1" };
@@ -268,8 +264,12 @@ fn unavailable_or_excluded_nodes_lose_the_ip_and_do_not_take_it_back() {
         (e.holder("web").as_deref() == Some(other)).then_some(())
     });
     e.patch_node(&first, true, json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "NetworkUnavailable", "status": "False"}]}}));
-    std::thread::sleep(Duration::from_secs(2));
+    // Witness: every speaker counts the returned node as usable again.
+    eventually("speakers see the node usable again", Duration::from_secs(15), || {
+        e.speaker_metrics("ferrolb_speaker_usable_nodes", None).iter().all(|n| *n == 2.0).then_some(())
+    });
     assert_eq!(e.holder("web").as_deref(), Some(other), "non-revertive: it stays");
+    assert_eq!(e.answering_node(&ip).as_deref(), Some(other), "non-revertive: it still answers");
     e.patch_node(
         other,
         false,
@@ -286,11 +286,13 @@ fn services_sharing_an_ip_are_announced_together() {
     let e = env(3);
     e.pool("p", json!({"addresses": [POOL_V4]}));
     e.adv("all", json!({}));
-    let ann = json!({"metadata": {"annotations": {"ferrolb.io/allow-shared-ip": "k", "ferrolb.io/loadBalancerIPs": "198.51.100.120"}}});
-    e.svc("a", ann.clone());
-    let mut b = ann.clone();
-    b["spec"] = json!({"ports": [{"port": 443, "name": "https"}]});
-    e.svc("b", b);
+    let shared = |name: &str| {
+        svc(name)
+            .annotation("ferrolb.io/allow-shared-ip", "k")
+            .annotation("ferrolb.io/loadBalancerIPs", "198.51.100.120")
+    };
+    e.svc(shared("a"));
+    e.svc(shared("b").ports(&[(443, "TCP")]));
     assert_eq!(e.wait_ip("a"), "198.51.100.120");
     assert_eq!(e.wait_ip("b"), "198.51.100.120");
     let ha = eventually("a announced", Duration::from_secs(20), || e.holder("a"));
@@ -306,17 +308,18 @@ fn pool_annotation_and_foreign_class() {
     e.pool("auto", json!({"addresses": [POOL_V4]}));
     e.pool("manual", json!({"addresses": ["198.51.100.170/31"], "autoAssign": false}));
     e.adv("all", json!({}));
-    e.svc("plain", json!({}));
-    e.svc("wants-manual", json!({"metadata": {"annotations": {"metallb.universe.tf/address-pool": "manual"}}}));
-    e.svc("wants-auto", json!({"metadata": {"annotations": {"ferrolb.io/address-pool": "auto"}}}));
-    e.svc("foreign", json!({"spec": {"loadBalancerClass": "other.example/lb"}}));
+    e.svc(svc("foreign").class("other.example/lb"));
+    e.svc(svc("plain"));
+    e.svc(svc("wants-manual").annotation("metallb.universe.tf/address-pool", "manual"));
+    e.svc(svc("wants-auto").annotation("ferrolb.io/address-pool", "auto"));
     let (plain, auto) = (e.wait_ip("plain"), e.wait_ip("wants-auto"));
     let mut both = [plain.clone(), auto.clone()];
     both.sort();
     assert_eq!(both, ["198.51.100.100", "198.51.100.101"], "both from the auto-assigning pool");
     assert_eq!(e.wait_ip("wants-manual"), "198.51.100.170", "autoAssign: false serves only on request");
     eventually("wants-manual answered", Duration::from_secs(15), || e.answering_node("198.51.100.170"));
-    std::thread::sleep(Duration::from_secs(1));
+    // Witness: `foreign` was created first, and the controller handles Services in the
+    // order the watch delivers them; the three created after it have their IPs.
     assert!(e.ips("foreign").is_empty(), "another implementation's Service gets no IP");
 }
 
@@ -326,9 +329,13 @@ fn node_selectors_choose_the_announcers() {
     let e = env(2);
     e.pool("p", json!({"addresses": [POOL_V4]}));
     e.adv("edge", json!({"nodeSelectors": [{"matchLabels": {"edge": "true"}}]}));
-    e.svc("web", json!({}));
+    e.svc(svc("web"));
     let ip = e.wait_ip("web");
-    std::thread::sleep(Duration::from_secs(1));
+    // Witness: every speaker planned the IP and found no node to announce it.
+    eventually("speakers plan the IP with no announcer", Duration::from_secs(15), || {
+        let none = e.speaker_metrics("ferrolb_speaker_planned_ips", Some(("announcer", "none")));
+        none.iter().all(|n| *n == 1.0).then_some(())
+    });
     assert_eq!(e.answering_node(&ip), None, "no node selected yet");
     e.patch_node("node-2", false, json!({"metadata": {"labels": {"edge": "true"}}}));
     eventually("node-2 announces once labelled", Duration::from_secs(15), || {
@@ -345,7 +352,7 @@ fn metrics_and_speaker_failover() {
     e.adv("all", json!({}));
     e.pod("web-1", "node-1", "web", &[8080]);
     e.pod("web-2", "node-2", "web", &[8080]);
-    e.svc("web", json!({}));
+    e.svc(svc("web"));
     let ip = e.wait_ip("web");
     let holder = e.stable_holder("web", &ip);
     eventually("curl", Duration::from_secs(15), || e.curl(&ip, 80));
@@ -398,12 +405,15 @@ fn controller_restarts_move_nothing() {
     let e = env(1);
     e.pool("p", json!({"addresses": ["198.51.100.100/31"]}));
     e.adv("all", json!({}));
-    e.svc("a", json!({}));
+    e.svc(svc("a"));
     let a = e.wait_ip("a");
-    e.svc("b", json!({}));
+    e.svc(svc("b"));
     let b = e.wait_ip("b");
-    e.svc("c", json!({}));
-    std::thread::sleep(Duration::from_millis(500));
+    e.svc(svc("c"));
+    // Witness: the controller says why c has no address.
+    eventually("c is refused for exhaustion", Duration::from_secs(15), || {
+        e.allocated_reason("c").filter(|r| r == "PoolExhausted")
+    });
     assert!(e.ips("c").is_empty(), "the pool has two addresses");
     let state_file = e.sb().state.run_dir.join("state.json");
     e.sb().write_state(&state_file).unwrap();
@@ -417,7 +427,12 @@ fn controller_restarts_move_nothing() {
                 Command::new(&bin).arg("--state-file").arg(&state_file).args(["start", "controller"]).output().ok()?;
             out.status.success().then_some(())
         });
-        std::thread::sleep(Duration::from_secs(1));
+        // Witness: the new controller leads, replayed a and b, and reconciled c as pending.
+        eventually("the new controller leads and holds c pending", Duration::from_secs(20), || {
+            let st = &e.sb().state;
+            let leading = st.controller_metric("ferrolb_controller_leader", None) == 1.0;
+            (leading && st.controller_metric("ferrolb_controller_services_pending", None) == 1.0).then_some(())
+        });
         assert_eq!(e.ips("a"), vec![a.clone()]);
         assert_eq!(e.ips("b"), vec![b.clone()]);
         assert!(e.ips("c").is_empty());
@@ -436,15 +451,13 @@ fn interface_selection_with_two_nics() {
     let eth1_macs = e.sb().topo.add_second_network().expect("second network");
     e.pool("second", json!({"addresses": ["203.0.113.100-203.0.113.110"]}));
     e.adv("eth1-only", json!({"ipAddressPools": ["second"], "interfaces": ["eth1"]}));
-    e.svc("nic", json!({}));
+    e.svc(svc("nic"));
     let ip = e.wait_ip("nic");
     assert_eq!(ip, "203.0.113.100");
     let holder = eventually("announced", Duration::from_secs(20), || e.holder("nic"));
     let idx: usize = holder.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
     let mac_on = |iface: &str| -> Option<String> {
-        let out = e.client_exec(&["arping", "-c", "1", "-w", "1", "-I", iface, &ip])?;
-        let l = out.lines().find(|l| l.contains("reply from"))?;
-        Some(l.split('[').nth(1)?.split(']').next()?.to_lowercase())
+        ferrolb_e2e::client::ClientHost::new(&e.sb().state.client_netns, iface).answering_mac(&ip)
     };
     let got = eventually("answer on eth1", Duration::from_secs(15), || mac_on("eth1"));
     assert_eq!(got, eth1_macs[idx], "answered with the selected NIC's MAC");

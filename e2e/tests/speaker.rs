@@ -10,7 +10,8 @@ use ferrolb_common::http::ListenAddr;
 use ferrolb_controller::ProcessState;
 use ferrolb_controller::settings::Settings;
 use ferrolb_crds::ServiceL2Status;
-use ferrolb_e2e::sandbox::create;
+use ferrolb_e2e::client::ClientHost;
+use ferrolb_e2e::sandbox::{create, metric_sum};
 use ferrolb_e2e::topology::{Host, Topology, privileged};
 use ferrolb_e2e::wait::eventually;
 use ferrolb_emulator::{Config, Emulator, write_kubeconfig};
@@ -78,21 +79,9 @@ fn serve_node_port(node: &Host, name: &str, port: u16) {
     });
 }
 
-fn curl(client: &Host, url: &str) -> Option<String> {
-    client.netns.exec(&["curl", "-s", "--max-time", "2", url]).ok()
-}
-
-/// The MAC that answers ARP for `ip`, as arping sees it.
-fn arp_mac(client: &Host, ip: &str) -> Option<String> {
-    let out = client.netns.exec(&["arping", "-c", "1", "-w", "1", "-I", "eth0", ip]).ok()?;
-    let l = out.lines().find(|l| l.contains("reply from"))?;
-    Some(l.split('[').nth(1)?.split(']').next()?.to_lowercase())
-}
-
-fn ndp_mac(client: &Host, ip: &str) -> Option<String> {
-    let out = client.netns.exec(&["ndisc6", "-1", "-r", "2", "-w", "300", ip, "eth0"]).ok()?;
-    let l = out.lines().find(|l| l.contains("link-layer address"))?;
-    Some(l.rsplit(' ').next()?.trim().to_lowercase())
+/// What the client host sees.
+fn client_of(host: &Host) -> ClientHost {
+    ClientHost::new(&host.netns.name, "eth0")
 }
 
 fn holder(rt: &tokio::runtime::Runtime, client: &Client, svc: &str) -> Option<String> {
@@ -111,6 +100,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
     let bin = speaker_binary();
     let topo = Topology::new(2).expect("topology");
+    let probe = client_of(&topo.client);
     let logs = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build().unwrap();
 
@@ -194,7 +184,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     let vip = eventually("web's IP", Duration::from_secs(20), || ingress(&rt, &client, "web"));
     assert_eq!(vip, "198.51.100.100");
     let first = eventually("a node announces web", Duration::from_secs(20), || holder(&rt, &client, "web"));
-    let mac = eventually("arping answer", Duration::from_secs(10), || arp_mac(&topo.client, &vip));
+    let mac = eventually("arping answer", Duration::from_secs(10), || probe.answering_mac(&vip));
     assert_eq!(mac, mac_of(&first), "the MAC the client learns is the announcing node's");
 
     // nodeport forwarding: the VIP's traffic reaches the announcing node's NodePort.
@@ -210,8 +200,9 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     for (node, name) in topo.nodes.iter().zip(names) {
         serve_node_port(node, name, node_port);
     }
-    let body =
-        eventually("curl through the VIP", Duration::from_secs(10), || curl(&topo.client, &format!("http://{vip}/")));
+    let body = eventually("curl through the VIP", Duration::from_secs(10), || {
+        probe.curl(&format!("http://{vip}/"), Duration::from_secs(2))
+    });
     assert_eq!(body.trim(), format!("hello from {first}"));
 
     // Only the announcing speaker exports the announcement; it counted the requests it answered.
@@ -254,7 +245,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     });
     let local_vip = ingress(&rt, &client, "local").unwrap();
     eventually("Local answered by node-2", Duration::from_secs(10), || {
-        arp_mac(&topo.client, &local_vip).filter(|m| *m == mac_of("node-2"))
+        probe.answering_mac(&local_vip).filter(|m| *m == mac_of("node-2"))
     });
     rt.block_on(async {
         let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), "default");
@@ -275,7 +266,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     let vip6 = eventually("web6's IP", Duration::from_secs(20), || ingress(&rt, &client, "web6"));
     assert_eq!(vip6, "fd42:f1b::100");
     let owner6 = eventually("a node announces web6", Duration::from_secs(20), || holder(&rt, &client, "web6"));
-    let mac6 = eventually("ndisc6 answer", Duration::from_secs(10), || ndp_mac(&topo.client, &vip6));
+    let mac6 = eventually("ndisc6 answer", Duration::from_secs(10), || probe.answering_mac(&vip6));
     assert_eq!(mac6, mac_of(&owner6));
 
     // Events: the announcer says where; a named interface that does not exist is reported.
@@ -290,12 +281,12 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     eventually("AnnounceFailed event", Duration::from_secs(20), || {
         reasons("named").contains(&"AnnounceFailed".to_string()).then_some(())
     });
-    assert_eq!(arp_mac(&topo.client, "198.51.100.130"), None, "announced on no interface");
+    assert_eq!(probe.answering_mac("198.51.100.130"), None, "announced on no interface");
 
     // Allocated from a pool no advertisement selects: nobody answers.
     let hidden = eventually("hidden's IP", Duration::from_secs(20), || ingress(&rt, &client, "hidden"));
     assert_eq!(hidden, "198.51.100.120");
-    assert_eq!(arp_mac(&topo.client, &hidden), None);
+    assert_eq!(probe.answering_mac(&hidden), None);
 
     // The client's kernel resolves both VIPs itself (so failover must update its entries),
     // and its unicast neighbour probe (NUD) is answered by the speaker.
@@ -318,7 +309,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     let t0 = Instant::now();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     eventually("arping answered by the other node after SIGTERM", Duration::from_secs(10), || {
-        arp_mac(&topo.client, &vip).filter(|m| *m == mac_of(other))
+        probe.answering_mac(&vip).filter(|m| *m == mac_of(other))
     });
     let graceful = t0.elapsed();
     // Gratuitous ARP moved the client's existing entry; nothing had to expire.
@@ -332,16 +323,22 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
 
     // The first node returns: non-revertive, the IP stays.
     speakers[idx] = Some(start_speaker(&bin, &topo.nodes[idx], first.as_str(), &kubeconfig, logs.path()));
-    std::thread::sleep(Duration::from_secs(2));
+    // Witness: the returned speaker counts both members and has planned IPs held by the
+    // other node (web among them: the other node holds every announced IP now).
+    eventually("the returned speaker plans with both members", Duration::from_secs(15), || {
+        let m = scrape(idx);
+        let elsewhere = metric_sum(&m, "ferrolb_speaker_planned_ips", Some(("announcer", "other")));
+        (m.contains("ferrolb_speaker_members 2") && elsewhere >= 1.0).then_some(())
+    });
     assert_eq!(holder(&rt, &client, "web").as_deref(), Some(other), "no second move when a node returns");
-    assert_eq!(arp_mac(&topo.client, &vip), Some(mac_of(other)));
+    assert_eq!(probe.answering_mac(&vip), Some(mac_of(other)));
 
     // Crash (SIGKILL): the survivor takes over after the Lease expires (3 s).
     let oidx = 1 - idx;
     let t1 = Instant::now();
     speakers[oidx].take();
     eventually("arping answered by the survivor after SIGKILL", Duration::from_secs(15), || {
-        arp_mac(&topo.client, &vip).filter(|m| *m == mac_of(&first))
+        probe.answering_mac(&vip).filter(|m| *m == mac_of(&first))
     });
     let crash = t1.elapsed();
     // Last (it adds an interface every announcement uses): the named interface appears (a macvlan, which filters multicast it has not joined):
@@ -356,18 +353,18 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     let hidx = names.iter().position(|n| *n == named_holder).unwrap();
     let mv_mac = topo.nodes[hidx].netns.exec(&["cat", "/sys/class/net/nope0/address"]).unwrap().trim().to_lowercase();
     let got =
-        eventually("arping on the new interface", Duration::from_secs(10), || arp_mac(&topo.client, "198.51.100.130"));
+        eventually("arping on the new interface", Duration::from_secs(10), || probe.answering_mac("198.51.100.130"));
     assert_eq!(got, mv_mac);
     eprintln!("new interface announced within {:?}", t_link.elapsed());
     let got6 =
-        eventually("ndisc6 through the macvlan", Duration::from_secs(10), || ndp_mac(&topo.client, "fd42:f1b::130"));
+        eventually("ndisc6 through the macvlan", Duration::from_secs(10), || probe.answering_mac("fd42:f1b::130"));
     assert_eq!(got6, mv_mac);
     // The interface disappears while announced: the speaker goes on with the others.
     topo.nodes[hidx].netns.exec(&["ip", "link", "del", "nope0"]).unwrap();
     eventually("named no longer answered", Duration::from_secs(10), || {
-        arp_mac(&topo.client, "198.51.100.130").is_none().then_some(())
+        probe.answering_mac("198.51.100.130").is_none().then_some(())
     });
-    assert_eq!(arp_mac(&topo.client, &vip), Some(mac_of(&first)), "web still answered");
+    assert_eq!(probe.answering_mac(&vip), Some(mac_of(&first)), "web still answered");
     eprintln!("failover: SIGTERM {graceful:?}, SIGKILL {crash:?} (lease 3 s)");
     drop(speakers);
     drop(rt);

@@ -74,7 +74,6 @@ pub enum PoolError {
         pool: String,
         /// Index in `spec.addresses`.
         index: usize,
-        /// The entry.
         value: String,
         /// What is wrong.
         why: String,
@@ -125,7 +124,6 @@ impl PoolError {
 /// all; the speakers ask which nodes may announce it, from the same value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct L2Advertisement {
-    /// Name.
     pub name: String,
     /// Pools by name.
     pub pools: Vec<String>,

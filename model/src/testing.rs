@@ -11,18 +11,25 @@ use k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec, ServiceStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// A Service builder; see [`svc`].
 #[derive(Debug, Clone)]
 pub struct SvcBuilder(Service);
 
-/// A `LoadBalancer` Service `name` in namespace `default`, port 80/TCP, selecting `app: name`.
+/// A `LoadBalancer` Service `name` in namespace `default`, port `http` 80/TCP, selecting
+/// `app: name`.
 pub fn svc(name: &str) -> SvcBuilder {
     SvcBuilder(Service {
         metadata: ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() },
         spec: Some(ServiceSpec {
             type_: Some("LoadBalancer".into()),
-            ports: Some(vec![ServicePort { port: 80, protocol: Some("TCP".into()), ..Default::default() }]),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
             selector: Some([("app".to_string(), name.to_string())].into()),
             ..Default::default()
         }),
@@ -77,20 +84,43 @@ impl SvcBuilder {
         self
     }
 
-    /// The ports, replacing 80/TCP: `(port, protocol)`.
+    /// The ports, replacing `http` 80/TCP: `(port, protocol)`, named `tcp-53` and so on.
     pub fn ports(mut self, ports: &[(i32, &str)]) -> Self {
         self.spec().ports = Some(
             ports
                 .iter()
-                .map(|(p, proto)| ServicePort { port: *p, protocol: Some(proto.to_string()), ..Default::default() })
+                .map(|(p, proto)| ServicePort {
+                    name: Some(format!("{}-{p}", proto.to_lowercase())),
+                    port: *p,
+                    protocol: Some(proto.to_string()),
+                    ..Default::default()
+                })
                 .collect(),
         );
         self
     }
 
+    /// `targetPort` of every port.
+    pub fn target_port(mut self, port: i32) -> Self {
+        for p in self.spec().ports.iter_mut().flatten() {
+            p.target_port = Some(IntOrString::Int(port));
+        }
+        self
+    }
+
     /// `spec.ipFamilyPolicy` and `spec.ipFamilies`.
-    pub fn families(mut self, policy: &str, families: &[&str]) -> Self {
+    pub fn families(self, policy: &str, families: &[&str]) -> Self {
+        self.policy(policy).ip_families(families)
+    }
+
+    /// `spec.ipFamilyPolicy`.
+    pub fn policy(mut self, policy: &str) -> Self {
         self.spec().ip_family_policy = Some(policy.into());
+        self
+    }
+
+    /// `spec.ipFamilies`, primary first.
+    pub fn ip_families(mut self, families: &[&str]) -> Self {
         self.spec().ip_families = Some(families.iter().map(|f| f.to_string()).collect());
         self
     }
@@ -113,7 +143,6 @@ impl SvcBuilder {
         self
     }
 
-    /// The Service.
     pub fn build(self) -> Service {
         self.0
     }

@@ -32,7 +32,8 @@ pub struct Node {
 }
 
 impl Node {
-    fn usable(&self) -> bool {
+    /// Whether the node may announce at all: alive, network available, not excluded.
+    pub fn usable(&self) -> bool {
         self.alive && !self.network_unavailable && !self.labels.contains_key(EXCLUDE_FROM_EXTERNAL_LB_LABEL)
     }
 }

@@ -35,7 +35,6 @@ impl std::str::FromStr for Forwarding {
 /// One redirect: traffic to `ip`:`port`/`proto` goes to this node's `node_port`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rule {
-    /// The VIP.
     pub ip: IpAddr,
     /// `tcp`, `udp` or `sctp`.
     pub proto: String,

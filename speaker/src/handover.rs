@@ -7,14 +7,53 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use ferrolb_common::events::{Event, EventType};
+use ferrolb_crds::conditions::event;
+
 use crate::membership::Membership;
 use crate::plan::Plan;
+
+/// How a leave went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Every IP another member takes was claimed before the deadline.
+    pub handed_over: bool,
+    /// How long the wait took.
+    pub waited: Duration,
+    /// IPs whose successor had not claimed them at the deadline.
+    pub not_taken: usize,
+    /// IPs no other member may hold (no successor to wait for).
+    pub without_successor: usize,
+}
+
+impl Outcome {
+    /// The Event that tells an operator how the stop went (on the Node).
+    pub fn event(&self, node: &str) -> Event {
+        let (type_, reason, note) = if self.handed_over {
+            (
+                EventType::Normal,
+                event::HANDED_OVER,
+                format!("the speaker on {node} handed its IPs over in {:?} before it stopped", self.waited),
+            )
+        } else {
+            (
+                EventType::Warning,
+                event::HANDOVER_INCOMPLETE,
+                format!(
+                    "the speaker on {node} stopped after {:?} with {} IPs not yet claimed by their new holders",
+                    self.waited, self.not_taken
+                ),
+            )
+        };
+        Event { type_, reason: reason.into(), note: Some(note), action: "Leave".into(), secondary: None }
+    }
+}
 
 /// Announce the leave and wait for the successors. `plan` is computed once, after
 /// the leave is announced, so this node's own liveness already says it is leaving:
 /// which node takes each IP is settled then, and only the claims are awaited (each
 /// accepted heartbeat wakes the wait; nothing polls).
-pub async fn hand_over(m: &Membership, node: &str, plan: impl FnOnce() -> Plan) {
+pub async fn hand_over(m: &Membership, node: &str, plan: impl FnOnce() -> Plan) -> Outcome {
     m.leaving.store(true, Ordering::Relaxed);
     m.send_now.notify_one();
     let started = Instant::now();
@@ -40,11 +79,18 @@ pub async fn hand_over(m: &Membership, node: &str, plan: impl FnOnce() -> Plan) 
         }
     };
     let unclaimed = m.unclaimed(node, Instant::now()).len();
+    let outcome = Outcome {
+        handed_over: left.is_empty(),
+        waited: started.elapsed(),
+        not_taken: left.len(),
+        without_successor: unclaimed.saturating_sub(left.len()),
+    };
     tracing::info!(
-        handed_over = left.is_empty(),
-        waited = ?started.elapsed(),
-        not_taken = left.len(),
-        without_successor = unclaimed.saturating_sub(left.len()),
+        handed_over = outcome.handed_over,
+        waited = ?outcome.waited,
+        not_taken = outcome.not_taken,
+        without_successor = outcome.without_successor,
         "leaving"
     );
+    outcome
 }

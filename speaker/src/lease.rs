@@ -22,8 +22,13 @@ pub async fn write(api: &Api<Lease>, node: &str, duration: Duration, holder: Opt
     api.patch(node, &PatchParams::apply(SPEAKER_FIELD_MANAGER).force(), &Patch::Apply(&body)).await.map(|_| ())
 }
 
-/// Renew the Lease until the task is aborted.
-pub fn spawn_renewal(api: Api<Lease>, node: String, duration: Duration) -> tokio::task::JoinHandle<()> {
+/// Renew the Lease until the task is aborted; failures are counted in `failures`.
+pub fn spawn_renewal(
+    api: Api<Lease>,
+    node: String,
+    duration: Duration,
+    failures: prometheus::IntCounter,
+) -> tokio::task::JoinHandle<()> {
     use tracing::Instrument;
     let span = tracing::info_span!("lease");
     tokio::spawn(
@@ -32,6 +37,7 @@ pub fn spawn_renewal(api: Api<Lease>, node: String, duration: Duration) -> tokio
             loop {
                 t.tick().await;
                 if let Err(e) = write(&api, &node, duration, Some(&node)).await {
+                    failures.inc();
                     tracing::warn!(error = %e, "could not renew the membership Lease");
                 }
             }

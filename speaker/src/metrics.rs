@@ -7,7 +7,6 @@ use crate::responder::DropReason;
 /// Every speaker metric.
 #[derive(Clone)]
 pub struct Metrics {
-    /// The registry.
     pub registry: Registry,
     /// 1 per (service, protocol, node, ip) this node announces.
     pub announced: IntGaugeVec,
@@ -31,6 +30,14 @@ pub struct Metrics {
     pub heartbeats_rejected: IntCounterVec,
     /// Times a peer was judged dead by heartbeats.
     pub peers_dead: IntCounter,
+    /// Interfaces answered on now; 0 tells the peers this node cannot announce.
+    pub interfaces: IntGauge,
+    /// Membership Lease renewals that failed (the speaker keeps announcing).
+    pub lease_renewal_failures: IntCounter,
+    /// Assigned IPs by who announces them in this speaker's plan (`self`, `other`, `none`).
+    pub planned: IntGaugeVec,
+    /// Nodes that may announce at all, as this speaker sees them.
+    pub usable_nodes: IntGauge,
 }
 
 /// Reasons a memberlist datagram is not accepted (the `reason` label).
@@ -83,8 +90,38 @@ impl Metrics {
         let peers_dead =
             IntCounter::new("ferrolb_memberlist_peers_dead_total", "Times a peer was judged dead by heartbeats.")
                 .expect("static definition");
+        let interfaces = IntGauge::new(
+            "ferrolb_speaker_interfaces",
+            "Interfaces this speaker answers on; 0 means it cannot announce and its peers take its IPs.",
+        )
+        .expect("static definition");
+        let lease_renewal_failures = IntCounter::new(
+            "ferrolb_speaker_lease_renewal_failures_total",
+            "Membership Lease renewals that failed; the speaker keeps announcing (fail-static).",
+        )
+        .expect("static definition");
+        let planned = IntGaugeVec::new(
+            Opts::new(
+                "ferrolb_speaker_planned_ips",
+                "Assigned IPs in this speaker's plan, by announcer: self, other, or none (no eligible node).",
+            ),
+            &["announcer"],
+        )
+        .expect("static definition");
+        for a in ["self", "other", "none"] {
+            planned.with_label_values(&[a]);
+        }
+        let usable_nodes = IntGauge::new(
+            "ferrolb_speaker_usable_nodes",
+            "Nodes that may announce (speaker alive, network available, not excluded), as this speaker sees them.",
+        )
+        .expect("static definition");
         for c in [
             Box::new(announced.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(planned.clone()),
+            Box::new(usable_nodes.clone()),
+            Box::new(interfaces.clone()),
+            Box::new(lease_renewal_failures.clone()),
             Box::new(requests.clone()),
             Box::new(responses.clone()),
             Box::new(gratuitous.clone()),
@@ -111,6 +148,10 @@ impl Metrics {
             heartbeats_received,
             heartbeats_rejected,
             peers_dead,
+            interfaces,
+            lease_renewal_failures,
+            planned,
+            usable_nodes,
         }
     }
 

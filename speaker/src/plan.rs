@@ -59,6 +59,8 @@ pub struct Decision {
 pub struct Plan {
     /// Decision per IP.
     pub ips: BTreeMap<IpAddr, Decision>,
+    /// Nodes that may announce at all (alive, network available, not excluded).
+    pub usable_nodes: BTreeSet<String>,
 }
 
 /// What one node announces: IP -> interfaces, and the interfaces an advertisement
@@ -100,6 +102,19 @@ impl Plan {
             }
         }
         out
+    }
+
+    /// How many IPs `node` announces, another node announces, and none does.
+    pub fn counts(&self, node: &str) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for d in self.ips.values() {
+            match d.node.as_deref() {
+                Some(n) if n == node => c.0 += 1,
+                Some(_) => c.1 += 1,
+                None => c.2 += 1,
+            }
+        }
+        c
     }
 
     /// The Services whose IPs are in `announced`, with the interfaces of all their IPs.
@@ -178,6 +193,7 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateT
             alive: alive.contains(&n.name_any()),
         })
         .collect();
+    out.usable_nodes = nodes.iter().filter(|n| n.usable()).map(|n| n.name.clone()).collect();
     let cfg = &snap.config;
     let pool_labels: BTreeMap<String, _> = cfg.pools.values().map(|p| (p.name.clone(), p.labels.clone())).collect();
     // Services by IP (shared IPs have several); an IP no valid pool contains is not announced.
@@ -357,6 +373,9 @@ mod tests {
         let n1 = p.for_node("n1");
         let n2 = p.for_node("n2");
         assert_eq!(n1.len() + n2.len(), 1);
+        assert_eq!(p.counts(&winner), (1, 0, 0));
+        assert_eq!(p.counts(if winner == "n1" { "n2" } else { "n1" }), (0, 1, 0));
+        assert_eq!(p.usable_nodes.len(), 2);
         assert!(p.for_node(&winner).contains_key(&"198.51.100.7".parse().unwrap()));
     }
 
@@ -368,6 +387,7 @@ mod tests {
         let mut s = base();
         s.config.l2_advertisements.clear();
         assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node, None);
+        assert_eq!(plan(&s, None, false, now()).counts("n1"), (0, 0, 1));
         let mut s = base();
         s.services = vec![svc("web", "198.51.100.7").class("other.io/x").build()];
         assert!(plan(&s, None, false, now()).ips.is_empty());

@@ -16,8 +16,8 @@ use ferrolb_model::Config;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::Store;
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
@@ -107,7 +107,12 @@ pub async fn run(
     let node = settings.node.clone();
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
     lease::write(&lease_api, &node, settings.lease_duration, Some(&node)).await?;
-    let renewal = lease::spawn_renewal(lease_api.clone(), node.clone(), settings.lease_duration);
+    let renewal = lease::spawn_renewal(
+        lease_api.clone(),
+        node.clone(),
+        settings.lease_duration,
+        metrics.lease_renewal_failures.clone(),
+    );
     let changed = Arc::new(Notify::new());
     let caches = Caches::start(&client, &settings.namespace, &changed).await?;
     let status_api: Api<ServiceL2Status> = Api::namespaced(client.clone(), &settings.namespace);
@@ -117,6 +122,7 @@ pub async fn run(
     // The interfaces first, so that the first heartbeat already says whether this node
     // can announce.
     let first = responders.refresh(&settings.exclude_interfaces, &mut announcer, &metrics);
+    metrics.interfaces.set(responders.names().len() as i64);
     let (membership, heartbeat_task) = match &settings.heartbeats {
         Some(hb) => {
             let m = Arc::new(Membership::new(&node, hb.timing));
@@ -142,7 +148,7 @@ pub async fn run(
         None => (None, None),
     };
     let events = Events::new(client.clone(), SPEAKER_FIELD_MANAGER, &node);
-    let mut effects = Effects::new(&node, events, metrics.clone(), membership.clone());
+    let mut effects = Effects::new(&node, events.clone(), metrics.clone(), membership.clone());
     effects.apply(first, &Plan::default(), &caches.services).await;
     let links_changed = Arc::new(Notify::new());
     let link_watch = tokio::spawn({
@@ -183,6 +189,9 @@ pub async fn run(
         if rescan || responders.is_empty() {
             notes.extend(responders.refresh(&settings.exclude_interfaces, &mut announcer, &metrics));
             rescan = false;
+            // Set here, before any API call of this pass: a node cut off from the API
+            // server would otherwise report its interfaces only once those calls end.
+            metrics.interfaces.set(responders.names().len() as i64);
             // Data-path liveness: without a usable interface this node tells its peers it
             // cannot announce, so they take its IPs over now rather than after a timeout.
             if let Some(m) = &membership {
@@ -200,6 +209,11 @@ pub async fn run(
         let now = chrono::Utc::now();
         metrics.members.set(snap.leases.iter().filter(|l| lease_alive(l, now)).count() as i64);
         let p = plan(&snap, settings.lb_class.as_deref(), settings.revertive, now);
+        let (here, elsewhere, nowhere) = p.counts(&node);
+        for (who, n) in [("self", here), ("other", elsewhere), ("none", nowhere)] {
+            metrics.planned.with_label_values(&[who]).set(n as i64);
+        }
+        metrics.usable_nodes.set(p.usable_nodes.len() as i64);
         let desired = p.desired_on(&node, &responders.names());
         effects.missing(&desired.missing, &caches.services).await;
         notes.extend(announcer.apply(&desired.ips, Instant::now()));
@@ -223,8 +237,14 @@ pub async fn run(
         let p = || {
             plan(&caches.snapshot(&node, Some(m)), settings.lb_class.as_deref(), settings.revertive, chrono::Utc::now())
         };
-        handover::hand_over(m, &node, p).await;
+        let outcome = handover::hand_over(m, &node, p).await;
         task.abort();
+        // Where an operator looks after a rollout: `kubectl get events` on the Node.
+        if let Some(n) = caches.nodes.get(&ObjectRef::new(&node))
+            && let Err(e) = events.publish(&outcome.event(&node), &n.object_ref(&())).await
+        {
+            tracing::warn!(error = %e, "could not publish the handover event");
+        }
     }
     let stopped = announcer.apply(&Default::default(), Instant::now());
     effects.apply(stopped, &Plan::default(), &caches.services).await;

@@ -108,7 +108,6 @@ pub enum AllocError {
     /// A requested IP is in no valid pool (or not in the requested pool).
     #[error("requested IP {ip} is not in {where_}")]
     OutsidePools {
-        /// The IP.
         ip: IpAddr,
         /// `any valid IPAddressPool` or `IPAddressPool x`.
         where_: String,
@@ -116,7 +115,6 @@ pub enum AllocError {
     /// A requested IP is held by a Service it may not share with.
     #[error("requested IP {ip} is in use by {holder} and cannot be shared: {why}")]
     InUse {
-        /// The IP.
         ip: IpAddr,
         /// Holding Service.
         holder: ServiceKey,

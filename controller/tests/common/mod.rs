@@ -9,6 +9,7 @@ use ferrolb_controller::leadership::run;
 use ferrolb_controller::settings::Settings;
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 use ferrolb_emulator::{Config, Emulator};
+pub use ferrolb_model::testing::{SvcBuilder, svc};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -119,13 +120,12 @@ impl Cluster {
         api.create(&PostParams::default(), &a).await.unwrap();
     }
 
-    /// Create a LoadBalancer Service; `extra` is merged into the object.
-    pub async fn service(&self, ns: &str, name: &str, extra: Value) -> Service {
-        let mut v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-            "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80, "name": "http"}]}});
-        merge(&mut v, &extra);
-        let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        api.create(&PostParams::default(), &serde_json::from_value(v).unwrap()).await.unwrap()
+    /// Create the Service `svc` builds.
+    pub async fn service(&self, svc: SvcBuilder) -> Service {
+        let s = svc.build();
+        let api: Api<Service> =
+            Api::namespaced(self.client.clone(), s.metadata.namespace.as_deref().unwrap_or("default"));
+        api.create(&PostParams::default(), &s).await.unwrap()
     }
 
     pub async fn patch_service(&self, ns: &str, name: &str, patch: Value) {
@@ -231,17 +231,6 @@ pub fn condition(s: &Service, type_: &str) -> Option<(String, String, String)> {
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-pub fn merge(a: &mut Value, b: &Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b.clone(),
-    }
 }
 
 pub fn name_of(p: &IPAddressPool) -> String {

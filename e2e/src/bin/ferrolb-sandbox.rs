@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferrolb_e2e::client::{Prober, any_failed, outage};
 use ferrolb_e2e::sandbox::{Families, NS, Sandbox, State, pool_and_advertisement, spawn_controller, spawn_speaker};
 use ferrolb_e2e::topology::privileged;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -176,58 +177,40 @@ async fn demo(nodes: usize, families: Families, state_file: &Path) -> anyhow::Re
     let proto = if vip.contains(':') { "NDP" } else { "ARP" };
     step(true, &format!("{holder} answers {proto} for {vip} ({mac})"))?;
 
-    // Fail over: stop the announcing speaker while a client curls every 20 ms.
-    let prober = {
-        let (ns, url) = (st.client_netns.clone(), url.clone());
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            let mut results = Vec::new();
-            while start.elapsed() < Duration::from_secs(8) {
-                let t = start.elapsed();
-                let ok = Command::new("ip")
-                    .args(["netns", "exec", &ns, "curl", "-s", "--max-time", "0.3", &url])
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-                results.push((t, ok));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            results
-        })
-    };
+    // Fail over: stop the announcing speaker while the client opens a TCP connection to
+    // the VIP every 20 ms (the prober and the outage the benches and tests use).
+    let target = std::net::SocketAddr::new(vip.parse()?, 80);
+    let netns_path = format!("/run/netns/{}", st.client_netns);
+    let prober = Prober::start(&netns_path, target, Duration::from_millis(20), Duration::from_millis(300))?;
     std::thread::sleep(Duration::from_millis(500));
-    let killed_at = Instant::now();
+    let killed_at = prober.now();
+    let killed = Instant::now();
     let pid = st.pids.speakers[&holder];
     signal(pid, "-TERM")?;
     println!("\nStopped the speaker on {holder} (SIGTERM)...");
     let mut new_holder = None;
-    while killed_at.elapsed() < Duration::from_secs(10) {
+    while killed.elapsed() < Duration::from_secs(10) {
         if let Some(h) = st.answering_mac(&vip).and_then(|m| st.node_of_mac(&m)).filter(|h| *h != holder) {
             new_holder = Some(h);
             break;
         }
     }
     let new_holder = new_holder.context("no other node took the IP over")?;
-    let results = prober.join().map_err(|_| anyhow::anyhow!("prober panicked"))?;
-    // The outage: the longest run of failed probes, from the first failure to the next success.
-    let mut worst = Duration::ZERO;
-    let mut fail_start = None;
-    for (t, ok) in &results {
-        match (ok, fail_start) {
-            (false, None) => fail_start = Some(*t),
-            (true, Some(s)) => {
-                worst = worst.max(*t - s);
-                fail_start = None;
-            }
-            _ => {}
-        }
-    }
-    let failed = results.iter().filter(|(_, ok)| !ok).count();
+    // Probe on for a moment after the takeover, so a late failure is seen too.
+    std::thread::sleep(Duration::from_secs(1));
+    let results = prober.stop();
+    let failed = results.iter().filter(|p| p.at >= killed_at && !p.ok).count();
+    let gap = if any_failed(&results, killed_at) {
+        outage(&results, killed_at).context("the VIP did not answer again")?
+    } else {
+        Duration::ZERO
+    };
     step(
         true,
         &format!(
             "{new_holder} took over; client-visible outage {} ms ({failed} of {} probes failed)",
-            worst.as_millis(),
-            results.len()
+            gap.as_millis(),
+            results.iter().filter(|p| p.at >= killed_at).count()
         ),
     )?;
     let after = st.client_exec(&["curl", "-s", "--max-time", "1", &url]).unwrap_or_default();

@@ -43,27 +43,17 @@ impl Default for GratuitousTiming {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
     /// Started answering for `ip` on `ifaces`.
-    Started {
-        /// The IP.
-        ip: IpAddr,
-        /// Interfaces.
-        ifaces: BTreeSet<String>,
-    },
+    Started { ip: IpAddr, ifaces: BTreeSet<String> },
     /// Stopped answering for `ip`.
-    Stopped {
-        /// The IP.
-        ip: IpAddr,
-    },
+    Stopped { ip: IpAddr },
     /// Sent gratuitous frames for `ip` (count).
     Gratuitous {
-        /// The IP.
         ip: IpAddr,
         /// Frames sent.
         frames: u32,
     },
     /// An I/O step failed; announcing goes on elsewhere.
     Failed {
-        /// The interface.
         iface: String,
         /// What failed.
         what: String,

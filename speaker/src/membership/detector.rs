@@ -54,7 +54,6 @@ impl Default for HeartbeatTiming {
 /// "I now answer for `ip`, since `since_ms`" (milliseconds since the Unix epoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
-    /// The IP.
     pub ip: IpAddr,
     /// When the sender started answering for it.
     pub since_ms: u64,

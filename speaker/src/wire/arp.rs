@@ -123,7 +123,6 @@ pub enum Op {
 /// An Ethernet/IPv4 ARP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr {
-    /// Operation.
     pub op: Op,
     /// Sender hardware address.
     pub sha: Mac,

@@ -87,7 +87,6 @@ impl<T: AsRef<[u8]>> Frame<T> {
         if self.tagged() { TAGGED_HEADER } else { UNTAGGED_HEADER }
     }
 
-    /// The payload.
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[self.header_len()..]
     }
@@ -124,9 +123,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
 /// An Ethernet header, lifted out of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr {
-    /// Destination.
     pub dst: Mac,
-    /// Source.
     pub src: Mac,
     /// VLAN id, if tagged.
     pub vlan: Option<u16>,

@@ -69,7 +69,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn msg_type(&self) -> u8 {
         self.buf.as_ref()[field::TYPE]
     }
-    /// Code.
     pub fn code(&self) -> u8 {
         self.buf.as_ref()[field::CODE]
     }

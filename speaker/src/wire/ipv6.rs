@@ -71,11 +71,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn hop_limit(&self) -> u8 {
         self.buf.as_ref()[field::HOP_LIMIT]
     }
-    /// Source.
     pub fn src(&self) -> Ipv6Addr {
         addr(&self.buf.as_ref()[field::SRC_ADDR])
     }
-    /// Destination.
     pub fn dst(&self) -> Ipv6Addr {
         addr(&self.buf.as_ref()[field::DST_ADDR])
     }
@@ -106,9 +104,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 /// An IPv6 fixed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr {
-    /// Source.
     pub src: Ipv6Addr,
-    /// Destination.
     pub dst: Ipv6Addr,
     /// Next header.
     pub next_header: u8,

@@ -261,9 +261,7 @@ mod tests {
 /// An interface the speaker may announce on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkInfo {
-    /// Name.
     pub name: String,
-    /// MAC.
     pub mac: Mac,
 }
 
