@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod kubelet;
 pub mod netns;
 pub mod sandbox;
 pub mod standin;
