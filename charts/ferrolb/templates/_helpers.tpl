@@ -1,6 +1,11 @@
+{{/* The chart's name, or nameOverride. */}}
+{{- define "ferrolb.name" -}}
+{{- default "ferrolb" .Values.nameOverride | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* Common labels. */}}
 {{- define "ferrolb.labels" -}}
-app.kubernetes.io/name: ferrolb
+app.kubernetes.io/name: {{ include "ferrolb.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -9,7 +14,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/* Selector labels for a component. */}}
 {{- define "ferrolb.selector" -}}
-app.kubernetes.io/name: ferrolb
+app.kubernetes.io/name: {{ include "ferrolb.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
@@ -18,13 +23,19 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
 {{- end -}}
 
-{{/* Resource name prefix: the release name when it already says ferrolb
-(`helm install ferrolb` gives ferrolb-controller), else "<release>-ferrolb". */}}
+{{/* Resource name prefix: fullnameOverride; else the release name when it already
+says the chart's name (`helm install ferrolb` gives ferrolb-controller), else
+"<release>-<name>". */}}
 {{- define "ferrolb.fullname" -}}
-{{- if contains "ferrolb" .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "ferrolb.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 50 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-ferrolb" .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 

@@ -243,6 +243,45 @@ def containers_get_the_environment_the_sandbox_measures_with():
             assert env.get(k) == v, f"{kind}: {k}={env.get(k)!r}, the sandbox uses {v!r}"
 
 
+def workload(values, kind):
+    return next(d for _, d in docs(render(values)) if d["kind"] == kind)
+
+
+def probes_and_rollout_defaults():
+    ds, dep = workload({}, "DaemonSet"), workload({}, "Deployment")
+    spk = ds["spec"]["template"]["spec"]["containers"][0]
+    ctl = dep["spec"]["template"]["spec"]["containers"][0]
+    for c in (spk, ctl):
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", c
+        assert c["startupProbe"]["httpGet"]["path"] == "/healthz", c
+    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+    assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert spk["securityContext"]["capabilities"]["add"] == ["NET_RAW"]
+
+
+def overrides_reach_the_objects():
+    values = {"fullnameOverride": "edge-lb",
+              "controller": {"podLabels": {"team": "net"}, "podAnnotations": {"a": "b"},
+                             "strategy": {"type": "Recreate"}, "securityContext": {"runAsUser": 1000}},
+              "speaker": {"podAnnotations": {"c": "d"}, "updateStrategy": {"type": "OnDelete"},
+                          "securityContext": {"privileged": True}}}
+    k = kinds(values)
+    assert ("DaemonSet", "edge-lb-speaker") in k and ("Deployment", "edge-lb-controller") in k, sorted(k)
+    dep, ds = workload(values, "Deployment"), workload(values, "DaemonSet")
+    tpl = dep["spec"]["template"]
+    assert tpl["metadata"]["labels"]["team"] == "net" and tpl["metadata"]["annotations"] == {"a": "b"}, tpl["metadata"]
+    assert dep["spec"]["selector"]["matchLabels"].get("team") is None, "extra pod labels stay out of the selector"
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    # Helm merges maps: the default keys stay unless set to null.
+    sc = tpl["spec"]["containers"][0]["securityContext"]
+    assert sc["runAsUser"] == 1000 and sc["readOnlyRootFilesystem"] is True, sc
+    assert ds["spec"]["template"]["metadata"]["annotations"] == {"c": "d"}
+    assert ds["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    assert ds["spec"]["template"]["spec"]["containers"][0]["securityContext"] == {"privileged": True}
+    named = kinds({"nameOverride": "lbx"})
+    assert ("DaemonSet", "lb-lbx-speaker") in named, sorted(named)
+
+
 check("helm lint --strict is clean", lint_is_clean)
 check("dashboard and alerts use only exported metrics", dashboard_and_alerts_use_only_exported_metrics)
 check("alert rules pass promtool check and unit tests", alert_rules_pass_promtool_tests)
@@ -258,5 +297,7 @@ check("the optional NetworkPolicy fences the controller", network_policy_fences_
 check("release `ferrolb` names objects ferrolb-<component>", release_named_ferrolb_gives_plain_names)
 check("the heartbeat key and flags reach the speakers", memberlist_key_and_flags_reach_the_speakers)
 check("the containers get the environment the sandbox measures with", containers_get_the_environment_the_sandbox_measures_with)
+check("probes and rollout defaults", probes_and_rollout_defaults)
+check("name, labels, annotations, strategies and securityContext overrides", overrides_reach_the_objects)
 print(f"chart: {passed} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)
