@@ -257,6 +257,7 @@ def probes_and_rollout_defaults():
     assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
     assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert spk["securityContext"]["capabilities"]["add"] == ["NET_RAW"]
+    assert spk["securityContext"]["runAsUser"] == 0, "added capabilities work for root only"
 
 
 def overrides_reach_the_objects():
