@@ -73,8 +73,35 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        delete_netns(&self.name);
     }
+}
+
+/// Delete network namespace `name` and end every process in it first: SIGTERM (a
+/// speaker then removes its nftables table and releases its Lease), SIGKILL for what
+/// is still there after 2 s. Whoever started a process there (the sandbox, a test,
+/// `ferrolb-sandbox start` from another shell), it ends with the namespace.
+pub fn delete_netns(name: &str) {
+    let pids = || -> Vec<String> {
+        Command::new("ip")
+            .args(["netns", "pids", name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
+            .unwrap_or_default()
+    };
+    let running = pids();
+    if !running.is_empty() {
+        let _ = Command::new("kill").arg("-TERM").args(&running).output();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !pids().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let left = pids();
+        if !left.is_empty() {
+            let _ = Command::new("kill").arg("-KILL").args(&left).output();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
 }
 
 /// A host on the bridge: its namespace, interface and addresses.

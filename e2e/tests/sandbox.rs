@@ -120,3 +120,50 @@ fn up_status_stop_start_link_down() {
     let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&left.stdout).contains(&suffix), "namespaces left behind");
 }
+
+/// Whether `pid` is a live process (a zombie waiting to be reaped is not).
+fn running(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// A speaker restarted with `start` (by another process than `up`) ends with the
+/// sandbox when `up` is stopped with Ctrl-C: every process in the sandbox's
+/// namespaces does, whoever started it.
+#[test]
+fn a_restarted_speaker_ends_with_its_sandbox() {
+    assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let up = Command::new(BIN)
+        .arg("--state-file")
+        .arg(&state)
+        .args(["up", "--nodes", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running_up = Running { state: state.clone(), up };
+    let mut lines = BufReader::new(running_up.up.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("ferrolb sandbox is up"));
+    std::thread::spawn(move || for _ in lines {});
+    let pid_of = |node: &str| -> u64 {
+        let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+        st["pids"]["speakers"][node].as_u64().unwrap()
+    };
+    let old = pid_of("node-1");
+    assert!(sandbox(&state, &["stop", "speaker", "node-1"]).0);
+    eventually("the old speaker exited", Duration::from_secs(10), || !running(old));
+    let (ok, out) = sandbox(&state, &["start", "speaker", "node-1"]);
+    assert!(ok, "{out}");
+    let restarted = pid_of("node-1");
+    assert!(restarted != old && running(restarted), "the restarted speaker runs");
+
+    let up_pid = running_up.up.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &up_pid]).status().unwrap().success());
+    let status = running_up.up.wait().unwrap();
+    assert!(status.success(), "up exits cleanly on Ctrl-C: {status:?}");
+    eventually("the restarted speaker ended with the sandbox", Duration::from_secs(5), || !running(restarted));
+}

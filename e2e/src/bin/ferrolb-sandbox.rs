@@ -274,7 +274,7 @@ fn down(state_file: &Path) -> anyhow::Result<()> {
             for line in String::from_utf8_lossy(&list.stdout).lines() {
                 let name = line.split_whitespace().next().unwrap_or("");
                 if name.starts_with(&format!("flb{}", st.suffix)) {
-                    let _ = Command::new("ip").args(["netns", "del", name]).status();
+                    ferrolb_e2e::topology::delete_netns(name);
                 }
             }
             let _ = std::fs::remove_file(state_file);
