@@ -4,9 +4,11 @@
 //! the endpoints controller and kube-proxy.
 
 pub mod bench;
+pub mod chart;
 pub mod client;
 pub mod kubelet;
 pub mod netns;
+pub mod pods;
 pub mod sandbox;
 pub mod standin;
 pub mod topology;

@@ -1,13 +1,14 @@
 //! The sandbox: a whole cluster on one machine. A bridge, node namespaces, a
 //! client namespace, the emulator (reachable from the root namespace on
-//! loopback for kubectl, and on the bridge for the node processes), the real
-//! controller and one real speaker per node, and the kubelet/endpoints/kube-proxy
-//! stand-ins.
+//! loopback for kubectl, and on the bridge for the node processes), ferrolb
+//! installed from its Helm chart (rendered by Helm's engine, applied with
+//! kubectl, its Pods run by [`crate::pods`] with the rendered args and env), and
+//! the kubelet/endpoints/kube-proxy stand-ins for users' workloads.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{Namespace, Node};
@@ -45,8 +46,10 @@ pub struct Options {
     /// The speakers' membership Lease duration in seconds (the crash-detection fallback
     /// when heartbeats are off or not yet heard).
     pub speaker_lease_seconds: u32,
-    /// Heartbeats between the speakers (`false`: `--memberlist-port 0`, Leases only).
+    /// Heartbeats between the speakers (`speaker.memberlist.enabled`; off: Leases only).
     pub heartbeats: bool,
+    /// Chart values over the sandbox's own (`--set key=value` of `up` and `demo`).
+    pub values: serde_json::Value,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             start_components: true,
             speaker_lease_seconds: 3,
             heartbeats: true,
+            values: serde_json::Value::Null,
         }
     }
 }
@@ -149,9 +153,6 @@ pub struct State {
     /// Kubeconfig the speakers use: the bridge, with their ServiceAccount's token.
     #[serde(default)]
     pub speaker_kubeconfig: PathBuf,
-    /// The speakers' shared heartbeat key (the chart keeps it in a Secret).
-    #[serde(default)]
-    pub memberlist_key: String,
     /// The speakers' Lease duration (s).
     #[serde(default = "default_lease")]
     pub speaker_lease_seconds: u32,
@@ -173,6 +174,9 @@ pub struct State {
     pub speaker_binary: PathBuf,
     /// The path of the controller binary (for `start controller`).
     pub controller_binary: PathBuf,
+    /// The chart's Pods and the process of each (for `start`), by component.
+    #[serde(default)]
+    pub launches: BTreeMap<String, crate::pods::Launched>,
 }
 
 /// A running sandbox. Dropping it tears everything down.
@@ -312,44 +316,31 @@ pub fn metric_sum(exposition: &str, name: &str, label: Option<(&str, &str)>) -> 
 /// more of the controller's freed request buffers resident at 10,000 Services).
 pub const CONTAINER_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2")];
 
-/// Start a speaker for `node` inside its namespace.
+/// Start (again) the speaker Pod of `node`, as the chart rendered it.
 pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state.run_dir.join(format!("speaker-{}.log", node.name)))?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", &node.netns])
-        .arg(&state.speaker_binary)
-        .args(["--node-name", &node.name, "--namespace", NS, "--forwarding", "nodeport"])
-        .args(["--lease-duration", &state.speaker_lease_seconds.to_string()])
-        .args(if state.heartbeats { &[][..] } else { &["--memberlist-port", "0"][..] })
-        .args(["--metrics-addr", "0.0.0.0:7473"])
-        .env("KUBECONFIG", &state.speaker_kubeconfig)
-        .env("FERROLB_MEMBERLIST_SECRET", &state.memberlist_key)
-        .envs(CONTAINER_ENV.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    Ok(child)
+    let l = state.launches.get(&format!("speaker/{}", node.name)).context("no speaker Pod for this node")?;
+    crate::pods::spawn(l)
 }
 
-/// Start the controller in the control plane's namespace.
+/// Start (again) the first controller Pod, as the chart rendered it.
 pub fn spawn_controller(state: &State) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(state.run_dir.join("controller.log"))?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", &state.control_plane_netns])
-        .arg(&state.controller_binary)
-        .args(["--namespace", NS, "--lease-duration", "5", "--metrics-addr", &state.controller_metrics])
-        .env("KUBECONFIG", &state.controller_kubeconfig)
-        .env("POD_NAME", "controller-0")
-        .envs(CONTAINER_ENV.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    Ok(child)
+    crate::pods::spawn(state.launches.get("controller").context("no controller Pod")?)
+}
+
+/// The chart values the sandbox installs with: nodeport forwarding (the sandbox has
+/// a kube-proxy stand-in for NodePorts, not for LoadBalancer IPs), one controller
+/// replica (the control plane's namespace has one address, and two replicas would
+/// both want its metrics port), short Leases, then `opts.values` over them.
+pub fn chart_values(opts: &Options) -> serde_json::Value {
+    let mut v = json!({
+        "controller": {"replicas": 1, "leaseDuration": 5},
+        "speaker": {"forwarding": "nodeport", "leaseDuration": opts.speaker_lease_seconds,
+                    "memberlist": {"enabled": opts.heartbeats}},
+    });
+    if opts.values.is_object() {
+        crate::chart::merge(&mut v, &opts.values);
+    }
+    v
 }
 
 impl Sandbox {
@@ -456,7 +447,6 @@ impl Sandbox {
             node_kubeconfig,
             controller_kubeconfig,
             speaker_kubeconfig,
-            memberlist_key: random_key()?,
             speaker_lease_seconds: opts.speaker_lease_seconds,
             heartbeats: opts.heartbeats,
             client_netns: topo.client.netns.name.clone(),
@@ -467,10 +457,18 @@ impl Sandbox {
             controller_metrics: "198.51.100.3:7472".to_string(),
             speaker_binary,
             controller_binary,
+            launches: BTreeMap::new(),
         };
+        // ferrolb as an operator installs it: the chart rendered by Helm's engine and
+        // applied with kubectl; its Deployment and DaemonSet become Pods and processes.
+        let rendered = crate::chart::render("ferrolb", NS, &chart_values(opts))?;
+        crate::chart::apply(&state.kubeconfig, &rendered)?;
+        let mut state = state;
+        state.launches = crate::pods::plan(&client, &state).await?;
         let (stop, stop_rx) = watch::channel(false);
         let standin_nodes =
             state.nodes.iter().map(|n| NodeNet { name: n.name.clone(), netns: n.netns.clone() }).collect();
+        crate::pods::run_status(client.clone(), &state.control_plane_netns, stop_rx.clone())?;
         tokio::spawn(run_standins(client.clone(), standin_nodes, stop_rx));
         let mut sb = Sandbox { topo, state, client, children: BTreeMap::new(), stop, emulator: emu };
         if opts.start_components {
@@ -479,15 +477,18 @@ impl Sandbox {
         Ok(sb)
     }
 
-    /// Start the controller and one speaker per node.
+    /// Start the chart's Pods: the controller replicas and one speaker per node.
     pub fn start_components(&mut self) -> anyhow::Result<()> {
-        let ctl = spawn_controller(&self.state)?;
-        self.state.pids.controller = ctl.id();
-        self.children.insert("controller".to_string(), ctl);
-        for n in self.state.nodes.clone() {
-            let c = spawn_speaker(&self.state, &n)?;
-            self.state.pids.speakers.insert(n.name.clone(), c.id());
-            self.children.insert(format!("speaker/{}", n.name), c);
+        for (key, l) in self.state.launches.clone() {
+            let child = crate::pods::spawn(&l)?;
+            match key.strip_prefix("speaker/") {
+                Some(node) => {
+                    self.state.pids.speakers.insert(node.to_string(), child.id());
+                }
+                None if key == "controller" => self.state.pids.controller = child.id(),
+                None => {}
+            }
+            self.children.insert(key, child);
         }
         Ok(())
     }
@@ -508,14 +509,6 @@ fn default_lease() -> u32 {
 
 fn default_true() -> bool {
     true
-}
-
-/// 32 hex characters from the kernel's random source.
-fn random_key() -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Create the chart's CRDs (`charts/ferrolb/crds`) and the [`NS`] namespace.

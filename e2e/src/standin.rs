@@ -246,6 +246,10 @@ pub async fn run_standins(client: Client, nodes: Vec<NodeNet>, mut stop: watch::
             if running.contains_key(&uid) || p.metadata.deletion_timestamp.is_some() {
                 continue;
             }
+            // ferrolb's own Pods run as processes (crate::pods), not as backends.
+            if p.namespace().as_deref() == Some(crate::sandbox::NS) {
+                continue;
+            }
             let ns = p.namespace().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
             let spec = p.spec.clone().unwrap_or_default();

@@ -8,41 +8,17 @@
 //! at exactly that call, and giving it back must heal it.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ferrolb_e2e::sandbox::{CONTROLLER_SA, NS, Options, SPEAKER_SA, Sandbox, State};
+use ferrolb_e2e::sandbox::{CONTROLLER_SA, NS, Options, SPEAKER_SA, Sandbox, State, chart_values};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams};
-use serde::Deserialize;
 use serde_json::Value;
 
 type Perm = (String, String, String);
-
-fn root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `helm template ferrolb charts/ferrolb -n ferrolb-system`, through Helm's engine.
-fn render_chart() -> String {
-    let out = Command::new(root().join("target/tools/venv/bin/python"))
-        .arg(root().join("charts/ferrolb/tests/render.py"))
-        .args(["ferrolb", NS])
-        .output()
-        .expect("venv python (scripts/install-deps)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .filter_map(|d| Value::deserialize(d).ok())
-        .filter(|v| v.is_object())
-        .collect()
-}
 
 /// The rules of the roles bound to `sa`, flattened to (group, resource, verb).
 fn granted(docs: &[Value], sa: &str) -> BTreeSet<Perm> {
@@ -87,11 +63,8 @@ fn kubectl(st: &State, args: &[&str]) -> String {
 /// `apply` flags: kubectl before 1.29 validates client-side from OpenAPI v2, which the
 /// emulator does not serve.
 fn apply_args(file: &str) -> Vec<String> {
-    let out = Command::new("kubectl").args(["version", "--client", "-o", "json"]).output().expect("kubectl");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let minor: u32 = v["clientVersion"]["minor"].as_str().unwrap_or("0").trim_end_matches('+').parse().unwrap_or(0);
     let mut a = vec!["apply".to_string(), "-f".into(), file.into()];
-    if minor < 29 {
+    if ferrolb_e2e::chart::kubectl_minor() < 29 {
         a.push("--validate=false".into());
     }
     a
@@ -100,31 +73,36 @@ fn apply_args(file: &str) -> Vec<String> {
 #[test]
 fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
     assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
-    let docs = documents(&render_chart());
+    let opts = Options { nodes: 2, rbac: true, start_components: false, ..Options::default() };
+    let docs = ferrolb_e2e::chart::documents(&ferrolb_e2e::chart::render("ferrolb", NS, &chart_values(&opts)).unwrap());
     let ctl_rules = granted(&docs, CONTROLLER_SA);
     let spk_rules = granted(&docs, SPEAKER_SA);
     assert!(!ctl_rules.is_empty() && !spk_rules.is_empty(), "the chart binds roles to both ServiceAccounts");
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options { nodes: 2, rbac: true, start_components: false, ..Options::default() };
     let mut sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
     let st = sb.state.clone();
 
-    // Install: the whole default render, through kubectl, into the running API.
-    let file = dir.path().join("ferrolb.yaml");
-    std::fs::write(&file, render_chart()).unwrap();
-    let out = kubectl(&st, &apply_args(file.to_str().unwrap()).iter().map(String::as_str).collect::<Vec<_>>());
-    for want in [
-        "serviceaccount/ferrolb-controller created",
-        "clusterrole.rbac.authorization.k8s.io/ferrolb-controller created",
-        "rolebinding.rbac.authorization.k8s.io/ferrolb-speaker created",
-        "deployment.apps/ferrolb-controller created",
-        "daemonset.apps/ferrolb-speaker created",
-        "poddisruptionbudget.policy/ferrolb-controller created",
-    ] {
-        assert!(out.contains(want), "missing {want:?} in:\n{out}");
-    }
+    // The sandbox installed the chart as an operator would (Helm's engine, then kubectl):
+    // its objects are in the API before any Pod runs.
+    let out = kubectl(
+        &st,
+        &[
+            "get",
+            "-n",
+            NS,
+            "-o",
+            "name",
+            "serviceaccount/ferrolb-controller",
+            "clusterrole/ferrolb-controller",
+            "rolebinding/ferrolb-speaker",
+            "deployment/ferrolb-controller",
+            "daemonset/ferrolb-speaker",
+            "poddisruptionbudget/ferrolb-controller",
+        ],
+    );
+    assert_eq!(out.lines().count(), 6, "{out}");
     sb.start_components().unwrap();
 
     // A pool, an advertisement, a backend and two Services, as a user would write them.

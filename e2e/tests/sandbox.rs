@@ -24,6 +24,8 @@ fn demo_runs_every_step_and_exits_zero() {
     let (ok, out) = sandbox(&dir.path().join("state.json"), &["demo", "--nodes", "2"]);
     assert!(ok, "demo failed:\n{out}");
     for line in [
+        "ferrolb installed from charts/ferrolb",
+        "every ferrolb Pod is Ready",
         "got EXTERNAL-IP 198.51.100.100",
         "reached a backend through the VIP",
         "answers ARP for 198.51.100.100",
@@ -93,13 +95,27 @@ fn up_status_stop_start_link_down() {
 
     let (ok, out) = sandbox(&state, &["status"]);
     assert!(ok && out.contains("node-1") && out.contains("speaker") && out.contains("running"), "{out}");
+    // The chart's Pods, as kubectl shows them: Ready while their readiness probe answers.
+    let ready = |pod: &str| {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .args(["get", "pod", pod, "-n", "ferrolb-system", "-o", "jsonpath={.status.containerStatuses[0].ready}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    eventually("the speaker Pod of node-1 is Ready", Duration::from_secs(20), || {
+        ready("ferrolb-speaker-node-1") == "true"
+    });
     let (ok, out) = sandbox(&state, &["stop", "speaker", "node-1"]);
     assert!(ok, "{out}");
     eventually("speaker node-1 stopped", Duration::from_secs(10), || {
         sandbox(&state, &["status"]).1.lines().any(|l| l.contains("node-1") && l.contains("stopped"))
     });
+    eventually("its Pod is no longer Ready", Duration::from_secs(10), || ready("ferrolb-speaker-node-1") == "false");
     let (ok, out) = sandbox(&state, &["start", "speaker", "node-1"]);
     assert!(ok, "{out}");
+    eventually("Ready again once restarted", Duration::from_secs(20), || ready("ferrolb-speaker-node-1") == "true");
     let (_, out) = sandbox(&state, &["status"]);
     assert!(out.lines().any(|l| l.contains("node-1") && l.contains("running")), "{out}");
     let netns = st["nodes"][1]["netns"].as_str().unwrap().to_string();

@@ -116,6 +116,12 @@ fn col(name: &str, type_: &str, json_path: &str) -> PrinterColumn {
     }
 }
 
+/// A column shown only with `-o wide`.
+fn wide(mut c: PrinterColumn) -> PrinterColumn {
+    c.priority = 1;
+    c
+}
+
 struct Builtin {
     group: &'static str,
     version: &'static str,
@@ -190,11 +196,15 @@ impl Registry {
                 short: &["po"],
                 namespaced: true,
                 status: true,
+                // As kube-apiserver prints Pods: READY, STATUS (a waiting or terminated
+                // container's reason before the phase), RESTARTS, AGE; IP and NODE in -o wide.
                 columns: vec![
-                    col("Status", "string", ".status.phase"),
-                    col("IP", "string", ".status.podIP"),
-                    col("Node", "string", ".spec.nodeName"),
+                    col("Ready", "string", "$podReady"),
+                    col("Status", "string", "$podStatus"),
+                    col("Restarts", "integer", "$podRestarts"),
                     age(),
+                    wide(col("IP", "string", ".status.podIP")),
+                    wide(col("Node", "string", ".spec.nodeName")),
                 ],
             },
             Builtin {

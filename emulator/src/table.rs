@@ -94,8 +94,27 @@ fn external_ips(obj: &Value) -> Value {
     json!(ips.join(","))
 }
 
+/// A Pod's containers: how many are ready, of how many; the restarts of all; and the
+/// status word kubectl shows (a waiting or terminated container's reason, else the phase).
+fn pod_columns(obj: &Value) -> (String, i64, String) {
+    let total = obj["spec"]["containers"].as_array().map_or(0, Vec::len);
+    let statuses = obj["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+    let ready = statuses.iter().filter(|c| c["ready"] == json!(true)).count();
+    let restarts = statuses.iter().filter_map(|c| c["restartCount"].as_i64()).sum();
+    let reason = statuses
+        .iter()
+        .find_map(|c| c["state"]["waiting"]["reason"].as_str().or_else(|| c["state"]["terminated"]["reason"].as_str()))
+        .or_else(|| obj["status"]["reason"].as_str())
+        .or_else(|| obj["status"]["phase"].as_str())
+        .unwrap_or("Pending");
+    (format!("{ready}/{total}"), restarts, reason.to_string())
+}
+
 fn cell(obj: &Value, c: &PrinterColumn) -> Value {
     match c.json_path.as_str() {
+        "$podReady" => return json!(pod_columns(obj).0),
+        "$podRestarts" => return json!(pod_columns(obj).1),
+        "$podStatus" => return json!(pod_columns(obj).2),
         "$servicePorts" => return service_ports(obj),
         "$externalIPs" => return external_ips(obj),
         "$roleRef" => {
@@ -207,5 +226,25 @@ mod tests {
         assert_eq!(service_ports(&svc), json!("80:30001/TCP"));
         let done = json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}});
         assert_eq!(external_ips(&done), json!("198.51.100.1"));
+    }
+
+    #[test]
+    fn pod_cells_read_like_kubectl() {
+        let pod = |statuses: Value, phase: &str| {
+            json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+                   "status": {"phase": phase, "containerStatuses": statuses}})
+        };
+        let running = pod(
+            json!([{"ready": true, "restartCount": 0, "state": {"running": {}}},
+                   {"ready": false, "restartCount": 2, "state": {"running": {}}}]),
+            "Running",
+        );
+        assert_eq!(pod_columns(&running), ("1/2".to_string(), 2, "Running".to_string()));
+        let crashing = pod(
+            json!([{"ready": false, "restartCount": 5, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]),
+            "Running",
+        );
+        assert_eq!(pod_columns(&crashing), ("0/2".to_string(), 5, "CrashLoopBackOff".to_string()));
+        assert_eq!(pod_columns(&json!({"spec": {"containers": [{}]}})), ("0/1".to_string(), 0, "Pending".to_string()));
     }
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferrolb_e2e::client::{Prober, any_failed, outage};
-use ferrolb_e2e::sandbox::{Families, NS, Sandbox, State, pool_and_advertisement, spawn_controller, spawn_speaker};
+use ferrolb_e2e::sandbox::{
+    Families, NS, Options, Sandbox, State, pool_and_advertisement, spawn_controller, spawn_speaker,
+};
 use ferrolb_e2e::topology::privileged;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
@@ -35,6 +37,9 @@ enum Cmd {
         nodes: usize,
         #[command(flatten)]
         fam: FamilyFlags,
+        /// A chart value for the install, as `helm install --set` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Build a sandbox, show a Service getting an IP, answering and failing over, tear down.
     Demo {
@@ -43,6 +48,9 @@ enum Cmd {
         nodes: usize,
         #[command(flatten)]
         fam: FamilyFlags,
+        /// A chart value for the install, as `helm install --set` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Stop a component with SIGTERM: `controller`, or `speaker NODE`.
     Stop { component: String, node: Option<String> },
@@ -120,13 +128,56 @@ fn pid_of(state: &State, component: &str, node: Option<&str>) -> anyhow::Result<
     }
 }
 
-async fn demo(nodes: usize, families: Families, state_file: &Path) -> anyhow::Result<()> {
+/// Sandbox options from the command line; `--set` values go to the chart.
+fn options(nodes: usize, families: Families, set: &[String]) -> anyhow::Result<Options> {
+    let mut values = serde_json::json!({});
+    for s in set {
+        ferrolb_e2e::chart::merge(&mut values, &ferrolb_e2e::chart::set_value(s)?);
+    }
+    Ok(Options { nodes, families, values, ..Options::default() })
+}
+
+async fn demo(opts: Options, state_file: &Path) -> anyhow::Result<()> {
+    let nodes = opts.nodes;
     let run_dir = std::env::temp_dir().join(format!("ferrolb-sandbox-demo-{}", std::process::id()));
     println!("Building a sandbox with {nodes} nodes (logs in {})...", run_dir.display());
-    let sb = Sandbox::up_with(nodes, families, &run_dir).await?;
+    let sb = Sandbox::up_opts(&opts, &run_dir).await?;
     sb.write_state(state_file)?;
     let st = sb.state.clone();
-    step(true, &format!("emulator, controller and {nodes} speakers running; kubeconfig {}", st.kubeconfig.display()))?;
+    step(
+        true,
+        &format!(
+            "ferrolb installed from charts/ferrolb (Helm's engine, kubectl apply): the controller and {nodes} speaker Pods running; kubeconfig {}",
+            st.kubeconfig.display()
+        ),
+    )?;
+    // As an operator would: wait until every Pod of the release is Ready.
+    let ferrolb_pods: Api<Pod> = Api::namespaced(sb.client.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = ferrolb_pods.list(&Default::default()).await?;
+        let ready = |p: &Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        if !list.items.is_empty() && list.items.iter().all(ready) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ferrolb's Pods did not become Ready in 60 s (logs in {})",
+            run_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    step(true, "every ferrolb Pod is Ready (its readiness probe answers)")?;
+    if let Ok(out) =
+        Command::new("kubectl").env("KUBECONFIG", &st.kubeconfig).args(["get", "pods", "-n", NS, "-o", "wide"]).output()
+    {
+        println!("\n$ kubectl get pods -n {NS} -o wide\n{}", String::from_utf8_lossy(&out.stdout));
+    }
     let c = sb.client.clone();
     pool_and_advertisement(&c, "demo", &["198.51.100.100-198.51.100.150", "fd42:f1b::100-fd42:f1b::150"], "demo")
         .await?;
@@ -222,9 +273,9 @@ async fn demo(nodes: usize, families: Families, state_file: &Path) -> anyhow::Re
     Ok(())
 }
 
-async fn up(nodes: usize, families: Families, state_file: &Path) -> anyhow::Result<()> {
+async fn up(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     let run_dir = std::env::temp_dir().join(format!("ferrolb-sandbox-{}", std::process::id()));
-    let sb = Sandbox::up_with(nodes, families, &run_dir).await?;
+    let sb = Sandbox::up_opts(&opts, &run_dir).await?;
     sb.write_state(state_file)?;
     let st = &sb.state;
     println!("ferrolb sandbox is up ({} nodes). State: {}", st.nodes.len(), state_file.display());
@@ -290,10 +341,14 @@ fn main() -> anyhow::Result<()> {
     let needs_root = !matches!(args.cmd, Cmd::Status);
     anyhow::ensure!(!needs_root || privileged(), "the sandbox creates network namespaces: run it as root");
     match args.cmd {
-        Cmd::Demo { nodes, fam } => {
-            tokio::runtime::Runtime::new()?.block_on(demo(nodes, fam.families(), &args.state_file))
+        Cmd::Demo { nodes, fam, set } => {
+            let opts = options(nodes, fam.families(), &set)?;
+            tokio::runtime::Runtime::new()?.block_on(demo(opts, &args.state_file))
         }
-        Cmd::Up { nodes, fam } => tokio::runtime::Runtime::new()?.block_on(up(nodes, fam.families(), &args.state_file)),
+        Cmd::Up { nodes, fam, set } => {
+            let opts = options(nodes, fam.families(), &set)?;
+            tokio::runtime::Runtime::new()?.block_on(up(opts, &args.state_file))
+        }
         Cmd::Down => down(&args.state_file),
         Cmd::Status => {
             let st = read_state(&args.state_file)?;

@@ -1,0 +1,298 @@
+//! The controller manager and the kubelet for ferrolb's own workloads in the
+//! sandbox: the Deployment and the DaemonSet the chart installed are read back
+//! from the API, turned into Pods (one controller Pod per replica, one speaker Pod
+//! per node) and each Pod's container into a process, with exactly the arguments
+//! and environment a kubelet would give it ([`crate::kubelet`]). The process runs
+//! the workspace's binary of the container's command, in the Pod's network
+//! namespace: a speaker (host network) in its node's, the controller in the control
+//! plane's. What a kubelet gets from the Pod's projected ServiceAccount token, the
+//! process gets as a kubeconfig carrying that ServiceAccount's token.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodTemplateSpec, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::kubelet::{Lookup, PodInfo, launch};
+use crate::sandbox::{CONTROLLER_SA, NS, SPEAKER_SA, State};
+
+const MANAGER: &str = "ferrolb-sandbox";
+const PROBER: &str = "ferrolb-sandbox-prober";
+
+/// The environment the image sets (`scripts/build-image`, `Containerfile`).
+const IMAGE_ENV: &[(&str, &str)] =
+    &[("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), ("MALLOC_ARENA_MAX", "2")];
+
+/// One container of one Pod, ready to start (and to start again, by any process
+/// that reads the state file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Launched {
+    /// The Pod.
+    pub pod: String,
+    /// The network namespace it runs in.
+    pub netns: String,
+    /// The binary.
+    pub program: PathBuf,
+    /// Its arguments, as rendered and expanded.
+    pub args: Vec<String>,
+    /// Its environment, as rendered and expanded, then `KUBECONFIG`.
+    pub env: Vec<(String, String)>,
+    /// Where its output goes (`kubectl logs` reads it one day; people do today).
+    pub log: PathBuf,
+}
+
+/// The Secrets and ConfigMaps of the release namespace, read once.
+struct Objects {
+    secrets: BTreeMap<String, BTreeMap<String, String>>,
+    config_maps: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Lookup for Objects {
+    fn secret(&self, name: &str, key: &str) -> Option<String> {
+        self.secrets.get(name)?.get(key).cloned()
+    }
+    fn config_map(&self, name: &str, key: &str) -> Option<String> {
+        self.config_maps.get(name)?.get(key).cloned()
+    }
+}
+
+async fn objects(client: &Client) -> anyhow::Result<Objects> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|s| {
+            let data = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?)))
+                .collect();
+            (s.metadata.name.unwrap_or_default(), data)
+        })
+        .collect();
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|c| (c.metadata.name.unwrap_or_default(), c.data.unwrap_or_default()))
+        .collect();
+    Ok(Objects { secrets, config_maps })
+}
+
+/// The Pods of the chart's controller Deployment and speaker DaemonSet, created in
+/// the API, and the process of each, keyed `controller` (the first replica),
+/// `controller-N` and `speaker/NODE`.
+pub async fn plan(client: &Client, state: &State) -> anyhow::Result<BTreeMap<String, Launched>> {
+    let objects = objects(client).await?;
+    let mut out = BTreeMap::new();
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NS).list(&Default::default()).await?;
+    let deployment = deployments
+        .items
+        .iter()
+        .find(|d| d.labels().get("app.kubernetes.io/component").map(String::as_str) == Some("controller"))
+        .context("the chart installed no controller Deployment")?;
+    let replicas = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0);
+    let template = deployment.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    for i in 0..replicas {
+        let pod = format!("{}-{i}", deployment.name_any());
+        let info = PodInfo { pod_ip: "198.51.100.3".into(), host_ip: "198.51.100.3".into(), ..Default::default() };
+        let l = make_pod(client, state, &objects, deployment, &template, &pod, "", &state.control_plane_netns, info)
+            .await?;
+        out.insert(if i == 0 { "controller".to_string() } else { format!("controller-{i}") }, l);
+    }
+    let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), NS).list(&Default::default()).await?;
+    let ds = daemonsets
+        .items
+        .iter()
+        .find(|d| d.labels().get("app.kubernetes.io/component").map(String::as_str) == Some("speaker"))
+        .context("the chart installed no speaker DaemonSet")?;
+    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    for n in &state.nodes {
+        let pod = format!("{}-{}", ds.name_any(), n.name);
+        let ip = n.interfaces.first().map(|i| i.ipv4.clone()).unwrap_or_default();
+        let info = PodInfo { pod_ip: ip.clone(), host_ip: ip, ..Default::default() };
+        let l = make_pod(client, state, &objects, ds, &template, &pod, &n.name, &n.netns, info).await?;
+        out.insert(format!("speaker/{}", n.name), l);
+    }
+    Ok(out)
+}
+
+/// Create Pod `name` from `template` (owned by `owner`, on `node`) with a Running
+/// status, and work out its container's process.
+#[allow(clippy::too_many_arguments)]
+async fn make_pod<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    state: &State,
+    objects: &Objects,
+    owner: &K,
+    template: &PodTemplateSpec,
+    name: &str,
+    node: &str,
+    netns: &str,
+    mut info: PodInfo,
+) -> anyhow::Result<Launched> {
+    let spec = template.spec.clone().unwrap_or_default();
+    let mut pod =
+        Pod { metadata: template.metadata.clone().unwrap_or_default(), spec: Some(spec.clone()), status: None };
+    pod.metadata.name = Some(name.to_string());
+    pod.metadata.namespace = Some(NS.to_string());
+    pod.metadata.owner_references = owner.controller_owner_ref(&()).map(|r| vec![r]);
+    if let Some(s) = pod.spec.as_mut()
+        && !node.is_empty()
+    {
+        s.node_name = Some(node.to_string());
+    }
+    let api: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let created = match api.create(&PostParams::default(), &pod).await {
+        Ok(p) => p,
+        Err(kube::Error::Api(e)) if e.code == 409 => api.get(name).await?,
+        Err(e) => return Err(e).with_context(|| format!("creating Pod {name}")),
+    };
+    let status = json!({"apiVersion": "v1", "kind": "Pod", "status": {
+        "phase": "Running", "podIP": info.pod_ip, "podIPs": [{"ip": info.pod_ip}], "hostIP": info.host_ip}});
+    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(status)).await?;
+    info.name = name.to_string();
+    info.namespace = NS.to_string();
+    info.uid = created.uid().unwrap_or_default();
+    info.labels = created.labels().clone();
+    info.annotations = created.annotations().clone();
+    info.node_name = node.to_string();
+    let sa = spec.service_account_name.clone().unwrap_or_default();
+    info.service_account = sa.clone();
+    let container: &Container = spec.containers.first().with_context(|| format!("Pod {name} has no container"))?;
+    let l =
+        launch(container, &info, objects, None).with_context(|| format!("Pod {name}: CreateContainerConfigError"))?;
+    let program = match Path::new(&l.program).file_name().and_then(|f| f.to_str()) {
+        Some("ferrolb-controller") => state.controller_binary.clone(),
+        Some("ferrolb-speaker") => state.speaker_binary.clone(),
+        other => anyhow::bail!("Pod {name} runs {other:?}, which is not a ferrolb binary"),
+    };
+    let kubeconfig = match sa.as_str() {
+        CONTROLLER_SA => &state.controller_kubeconfig,
+        SPEAKER_SA => &state.speaker_kubeconfig,
+        other => anyhow::bail!("Pod {name} runs as ServiceAccount {other:?}, which has no token in the sandbox"),
+    };
+    // The image's environment first (the runtime merges it under the container's), then
+    // the container's, then the token's stand-in.
+    let mut env: Vec<(String, String)> = IMAGE_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    env.retain(|(k, _)| !l.env.iter().any(|(c, _)| c == k));
+    env.extend(l.env);
+    env.push(("KUBECONFIG".to_string(), kubeconfig.display().to_string()));
+    let component = if node.is_empty() { name.to_string() } else { format!("speaker-{node}") };
+    let log = if node.is_empty() && name.ends_with("-0") {
+        state.run_dir.join("controller.log")
+    } else {
+        state.run_dir.join(format!("{component}.log"))
+    };
+    Ok(Launched { pod: name.to_string(), netns: netns.to_string(), program, args: l.args, env, log })
+}
+
+/// Start the process of `l`, output appended to its log.
+pub fn spawn(l: &Launched) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&l.log)?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", &l.netns])
+        .arg(&l.program)
+        .args(&l.args)
+        .env_clear()
+        .envs(l.env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting Pod {}", l.pod))?;
+    Ok(child)
+}
+
+/// Where the kubelet probes a Pod's readiness: the readiness probe's HTTP GET,
+/// its named port resolved against the container's ports.
+fn readiness_target(pod: &Pod) -> Option<(String, u16, String)> {
+    let c = pod.spec.as_ref()?.containers.first()?;
+    let get = c.readiness_probe.as_ref()?.http_get.as_ref()?;
+    let port = match &get.port {
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => u16::try_from(*p).ok()?,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => {
+            let p = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(name.as_str()))?;
+            u16::try_from(p.container_port).ok()?
+        }
+    };
+    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+    Some((ip, port, get.path.clone().unwrap_or_else(|| "/".into())))
+}
+
+/// One HTTP GET, as the kubelet's probe: ready on a 2xx or 3xx answer within a second.
+async fn probe(ip: &str, port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(format!("{host}:{port}")).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(1), attempt).await {
+        Ok(Ok(head)) => matches!(head.get(9), Some(b'2' | b'3')),
+        _ => false,
+    }
+}
+
+/// The kubelet's status loop for ferrolb's Pods: every second, probe each Pod's
+/// readiness the way its readiness probe says and write `Ready`, `ContainersReady`
+/// and the container's status when they change, so `kubectl get pods` tells the
+/// truth. Runs on a thread inside the control plane's namespace, which reaches every
+/// Pod's address on the bridge.
+pub fn run_status(
+    client: Client,
+    control_plane_netns: &str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let path = format!("/run/netns/{control_plane_netns}");
+    crate::netns::in_netns(&path, move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let api: Api<Pod> = Api::namespaced(client, NS);
+            let mut written: BTreeMap<String, bool> = BTreeMap::new();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                let Ok(pods) = api.list(&Default::default()).await else { continue };
+                for p in pods.items {
+                    let Some((ip, port, path)) = readiness_target(&p) else { continue };
+                    let name = p.name_any();
+                    let ready = probe(&ip, port, &path).await;
+                    if written.get(&name) == Some(&ready) {
+                        continue;
+                    }
+                    let c = p.spec.as_ref().and_then(|s| s.containers.first());
+                    let flag = if ready { "True" } else { "False" };
+                    let status = json!({"apiVersion": "v1", "kind": "Pod", "status": {
+                        "conditions": [{"type": "Ready", "status": flag}, {"type": "ContainersReady", "status": flag}],
+                        "containerStatuses": [{
+                            "name": c.map(|c| c.name.clone()).unwrap_or_default(),
+                            "image": c.and_then(|c| c.image.clone()).unwrap_or_default(),
+                            "imageID": "", "ready": ready, "started": true, "restartCount": 0,
+                            "state": {"running": {}}}]}});
+                    // A field manager of its own: the phase and addresses stay the Pod creator's.
+                    let pp = PatchParams::apply(PROBER).force();
+                    if api.patch_status(&name, &pp, &Patch::Apply(status)).await.is_ok() {
+                        written.insert(name, ready);
+                    }
+                }
+            }
+        });
+    })?;
+    Ok(())
+}
