@@ -57,6 +57,22 @@ pub fn apply(kubeconfig: &Path, yaml: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kubectl delete -f -` of `yaml`, as `helm uninstall` removes a release's objects.
+pub fn delete(kubeconfig: &Path, yaml: &str) -> anyhow::Result<()> {
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("kubectl")?;
+    child.stdin.take().context("stdin")?.write_all(yaml.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "kubectl delete: {}", String::from_utf8_lossy(&out.stderr).trim());
+    Ok(())
+}
+
 /// The minor version of the kubectl on PATH (0 when it cannot say).
 pub fn kubectl_minor() -> u32 {
     let Ok(out) = Command::new("kubectl").args(["version", "--client", "-o", "json"]).output() else { return 0 };

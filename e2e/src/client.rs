@@ -172,6 +172,25 @@ impl Prober {
     }
 }
 
+/// Every client-visible outage in `probes`: from a failed probe to the first
+/// successful one after it, each run of failures once (a run that never recovered
+/// is left out). The one definition of an outage in the demo, the tests and the benches.
+pub fn outages(probes: &[Probe]) -> Vec<(Duration, Duration)> {
+    let mut out = Vec::new();
+    let mut since = None;
+    for p in probes {
+        match (p.ok, since) {
+            (false, None) => since = Some(p.at),
+            (true, Some(s)) => {
+                out.push((s, p.at - s));
+                since = None;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The client-visible outage after `from`: from the first failed probe to the first
 /// successful one after it (0 when nothing failed; `None` when it never recovered).
 pub fn outage(probes: &[Probe], from: Duration) -> Option<Duration> {
@@ -210,5 +229,8 @@ mod tests {
         assert_eq!(outage(&probes, Duration::from_millis(25)), Some(Duration::from_millis(20)));
         assert_eq!(outage(&probes[..5], Duration::from_millis(25)), None, "never recovered");
         assert!(!any_failed(&probes, Duration::from_millis(45)));
+        let ms = |v: u64| Duration::from_millis(v);
+        assert_eq!(outages(&probes), [(ms(10), ms(10)), (ms(30), ms(20))]);
+        assert_eq!(outages(&probes[..5]), [(ms(10), ms(10))], "a run that never recovered is left out");
     }
 }

@@ -89,12 +89,22 @@ async fn objects(client: &Client) -> anyhow::Result<Objects> {
     Ok(Objects { secrets, config_maps })
 }
 
-/// The Pods of the chart's controller Deployment and speaker DaemonSet, created in
-/// the API, and the process of each, keyed `controller` (the first replica),
-/// `controller-N` and `speaker/NODE`.
-pub async fn plan(client: &Client, state: &State) -> anyhow::Result<BTreeMap<String, Launched>> {
+/// One Pod of the chart's workloads, and its container's process.
+#[derive(Debug, Clone)]
+pub struct PodPlan {
+    /// `controller` (the first replica), `controller-N` or `speaker/NODE`.
+    pub key: String,
+    /// The Pod, as its controller would create it.
+    pub pod: Pod,
+    /// Its container's process.
+    pub launch: Launched,
+}
+
+/// The Pods the chart's controller Deployment and speaker DaemonSet want now, read
+/// from the API as their controllers would; nothing is written.
+pub async fn plan(client: &Client, state: &State) -> anyhow::Result<Vec<PodPlan>> {
     let objects = objects(client).await?;
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     let deployments = Api::<Deployment>::namespaced(client.clone(), NS).list(&Default::default()).await?;
     let deployment = deployments
         .items
@@ -104,11 +114,12 @@ pub async fn plan(client: &Client, state: &State) -> anyhow::Result<BTreeMap<Str
     let replicas = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0);
     let template = deployment.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
     for i in 0..replicas {
-        let pod = format!("{}-{i}", deployment.name_any());
+        let name = format!("{}-{i}", deployment.name_any());
         let info = PodInfo { pod_ip: "198.51.100.3".into(), host_ip: "198.51.100.3".into(), ..Default::default() };
-        let l = make_pod(client, state, &objects, deployment, &template, &pod, "", &state.control_plane_netns, info)
-            .await?;
-        out.insert(if i == 0 { "controller".to_string() } else { format!("controller-{i}") }, l);
+        let key = if i == 0 { "controller".to_string() } else { format!("controller-{i}") };
+        let (pod, launch) =
+            pod_for(state, &objects, deployment, &template, &name, "", &state.control_plane_netns, info)?;
+        out.push(PodPlan { key, pod, launch });
     }
     let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), NS).list(&Default::default()).await?;
     let ds = daemonsets
@@ -118,20 +129,49 @@ pub async fn plan(client: &Client, state: &State) -> anyhow::Result<BTreeMap<Str
         .context("the chart installed no speaker DaemonSet")?;
     let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
     for n in &state.nodes {
-        let pod = format!("{}-{}", ds.name_any(), n.name);
+        let name = format!("{}-{}", ds.name_any(), n.name);
         let ip = n.interfaces.first().map(|i| i.ipv4.clone()).unwrap_or_default();
         let info = PodInfo { pod_ip: ip.clone(), host_ip: ip, ..Default::default() };
-        let l = make_pod(client, state, &objects, ds, &template, &pod, &n.name, &n.netns, info).await?;
-        out.insert(format!("speaker/{}", n.name), l);
+        let (pod, launch) = pod_for(state, &objects, ds, &template, &name, &n.name, &n.netns, info)?;
+        out.push(PodPlan { key: format!("speaker/{}", n.name), pod, launch });
     }
     Ok(out)
 }
 
-/// Create Pod `name` from `template` (owned by `owner`, on `node`) with a Running
-/// status, and work out its container's process.
+/// Create the planned Pod (replacing one of the same name) with a Running status.
+pub async fn create(client: &Client, plan: &PodPlan) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let name = plan.pod.name_any();
+    delete(client, &name).await?;
+    api.create(&PostParams::default(), &plan.pod).await.with_context(|| format!("creating Pod {name}"))?;
+    let ip = plan.pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+    let host = plan.pod.status.as_ref().and_then(|s| s.host_ip.clone()).unwrap_or_default();
+    let status = json!({"apiVersion": "v1", "kind": "Pod", "status": {
+        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": host}});
+    api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(status)).await?;
+    Ok(())
+}
+
+/// Delete Pod `name` if it exists, and wait until it is gone.
+pub async fn delete(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), NS);
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    for _ in 0..100 {
+        if api.get_opt(name).await?.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("Pod {name} was not deleted")
+}
+
+/// Pod `name` from `template` (owned by `owner`, on `node`), and its container's process.
 #[allow(clippy::too_many_arguments)]
-async fn make_pod<K: Resource<DynamicType = ()>>(
-    client: &Client,
+fn pod_for<K: Resource<DynamicType = ()>>(
     state: &State,
     objects: &Objects,
     owner: &K,
@@ -140,7 +180,7 @@ async fn make_pod<K: Resource<DynamicType = ()>>(
     node: &str,
     netns: &str,
     mut info: PodInfo,
-) -> anyhow::Result<Launched> {
+) -> anyhow::Result<(Pod, Launched)> {
     let spec = template.spec.clone().unwrap_or_default();
     let mut pod =
         Pod { metadata: template.metadata.clone().unwrap_or_default(), spec: Some(spec.clone()), status: None };
@@ -152,20 +192,15 @@ async fn make_pod<K: Resource<DynamicType = ()>>(
     {
         s.node_name = Some(node.to_string());
     }
-    let api: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let created = match api.create(&PostParams::default(), &pod).await {
-        Ok(p) => p,
-        Err(kube::Error::Api(e)) if e.code == 409 => api.get(name).await?,
-        Err(e) => return Err(e).with_context(|| format!("creating Pod {name}")),
-    };
-    let status = json!({"apiVersion": "v1", "kind": "Pod", "status": {
-        "phase": "Running", "podIP": info.pod_ip, "podIPs": [{"ip": info.pod_ip}], "hostIP": info.host_ip}});
-    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(status)).await?;
+    pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        pod_ip: Some(info.pod_ip.clone()),
+        host_ip: Some(info.host_ip.clone()),
+        ..Default::default()
+    });
     info.name = name.to_string();
     info.namespace = NS.to_string();
-    info.uid = created.uid().unwrap_or_default();
-    info.labels = created.labels().clone();
-    info.annotations = created.annotations().clone();
+    info.labels = pod.labels().clone();
+    info.annotations = pod.annotations().clone();
     info.node_name = node.to_string();
     let sa = spec.service_account_name.clone().unwrap_or_default();
     info.service_account = sa.clone();
@@ -188,13 +223,15 @@ async fn make_pod<K: Resource<DynamicType = ()>>(
     env.retain(|(k, _)| !l.env.iter().any(|(c, _)| c == k));
     env.extend(l.env);
     env.push(("KUBECONFIG".to_string(), kubeconfig.display().to_string()));
-    let component = if node.is_empty() { name.to_string() } else { format!("speaker-{node}") };
     let log = if node.is_empty() && name.ends_with("-0") {
         state.run_dir.join("controller.log")
+    } else if node.is_empty() {
+        state.run_dir.join(format!("{name}.log"))
     } else {
-        state.run_dir.join(format!("{component}.log"))
+        state.run_dir.join(format!("speaker-{node}.log"))
     };
-    Ok(Launched { pod: name.to_string(), netns: netns.to_string(), program, args: l.args, env, log })
+    let launch = Launched { pod: name.to_string(), netns: netns.to_string(), program, args: l.args, env, log };
+    Ok((pod, launch))
 }
 
 /// Start the process of `l`, output appended to its log.
@@ -271,9 +308,9 @@ pub fn run_status(
                 let Ok(pods) = api.list(&Default::default()).await else { continue };
                 for p in pods.items {
                     let Some((ip, port, path)) = readiness_target(&p) else { continue };
-                    let name = p.name_any();
+                    let (name, uid) = (p.name_any(), p.uid().unwrap_or_default());
                     let ready = probe(&ip, port, &path).await;
-                    if written.get(&name) == Some(&ready) {
+                    if written.get(&uid) == Some(&ready) {
                         continue;
                     }
                     let c = p.spec.as_ref().and_then(|s| s.containers.first());
@@ -288,7 +325,7 @@ pub fn run_status(
                     // A field manager of its own: the phase and addresses stay the Pod creator's.
                     let pp = PatchParams::apply(PROBER).force();
                     if api.patch_status(&name, &pp, &Patch::Apply(status)).await.is_ok() {
-                        written.insert(name, ready);
+                        written.insert(uid, ready);
                     }
                 }
             }

@@ -80,13 +80,13 @@ where
 pub async fn pool_and_advertisement(client: &Client, name: &str, addresses: &[&str], adv: &str) -> anyhow::Result<()> {
     create(
         &Api::<ferrolb_crds::IPAddressPool>::namespaced(client.clone(), NS),
-        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+        json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "IPAddressPool",
             "metadata": {"name": name}, "spec": {"addresses": addresses}}),
     )
     .await?;
     create(
         &Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
-        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": adv}, "spec": {}}),
+        json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "L2Advertisement", "metadata": {"name": adv}, "spec": {}}),
     )
     .await?;
     Ok(())
@@ -177,6 +177,9 @@ pub struct State {
     /// The chart's Pods and the process of each (for `start`), by component.
     #[serde(default)]
     pub launches: BTreeMap<String, crate::pods::Launched>,
+    /// The chart values of the release as installed or last upgraded.
+    #[serde(default)]
+    pub values: serde_json::Value,
 }
 
 /// A running sandbox. Dropping it tears everything down.
@@ -458,13 +461,18 @@ impl Sandbox {
             speaker_binary,
             controller_binary,
             launches: BTreeMap::new(),
+            values: serde_json::Value::Null,
         };
         // ferrolb as an operator installs it: the chart rendered by Helm's engine and
         // applied with kubectl; its Deployment and DaemonSet become Pods and processes.
-        let rendered = crate::chart::render("ferrolb", NS, &chart_values(opts))?;
-        crate::chart::apply(&state.kubeconfig, &rendered)?;
         let mut state = state;
-        state.launches = crate::pods::plan(&client, &state).await?;
+        state.values = chart_values(opts);
+        let rendered = crate::chart::render("ferrolb", NS, &state.values)?;
+        crate::chart::apply(&state.kubeconfig, &rendered)?;
+        for p in crate::pods::plan(&client, &state).await? {
+            crate::pods::create(&client, &p).await?;
+            state.launches.insert(p.key, p.launch);
+        }
         let (stop, stop_rx) = watch::channel(false);
         let standin_nodes =
             state.nodes.iter().map(|n| NodeNet { name: n.name.clone(), netns: n.netns.clone() }).collect();
@@ -481,16 +489,114 @@ impl Sandbox {
     pub fn start_components(&mut self) -> anyhow::Result<()> {
         for (key, l) in self.state.launches.clone() {
             let child = crate::pods::spawn(&l)?;
-            match key.strip_prefix("speaker/") {
-                Some(node) => {
-                    self.state.pids.speakers.insert(node.to_string(), child.id());
-                }
-                None if key == "controller" => self.state.pids.controller = child.id(),
-                None => {}
-            }
+            self.record(&key, &child);
             self.children.insert(key, child);
         }
         Ok(())
+    }
+
+    /// `helm upgrade` with `values` over the release's: render, `kubectl apply`, then
+    /// roll every Pod whose process changed, one at a time (the DaemonSet's
+    /// `maxUnavailable: 1`): stop the old container with SIGTERM (a speaker hands its
+    /// IPs over), replace the Pod, start the new container, and wait until the new Pod
+    /// is Ready before the next. Returns the rolled Pods in order.
+    pub async fn upgrade(&mut self, values: &serde_json::Value) -> anyhow::Result<Vec<String>> {
+        self.upgrade_with(values, "-TERM").await
+    }
+
+    /// [`Sandbox::upgrade`], stopping each old container with `signal` (`-KILL` measures
+    /// a roll without the speakers' handoff).
+    pub async fn upgrade_with(&mut self, values: &serde_json::Value, signal: &str) -> anyhow::Result<Vec<String>> {
+        let mut merged = self.state.values.clone();
+        crate::chart::merge(&mut merged, values);
+        let rendered = crate::chart::render("ferrolb", NS, &merged)?;
+        crate::chart::apply(&self.state.kubeconfig, &rendered)?;
+        self.state.values = merged;
+        let mut rolled = Vec::new();
+        for p in crate::pods::plan(&self.client, &self.state).await? {
+            if self.state.launches.get(&p.key) == Some(&p.launch) {
+                continue;
+            }
+            self.stop_pod(&p.key, signal)?;
+            crate::pods::create(&self.client, &p).await?;
+            let child = crate::pods::spawn(&p.launch)?;
+            self.record(&p.key, &child);
+            self.children.insert(p.key.clone(), child);
+            self.state.launches.insert(p.key.clone(), p.launch.clone());
+            self.until_ready(&p.launch.pod).await?;
+            rolled.push(p.launch.pod.clone());
+        }
+        Ok(rolled)
+    }
+
+    /// `helm uninstall`: delete what the chart installed (CRDs stay, as Helm leaves
+    /// them) and end every Pod's container with SIGTERM, as the garbage collector and
+    /// the kubelet would.
+    pub async fn uninstall(&mut self) -> anyhow::Result<()> {
+        let rendered = crate::chart::render("ferrolb", NS, &self.state.values)?;
+        crate::chart::delete(&self.state.kubeconfig, &rendered)?;
+        for key in self.state.launches.keys().cloned().collect::<Vec<_>>() {
+            self.stop_pod(&key, "-TERM")?;
+            let pod = self.state.launches[&key].pod.clone();
+            crate::pods::delete(&self.client, &pod).await?;
+        }
+        self.state.launches.clear();
+        Ok(())
+    }
+
+    /// Stop the container of `key` with `signal` (SIGKILL after 15 s) and wait for it to end.
+    fn stop_pod(&mut self, key: &str, signal: &str) -> anyhow::Result<()> {
+        let pid = match key.strip_prefix("speaker/") {
+            Some(node) => self.state.pids.speakers.get(node).copied(),
+            None if key == "controller" => Some(self.state.pids.controller),
+            None => self.children.get(key).map(Child::id),
+        };
+        if let Some(pid) = pid.filter(|p| *p != 0) {
+            let _ = Command::new("kill").args([signal, &pid.to_string()]).status();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while process_running(pid) && std::time::Instant::now() < deadline {
+                if let Some(c) = self.children.get_mut(key) {
+                    let _ = c.try_wait();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if process_running(pid) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+        if let Some(mut c) = self.children.remove(key) {
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, key: &str, child: &Child) {
+        match key.strip_prefix("speaker/") {
+            Some(node) => {
+                self.state.pids.speakers.insert(node.to_string(), child.id());
+            }
+            None if key == "controller" => self.state.pids.controller = child.id(),
+            None => {}
+        }
+    }
+
+    /// Wait until Pod `name` is Ready (its readiness probe answers).
+    pub async fn until_ready(&self, name: &str) -> anyhow::Result<()> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), NS);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let ready = api
+                .get_opt(name)
+                .await?
+                .and_then(|p| p.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready {
+                return Ok(());
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "Pod {name} did not become Ready in 60 s");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Write the state file.
@@ -509,6 +615,14 @@ fn default_lease() -> u32 {
 
 fn default_true() -> bool {
     true
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+pub fn process_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// Create the chart's CRDs (`charts/ferrolb/crds`) and the [`NS`] namespace.

@@ -44,6 +44,26 @@ struct Running {
     up: std::process::Child,
 }
 
+impl Running {
+    /// `ferrolb-sandbox up --nodes 2` with its state in `state`, once it says it is up
+    /// (that first line is returned; the rest of its output is drained).
+    fn up(state: &Path) -> (Running, String) {
+        let up = Command::new(BIN)
+            .arg("--state-file")
+            .arg(state)
+            .args(["up", "--nodes", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut running = Running { state: state.to_path_buf(), up };
+        let mut lines = BufReader::new(running.up.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        (running, first)
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = Command::new(BIN).arg("--state-file").arg(&self.state).arg("down").output();
@@ -68,20 +88,8 @@ fn up_status_stop_start_link_down() {
     assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let up = Command::new(BIN)
-        .arg("--state-file")
-        .arg(&state)
-        .args(["up", "--nodes", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running { state: state.clone(), up };
-    let stdout = running.up.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().unwrap().unwrap();
+    let (mut running, first) = Running::up(&state);
     assert!(first.contains("ferrolb sandbox is up (2 nodes)"), "{first}");
-    std::thread::spawn(move || for _ in lines {});
     let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     for key in ["run_dir", "kubeconfig", "client_netns", "client_interface", "nodes", "pids"] {
         assert!(st.get(key).is_some(), "state file lacks {key}: {st}");
@@ -153,18 +161,8 @@ fn a_restarted_speaker_ends_with_its_sandbox() {
     assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let up = Command::new(BIN)
-        .arg("--state-file")
-        .arg(&state)
-        .args(["up", "--nodes", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running_up = Running { state: state.clone(), up };
-    let mut lines = BufReader::new(running_up.up.stdout.take().unwrap()).lines();
-    assert!(lines.next().unwrap().unwrap().contains("ferrolb sandbox is up"));
-    std::thread::spawn(move || for _ in lines {});
+    let (mut running_up, first) = Running::up(&state);
+    assert!(first.contains("ferrolb sandbox is up"), "{first}");
     let pid_of = |node: &str| -> u64 {
         let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
         st["pids"]["speakers"][node].as_u64().unwrap()

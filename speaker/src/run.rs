@@ -216,19 +216,28 @@ pub async fn run(
         metrics.usable_nodes.set(p.usable_nodes.len() as i64);
         let desired = p.desired_on(&node, &responders.names());
         effects.missing(&desired.missing, &caches.services).await;
-        notes.extend(announcer.apply(&desired.ips, Instant::now()));
-        notes.extend(announcer.tick(Instant::now()));
-        effects.apply(notes, &p, &caches.services).await;
-        if settings.forwarding == Forwarding::NodePort {
-            let announced: BTreeSet<IpAddr> = desired.ips.keys().copied().collect();
-            let want = forward::rules(&announced, &snap.services);
+        let wanted: BTreeSet<IpAddr> = desired.ips.keys().copied().collect();
+        let mut program = |ips: &BTreeSet<IpAddr>| {
+            let want = forward::rules(ips, &snap.services);
             if forwarded.as_ref() != Some(&want) {
                 match forward::apply(&want) {
                     Ok(()) => forwarded = Some(want),
                     Err(e) => tracing::warn!(error = %e, "could not program nftables forwarding (CAP_NET_ADMIN?)"),
                 }
             }
+        };
+        // Forward a VIP's traffic before its first gratuitous ARP/NA draws clients here,
+        // and stop only once it is no longer announced: the rules cover both sets while
+        // the announcer switches.
+        if settings.forwarding == Forwarding::NodePort {
+            program(&wanted.iter().chain(announcer.table().ips()).copied().collect());
         }
+        notes.extend(announcer.apply(&desired.ips, Instant::now()));
+        notes.extend(announcer.tick(Instant::now()));
+        if settings.forwarding == Forwarding::NodePort {
+            program(&wanted);
+        }
+        effects.apply(notes, &p, &caches.services).await;
         l2status::sync(&status_api, &caches.statuses, &settings.namespace, &node, &p.services_on(&desired.ips)).await;
     }
     ready.store(false, Ordering::SeqCst);

@@ -1,0 +1,64 @@
+//! The Helm lifecycle in the sandbox: `helm upgrade` with changed values rolls the
+//! speakers one node at a time (each new Pod Ready before the next goes) and leaves
+//! the controller alone, and the VIP answers through it; `helm uninstall` removes
+//! the release and leaves no IP answered. Runs as root. What a rolling upgrade
+//! costs clients is measured by the `rolling_upgrade` bench.
+
+use std::time::Duration;
+
+use ferrolb_e2e::sandbox::{NS, Options, Sandbox, pool_and_advertisement, process_running};
+use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::wait::eventually;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+#[test]
+fn upgrade_rolls_the_speakers_one_by_one_and_uninstall_leaves_no_ip_answered() {
+    assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options { nodes: 3, ..Options::default() };
+    let mut sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
+    let client = sb.client.clone();
+    rt.block_on(async {
+        pool_and_advertisement(&client, "p", &["198.51.100.100/32"], "all").await.unwrap();
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web-1", "labels": {"app": "web"}},
+            "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "any", "ports": [{"containerPort": 8080}]}]}}))
+        .unwrap();
+        Api::<Pod>::namespaced(client.clone(), "default").create(&PostParams::default(), &pod).await.unwrap();
+        let svc: Service = serde_json::from_value(json!({"metadata": {"name": "web"},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}))
+        .unwrap();
+        Api::<Service>::namespaced(client.clone(), "default").create(&PostParams::default(), &svc).await.unwrap();
+    });
+    let st = sb.state.clone();
+    let url = "http://198.51.100.100/";
+    eventually("the VIP answers", Duration::from_secs(30), || st.client().curl(url, Duration::from_secs(2)));
+
+    let before = sb.state.clone();
+    let rolled = rt.block_on(sb.upgrade(&json!({"speaker": {"refreshInterval": 20}}))).expect("upgrade");
+    assert_eq!(
+        rolled,
+        ["ferrolb-speaker-node-1", "ferrolb-speaker-node-2", "ferrolb-speaker-node-3"],
+        "every speaker rolled, in turn; the controller's Pod did not change"
+    );
+    for n in ["node-1", "node-2", "node-3"] {
+        let l = &sb.state.launches[&format!("speaker/{n}")];
+        assert!(l.args.contains(&"--refresh-interval=20".to_string()), "{n}: {:?}", l.args);
+        assert!(!process_running(before.pids.speakers[n]), "{n}: the old speaker is gone");
+        assert!(process_running(sb.state.pids.speakers[n]), "{n}: the new speaker runs");
+    }
+    assert_eq!(sb.state.pids.controller, before.pids.controller, "the controller was not restarted");
+    assert!(st.client().curl(url, Duration::from_secs(2)).is_some(), "the VIP answers after the upgrade");
+
+    let pids: Vec<u32> = sb.state.pids.speakers.values().copied().chain([sb.state.pids.controller]).collect();
+    rt.block_on(sb.uninstall()).expect("uninstall");
+    let daemonsets = rt.block_on(Api::<DaemonSet>::namespaced(client.clone(), NS).list(&Default::default())).unwrap();
+    assert!(daemonsets.items.is_empty(), "the DaemonSet is gone");
+    let pods = rt.block_on(Api::<Pod>::namespaced(client.clone(), NS).list(&Default::default())).unwrap();
+    assert!(pods.items.is_empty(), "no ferrolb Pod is left");
+    assert!(pids.iter().all(|p| !process_running(*p)), "every ferrolb process ended");
+    assert!(st.arp_replies("198.51.100.100", 2).is_empty(), "nobody answers for the VIP any more");
+}
