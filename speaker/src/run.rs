@@ -215,7 +215,6 @@ pub async fn run(
         }
         metrics.usable_nodes.set(p.usable_nodes.len() as i64);
         let desired = p.desired_on(&node, &responders.names());
-        effects.missing(&desired.missing, &caches.services).await;
         let wanted: BTreeSet<IpAddr> = desired.ips.keys().copied().collect();
         let mut program = |ips: &BTreeSet<IpAddr>| {
             let want = forward::rules(ips, &snap.services);
@@ -237,7 +236,9 @@ pub async fn run(
         if settings.forwarding == Forwarding::NodePort {
             program(&wanted);
         }
+        // Events and statuses after the announcer: no API call delays a takeover.
         effects.apply(notes, &p, &caches.services).await;
+        effects.missing(&desired.missing, &caches.services).await;
         l2status::sync(&status_api, &caches.statuses, &settings.namespace, &node, &p.services_on(&desired.ips)).await;
     }
     ready.store(false, Ordering::SeqCst);
