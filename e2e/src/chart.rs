@@ -38,38 +38,29 @@ pub fn documents(yaml: &str) -> Vec<Value> {
 
 /// `kubectl apply -f -` of `yaml` with `kubeconfig`.
 pub fn apply(kubeconfig: &Path, yaml: &str) -> anyhow::Result<()> {
-    let mut args = vec!["apply", "-f", "-"];
     // kubectl before 1.29 validates client-side from OpenAPI v2, which the emulator does not serve.
-    if kubectl_minor() < 29 {
-        args.push("--validate=false");
-    }
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("kubectl")?;
-    child.stdin.take().context("stdin")?.write_all(yaml.as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr).trim());
-    Ok(())
+    let validate: &[&str] = if kubectl_minor() < 29 { &["--validate=false"] } else { &[] };
+    kubectl_with_stdin(kubeconfig, &[&["apply", "-f", "-"], validate].concat(), yaml)
 }
 
 /// `kubectl delete -f -` of `yaml`, as `helm uninstall` removes a release's objects.
 pub fn delete(kubeconfig: &Path, yaml: &str) -> anyhow::Result<()> {
+    kubectl_with_stdin(kubeconfig, &["delete", "--ignore-not-found", "--wait=false", "-f", "-"], yaml)
+}
+
+/// Run kubectl with `args`, `input` on its standard input; its error output on failure.
+fn kubectl_with_stdin(kubeconfig: &Path, args: &[&str], input: &str) -> anyhow::Result<()> {
     let mut child = Command::new("kubectl")
         .env("KUBECONFIG", kubeconfig)
-        .args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("kubectl")?;
-    child.stdin.take().context("stdin")?.write_all(yaml.as_bytes())?;
+    child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
     let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "kubectl delete: {}", String::from_utf8_lossy(&out.stderr).trim());
+    anyhow::ensure!(out.status.success(), "kubectl {}: {}", args[0], String::from_utf8_lossy(&out.stderr).trim());
     Ok(())
 }
 
