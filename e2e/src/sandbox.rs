@@ -195,7 +195,11 @@ pub struct Sandbox {
     /// Child processes by role (`controller`, `speaker/<node>`).
     pub children: BTreeMap<String, Child>,
     stop: watch::Sender<bool>,
+    logs: LogFiles,
 }
+
+/// Where each of ferrolb's Pods writes its output, by (namespace, Pod).
+type LogFiles = std::sync::Arc<std::sync::Mutex<BTreeMap<(String, String), PathBuf>>>;
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
@@ -383,9 +387,17 @@ impl Sandbox {
             .anonymous_admin()
             .with_token(&ctl_token, User::service_account(NS, CONTROLLER_SA))
             .with_token(&spk_token, User::service_account(NS, SPEAKER_SA));
+        // `kubectl logs` of ferrolb's Pods reads their containers' output files.
+        let logs: LogFiles = Default::default();
+        let source = logs.clone();
+        let pod_logs = ferrolb_emulator::PodLogs(std::sync::Arc::new(move |ns: &str, pod: &str, _: Option<&str>| {
+            let path = ferrolb_common::lock(&source).get(&(ns.to_string(), pod.to_string())).cloned()?;
+            std::fs::read_to_string(path).ok()
+        }));
         let emu = ferrolb_emulator::Emulator::new(ferrolb_emulator::Config {
             services,
             auth: Some(auth),
+            pod_logs: Some(pod_logs),
             ..Default::default()
         });
         // Two listeners on one API: loopback for kubectl, the bridge for node processes.
@@ -471,6 +483,7 @@ impl Sandbox {
         crate::chart::apply(&state.kubeconfig, &rendered)?;
         for p in crate::pods::plan(&client, &state).await? {
             crate::pods::create(&client, &p).await?;
+            ferrolb_common::lock(&logs).insert((NS.to_string(), p.launch.pod.clone()), p.launch.log.clone());
             state.launches.insert(p.key, p.launch);
         }
         let (stop, stop_rx) = watch::channel(false);
@@ -478,7 +491,7 @@ impl Sandbox {
             state.nodes.iter().map(|n| NodeNet { name: n.name.clone(), netns: n.netns.clone() }).collect();
         crate::pods::run_status(client.clone(), &state.control_plane_netns, stop_rx.clone())?;
         tokio::spawn(run_standins(client.clone(), standin_nodes, stop_rx));
-        let mut sb = Sandbox { topo, state, client, children: BTreeMap::new(), stop, emulator: emu };
+        let mut sb = Sandbox { topo, state, client, children: BTreeMap::new(), stop, emulator: emu, logs };
         if opts.start_components {
             sb.start_components()?;
         }
@@ -519,6 +532,7 @@ impl Sandbox {
             }
             self.stop_pod(&p.key, signal)?;
             crate::pods::create(&self.client, &p).await?;
+            ferrolb_common::lock(&self.logs).insert((NS.to_string(), p.launch.pod.clone()), p.launch.log.clone());
             let child = crate::pods::spawn(&p.launch)?;
             self.record(&p.key, &child);
             self.children.insert(p.key.clone(), child);

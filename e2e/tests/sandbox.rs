@@ -124,6 +124,21 @@ fn up_status_stop_start_link_down() {
     let (ok, out) = sandbox(&state, &["start", "speaker", "node-1"]);
     assert!(ok, "{out}");
     eventually("Ready again once restarted", Duration::from_secs(20), || ready("ferrolb-speaker-node-1") == "true");
+    // `kubectl logs` shows a Pod's container output, across its restarts.
+    let logs = |args: &[&str]| {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .args(["logs", "-n", "ferrolb-system"])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, all) = logs(&["ferrolb-speaker-node-1"]);
+    assert!(ok && all.lines().count() >= 2, "the speaker's output: {all}");
+    let (ok, last) = logs(&["ferrolb-speaker-node-1", "--tail=1"]);
+    assert!(ok && last.lines().count() == 1 && all.contains(last.trim()), "{last}");
+    assert!(!logs(&["ferrolb-speaker-node-1", "-c", "nope"]).0, "an unknown container is refused");
     let (_, out) = sandbox(&state, &["status"]);
     assert!(out.lines().any(|l| l.contains("node-1") && l.contains("running")), "{out}");
     let netns = st["nodes"][1]["netns"].as_str().unwrap().to_string();

@@ -316,6 +316,9 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
         (&Method::DELETE, false) => "deletecollection",
         _ => "unknown",
     })?;
+    if target.subresource.as_deref() == Some("log") {
+        return pod_log(inner, &req, target);
+    }
     let body_in = |v: Value| if alias { crate::events::to_core(&v) } else { v };
     match req.method.clone() {
         Method::GET if is_watch => {
@@ -443,6 +446,41 @@ fn mutate<T>(inner: &Inner, f: impl FnOnce(&mut State) -> ApiResult<T>) -> ApiRe
     r
 }
 
+/// `GET pods/NAME/log`: the container's output as plain text, from the configured
+/// source (the Pod must exist; `container` must name one of its containers;
+/// `tailLines` keeps the last lines).
+fn pod_log(inner: &Arc<Inner>, req: &Req, target: Target) -> ApiResult<Response> {
+    if req.method != Method::GET {
+        return Err(ApiError::method_not_allowed());
+    }
+    let pod = lock(inner).get(&Target { subresource: None, ..target.clone() })?;
+    let containers: Vec<&str> =
+        pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    let name = target.name.as_deref().unwrap_or_default();
+    let container = match req.q("container") {
+        Some(c) if containers.contains(&c) => c,
+        Some(c) => {
+            return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")));
+        }
+        None if containers.len() == 1 => containers[0],
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    let ns = target.namespace.as_deref().unwrap_or_default();
+    let mut log = inner.config.pod_logs.as_ref().and_then(|f| (f.0)(ns, name, Some(container))).unwrap_or_default();
+    if let Some(n) = req.q("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+        let lines: Vec<&str> = log.lines().collect();
+        log = lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("{l}\n")).collect();
+    }
+    let mut r = Response::new(Body::from(log));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(r)
+}
+
 fn resolve(st: &State, group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
     let (namespace, plural, name, sub) = match rest {
         ["namespaces", ns, res, tail @ ..]
@@ -457,7 +495,9 @@ fn resolve(st: &State, group: &str, version: &str, rest: &[&str]) -> ApiResult<T
         return Err(ApiError::no_route());
     }
     let rt = st.registry.lookup(group, version, plural).ok_or_else(ApiError::no_route)?;
+    let pod_log = (group, plural, sub) == ("", "pods", Some("log"));
     if let Some(s) = sub
+        && !pod_log
         && (s != "status" || !rt.status_subresource)
     {
         return Err(ApiError::no_route());

@@ -51,6 +51,22 @@ pub struct Config {
     /// In-process clients (`router()`) are the server's own loopback client, in
     /// `system:masters`, as kube-apiserver's loopback client is.
     pub auth: Option<auth::Auth>,
+    /// Where `pods/log` (`kubectl logs`) reads a container's output: the kubelet's
+    /// part, which only whoever runs the containers can play.
+    pub pod_logs: Option<PodLogs>,
+}
+
+/// `(namespace, pod, container)` to the container's output, or `None` when it has none.
+pub type PodLogSource = dyn Fn(&str, &str, Option<&str>) -> Option<String> + Send + Sync;
+
+/// A source of container output for `pods/log`.
+#[derive(Clone)]
+pub struct PodLogs(pub Arc<PodLogSource>);
+
+impl std::fmt::Debug for PodLogs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PodLogs(..)")
+    }
 }
 
 impl Default for Config {
@@ -61,6 +77,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(5),
             max_body_bytes: 3 * 1024 * 1024,
             auth: None,
+            pod_logs: None,
         }
     }
 }

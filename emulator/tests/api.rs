@@ -738,3 +738,23 @@ async fn an_events_k8s_io_note_over_1024_bytes_is_invalid() {
     let ok = post(&emu, "/apis/events.k8s.io/v1/namespaces/default/events", &ev("x".repeat(1024))).await;
     assert_eq!(ok.status, 201, "{}", ok.body);
 }
+
+#[tokio::test]
+async fn pod_logs_come_from_the_configured_source_as_kubectl_logs_asks() {
+    let source = ferrolb_emulator::PodLogs(std::sync::Arc::new(|ns: &str, pod: &str, c: Option<&str>| {
+        (ns == "default" && pod == "web").then(|| format!("one {}\ntwo\nthree\n", c.unwrap_or("?")))
+    }));
+    let emu = Emulator::new(Config { pod_logs: Some(source), ..Config::default() });
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+                     "spec": {"containers": [{"name": "app", "image": "x"}]}});
+    assert_eq!(post(&emu, "/api/v1/namespaces/default/pods", &pod).await.status, 201);
+    let r = get(&emu, "/api/v1/namespaces/default/pods/web/log").await;
+    assert_eq!((r.status, r.body.as_str()), (200, Some("one app\ntwo\nthree\n")));
+    assert_eq!(r.headers["content-type"], "text/plain");
+    let r = get(&emu, "/api/v1/namespaces/default/pods/web/log?container=app&tailLines=1").await;
+    assert_eq!(r.body.as_str(), Some("three\n"));
+    let r = get(&emu, "/api/v1/namespaces/default/pods/web/log?container=nope").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(get(&emu, "/api/v1/namespaces/default/pods/gone/log").await.status, 404);
+    assert_eq!(get(&emu, "/api/v1/namespaces/default/services/x/log").await.status, 404, "only Pods have logs");
+}
