@@ -177,6 +177,8 @@ pub struct Decision {
     pub pending: bool,
     /// An address the Service held is free now: wake the waiting ones.
     pub freed: bool,
+    /// The ingress IPs change: pool usage changes with them.
+    pub ips_changed: bool,
 }
 
 /// Decide a Service's status, annotation and Events from the allocator's answer. Pure:
@@ -272,6 +274,7 @@ pub fn decide(svc: &Service, answer: &Answer, now: &Time) -> Decision {
     let pool_annotation = (svc.annotations().get(IP_ALLOCATED_FROM_POOL) != want_pool.as_ref()).then_some(want_pool);
     Decision {
         freed: current.iter().any(|ip| !ips.contains(ip)),
+        ips_changed: current != ips,
         pending: answer.held.is_none(),
         ips,
         status,
@@ -363,7 +366,7 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
     if d.freed {
         ctx.wake_pending();
     }
-    if ingress_ips(&svc) != d.ips {
+    if d.ips_changed {
         ctx.pools_dirty.notify_one();
     }
     lock(&ctx.failures).remove(key.as_str());
@@ -449,7 +452,7 @@ mod tests {
         assert_eq!(types, [(cond::ALLOCATED, "True"), (cond::ANNOUNCED, "True")]);
         assert_eq!(d.pool_annotation, Some(Some("public".into())));
         assert_eq!(d.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [event::IP_ALLOCATED]);
-        assert!(!d.pending && !d.freed);
+        assert!(!d.pending && !d.freed && d.ips_changed);
         // The same answer again, once written: nothing to write, nothing to tell.
         let mut again = applied(web, &d);
         again.metadata.annotations = Some([(IP_ALLOCATED_FROM_POOL.to_string(), "public".to_string())].into());
@@ -481,7 +484,7 @@ mod tests {
         let web = svc("web").ingress("198.51.100.7").build();
         let fail = Failure::Alloc(AllocError::NoPoolMatches("x".into()));
         let d = decide(&web, &Answer { result: Err(fail), held: None, announced: None }, &at(1));
-        assert!(d.pending && d.freed);
+        assert!(d.pending && d.freed && d.ips_changed);
         assert_eq!(d.pool_annotation, None);
         assert!(d.status.unwrap().load_balancer.unwrap().ingress.unwrap().is_empty());
     }
