@@ -92,7 +92,7 @@ pub async fn config_loop(
                     type_: EventType::Warning,
                     reason: event::IP_REVOKED.into(),
                     note: Some(format!(
-                        "{} left its IPAddressPool (deleted, shrunk or invalid); reallocating",
+                        "{} left its IPAddressPool (deleted or shrunk); reallocating",
                         ingress_ips(&svc).iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
                     )),
                     action: "Allocate".into(),

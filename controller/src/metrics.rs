@@ -28,7 +28,11 @@ pub struct Metrics {
     pub pending: IntGauge,
 }
 
-const POOL_GAUGES: [(&str, &str); 6] = [
+const POOL_GAUGES: [(&str, &str); 7] = [
+    (
+        "ferrolb_config_stale",
+        "1 while the pool's spec is invalid and it serves its last valid addresses (no new allocations).",
+    ),
     ("ferrolb_allocator_addresses", "Addresses in the pool (both families; IPv6 may exceed float precision)."),
     ("ferrolb_allocator_addresses_in_use", "Addresses of the pool assigned to Services."),
     ("ferrolb_allocator_ipv4_addresses", "IPv4 addresses in the pool."),
@@ -62,7 +66,9 @@ impl Collector for PoolCollector {
         let alloc = ferrolb_common::lock(&self.alloc);
         for name in alloc.config().pools.keys() {
             let s = alloc.stats(name);
+            let stale = alloc.config().pools.get(name).is_some_and(|p| p.stale);
             let values = [
+                f64::from(u8::from(stale)),
                 s.v4_total as f64 + s.v6_total as f64,
                 s.v4_in_use as f64 + s.v6_in_use as f64,
                 s.v4_total as f64,

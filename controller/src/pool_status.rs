@@ -26,16 +26,24 @@ use crate::reconcile::Ctx;
 pub fn desired(p: &IPAddressPool, alloc: &Allocator, now: &Time) -> Option<(IPAddressPoolStatus, Option<String>)> {
     let cfg = alloc.config();
     let name = p.name_any();
-    let (counts, err) = match cfg.invalid_pools.get(&name) {
-        Some(e) => ((0, 0, 0, 0), Some(e)),
-        None if cfg.pools.contains_key(&name) => {
+    let (counts, effective, err) = match (cfg.pools.get(&name), cfg.invalid_pools.get(&name)) {
+        (None, None) => return None,
+        (None, Some(e)) => ((0, 0, 0, 0), Vec::new(), Some(e.to_string())),
+        (Some(pool), err) => {
             let s = alloc.stats(&name);
-            ((s.v4_in_use, s.v6_in_use, s.v4_total - s.v4_in_use, s.v6_total - s.v6_in_use), None)
+            let counts = (s.v4_in_use, s.v6_in_use, s.v4_total - s.v4_in_use, s.v6_total - s.v6_in_use);
+            let err = err.map(|e| {
+                format!(
+                    "{e}; serving its last valid addresses ({}) for the IPs assigned there, allocating none",
+                    pool.effective_addresses().join(", ")
+                )
+            });
+            (counts, pool.effective_addresses(), err)
         }
-        None => return None,
     };
-    let want = match err {
-        Some(e) => Want::new(pool_cond::VALID, false, e.reason(), e.to_string()),
+    let reason_of = |name: &str| cfg.invalid_pools.get(name).map(|e| e.reason()).unwrap_or(reason::POOL_VALID);
+    let want = match &err {
+        Some(e) => Want::new(pool_cond::VALID, false, reason_of(&name), e.clone()),
         None => Want::new(pool_cond::VALID, true, reason::POOL_VALID, "the pool is valid and in use"),
     };
     let current = p.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -44,15 +52,17 @@ pub fn desired(p: &IPAddressPool, alloc: &Allocator, now: &Time) -> Option<(IPAd
         assigned_ipv6: saturating_count(counts.1),
         available_ipv4: saturating_count(counts.2),
         available_ipv6: saturating_count(counts.3),
+        effective_addresses: effective,
         conditions: vec![want.set(current, p.metadata.generation, now)],
     };
-    Some((status, err.map(|e| e.to_string())))
+    Some((status, err))
 }
 
 /// Equal counts and conditions, transition times aside.
 fn same_status(a: &IPAddressPoolStatus, b: &IPAddressPoolStatus) -> bool {
     (a.assigned_ipv4, a.assigned_ipv6, a.available_ipv4, a.available_ipv6)
         == (b.assigned_ipv4, b.assigned_ipv6, b.available_ipv4, b.available_ipv6)
+        && a.effective_addresses == b.effective_addresses
         && same(&a.conditions, &b.conditions)
 }
 

@@ -325,14 +325,19 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
     }
 
     let started = Instant::now();
+    let sharing_changed;
     let answer = {
         let mut alloc = lock(&ctx.alloc);
+        let before = alloc.sharing(key.as_str()).cloned();
         let result = match service::request(&svc) {
             Ok(req) => alloc.assign(&req, &ingress_ips(&svc)).map_err(Failure::Alloc),
             Err(e) => Err(Failure::Request(e)),
         };
         let held = alloc.assignment(key.as_str()).cloned();
         let announced = held.as_ref().map(|a| alloc.config().advertised(&a.pool, svc.labels()));
+        // A holder's policy, selector, ports or key changed: a Service waiting to share
+        // its IP may fit now (or one that lost it may fit again).
+        sharing_changed = before.as_ref() != alloc.sharing(key.as_str());
         Answer { result, held, announced }
     };
     ctx.metrics.allocation_duration.observe(started.elapsed().as_secs_f64());
@@ -363,7 +368,7 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
         }
         ctx.metrics.pending.set(pending.len() as i64);
     }
-    if d.freed {
+    if d.freed || (sharing_changed && answer.held.is_some()) {
         ctx.wake_pending();
     }
     if d.ips_changed {

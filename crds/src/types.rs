@@ -92,6 +92,13 @@ pub struct IPAddressPoolStatus {
     /// IPv6 addresses still free (saturates at the int64 maximum: a /64 has 2^64).
     #[serde(rename = "availableIPv6", default)]
     pub available_ipv6: i64,
+    /// The ranges the pool serves, written by the controller: `spec.addresses` while
+    /// the spec is valid; while it is not (edited into an overlap or a typo), the last
+    /// valid ranges, whose Services keep their IPs while no new ones are allocated.
+    /// Every binary reads it, so a restart does not forget it. An overlap is decided
+    /// against these ranges: a pool whose addresses are in use is never the one that loses.
+    #[serde(rename = "effectiveAddresses", default, skip_serializing_if = "Vec::is_empty")]
+    pub effective_addresses: Vec<String>,
     /// Standard conditions; `Valid` says whether the allocator uses the pool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]

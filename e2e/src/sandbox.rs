@@ -579,6 +579,22 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Restart the container of Pod `key` (`controller`, `speaker/NODE`) as the kubelet
+    /// would after it ended: SIGTERM, wait for it to end, start it again.
+    pub fn restart_pod(&mut self, key: &str) -> anyhow::Result<()> {
+        let l = self.state.launches.get(key).cloned().with_context(|| format!("no Pod {key}"))?;
+        self.stop_pod(key, "-TERM")?;
+        let child = crate::pods::spawn(&l)?;
+        self.record(key, &child);
+        self.children.insert(key.to_string(), child);
+        Ok(())
+    }
+
+    /// `kubectl apply -f -` of `yaml` (JSON is YAML too), as a user would.
+    pub fn kubectl_apply(&self, yaml: &str) -> anyhow::Result<()> {
+        crate::chart::apply(&self.state.kubeconfig, yaml)
+    }
+
     /// Stop the container of `key` with `signal` (SIGKILL after 15 s) and wait for it to end.
     fn stop_pod(&mut self, key: &str, signal: &str) -> anyhow::Result<()> {
         let pid = match key.strip_prefix("speaker/") {

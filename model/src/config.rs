@@ -36,6 +36,10 @@ pub struct Pool {
     pub namespace_selectors: Vec<Selector>,
     /// `spec.serviceAllocation.serviceSelectors`.
     pub service_selectors: Vec<Selector>,
+    /// The spec is invalid (the reason is in [`Config::invalid_pools`]) and the pool
+    /// serves its last valid ranges (`status.effectiveAddresses`): the Services holding
+    /// IPs there keep them, and nothing new is allocated from it.
+    pub stale: bool,
 }
 
 impl Pool {
@@ -61,6 +65,11 @@ impl Pool {
     /// Ordering key: priority first (lower first, unset last), then name.
     pub fn order_key(&self) -> (i64, &str) {
         (self.priority.map(i64::from).unwrap_or(i64::MAX), &self.name)
+    }
+
+    /// The ranges as `status.effectiveAddresses` carries them (each parses back to itself).
+    pub fn effective_addresses(&self) -> Vec<String> {
+        self.ranges.iter().map(IpRange::to_string).collect()
     }
 }
 
@@ -170,7 +179,8 @@ impl L2Advertisement {
 pub struct Config {
     /// Valid pools by name.
     pub pools: BTreeMap<String, Pool>,
-    /// Invalid pools by name, with why.
+    /// Pools whose spec is invalid, by name, with why. A stale one (see [`Pool::stale`])
+    /// is in [`Config::pools`] too, with its last valid ranges.
     pub invalid_pools: BTreeMap<String, PoolError>,
     /// Valid L2Advertisements, by name. (BGP advertisements join them as a field of
     /// their own, validated the same way.)
@@ -210,14 +220,73 @@ fn parse_pool(p: &IPAddressPool) -> Result<Pool, PoolError> {
         service_selectors: sel("spec.serviceAllocation.serviceSelectors", &alloc.service_selectors)?,
         ranges,
         name,
+        stale: false,
     })
+}
+
+/// The ranges of `status.effectiveAddresses` (those that parse; the controller wrote them).
+fn effective_ranges(p: &IPAddressPool) -> Vec<IpRange> {
+    let written = p.status.as_ref().map(|s| s.effective_addresses.as_slice()).unwrap_or_default();
+    written.iter().filter_map(|a| parse_range(a).ok()).collect()
+}
+
+/// A pool whose spec is invalid, serving `ranges` (its last valid ones): it keeps
+/// what it holds and admits nothing new.
+fn stale_pool(p: &IPAddressPool, mut ranges: Vec<IpRange>) -> Pool {
+    ranges.sort();
+    Pool {
+        name: p.name_any(),
+        labels: p.labels().clone(),
+        ranges,
+        auto_assign: false,
+        avoid_buggy_ips: p.spec.avoid_buggy_ips,
+        priority: None,
+        namespaces: Vec::new(),
+        namespace_selectors: Vec::new(),
+        service_selectors: Vec::new(),
+        stale: true,
+    }
+}
+
+/// The first range of `pool` that overlaps another of its own, a range accepted
+/// before it, or a range another pool serves: `(index, range, what it overlaps)`.
+fn overlap(
+    pool: &Pool,
+    accepted: &[(IpRange, String)],
+    serving: &[(String, Vec<IpRange>)],
+) -> Option<(usize, IpRange, String)> {
+    for (i, r) in pool.ranges.iter().enumerate() {
+        if let Some((j, own)) = pool.ranges.iter().enumerate().take(i).find(|(_, own)| r.overlaps(own)) {
+            return Some((i, *r, format!("spec.addresses[{j}] {own}")));
+        }
+        if let Some((other, owner)) = accepted.iter().find(|(a, _)| a.overlaps(r)) {
+            return Some((i, *r, format!("IPAddressPool {owner} range {other}")));
+        }
+        let in_use = serving.iter().filter(|(n, _)| *n != pool.name);
+        if let Some((owner, other)) =
+            in_use.flat_map(|(n, rs)| rs.iter().map(move |o| (n, o))).find(|(_, o)| o.overlaps(r))
+        {
+            return Some((i, *r, format!("IPAddressPool {owner} range {other}, which it serves")));
+        }
+    }
+    None
 }
 
 impl Config {
     /// Build the config from every pool, advertisement and namespace.
     ///
-    /// Pools are considered in name order; when two overlap, the one whose name
-    /// sorts later is the invalid one, so the outcome does not depend on list order.
+    /// Nothing in use is taken away because another object appeared or changed:
+    /// - a pool's spec is checked for overlap against the ranges every other pool
+    ///   serves now (`status.effectiveAddresses`), then against the pools accepted
+    ///   before it, oldest first (creation time, then name). A new pool overlapping
+    ///   one in use is the invalid one, whatever the names; so is an edit that
+    ///   grows a pool into another's ranges;
+    /// - a pool whose spec is invalid but which served ranges before is kept,
+    ///   [`Pool::stale`], with those ranges: its Services keep their IPs;
+    /// - only deleting or shrinking a pool moves its Services (the user asked for it).
+    ///
+    /// The outcome depends only on the objects, never on list order, so the
+    /// controller and every speaker reach the same config.
     pub fn build(
         pools: &[IPAddressPool],
         advertisements: &[ferrolb_crds::L2Advertisement],
@@ -225,39 +294,34 @@ impl Config {
     ) -> Config {
         let mut cfg = Config { namespaces, ..Config::default() };
         let mut sorted: Vec<&IPAddressPool> = pools.iter().collect();
-        sorted.sort_by_key(|p| p.name_any());
-        // Accepted ranges so far, by start: (end, family, pool, index).
+        sorted.sort_by_key(|p| (p.metadata.creation_timestamp.as_ref().map(|t| t.0), p.name_any()));
+        let serving: Vec<(String, Vec<IpRange>)> = sorted.iter().map(|p| (p.name_any(), effective_ranges(p))).collect();
+        // Ranges accepted so far, with their pool.
         let mut accepted: Vec<(IpRange, String)> = Vec::new();
         for p in sorted {
-            let pool = match parse_pool(p) {
-                Ok(pool) => pool,
+            let name = p.name_any();
+            let verdict = parse_pool(p).and_then(|pool| match overlap(&pool, &accepted, &serving) {
+                Some((index, range, other)) => {
+                    Err(PoolError::Overlap { pool: name.clone(), index, range: range.to_string(), other })
+                }
+                None => Ok(pool),
+            });
+            let pool = match verdict {
+                Ok(mut pool) => {
+                    pool.ranges.sort();
+                    pool
+                }
                 Err(e) => {
-                    cfg.invalid_pools.insert(p.name_any(), e);
-                    continue;
+                    let last: Vec<IpRange> =
+                        serving.iter().find(|(n, _)| *n == name).map(|(_, r)| r.clone()).unwrap_or_default();
+                    let free = !last.is_empty() && !last.iter().any(|r| accepted.iter().any(|(a, _)| a.overlaps(r)));
+                    cfg.invalid_pools.insert(name, e);
+                    if !free {
+                        continue;
+                    }
+                    stale_pool(p, last)
                 }
             };
-            let mut clash = None;
-            'ranges: for (i, r) in pool.ranges.iter().enumerate() {
-                for (j, own) in pool.ranges.iter().enumerate().take(i) {
-                    if r.overlaps(own) {
-                        clash = Some((i, *r, format!("spec.addresses[{j}] {own}")));
-                        break 'ranges;
-                    }
-                }
-                if let Some((other, owner)) = accepted.iter().find(|(a, _)| a.overlaps(r)) {
-                    clash = Some((i, *r, format!("IPAddressPool {owner} range {other}")));
-                    break;
-                }
-            }
-            if let Some((index, range, other)) = clash {
-                cfg.invalid_pools.insert(
-                    pool.name.clone(),
-                    PoolError::Overlap { pool: pool.name.clone(), index, range: range.to_string(), other },
-                );
-                continue;
-            }
-            let mut pool = pool;
-            pool.ranges.sort();
             accepted.extend(pool.ranges.iter().map(|r| (*r, pool.name.clone())));
             cfg.pools.insert(pool.name.clone(), pool);
         }
@@ -271,6 +335,11 @@ impl Config {
         }
         cfg.l2_advertisements.sort_by(|a, b| a.name.cmp(&b.name));
         cfg
+    }
+
+    /// Pools serving their last valid ranges because their spec is invalid.
+    pub fn stale_pools(&self) -> impl Iterator<Item = &Pool> {
+        self.pools.values().filter(|p| p.stale)
     }
 
     /// The pool `ip` belongs to, if any valid pool holds it. Valid pools never overlap,
@@ -292,9 +361,9 @@ impl Config {
             .is_some_and(|p| self.l2_advertisements.iter().any(|a| a.covers(&p.name, &p.labels, svc_labels)))
     }
 
-    /// Valid pools in allocation order (priority, then name).
+    /// Pools new IPs may come from (valid, not stale), in allocation order (priority, then name).
     pub fn ordered_pools(&self) -> Vec<&Pool> {
-        let mut v: Vec<&Pool> = self.pools.values().collect();
+        let mut v: Vec<&Pool> = self.pools.values().filter(|p| !p.stale).collect();
         v.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         v
     }
@@ -346,6 +415,67 @@ mod tests {
         let two = Config::build(&[b, a], &[], BTreeMap::new());
         assert_eq!(one, two);
         assert!(one.invalid_pools.contains_key("beta"));
+    }
+
+    /// `p` created at second `t` of 2026 and serving `effective` (as the controller wrote).
+    fn aged(mut p: IPAddressPool, t: i64, effective: &[&str]) -> IPAddressPool {
+        let at = k8s_openapi::jiff::Timestamp::from_second(1_767_225_600 + t).expect("valid time");
+        p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
+        p.status = Some(ferrolb_crds::IPAddressPoolStatus {
+            effective_addresses: effective.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn a_newcomer_overlapping_a_pool_never_takes_its_ranges() {
+        let prod = |serving: &[&str]| aged(pool("prod", &["198.51.100.240/28"]), 0, serving);
+        let newcomer = aged(pool("aaa", &["198.51.100.0/24"]), 60, &[]);
+        // Older wins even before the controller recorded what prod serves, whatever the names.
+        for cfg in [
+            Config::build(&[prod(&[]), newcomer.clone()], &[], BTreeMap::new()),
+            Config::build(&[newcomer.clone(), prod(&["198.51.100.240-198.51.100.255"])], &[], BTreeMap::new()),
+        ] {
+            assert_eq!(cfg.pools.keys().collect::<Vec<_>>(), ["prod"]);
+            assert!(!cfg.pools["prod"].stale);
+            let e = cfg.invalid_pools["aaa"].to_string();
+            assert!(e.contains("spec.addresses[0] 198.51.100.0-198.51.100.255 overlaps IPAddressPool prod"), "{e}");
+        }
+        // Even an older pool (a restored backup) cannot take ranges that another serves.
+        let restored = aged(pool("aaa", &["198.51.100.0/24"]), -60, &[]);
+        let cfg = Config::build(&[restored, prod(&["198.51.100.240-198.51.100.255"])], &[], BTreeMap::new());
+        assert_eq!(cfg.pools.keys().collect::<Vec<_>>(), ["prod"]);
+        assert!(cfg.invalid_pools["aaa"].to_string().contains("which it serves"));
+    }
+
+    #[test]
+    fn a_pool_edited_into_an_invalid_spec_keeps_serving_its_last_valid_ranges() {
+        let other = aged(pool("other", &["203.0.113.0/24"]), 0, &["203.0.113.0-203.0.113.255"]);
+        let serving = ["198.51.100.0-198.51.100.63"];
+        for (spec, why) in [
+            (vec!["198.51.100.0/26", "not-an-ip"], "spec.addresses[1]"),
+            (vec!["198.51.100.0/26", "203.0.113.128/25"], "overlaps IPAddressPool other"),
+            (vec![], "spec.addresses is empty"),
+        ] {
+            let edited = aged(pool("prod", &spec), 60, &serving);
+            let cfg = Config::build(&[edited, other.clone()], &[], BTreeMap::new());
+            let p = &cfg.pools["prod"];
+            assert!(p.stale, "{spec:?}");
+            assert_eq!(p.effective_addresses(), serving);
+            assert!(cfg.invalid_pools["prod"].to_string().contains(why), "{}", cfg.invalid_pools["prod"]);
+            assert_eq!(cfg.pool_of(&"198.51.100.7".parse().unwrap()).map(|p| p.name.as_str()), Some("prod"));
+            assert_eq!(cfg.ordered_pools().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["other"]);
+            assert!(!cfg.pools["other"].stale);
+        }
+        // A pool that never served anything has nothing to keep.
+        let fresh = aged(pool("prod", &["not-an-ip"]), 60, &[]);
+        assert!(!Config::build(&[fresh], &[], BTreeMap::new()).pools.contains_key("prod"));
+        // Shrinking is the user's wish: the new ranges are served.
+        let shrunk = aged(pool("prod", &["198.51.100.0/27"]), 60, &serving);
+        let cfg = Config::build(&[shrunk, other], &[], BTreeMap::new());
+        assert_eq!(cfg.pools["prod"].effective_addresses(), ["198.51.100.0-198.51.100.31"]);
+        assert!(!cfg.pools["prod"].stale);
     }
 
     #[test]

@@ -298,6 +298,13 @@ impl Allocator {
         self.services.iter()
     }
 
+    /// The sharing parameters `key` holds its IPs with (`None` when it holds none).
+    pub fn sharing(&self, key: &str) -> Option<&Sharing> {
+        let ip = self.services.get(key)?.ips.first()?;
+        let holders = &self.ips.get(ip)?.holders;
+        holders.find(key).ok().map(|i| &holders.0[i].1)
+    }
+
     /// The Services sharing `ip`.
     pub fn holders(&self, ip: &IpAddr) -> Vec<ServiceKey> {
         self.ips.get(ip).map(|u| u.holders.keys().cloned().collect()).unwrap_or_default()
@@ -403,7 +410,7 @@ impl Allocator {
     /// valid, honour requested IPs and pools, else allocate. Idempotent.
     pub fn assign(&mut self, req: &Request, current: &[IpAddr]) -> Result<Assignment, AllocError> {
         if !req.requested.is_empty() {
-            return self.assign_requested(req);
+            return self.assign_requested(req, current);
         }
         let held = self.services.get(&req.key).cloned();
         let candidate = held.clone().or_else(|| {
@@ -438,10 +445,11 @@ impl Allocator {
         {
             return Err("another pool requested".into());
         }
-        if !pool.auto_assign && req.pool.as_deref() != Some(pool.name.as_str()) {
+        // A stale pool keeps what it serves, whoever holds it; it only refuses new IPs.
+        if !pool.stale && !pool.auto_assign && req.pool.as_deref() != Some(pool.name.as_str()) {
             return Err("pool no longer auto-assigns".into());
         }
-        if !self.admits(pool, req) {
+        if !pool.stale && !self.admits(pool, req) {
             return Err("pool no longer admits the Service".into());
         }
         let wanted = self.wanted(req);
@@ -472,10 +480,11 @@ impl Allocator {
 
     /// A dual-stack Service whose pool gained its other family gets it, from the same pool.
     fn complete_families(&mut self, req: &Request, mut a: Assignment) -> Result<Assignment, AllocError> {
-        if req.policy == Policy::SingleStack {
+        let pool = self.cfg.pools.get(&a.pool).cloned().expect("validated above");
+        if req.policy == Policy::SingleStack || pool.stale {
+            self.services.insert(req.key.clone(), a.clone());
             return Ok(a);
         }
-        let pool = self.cfg.pools.get(&a.pool).cloned().expect("validated above");
         for fam in self.wanted(req) {
             if a.ips.iter().any(|ip| Family::of(ip) == fam) || !pool.has_family(fam) {
                 continue;
@@ -516,7 +525,8 @@ impl Allocator {
     fn allocate_fresh(&mut self, req: &Request) -> Result<Assignment, AllocError> {
         let candidates: Vec<Pool> = match &req.pool {
             Some(name) => {
-                let pool = self.cfg.pools.get(name).cloned().ok_or_else(|| AllocError::UnknownPool {
+                let usable = self.cfg.pools.get(name).filter(|p| !p.stale);
+                let pool = usable.cloned().ok_or_else(|| AllocError::UnknownPool {
                     name: name.clone(),
                     why: match self.cfg.invalid_pools.get(name) {
                         Some(e) => format!("is invalid: {e}"),
@@ -588,7 +598,7 @@ impl Allocator {
         Err(AllocError::PoolExhausted { pools: pools.join(", "), family })
     }
 
-    fn assign_requested(&mut self, req: &Request) -> Result<Assignment, AllocError> {
+    fn assign_requested(&mut self, req: &Request, current: &[IpAddr]) -> Result<Assignment, AllocError> {
         let wanted = self.wanted(req);
         let mut fams = BTreeSet::new();
         for ip in &req.requested {
@@ -621,6 +631,14 @@ impl Allocator {
             {
                 return Err(AllocError::OutsidePools { ip: *ip, where_: format!("the requested IPAddressPool {p}") });
             }
+            let holds = current.contains(ip) || self.services.get(&req.key).is_some_and(|a| a.ips.contains(ip));
+            if pool.stale && !holds {
+                let why = self.cfg.invalid_pools.get(&pool.name).map(|e| e.to_string()).unwrap_or_default();
+                return Err(AllocError::UnknownPool {
+                    name: pool.name.clone(),
+                    why: format!("is invalid, serving only the IPs it had assigned: {why}"),
+                });
+            }
             if pool.avoid_buggy_ips && ip.is_ipv4() && free::is_buggy_v4(to_u128(ip)) {
                 return Err(AllocError::InvalidRequest(format!(
                     "requested IP {ip} ends in .0 or .255 and pool {} avoids those",
@@ -635,7 +653,7 @@ impl Allocator {
                     pool.name
                 )));
             }
-            if !self.admits(pool, req) {
+            if !pool.stale && !self.admits(pool, req) {
                 return Err(AllocError::NoPoolMatches(format!(
                     "IPAddressPool {} holding {ip} does not admit namespace {} with these labels",
                     pool.name, req.namespace

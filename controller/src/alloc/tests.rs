@@ -351,3 +351,44 @@ fn ipv6_slash_64_counts_are_exact() {
     assert_eq!(s.v6_total, 1u128 << 64);
     assert_eq!(s.v6_in_use, 1);
 }
+
+/// `p` as the controller left it after serving `effective`.
+fn serving(mut p: IPAddressPool, effective: &[&str]) -> IPAddressPool {
+    p.status = Some(ferrolb_crds::IPAddressPoolStatus {
+        effective_addresses: effective.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    });
+    p
+}
+
+#[test]
+fn a_stale_pool_keeps_its_services_and_allocates_nothing_new() {
+    let prod = |spec: &[&str]| serving(pool("prod", spec), &["198.51.100.240-198.51.100.243"]);
+    let spare = pool("spare", &["203.0.113.0/30"]);
+    let mut a = alloc(vec![prod(&["198.51.100.240/30"]), spare.clone()]);
+    assert_eq!(ips(&a.assign(&req("web"), &[]).unwrap()), ["198.51.100.240"]);
+    let mut pinned = req("pinned");
+    pinned.requested = vec![ip("198.51.100.241")];
+    a.assign(&pinned, &[]).unwrap();
+    // The spec is broken by an edit: nothing is revoked.
+    let revoked = a.set_config(Config::build(&[prod(&["198.51.100.240/30", "typo"]), spare], &[], BTreeMap::new()));
+    assert!(revoked.is_empty(), "{revoked:?}");
+    assert_eq!(ips(&a.assign(&req("web"), &[]).unwrap()), ["198.51.100.240"]);
+    assert_eq!(ips(&a.assign(&pinned, &[]).unwrap()), ["198.51.100.241"]);
+    // A controller restarted meanwhile replays them from the Services' statuses.
+    let mut restarted = Allocator::new();
+    restarted.set_config(a.config().clone());
+    assert_eq!(ips(&restarted.assign(&req("web"), &[ip("198.51.100.240")]).unwrap()), ["198.51.100.240"]);
+    assert_eq!(ips(&restarted.assign(&pinned, &[ip("198.51.100.241")]).unwrap()), ["198.51.100.241"]);
+    // New Services get nothing from it.
+    assert_eq!(ips(&a.assign(&req("new"), &[]).unwrap()), ["203.0.113.0"]);
+    let mut wants_prod = req("wants-prod");
+    wants_prod.pool = Some("prod".into());
+    let e = a.assign(&wants_prod, &[]).unwrap_err();
+    assert_eq!(e.reason(), "UnknownPool");
+    assert!(e.to_string().contains("spec.addresses[1] \"typo\""), "{e}");
+    let mut wants_ip = req("wants-ip");
+    wants_ip.requested = vec![ip("198.51.100.242")];
+    let e = a.assign(&wants_ip, &[]).unwrap_err();
+    assert!(e.to_string().contains("serving only the IPs it had assigned"), "{e}");
+}
