@@ -84,7 +84,7 @@ fn print_counts(title: &str, counts: &BTreeMap<(String, String), usize>, secs: f
 }
 
 fn speaker_rss(sb: &Sandbox) -> Vec<f64> {
-    sb.state.pids.speakers.values().filter_map(|p| peak_rss_mib(*p)).collect()
+    sb.state.nodes.iter().filter_map(|n| peak_rss_mib(sb.pid(&format!("speaker/{}", n.name))?)).collect()
 }
 
 fn main() {
@@ -125,8 +125,7 @@ fn main() {
 
     // One failover: the speaker on node-1 killed; count what moving its IPs costs.
     let from = c.sb.emulator.access_log().len();
-    let pid = c.sb.state.pids.speakers["node-1"];
-    let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    c.sb.signal_pod("speaker/node-1", "-KILL", true).expect("node-1's speaker runs");
     let t0 = Instant::now();
     let st: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(c.sb.client.clone(), NS);
     until("node-1's Services announced elsewhere", Duration::from_secs(120), || {

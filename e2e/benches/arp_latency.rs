@@ -73,12 +73,12 @@ fn main() {
     let node = &st.nodes[0].interfaces[0];
     let node_ip: Ipv4Addr = node.ipv4.parse().expect("node IPv4");
     let node_ip6: Ipv6Addr = node.ipv6.parse().expect("node IPv6");
-    let speaker = st.pids.speakers[&st.nodes[0].name];
     eventually("the speaker answers ARP and NDP for the VIPs", Duration::from_secs(30), || {
         let arp = arping(client, &VIP.to_string(), "1").contains("reply from");
         let ndp = ndisc6(client, &VIP6.to_string()).contains("Target link-layer address");
         (arp && ndp).then_some(())
     });
+    let speaker = sb.pid(&format!("speaker/{}", st.nodes[0].name)).expect("the speaker runs");
     // Interleave the two so that machine load affects both alike.
     let mut kernel = Vec::new();
     let mut ours = Vec::new();

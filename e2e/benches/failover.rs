@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_e2e::bench::{Row, print_table};
 use ferrolb_e2e::client::{Prober, any_failed, outage};
-use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, create, pool_and_advertisement, spawn_speaker};
+use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, create, pool_and_advertisement};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -140,9 +140,9 @@ impl Bench {
         let wall = chrono::Utc::now();
         match fault {
             Fault::Kill | Fault::Term => {
-                let pid = self.sb.state.pids.speakers[&holder];
+                // The node's kubelet is gone with it: nothing restarts the speaker.
                 let sig = if fault == Fault::Kill { "-KILL" } else { "-TERM" };
-                assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+                self.sb.signal_pod(&format!("speaker/{holder}"), sig, true).unwrap();
             }
             Fault::LinkDown => {
                 assert!(Command::new("ip").args(["-n", &sw, "link", "set", &port, "down"]).status().unwrap().success());
@@ -169,13 +169,10 @@ impl Bench {
         match fault {
             Fault::Kill | Fault::Term => {
                 let key = format!("speaker/{holder}");
-                if let Some(mut c) = self.sb.children.remove(&key) {
-                    let _ = c.wait();
-                }
-                let node = self.sb.state.nodes.iter().find(|n| n.name == holder).unwrap().clone();
-                let child = spawn_speaker(&self.sb.state, &node).unwrap();
-                self.sb.state.pids.speakers.insert(holder.clone(), child.id());
-                self.sb.children.insert(key, child);
+                eventually("the stopped speaker ended", Duration::from_secs(30), || {
+                    self.sb.pid(&key).is_none().then_some(())
+                });
+                self.sb.start_pod(&key).unwrap();
                 self.wait_member(&holder, 0.0);
             }
             Fault::LinkDown => {

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod chart;
 pub mod client;
+pub mod containers;
 pub mod kubelet;
 pub mod netns;
 pub mod pods;

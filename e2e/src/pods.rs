@@ -1,16 +1,15 @@
-//! The controller manager and the kubelet for ferrolb's own workloads in the
-//! sandbox: the Deployment and the DaemonSet the chart installed are read back
-//! from the API, turned into Pods (one controller Pod per replica, one speaker Pod
-//! per node) and each Pod's container into a process, with exactly the arguments
-//! and environment a kubelet would give it ([`crate::kubelet`]). The process runs
-//! the workspace's binary of the container's command, in the Pod's network
+//! The controller manager for ferrolb's own workloads in the sandbox: the
+//! Deployment and the DaemonSet the chart installed are read back from the API and
+//! turned into Pods (one controller Pod per replica, one speaker Pod per node), and
+//! each Pod's container into a process to start, with exactly the arguments and
+//! environment a kubelet would give it ([`crate::kubelet`]), in the Pod's network
 //! namespace: a speaker (host network) in its node's, the controller in the control
-//! plane's. What a kubelet gets from the Pod's projected ServiceAccount token, the
-//! process gets as a kubeconfig carrying that ServiceAccount's token.
+//! plane's. [`crate::containers`] runs them. What a kubelet gets from the Pod's
+//! projected ServiceAccount token, the process gets as a kubeconfig carrying that
+//! ServiceAccount's token.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -24,7 +23,6 @@ use crate::kubelet::{Lookup, PodInfo, launch};
 use crate::sandbox::{CONTROLLER_SA, NS, SPEAKER_SA, State};
 
 const MANAGER: &str = "ferrolb-sandbox";
-const PROBER: &str = "ferrolb-sandbox-prober";
 
 /// The environment the image sets (`scripts/build-image`, `Containerfile`).
 const IMAGE_ENV: &[(&str, &str)] =
@@ -38,7 +36,13 @@ pub struct Launched {
     pub pod: String,
     /// The network namespace it runs in.
     pub netns: String,
-    /// The binary.
+    /// Whether that is its node's (host network).
+    #[serde(default)]
+    pub netns_is_node: bool,
+    /// The program as the container names it (in the image).
+    #[serde(default)]
+    pub command: String,
+    /// The workspace binary of that program (run when there is no image).
     pub program: PathBuf,
     /// Its arguments, as rendered and expanded.
     pub args: Vec<String>,
@@ -96,8 +100,9 @@ pub struct PodPlan {
     pub key: String,
     /// The Pod, as its controller would create it.
     pub pod: Pod,
-    /// Its container's process.
-    pub launch: Launched,
+    /// Its container's process, or why the kubelet cannot configure it
+    /// (`CreateContainerConfigError`: a Secret or ConfigMap it references is missing).
+    pub launch: Result<Launched, String>,
 }
 
 /// The Pods the chart's controller Deployment and speaker DaemonSet want now, read
@@ -138,7 +143,8 @@ pub async fn plan(client: &Client, state: &State) -> anyhow::Result<Vec<PodPlan>
     Ok(out)
 }
 
-/// Create the planned Pod (replacing one of the same name) with a Running status.
+/// Create the planned Pod (replacing one of the same name), scheduled and Pending: the
+/// kubelet reports it Running once its container started.
 pub async fn create(client: &Client, plan: &PodPlan) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::namespaced(client.clone(), NS);
     let name = plan.pod.name_any();
@@ -147,7 +153,7 @@ pub async fn create(client: &Client, plan: &PodPlan) -> anyhow::Result<()> {
     let ip = plan.pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default();
     let host = plan.pod.status.as_ref().and_then(|s| s.host_ip.clone()).unwrap_or_default();
     let status = json!({"apiVersion": "v1", "kind": "Pod", "status": {
-        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": host}});
+        "phase": "Pending", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": host}});
     api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(status)).await?;
     Ok(())
 }
@@ -180,7 +186,7 @@ fn pod_for<K: Resource<DynamicType = ()>>(
     node: &str,
     netns: &str,
     mut info: PodInfo,
-) -> anyhow::Result<(Pod, Launched)> {
+) -> anyhow::Result<(Pod, Result<Launched, String>)> {
     let spec = template.spec.clone().unwrap_or_default();
     let mut pod =
         Pod { metadata: template.metadata.clone().unwrap_or_default(), spec: Some(spec.clone()), status: None };
@@ -205,8 +211,10 @@ fn pod_for<K: Resource<DynamicType = ()>>(
     let sa = spec.service_account_name.clone().unwrap_or_default();
     info.service_account = sa.clone();
     let container: &Container = spec.containers.first().with_context(|| format!("Pod {name} has no container"))?;
-    let l =
-        launch(container, &info, objects, None).with_context(|| format!("Pod {name}: CreateContainerConfigError"))?;
+    let l = match launch(container, &info, objects, None) {
+        Ok(l) => l,
+        Err(e) => return Ok((pod, Err(e.to_string()))),
+    };
     let program = match Path::new(&l.program).file_name().and_then(|f| f.to_str()) {
         Some("ferrolb-controller") => state.controller_binary.clone(),
         Some("ferrolb-speaker") => state.speaker_binary.clone(),
@@ -230,106 +238,15 @@ fn pod_for<K: Resource<DynamicType = ()>>(
     } else {
         state.run_dir.join(format!("speaker-{node}.log"))
     };
-    let launch = Launched { pod: name.to_string(), netns: netns.to_string(), program, args: l.args, env, log };
-    Ok((pod, launch))
-}
-
-/// Start the process of `l`, output appended to its log.
-pub fn spawn(l: &Launched) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&l.log)?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", &l.netns])
-        .arg(&l.program)
-        .args(&l.args)
-        .env_clear()
-        .envs(l.env.iter().cloned())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting Pod {}", l.pod))?;
-    Ok(child)
-}
-
-/// Where the kubelet probes a Pod's readiness: the readiness probe's HTTP GET,
-/// its named port resolved against the container's ports.
-fn readiness_target(pod: &Pod) -> Option<(String, u16, String)> {
-    let c = pod.spec.as_ref()?.containers.first()?;
-    let get = c.readiness_probe.as_ref()?.http_get.as_ref()?;
-    let port = match &get.port {
-        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => u16::try_from(*p).ok()?,
-        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => {
-            let p = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(name.as_str()))?;
-            u16::try_from(p.container_port).ok()?
-        }
+    let launch = Launched {
+        pod: name.to_string(),
+        netns: netns.to_string(),
+        netns_is_node: !node.is_empty(),
+        command: l.program.clone(),
+        program,
+        args: l.args,
+        env,
+        log,
     };
-    let ip = pod.status.as_ref()?.pod_ip.clone()?;
-    Some((ip, port, get.path.clone().unwrap_or_else(|| "/".into())))
-}
-
-/// One HTTP GET, as the kubelet's probe: ready on a 2xx or 3xx answer within a second.
-async fn probe(ip: &str, port: u16, path: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(format!("{host}:{port}")).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).await?;
-        Ok::<_, std::io::Error>(head)
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(1), attempt).await {
-        Ok(Ok(head)) => matches!(head.get(9), Some(b'2' | b'3')),
-        _ => false,
-    }
-}
-
-/// The kubelet's status loop for ferrolb's Pods: every second, probe each Pod's
-/// readiness the way its readiness probe says and write `Ready`, `ContainersReady`
-/// and the container's status when they change, so `kubectl get pods` tells the
-/// truth. Runs on a thread inside the control plane's namespace, which reaches every
-/// Pod's address on the bridge.
-pub fn run_status(
-    client: Client,
-    control_plane_netns: &str,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let path = format!("/run/netns/{control_plane_netns}");
-    crate::netns::in_netns(&path, move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            let api: Api<Pod> = Api::namespaced(client, NS);
-            let mut written: BTreeMap<String, bool> = BTreeMap::new();
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    _ = stop.changed() => return,
-                }
-                let Ok(pods) = api.list(&Default::default()).await else { continue };
-                for p in pods.items {
-                    let Some((ip, port, path)) = readiness_target(&p) else { continue };
-                    let (name, uid) = (p.name_any(), p.uid().unwrap_or_default());
-                    let ready = probe(&ip, port, &path).await;
-                    if written.get(&uid) == Some(&ready) {
-                        continue;
-                    }
-                    let c = p.spec.as_ref().and_then(|s| s.containers.first());
-                    let flag = if ready { "True" } else { "False" };
-                    let status = json!({"apiVersion": "v1", "kind": "Pod", "status": {
-                        "conditions": [{"type": "Ready", "status": flag}, {"type": "ContainersReady", "status": flag}],
-                        "containerStatuses": [{
-                            "name": c.map(|c| c.name.clone()).unwrap_or_default(),
-                            "image": c.and_then(|c| c.image.clone()).unwrap_or_default(),
-                            "imageID": "", "ready": ready, "started": true, "restartCount": 0,
-                            "state": {"running": {}}}]}});
-                    // A field manager of its own: the phase and addresses stay the Pod creator's.
-                    let pp = PatchParams::apply(PROBER).force();
-                    if api.patch_status(&name, &pp, &Patch::Apply(status)).await.is_ok() {
-                        written.insert(uid, ready);
-                    }
-                }
-            }
-        });
-    })?;
-    Ok(())
+    Ok((pod, Ok(launch)))
 }

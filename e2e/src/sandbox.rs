@@ -8,13 +8,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Client;
 use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
@@ -124,14 +124,12 @@ pub struct NodeState {
     pub interfaces: Vec<IfaceState>,
 }
 
-/// Process IDs, in the state file.
+/// Process IDs, in the state file. The containers' are in their pid files
+/// ([`State::pid`]): the kubelet restarts them.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Pids {
-    /// The sandbox process (it hosts the emulator and the stand-ins).
+    /// The sandbox process (it hosts the emulator, the stand-ins and the kubelet).
     pub emulator: u32,
-    pub controller: u32,
-    /// One speaker per node.
-    pub speakers: BTreeMap<String, u32>,
 }
 
 /// What `up` writes for the other subcommands and for scripts.
@@ -174,9 +172,15 @@ pub struct State {
     pub speaker_binary: PathBuf,
     /// The path of the controller binary (for `start controller`).
     pub controller_binary: PathBuf,
-    /// The chart's Pods and the process of each (for `start`), by component.
+    /// The chart's Pods and the process of each, by key (`controller`, `speaker/NODE`).
     #[serde(default)]
     pub launches: BTreeMap<String, crate::pods::Launched>,
+    /// The Pod of each key.
+    #[serde(default)]
+    pub pods: BTreeMap<String, String>,
+    /// How the containers run (`the image, under runc` or `the workspace binaries`).
+    #[serde(default)]
+    pub runtime: String,
     /// The chart values of the release as installed or last upgraded.
     #[serde(default)]
     pub values: serde_json::Value,
@@ -192,8 +196,8 @@ pub struct Sandbox {
     pub client: Client,
     /// The emulator itself (e.g. for its access log).
     pub emulator: ferrolb_emulator::Emulator,
-    /// Child processes by role (`controller`, `speaker/<node>`).
-    pub children: BTreeMap<String, Child>,
+    /// The kubelet running ferrolb's Pods' containers.
+    pub kubelet: crate::containers::Kubelet,
     stop: watch::Sender<bool>,
     logs: LogFiles,
 }
@@ -204,20 +208,8 @@ type LogFiles = std::sync::Arc<std::sync::Mutex<BTreeMap<(String, String), PathB
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        for (_, c) in self.children.iter_mut() {
-            // SIGTERM first, so speakers remove their nftables tables and release their Leases.
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        }
-        for (_, c) in self.children.iter_mut() {
-            for _ in 0..50 {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // SIGTERM first, so speakers remove their nftables tables and release their Leases.
+        self.kubelet.remove_all(std::time::Duration::from_secs(2));
     }
 }
 
@@ -268,6 +260,18 @@ impl State {
     /// The node owning `mac`, if any.
     pub fn node_of_mac(&self, mac: &str) -> Option<String> {
         self.nodes.iter().find(|n| n.interfaces.iter().any(|i| i.mac == mac)).map(|n| n.name.clone())
+    }
+
+    /// The directory of the containers' pid and hold files.
+    pub fn pods_dir(&self) -> PathBuf {
+        self.run_dir.join("pods")
+    }
+
+    /// The process ID of Pod `key`'s container (`controller`, `speaker/NODE`), while it runs.
+    pub fn pid(&self, key: &str) -> Option<u32> {
+        let pod = self.pods.get(key)?;
+        let path = crate::containers::Kubelet::pid_file(&self.pods_dir(), pod);
+        std::fs::read_to_string(path).ok()?.trim().parse().ok().filter(|p| process_running(*p))
     }
 
     /// The sandbox's client, to measure what it sees.
@@ -322,17 +326,6 @@ pub fn metric_sum(exposition: &str, name: &str, label: Option<(&str, &str)>) -> 
 /// malloc capped at two arenas (by default up to eight per core, which kept 12-18 MiB
 /// more of the controller's freed request buffers resident at 10,000 Services).
 pub const CONTAINER_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2")];
-
-/// Start (again) the speaker Pod of `node`, as the chart rendered it.
-pub fn spawn_speaker(state: &State, node: &NodeState) -> anyhow::Result<Child> {
-    let l = state.launches.get(&format!("speaker/{}", node.name)).context("no speaker Pod for this node")?;
-    crate::pods::spawn(l)
-}
-
-/// Start (again) the first controller Pod, as the chart rendered it.
-pub fn spawn_controller(state: &State) -> anyhow::Result<Child> {
-    crate::pods::spawn(state.launches.get("controller").context("no controller Pod")?)
-}
 
 /// The chart values the sandbox installs with: nodeport forwarding (the sandbox has
 /// a kube-proxy stand-in for NodePorts, not for LoadBalancer IPs), one controller
@@ -467,45 +460,120 @@ impl Sandbox {
             client_netns: topo.client.netns.name.clone(),
             client_interface: topo.client.iface.clone(),
             nodes: node_states,
-            pids: Pids { emulator: std::process::id(), ..Default::default() },
+            pids: Pids { emulator: std::process::id() },
             control_plane_netns: topo.control_plane.netns.name.clone(),
             controller_metrics: "198.51.100.3:7472".to_string(),
             speaker_binary,
             controller_binary,
             launches: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            runtime: String::new(),
             values: serde_json::Value::Null,
         };
         // ferrolb as an operator installs it: the chart rendered by Helm's engine and
-        // applied with kubectl; its Deployment and DaemonSet become Pods and processes.
+        // applied with kubectl; its Deployment and DaemonSet become Pods, whose
+        // containers the kubelet runs (from the image when there is one).
         let mut state = state;
+        let runtime = crate::containers::Runtime::from_env(run_dir)?;
+        state.runtime = runtime.describe().to_string();
+        let kubelet = crate::containers::Kubelet::new(&state.pods_dir(), runtime, &state.suffix)?;
         state.values = chart_values(opts);
         let rendered = crate::chart::render("ferrolb", NS, &state.values)?;
         crate::chart::apply(&state.kubeconfig, &rendered)?;
-        for p in crate::pods::plan(&client, &state).await? {
-            crate::pods::create(&client, &p).await?;
-            ferrolb_common::lock(&logs).insert((NS.to_string(), p.launch.pod.clone()), p.launch.log.clone());
-            state.launches.insert(p.key, p.launch);
+        let plans = crate::pods::plan(&client, &state).await?;
+        for p in &plans {
+            state.pods.insert(p.key.clone(), p.pod.name_any());
+            if !opts.start_components {
+                kubelet.hold(&p.pod.name_any(), true)?;
+            }
         }
         let (stop, stop_rx) = watch::channel(false);
         let standin_nodes =
             state.nodes.iter().map(|n| NodeNet { name: n.name.clone(), netns: n.netns.clone() }).collect();
-        crate::pods::run_status(client.clone(), &state.control_plane_netns, stop_rx.clone())?;
+        kubelet.run(client.clone(), state.clone(), &state.control_plane_netns, stop_rx.clone())?;
         tokio::spawn(run_standins(client.clone(), standin_nodes, stop_rx));
-        let mut sb = Sandbox { topo, state, client, children: BTreeMap::new(), stop, emulator: emu, logs };
-        if opts.start_components {
-            sb.start_components()?;
+        let mut sb = Sandbox { topo, state, client, kubelet, stop, emulator: emu, logs };
+        for p in plans {
+            sb.create_pod(p).await?;
         }
         Ok(sb)
     }
 
-    /// Start the chart's Pods: the controller replicas and one speaker per node.
+    /// Create the Pod of `p` and hand its container to the kubelet.
+    async fn create_pod(&mut self, p: crate::pods::PodPlan) -> anyhow::Result<()> {
+        crate::pods::create(&self.client, &p).await?;
+        let pod = p.pod.name_any();
+        ferrolb_common::lock(&self.logs).insert((NS.to_string(), pod.clone()), self.state.run_dir.join(log_name(&p)));
+        self.state.pods.insert(p.key.clone(), pod);
+        match &p.launch {
+            Ok(l) => {
+                self.state.launches.insert(p.key.clone(), l.clone());
+            }
+            Err(_) => {
+                self.state.launches.remove(&p.key);
+            }
+        }
+        self.kubelet.add(p);
+        Ok(())
+    }
+
+    /// Start the containers of a sandbox built with `start_components: false`.
     pub fn start_components(&mut self) -> anyhow::Result<()> {
-        for (key, l) in self.state.launches.clone() {
-            let child = crate::pods::spawn(&l)?;
-            self.record(&key, &child);
-            self.children.insert(key, child);
+        for pod in self.state.pods.values() {
+            self.kubelet.hold(pod, false)?;
         }
         Ok(())
+    }
+
+    /// Send `signal` (`-TERM`, `-KILL`) to Pod `key`'s container and wait until it has
+    /// ended. With `hold`, the kubelet does not restart it (its node lost its kubelet:
+    /// a crash, a power cut) until [`Sandbox::start_pod`]; without, it restarts it as
+    /// `restartPolicy: Always` says.
+    pub fn kill_pod(&self, key: &str, signal: &str, hold: bool) -> anyhow::Result<()> {
+        let pid = self.signal_pod(key, signal, hold)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        while process_running(pid) {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "Pod {key}'s container did not end");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// [`Sandbox::kill_pod`] without waiting: the signalled process's ID.
+    pub fn signal_pod(&self, key: &str, signal: &str, hold: bool) -> anyhow::Result<u32> {
+        let pod = self.state.pods.get(key).with_context(|| format!("no Pod {key}"))?;
+        if hold {
+            self.kubelet.hold(pod, true)?;
+        }
+        let pid = self.kubelet.pid(key).with_context(|| format!("Pod {key} runs no container"))?;
+        anyhow::ensure!(
+            Command::new("kill").args([signal, &pid.to_string()]).status()?.success(),
+            "kill {signal} {pid} failed"
+        );
+        Ok(pid)
+    }
+
+    /// Let the kubelet start Pod `key`'s held container again; returns once it runs.
+    pub fn start_pod(&self, key: &str) -> anyhow::Result<()> {
+        let pod = self.state.pods.get(key).with_context(|| format!("no Pod {key}"))?;
+        // Released only once the kubelet has seen the stopped container end (it removes
+        // the pid file then), or it would take the end for a crash.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        while crate::containers::Kubelet::pid_file(&self.state.pods_dir(), pod).exists() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "Pod {key}'s container did not stop");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.kubelet.hold(pod, false)?;
+        while self.kubelet.pid(key).is_none_or(|p| !process_running(p)) {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "Pod {key} did not start");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// The process ID of Pod `key`'s running container.
+    pub fn pid(&self, key: &str) -> Option<u32> {
+        self.kubelet.pid(key).filter(|p| process_running(*p))
     }
 
     /// `helm upgrade` with `values` over the release's: render, `kubectl apply`, then
@@ -548,20 +616,27 @@ impl Sandbox {
         self.state.values = merged;
         let mut rolled = Vec::new();
         for p in crate::pods::plan(&self.client, &self.state).await? {
-            if self.state.launches.get(&p.key) == Some(&p.launch) {
+            if p.launch.as_ref().ok() == self.state.launches.get(&p.key) {
                 continue;
             }
-            self.stop_pod(&p.key, "-TERM")?;
-            crate::pods::create(&self.client, &p).await?;
-            ferrolb_common::lock(&self.logs).insert((NS.to_string(), p.launch.pod.clone()), p.launch.log.clone());
-            let child = crate::pods::spawn(&p.launch)?;
-            self.record(&p.key, &child);
-            self.children.insert(p.key.clone(), child);
-            self.state.launches.insert(p.key.clone(), p.launch.clone());
-            self.until_ready(&p.launch.pod).await?;
-            rolled.push(p.launch.pod.clone());
+            // The old Pod is deleted (its container stopped with SIGTERM, so a speaker
+            // hands its IPs over), its replacement created and started.
+            self.kubelet.remove(&p.key, grace(&p.pod));
+            let pod = p.pod.name_any();
+            self.create_pod(p).await?;
+            self.until_ready(&pod).await?;
+            rolled.push(pod);
         }
         Ok(rolled)
+    }
+
+    /// `kubectl delete pod` of Pod `key`: its container stopped with SIGTERM, and the
+    /// Pod its controller creates in its place started.
+    pub async fn delete_pod(&mut self, key: &str) -> anyhow::Result<()> {
+        let plan = crate::pods::plan(&self.client, &self.state).await?.into_iter().find(|p| p.key == key);
+        let plan = plan.with_context(|| format!("no Pod {key}"))?;
+        self.kubelet.remove(key, grace(&plan.pod));
+        self.create_pod(plan).await
     }
 
     /// `helm uninstall`: delete what the chart installed (CRDs stay, as Helm leaves
@@ -570,65 +645,17 @@ impl Sandbox {
     pub async fn uninstall(&mut self) -> anyhow::Result<()> {
         let rendered = crate::chart::render("ferrolb", NS, &self.state.values)?;
         crate::chart::delete(&self.state.kubeconfig, &rendered)?;
-        for key in self.state.launches.keys().cloned().collect::<Vec<_>>() {
-            self.stop_pod(&key, "-TERM")?;
-            let pod = self.state.launches[&key].pod.clone();
+        for (key, pod) in std::mem::take(&mut self.state.pods) {
+            self.kubelet.remove(&key, std::time::Duration::from_secs(30));
             crate::pods::delete(&self.client, &pod).await?;
         }
         self.state.launches.clear();
         Ok(())
     }
 
-    /// Restart the container of Pod `key` (`controller`, `speaker/NODE`) as the kubelet
-    /// would after it ended: SIGTERM, wait for it to end, start it again.
-    pub fn restart_pod(&mut self, key: &str) -> anyhow::Result<()> {
-        let l = self.state.launches.get(key).cloned().with_context(|| format!("no Pod {key}"))?;
-        self.stop_pod(key, "-TERM")?;
-        let child = crate::pods::spawn(&l)?;
-        self.record(key, &child);
-        self.children.insert(key.to_string(), child);
-        Ok(())
-    }
-
     /// `kubectl apply -f -` of `yaml` (JSON is YAML too), as a user would.
     pub fn kubectl_apply(&self, yaml: &str) -> anyhow::Result<()> {
         crate::chart::apply(&self.state.kubeconfig, yaml)
-    }
-
-    /// Stop the container of `key` with `signal` (SIGKILL after 15 s) and wait for it to end.
-    fn stop_pod(&mut self, key: &str, signal: &str) -> anyhow::Result<()> {
-        let pid = match key.strip_prefix("speaker/") {
-            Some(node) => self.state.pids.speakers.get(node).copied(),
-            None if key == "controller" => Some(self.state.pids.controller),
-            None => self.children.get(key).map(Child::id),
-        };
-        if let Some(pid) = pid.filter(|p| *p != 0) {
-            let _ = Command::new("kill").args([signal, &pid.to_string()]).status();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-            while process_running(pid) && std::time::Instant::now() < deadline {
-                if let Some(c) = self.children.get_mut(key) {
-                    let _ = c.try_wait();
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            if process_running(pid) {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            }
-        }
-        if let Some(mut c) = self.children.remove(key) {
-            let _ = c.wait();
-        }
-        Ok(())
-    }
-
-    fn record(&mut self, key: &str, child: &Child) {
-        match key.strip_prefix("speaker/") {
-            Some(node) => {
-                self.state.pids.speakers.insert(node.to_string(), child.id());
-            }
-            None if key == "controller" => self.state.pids.controller = child.id(),
-            None => {}
-        }
     }
 
     /// Wait until Pod `name` is Ready (its readiness probe answers).
@@ -657,6 +684,21 @@ impl Sandbox {
         }
         std::fs::write(path, serde_json::to_string_pretty(&self.state)?)?;
         Ok(())
+    }
+}
+
+/// A Pod's `terminationGracePeriodSeconds` (30 s by default).
+fn grace(pod: &k8s_openapi::api::core::v1::Pod) -> std::time::Duration {
+    let secs = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+    std::time::Duration::from_secs(secs.max(0) as u64)
+}
+
+/// The file (in the run directory) a Pod's container writes its output to.
+fn log_name(p: &crate::pods::PodPlan) -> String {
+    match p.key.strip_prefix("speaker/") {
+        Some(node) => format!("speaker-{node}.log"),
+        None if p.key == "controller" => "controller.log".to_string(),
+        None => format!("{}.log", p.pod.metadata.name.clone().unwrap_or_default()),
     }
 }
 

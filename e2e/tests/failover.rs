@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::conditions::event;
-use ferrolb_e2e::sandbox::{NS, Options, Sandbox, pool_and_advertisement};
+use ferrolb_e2e::sandbox::{NS, Options, Sandbox, pool_and_advertisement, process_running};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::Service;
@@ -119,8 +119,8 @@ fn a_crashed_speaker_is_replaced_long_before_its_lease_expires() {
     let (env, holder) = setup(30);
     let others: Vec<String> = env.nodes().into_iter().filter(|n| *n != holder).collect();
     let dead_before: Vec<f64> = others.iter().map(|n| env.metric(n, "ferrolb_memberlist_peers_dead_total")).collect();
-    let pid = env.sb().state.pids.speakers[&holder];
-    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    // A crash: the node's kubelet goes with it and restarts nothing.
+    env.sb().signal_pod(&format!("speaker/{holder}"), "-KILL", true).unwrap();
     let (new, took) = new_holder(&env, &holder);
     eprintln!("SIGKILL of {holder}: {new} answers after {took:?} (Lease: 30 s)");
     assert!(took < Duration::from_secs(10), "took over by heartbeat loss, not Lease expiry ({took:?})");
@@ -136,13 +136,11 @@ fn a_crashed_speaker_is_replaced_long_before_its_lease_expires() {
 /// waited for its claim before it stopped answering.
 fn hands_over(env: &mut Env, holder: &str, after_signal: impl FnOnce(&Env)) {
     let heard = env.metric(holder, "ferrolb_memberlist_heartbeats_received_total");
-    let pid = env.sb().state.pids.speakers[holder];
-    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let pid = env.sb().signal_pod(&format!("speaker/{holder}"), "-TERM", true).unwrap();
     after_signal(env);
     let (new, took) = new_holder(env, holder);
     eprintln!("SIGTERM of {holder} (had received {heard} heartbeats): {new} answers after {took:?}");
-    let child = env.sb.as_mut().unwrap().children.get_mut(&format!("speaker/{holder}")).unwrap();
-    eventually("the stopped speaker exits", Duration::from_secs(10), || child.try_wait().ok().flatten());
+    eventually("the stopped speaker exits", Duration::from_secs(10), || (!process_running(pid)).then_some(()));
     let reasons = eventually("the stopped speaker says how its leave went", Duration::from_secs(10), || {
         let r = env.node_event_reasons(holder);
         r.iter().any(|r| r == event::HANDED_OVER || r == event::HANDOVER_INCOMPLETE).then_some(r)

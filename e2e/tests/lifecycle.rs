@@ -37,23 +37,26 @@ fn upgrade_rolls_the_speakers_one_by_one_and_uninstall_leaves_no_ip_answered() {
     let url = "http://198.51.100.100/";
     eventually("the VIP answers", Duration::from_secs(30), || st.client().curl(url, Duration::from_secs(2)));
 
-    let before = sb.state.clone();
+    let keys = ["speaker/node-1", "speaker/node-2", "speaker/node-3", "controller"];
+    let before: Vec<Option<u32>> = keys.iter().map(|k| sb.pid(k)).collect();
+    assert!(before.iter().all(Option::is_some), "every container runs: {before:?}");
     let rolled = rt.block_on(sb.upgrade(&json!({"speaker": {"refreshInterval": 20}}))).expect("upgrade");
     assert_eq!(
         rolled,
         ["ferrolb-speaker-node-1", "ferrolb-speaker-node-2", "ferrolb-speaker-node-3"],
         "every speaker rolled, in turn; the controller's Pod did not change"
     );
-    for n in ["node-1", "node-2", "node-3"] {
+    for (i, n) in ["node-1", "node-2", "node-3"].iter().enumerate() {
         let l = &sb.state.launches[&format!("speaker/{n}")];
         assert!(l.args.contains(&"--refresh-interval=20".to_string()), "{n}: {:?}", l.args);
-        assert!(!process_running(before.pids.speakers[n]), "{n}: the old speaker is gone");
-        assert!(process_running(sb.state.pids.speakers[n]), "{n}: the new speaker runs");
+        assert!(!process_running(before[i].unwrap()), "{n}: the old speaker is gone");
+        assert!(sb.pid(&format!("speaker/{n}")).is_some(), "{n}: the new speaker runs");
     }
-    assert_eq!(sb.state.pids.controller, before.pids.controller, "the controller was not restarted");
+    assert_eq!(sb.pid("controller"), before[3], "the controller was not restarted");
     assert!(st.client().curl(url, Duration::from_secs(2)).is_some(), "the VIP answers after the upgrade");
 
-    let pids: Vec<u32> = sb.state.pids.speakers.values().copied().chain([sb.state.pids.controller]).collect();
+    let pids: Vec<u32> = keys.iter().filter_map(|k| sb.pid(k)).collect();
+    assert_eq!(pids.len(), 4);
     rt.block_on(sb.uninstall()).expect("uninstall");
     let daemonsets = rt.block_on(Api::<DaemonSet>::namespaced(client.clone(), NS).list(&Default::default())).unwrap();
     assert!(daemonsets.items.is_empty(), "the DaemonSet is gone");

@@ -189,9 +189,7 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
     eventually("late gets an IP once allowed again", Duration::from_secs(60), || ip_of("late"));
 
     // Failover and graceful shutdown of a speaker and of the controller.
-    assert!(
-        Command::new("kill").args(["-TERM", &sb.state.pids.speakers[&holder].to_string()]).status().unwrap().success()
-    );
+    sb.signal_pod(&format!("speaker/{holder}"), "-TERM", true).unwrap();
     eventually("web moved", Duration::from_secs(20), || holder_of("web").filter(|h| *h != holder));
     let _g = rt.enter();
     rt.block_on(Api::<Service>::namespaced(c.clone(), "default").delete("late", &DeleteParams::default())).unwrap();

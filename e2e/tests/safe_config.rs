@@ -148,8 +148,9 @@ fn no_object_a_user_did_not_delete_renumbers_a_service() {
     e.svc(svc("web3"));
     e.until_ips("web3", &["203.0.113.0"]);
 
-    // A restarted controller reads the served ranges back from the pool's status.
-    e.sb.as_mut().unwrap().restart_pod("controller").unwrap();
+    // A new controller Pod (`kubectl delete pod`) reads the served ranges back from the pool's status.
+    let sb = e.sb.as_mut().unwrap();
+    e.rt.block_on(sb.delete_pod("controller")).unwrap();
     eventually("the new controller leads and sees prod stale", Duration::from_secs(30), || {
         let st = &e.sb().state;
         (st.controller_metric("ferrolb_controller_leader", None) == 1.0 && e.stale("prod") == 1.0).then_some(())

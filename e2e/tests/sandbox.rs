@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferrolb_e2e::sandbox::process_running;
+use ferrolb_e2e::sandbox::{State, process_running};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::until as eventually;
 
@@ -161,7 +161,7 @@ fn up_status_stop_start_link_down() {
     assert!(!String::from_utf8_lossy(&left.stdout).contains(&suffix), "namespaces left behind");
 }
 
-/// A speaker restarted with `start` (by another process than `up`) ends with the
+/// A speaker restarted with `start` (from another process than `up`) ends with the
 /// sandbox when `up` is stopped with Ctrl-C: every process in the sandbox's
 /// namespaces does, whoever started it.
 #[test]
@@ -171,17 +171,15 @@ fn a_restarted_speaker_ends_with_its_sandbox() {
     let state = dir.path().join("state.json");
     let (mut running_up, first) = Running::up(&state);
     assert!(first.contains("ferrolb sandbox is up"), "{first}");
-    let pid_of = |node: &str| -> u32 {
-        let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
-        u32::try_from(st["pids"]["speakers"][node].as_u64().unwrap()).unwrap()
-    };
-    let old = pid_of("node-1");
+    let st: State = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let old = ferrolb_e2e::wait::eventually("the speaker runs", Duration::from_secs(10), || st.pid("speaker/node-1"));
     assert!(sandbox(&state, &["stop", "speaker", "node-1"]).0);
     eventually("the old speaker exited", Duration::from_secs(10), || !process_running(old));
     let (ok, out) = sandbox(&state, &["start", "speaker", "node-1"]);
     assert!(ok, "{out}");
-    let restarted = pid_of("node-1");
-    assert!(restarted != old && process_running(restarted), "the restarted speaker runs");
+    let restarted =
+        ferrolb_e2e::wait::eventually("the speaker runs again", Duration::from_secs(10), || st.pid("speaker/node-1"));
+    assert!(restarted != old, "a new process");
 
     let up_pid = running_up.up.id().to_string();
     assert!(Command::new("kill").args(["-INT", &up_pid]).status().unwrap().success());

@@ -412,8 +412,9 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
                     "JSON patches of events.k8s.io/v1 Events are not supported by the emulator; use a merge patch",
                 ));
             }
-            if kind == PatchType::Apply && lock(inner).get(&target).is_err() {
-                // An apply that creates needs `create` too, as upstream authorizes it.
+            if kind == PatchType::Apply && target.subresource.is_none() && lock(inner).get(&target).is_err() {
+                // An apply that creates needs `create` too, as upstream authorizes it. A
+                // subresource never creates (upstream answers 404 without asking).
                 authorize("create")?;
             }
             let w = mutate(inner, |st| st.patch(&target, kind, body_in(body), &req.write_opts()))?;

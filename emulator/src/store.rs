@@ -410,6 +410,20 @@ impl State {
                 }
                 r.map_err(invalid)?;
             }
+            ("", "secrets") => {
+                // kube-apiserver merges the write-only `stringData` into `data` (base64),
+                // its keys winning, and never stores it.
+                if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+                    use base64::Engine;
+                    if !obj["data"].is_object() {
+                        obj["data"] = json!({});
+                    }
+                    for (k, v) in plain {
+                        let text = v.as_str().unwrap_or_default();
+                        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+                    }
+                }
+            }
             ("", "namespaces") => {
                 if obj["status"]["phase"].is_null() {
                     obj["status"] = json!({"phase": "Active"});

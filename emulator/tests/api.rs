@@ -758,3 +758,16 @@ async fn pod_logs_come_from_the_configured_source_as_kubectl_logs_asks() {
     assert_eq!(get(&emu, "/api/v1/namespaces/default/pods/gone/log").await.status, 404);
     assert_eq!(get(&emu, "/api/v1/namespaces/default/services/x/log").await.status, 404, "only Pods have logs");
 }
+
+#[tokio::test]
+async fn secret_string_data_is_merged_into_data_and_not_stored() {
+    let emu = emu();
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+        "data": {"a": "b2xk", "keep": "eA=="}, "stringData": {"a": "new", "b": "two"}});
+    let r = post(&emu, secrets, &body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let got = get(&emu, &format!("{secrets}/s")).await.body;
+    assert_eq!(got["data"], json!({"a": "bmV3", "b": "dHdv", "keep": "eA=="}), "stringData wins over data");
+    assert!(got.get("stringData").is_none(), "stringData is write-only: {got}");
+}

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferrolb_e2e::client::{Prober, any_failed, outage};
-use ferrolb_e2e::sandbox::{
-    Families, NS, Options, Sandbox, State, pool_and_advertisement, spawn_controller, spawn_speaker,
-};
+use ferrolb_e2e::containers::Kubelet;
+use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, State, pool_and_advertisement};
 use ferrolb_e2e::topology::privileged;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
@@ -52,11 +51,12 @@ enum Cmd {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
-    /// Stop a component with SIGTERM: `controller`, or `speaker NODE`.
+    /// Stop a Pod's container with SIGTERM and keep it stopped (as when its node loses
+    /// its kubelet): `controller`, or `speaker NODE`.
     Stop { component: String, node: Option<String> },
-    /// Kill a component with SIGKILL.
+    /// Kill a Pod's container with SIGKILL and keep it stopped (a node crash).
     Kill { component: String, node: Option<String> },
-    /// Start a stopped component again.
+    /// Let the kubelet start a stopped container again.
     Start { component: String, node: Option<String> },
     /// Take a node's link down or up: `link down node-2`.
     Link { action: String, node: String },
@@ -118,13 +118,24 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pid_of(state: &State, component: &str, node: Option<&str>) -> anyhow::Result<u32> {
-    match (component, node) {
-        ("controller", _) => Ok(state.pids.controller),
-        ("emulator", _) => Ok(state.pids.emulator),
-        ("speaker", Some(n)) => state.pids.speakers.get(n).copied().with_context(|| format!("no node {n:?}")),
+/// The Pod key (`controller`, `speaker/NODE`) of a component on the command line.
+fn key_of(state: &State, component: &str, node: Option<&str>) -> anyhow::Result<String> {
+    let key = match (component, node) {
+        ("controller", _) => "controller".to_string(),
+        ("speaker", Some(n)) => format!("speaker/{n}"),
         ("speaker", None) => anyhow::bail!("which node? `speaker node-1`"),
-        (other, _) => anyhow::bail!("unknown component {other:?}: controller, speaker NODE or emulator"),
+        (other, _) => anyhow::bail!("unknown component {other:?}: controller or speaker NODE"),
+    };
+    anyhow::ensure!(state.pods.contains_key(&key), "no Pod {key} in this sandbox");
+    Ok(key)
+}
+
+/// Keep Pod `key`'s container stopped (the kubelet reads the hold file) and signal it.
+fn stop_pod(state: &State, key: &str, sig: &str) -> anyhow::Result<()> {
+    std::fs::write(Kubelet::hold_file(&state.pods_dir(), &state.pods[key]), b"")?;
+    match state.pid(key) {
+        Some(pid) => signal(pid, sig),
+        None => Ok(()),
     }
 }
 
@@ -147,7 +158,8 @@ async fn demo(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     step(
         true,
         &format!(
-            "ferrolb installed from charts/ferrolb (Helm's engine, kubectl apply): the controller and {nodes} speaker Pods running; kubeconfig {}",
+            "ferrolb installed from charts/ferrolb (Helm's engine, kubectl apply): the controller and {nodes} speaker Pods run from {}; kubeconfig {}",
+            st.runtime,
             st.kubeconfig.display()
         ),
     )?;
@@ -236,8 +248,7 @@ async fn demo(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let killed_at = prober.now();
     let killed = Instant::now();
-    let pid = st.pids.speakers[&holder];
-    signal(pid, "-TERM")?;
+    sb.signal_pod(&format!("speaker/{holder}"), "-TERM", true)?;
     println!("\nStopped the speaker on {holder} (SIGTERM)...");
     let mut new_holder = None;
     while killed.elapsed() < Duration::from_secs(10) {
@@ -315,10 +326,16 @@ fn down(state_file: &Path) -> anyhow::Result<()> {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            // Leftovers of a crashed run: its processes and namespaces.
-            for pid in std::iter::once(st.pids.controller).chain(st.pids.speakers.values().copied()) {
-                if alive(pid) {
-                    let _ = signal(pid, "-KILL");
+            // Leftovers of a crashed run: its containers and namespaces.
+            for key in st.pods.keys() {
+                let _ = stop_pod(&st, key, "-KILL");
+            }
+            // Containers runc still lists (it runs the image's), by this sandbox's prefix.
+            if let Ok(out) = Command::new("runc").args(["list", "-q"]).output() {
+                for id in String::from_utf8_lossy(&out.stdout).lines() {
+                    if id.starts_with(&format!("flb{}-", st.suffix)) {
+                        let _ = Command::new("runc").args(["delete", "--force", id]).output();
+                    }
                 }
             }
             let list = Command::new("ip").args(["netns", "list"]).output()?;
@@ -356,8 +373,10 @@ fn main() -> anyhow::Result<()> {
             println!("  KUBECONFIG={}", st.kubeconfig.display());
             println!("  client: {} ({})", st.client_netns, st.client_interface);
             let mark = |pid: u32| if alive(pid) { format!("{pid} running") } else { format!("{pid} stopped") };
-            println!("  emulator + stand-ins: {}", mark(st.pids.emulator));
-            println!("  controller: {}", mark(st.pids.controller));
+            let pod = |key: &str| st.pid(key).map_or("stopped".to_string(), |p| format!("{p} running"));
+            println!("  emulator + stand-ins + kubelet: {}", mark(st.pids.emulator));
+            println!("  containers: {}", st.runtime);
+            println!("  controller: {}", pod("controller"));
             for n in &st.nodes {
                 let i = &n.interfaces[0];
                 println!(
@@ -367,32 +386,33 @@ fn main() -> anyhow::Result<()> {
                     i.mac,
                     i.ipv4,
                     i.ipv6,
-                    mark(st.pids.speakers[&n.name])
+                    pod(&format!("speaker/{}", n.name))
                 );
             }
             Ok(())
         }
         Cmd::Stop { component, node } => {
-            signal(pid_of(&read_state(&args.state_file)?, &component, node.as_deref())?, "-TERM")
+            let st = read_state(&args.state_file)?;
+            stop_pod(&st, &key_of(&st, &component, node.as_deref())?, "-TERM")
         }
         Cmd::Kill { component, node } => {
-            signal(pid_of(&read_state(&args.state_file)?, &component, node.as_deref())?, "-KILL")
+            let st = read_state(&args.state_file)?;
+            stop_pod(&st, &key_of(&st, &component, node.as_deref())?, "-KILL")
         }
         Cmd::Start { component, node } => {
-            let mut st = read_state(&args.state_file)?;
-            let pid = pid_of(&st, &component, node.as_deref())?;
-            anyhow::ensure!(!alive(pid), "{component} is still running (pid {pid})");
-            match component.as_str() {
-                "controller" => st.pids.controller = spawn_controller(&st)?.id(),
-                "speaker" => {
-                    let n = node.expect("checked by pid_of");
-                    let ns = st.nodes.iter().find(|x| x.name == n).cloned().context("no such node")?;
-                    let child = spawn_speaker(&st, &ns)?;
-                    st.pids.speakers.insert(n, child.id());
-                }
-                other => anyhow::bail!("cannot start {other} separately: it runs inside the sandbox process"),
+            let st = read_state(&args.state_file)?;
+            let key = key_of(&st, &component, node.as_deref())?;
+            let hold = Kubelet::hold_file(&st.pods_dir(), &st.pods[&key]);
+            anyhow::ensure!(hold.exists(), "{key} is not stopped");
+            // Released only once the kubelet has seen the container end (it removes the
+            // pid file then), or it would take the end for a crash.
+            let pid_file = Kubelet::pid_file(&st.pods_dir(), &st.pods[&key]);
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while pid_file.exists() {
+                anyhow::ensure!(Instant::now() < deadline, "{key} is still stopping");
+                std::thread::sleep(Duration::from_millis(10));
             }
-            std::fs::write(&args.state_file, serde_json::to_string_pretty(&st)?)?;
+            std::fs::remove_file(hold)?;
             Ok(())
         }
         Cmd::Link { action, node } => {
