@@ -92,7 +92,7 @@ fn controller_binary_allocates_reports_and_shuts_down_cleanly() {
     let kubeconfig: PathBuf = dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &format!("http://{addr}")).unwrap();
 
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/crds");
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/files/crds");
     kubectl(&kubeconfig, &["apply", "--validate=false", "-f", crds.to_str().unwrap()], None);
     kubectl(&kubeconfig, &["apply", "--validate=false", "-f", "-"], Some(SETUP));
 

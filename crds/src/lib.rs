@@ -27,8 +27,19 @@ pub const CONTROLLER_FIELD_MANAGER: &str = "ferrolb-controller";
 pub const SPEAKER_FIELD_MANAGER: &str = "ferrolb-speaker";
 
 /// Every CRD of the API, in the order they are written to the chart.
+///
+/// Each carries `helm.sh/resource-policy: keep`: the chart installs them as templates
+/// (so `helm upgrade` upgrades them), and `helm uninstall` must not delete them, which
+/// would delete every pool and take every Service's IP with it.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![IPAddressPool::crd(), optional_spec(L2Advertisement::crd()), optional_spec(ServiceL2Status::crd())]
+    [IPAddressPool::crd(), optional_spec(L2Advertisement::crd()), optional_spec(ServiceL2Status::crd())]
+        .into_iter()
+        .map(|mut crd| {
+            crd.metadata.annotations =
+                Some([("helm.sh/resource-policy".to_string(), "keep".to_string())].into_iter().collect());
+            crd
+        })
+        .collect()
 }
 
 /// kube-derive makes `spec` required; for kinds whose every field is optional, an object
@@ -51,7 +62,7 @@ fn optional_spec(mut crd: CustomResourceDefinition) -> CustomResourceDefinition 
     crd
 }
 
-/// The file name (under `charts/ferrolb/crds/`) a CRD is written to.
+/// The file name (under `charts/ferrolb/files/crds/`) a CRD is written to.
 pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
 }

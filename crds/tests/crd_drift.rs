@@ -2,12 +2,12 @@
 
 #[test]
 fn committed_crds_match_the_types() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/crds");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/files/crds");
     let mut expected: Vec<String> = Vec::new();
     for crd in ferrolb_crds::crds() {
         let name = ferrolb_crds::crd_file_name(&crd);
         let committed = std::fs::read_to_string(dir.join(&name))
-            .unwrap_or_else(|e| panic!("{name} missing from charts/ferrolb/crds ({e}); run crdgen"));
+            .unwrap_or_else(|e| panic!("{name} missing from charts/ferrolb/files/crds ({e}); run crdgen"));
         assert!(
             committed == ferrolb_crds::crd_yaml(&crd),
             "{name} drifted from crds/src/types.rs; run `cargo run -p ferrolb-crds --bin crdgen`"
@@ -21,7 +21,7 @@ fn committed_crds_match_the_types() {
         .collect();
     present.sort();
     expected.sort();
-    assert_eq!(present, expected, "stray or missing CRD files in charts/ferrolb/crds");
+    assert_eq!(present, expected, "stray or missing CRD files in charts/ferrolb/files/crds");
 }
 
 /// Every spec and status field of every CRD is described in docs/crd-reference.md.

@@ -417,8 +417,15 @@ impl Sandbox {
         ferrolb_emulator::write_kubeconfig_with_token(&speaker_kubeconfig, &bridge_url, Some(&spk_token))?;
         let client = Client::new(emu.router(), "default");
 
-        // The API objects a cluster has: CRDs from the chart, the namespace, the Nodes.
-        install_crds_and_namespace(&client).await?;
+        // The API objects a cluster has: the namespace (`helm install --create-namespace`)
+        // and the Nodes; the CRDs come with the chart (or, with `crds.enabled=false`, are
+        // applied apart first, as their operator would).
+        let values = chart_values(opts);
+        if values["crds"]["enabled"] == false {
+            install_crds(&client).await?;
+        }
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
         let mut node_states = Vec::new();
         for (i, h) in topo.nodes.iter().enumerate() {
             let name = format!("node-{}", i + 1);
@@ -639,12 +646,18 @@ impl Sandbox {
         self.create_pod(plan).await
     }
 
-    /// `helm uninstall`: delete what the chart installed (CRDs stay, as Helm leaves
-    /// them) and end every Pod's container with SIGTERM, as the garbage collector and
+    /// `helm uninstall`: delete what the chart installed (the CRDs stay: they say
+    /// `helm.sh/resource-policy: keep`) and end every Pod's container with SIGTERM, as the garbage collector and
     /// the kubelet would.
     pub async fn uninstall(&mut self) -> anyhow::Result<()> {
         let rendered = crate::chart::render("ferrolb", NS, &self.state.values)?;
-        crate::chart::delete(&self.state.kubeconfig, &rendered)?;
+        // As Helm does: what says `helm.sh/resource-policy: keep` (the CRDs) stays.
+        let removed: Vec<String> = crate::chart::documents(&rendered)
+            .into_iter()
+            .filter(|d| d["metadata"]["annotations"]["helm.sh/resource-policy"] != "keep")
+            .map(|d| serde_yaml::to_string(&d))
+            .collect::<Result<_, _>>()?;
+        crate::chart::delete(&self.state.kubeconfig, &removed.join("---\n"))?;
         for (key, pod) in std::mem::take(&mut self.state.pods) {
             self.kubelet.remove(&key, std::time::Duration::from_secs(30));
             crate::pods::delete(&self.client, &pod).await?;
@@ -718,9 +731,17 @@ pub fn process_running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Create the chart's CRDs (`charts/ferrolb/crds`) and the [`NS`] namespace.
+/// Create the chart's CRDs (`charts/ferrolb/files/crds`) and the [`NS`] namespace.
 pub async fn install_crds_and_namespace(client: &Client) -> anyhow::Result<()> {
-    let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/crds");
+    install_crds(client).await?;
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    Ok(())
+}
+
+/// Create the chart's CRDs (`charts/ferrolb/files/crds`), as `kubectl apply -f` of them would.
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/files/crds");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for entry in std::fs::read_dir(&crd_dir).with_context(|| format!("reading {}", crd_dir.display()))? {
         let path = entry?.path();
@@ -728,8 +749,6 @@ pub async fn install_crds_and_namespace(client: &Client) -> anyhow::Result<()> {
         let crd: CustomResourceDefinition = parse_crd(&text).with_context(|| format!("parsing {}", path.display()))?;
         crds.create(&PostParams::default(), &crd).await?;
     }
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
     Ok(())
 }
 

@@ -11,7 +11,8 @@ use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 #[test]
@@ -37,6 +38,17 @@ fn upgrade_rolls_the_speakers_one_by_one_and_uninstall_leaves_no_ip_answered() {
     let url = "http://198.51.100.100/";
     eventually("the VIP answers", Duration::from_secs(30), || st.client().curl(url, Duration::from_secs(2)));
 
+    // The cluster's IPAddressPool CRD as the previous release left it (no
+    // status.effectiveAddresses yet): the upgrade must bring the chart's.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let field = "/spec/versions/0/schema/openAPIV3Schema/properties/status/properties/effectiveAddresses";
+    let older = json_patch::Patch(vec![json_patch::PatchOperation::Remove(json_patch::RemoveOperation {
+        path: json_patch::jsonptr::PointerBuf::parse(field).unwrap(),
+    })]);
+    rt.block_on(crds.patch("ipaddresspools.ferrolb.io", &PatchParams::default(), &Patch::<()>::Json(older)))
+        .expect("an older CRD");
+    let has_field = |crd: &CustomResourceDefinition| serde_json::to_value(crd).unwrap().pointer(field).is_some();
+    assert!(!has_field(&rt.block_on(crds.get("ipaddresspools.ferrolb.io")).unwrap()));
     let keys = ["speaker/node-1", "speaker/node-2", "speaker/node-3", "controller"];
     let before: Vec<Option<u32>> = keys.iter().map(|k| sb.pid(k)).collect();
     assert!(before.iter().all(Option::is_some), "every container runs: {before:?}");
@@ -53,6 +65,7 @@ fn upgrade_rolls_the_speakers_one_by_one_and_uninstall_leaves_no_ip_answered() {
         assert!(sb.pid(&format!("speaker/{n}")).is_some(), "{n}: the new speaker runs");
     }
     assert_eq!(sb.pid("controller"), before[3], "the controller was not restarted");
+    assert!(has_field(&rt.block_on(crds.get("ipaddresspools.ferrolb.io")).unwrap()), "the CRD was upgraded");
     assert!(st.client().curl(url, Duration::from_secs(2)).is_some(), "the VIP answers after the upgrade");
 
     let pids: Vec<u32> = keys.iter().filter_map(|k| sb.pid(k)).collect();
@@ -64,4 +77,8 @@ fn upgrade_rolls_the_speakers_one_by_one_and_uninstall_leaves_no_ip_answered() {
     assert!(pods.items.is_empty(), "no ferrolb Pod is left");
     assert!(pids.iter().all(|p| !process_running(*p)), "every ferrolb process ended");
     assert!(st.arp_replies("198.51.100.100", 2).is_empty(), "nobody answers for the VIP any more");
+    // The CRDs stay (helm.sh/resource-policy: keep), and with them the user's pools.
+    let pools = Api::<ferrolb_crds::IPAddressPool>::namespaced(client.clone(), NS);
+    assert!(rt.block_on(pools.get_opt("p")).unwrap().is_some(), "the pool survives the uninstall");
+    assert_eq!(rt.block_on(crds.list(&Default::default())).unwrap().items.len(), 3);
 }

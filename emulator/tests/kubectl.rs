@@ -147,7 +147,7 @@ spec:
 ";
 
 fn crd_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/crds")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferrolb/files/crds")
 }
 
 fn exercise(k: &Kubectl) {

@@ -89,13 +89,19 @@ def defaults_render_the_components():
 
 
 def crds_are_the_generated_ones():
-    chart = helm_python.Chart.load(str(CHART))
-    files = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    files = sorted(p.name for p in (CHART / "files" / "crds").glob("*.yaml"))
     assert files == ["ipaddresspools.ferrolb.io.yaml", "l2advertisements.ferrolb.io.yaml", "servicel2statuses.ferrolb.io.yaml"], files
-    for p in (CHART / "crds").glob("*.yaml"):
+    generated = {}
+    for p in (CHART / "files" / "crds").glob("*.yaml"):
         crd = [d for d in yaml.safe_load_all(p.read_text()) if d][0]
         kubernetes_validate.validate(crd, K8S, strict=True)
-    del chart
+        generated[crd["metadata"]["name"]] = crd
+    # Installed and upgraded with the release, kept by helm uninstall; off on request.
+    rendered = {d["metadata"]["name"]: d for _, d in docs(render({})) if d["kind"] == "CustomResourceDefinition"}
+    assert rendered == generated, sorted(rendered)
+    assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in rendered.values())
+    off = [d for _, d in docs(render({"crds": {"enabled": False}})) if d["kind"] == "CustomResourceDefinition"]
+    assert off == [], "crds.enabled=false renders no CRD"
 
 
 def speaker_capabilities_follow_forwarding():
@@ -289,7 +295,7 @@ check("alert rules pass promtool check and unit tests", alert_rules_pass_promtoo
 check("default render validates against Kubernetes 1.33", validate_all({}))
 check("every optional feature on validates", validate_all(ALL_ON))
 check("defaults render the components, optional parts off", defaults_render_the_components)
-check("chart CRDs are the generated ones and valid", crds_are_the_generated_ones)
+check("chart CRDs are the generated ones, valid, rendered unless crds.enabled=false, kept on uninstall", crds_are_the_generated_ones)
 check("speaker capabilities follow the forwarding mode", speaker_capabilities_follow_forwarding)
 check("typos in values fail at install time", typos_in_values_fail_at_install)
 check("a sample pool needs addresses", sample_pool_requires_addresses)

@@ -1,4 +1,4 @@
-//! Writes the CRD YAML generated from the Rust types to `charts/ferrolb/crds/`.
+//! Writes the CRD YAML generated from the Rust types to `charts/ferrolb/files/crds/`.
 //!
 //! `crdgen [DIR]` writes the files; `crdgen --check [DIR]` exits non-zero when
 //! the committed files differ from the types.
@@ -8,12 +8,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut check = false;
-    let mut dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/ferrolb/crds"));
+    let mut dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/ferrolb/files/crds"));
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--check" => check = true,
             "-h" | "--help" => {
-                println!("usage: crdgen [--check] [DIR]  (default DIR: charts/ferrolb/crds)");
+                println!("usage: crdgen [--check] [DIR]  (default DIR: charts/ferrolb/files/crds)");
                 return ExitCode::SUCCESS;
             }
             other => dir = PathBuf::from(other),
