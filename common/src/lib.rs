@@ -40,10 +40,20 @@ pub fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, tokio::task::
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
+    reflect_with(api, watcher::Config::default(), changed)
+}
+
+/// [`reflect`] the objects `config` selects (a label selector, say).
+pub fn reflect_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).modify(slim))
-        .default_backoff()
-        .touched_objects();
+    let stream = reflector::reflector(writer, watcher(api, config).modify(slim)).default_backoff().touched_objects();
     let task = tokio::spawn(async move {
         stream
             .for_each(|r| {

@@ -1,24 +1,25 @@
-//! Allocation latency: the real controller binary against the emulator over HTTP,
-//! LoadBalancer Services created at a steady rate; for each, the time from its
-//! create returning to its ingress IP appearing in a watch. The baseline, in the
-//! same run, is the emulator's own floor: create returning to the Service's ADDED
-//! event on the same watch. Also the controller's peak RSS, its API writes once
-//! everything is allocated, and (as root) in the sandbox the time from creating a
-//! Service to the first TCP connection through its VIP.
+//! Allocation latency: the controller as the chart installs it (in the sandbox, its
+//! Pod run from the image when there is one), LoadBalancer Services created at a
+//! steady rate; for each, the time from its create returning to its ingress IP
+//! appearing in a watch. The baseline, in the same run, is the emulator's own floor:
+//! create returning to the Service's ADDED event on the same watch. Also the
+//! controller's peak RSS, its API writes once everything is allocated, and the time
+//! from creating a Service to the first TCP connection through its VIP.
 //!
 //! `cargo bench -p ferrolb-e2e --bench allocation`; `FERROLB_BENCH_SERVICES` (default
 //! 10000) at `FERROLB_BENCH_RATE` per second (default 500). Under `cargo test` it
-//! runs 100 Services.
+//! runs 100 Services. Needs root (the sandbox).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use ferrolb_common::lock;
 use ferrolb_e2e::bench::{Row, peak_rss_mib, print_table};
 use ferrolb_e2e::client::Prober;
-use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, binaries, create, install_crds_and_namespace};
+use ferrolb_e2e::sandbox::{CONTROLLER_SA, Families, NS, Options, Sandbox, create};
 use ferrolb_e2e::topology::privileged;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -39,52 +40,29 @@ fn svc(name: &str) -> serde_json::Value {
            "ipFamilies": ["IPv6"], "allocateLoadBalancerNodePorts": false, "ports": [{"port": 80}]}})
 }
 
-/// Kills the controller however the run ends.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
-    let emu =
-        ferrolb_emulator::Emulator::new(ferrolb_emulator::Config { history_limit: 200_000, ..Default::default() });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let e = emu.clone();
-    tokio::spawn(async move { e.serve(listener).await });
+async fn allocation_run(n: usize, rate: u32) -> anyhow::Result<()> {
+    // ferrolb as the chart installs it, on one node; the emulator keeps enough watch
+    // history for 10,000 Services.
     let dir = tempfile::tempdir()?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    ferrolb_emulator::write_kubeconfig(&kubeconfig, &format!("http://{addr}"))?;
-    let client = kube::Client::new(emu.router(), "default");
-    install_crds_and_namespace(&client).await?;
+    let opts = Options { nodes: 1, history_limit: Some(200_000), ..Options::default() };
+    let sb = Sandbox::up_opts(&opts, dir.path()).await?;
+    let emu = sb.emulator.clone();
+    let client = sb.client.clone();
     create(
         &Api::<ferrolb_crds::IPAddressPool>::namespaced(client.clone(), NS),
         json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "bench"},
                "spec": {"addresses": ["fd42:f1b:10::/112"]}}),
     )
     .await?;
+    // Announced from no node: the controller's work is measured, not the speakers'.
     create(
         &Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
-        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "bench"}, "spec": {}}),
+        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "bench"},
+               "spec": {"nodeSelectors": [{"matchLabels": {"bench": "nowhere"}}]}}),
     )
     .await?;
-    let (controller, _) = binaries()?;
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let child = std::process::Command::new(controller)
-        .args(["--namespace", NS, "--metrics-addr", &metrics.to_string()])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAME", "bench")
-        .envs(ferrolb_e2e::sandbox::CONTAINER_ENV.iter().copied())
-        .env("FERROLB_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("controller.log"))?)
-        .spawn()?;
-    let pid = child.id();
-    let guard = Guard(child);
+    let controller_user = format!("system:serviceaccount:{NS}:{CONTROLLER_SA}");
+    let by_controller = |a: &ferrolb_emulator::Access| a.user.as_deref() == Some(controller_user.as_str());
 
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let s2 = seen.clone();
@@ -116,6 +94,7 @@ async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
+    let pid = sb.pid("controller").context("the controller runs")?;
     let log_start = emu.access_log().len();
     let mut created: BTreeMap<String, Instant> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
@@ -140,7 +119,7 @@ async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
     let all_secs = start.elapsed().as_secs_f64();
     let per_service: BTreeMap<String, String> = emu.access_log()[log_start..]
         .iter()
-        .filter(|a| a.peer.is_some())
+        .filter(|a| by_controller(a))
         .fold(BTreeMap::<String, usize>::new(), |mut m, a| {
             *m.entry(format!("{} {}", a.verb, a.resource)).or_default() += 1;
             m
@@ -153,7 +132,7 @@ async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let writes: BTreeMap<String, usize> = emu.access_log()[before..]
         .iter()
-        .filter(|a| a.peer.is_some() && ["create", "update", "patch", "delete"].contains(&a.verb.as_str()))
+        .filter(|a| by_controller(a) && ["create", "update", "patch", "delete"].contains(&a.verb.as_str()))
         .fold(BTreeMap::new(), |mut m, a| {
             *m.entry(format!("{} {}", a.verb, a.resource)).or_default() += 1;
             m
@@ -161,8 +140,8 @@ async fn emulator_run(n: usize, rate: u32) -> anyhow::Result<()> {
     let rss = peak_rss_mib(pid);
     let cpu = ferrolb_e2e::bench::cpu_time(pid).unwrap_or_default();
     let own_cpu = ferrolb_e2e::bench::cpu_time(std::process::id()).unwrap_or_default();
-    drop(guard);
     watch.abort();
+    drop(sb);
 
     let g = lock(&seen);
     let ms = |a: Instant, b: Instant| a.saturating_duration_since(b).as_secs_f64() * 1000.0;
@@ -268,13 +247,12 @@ fn main() -> anyhow::Result<()> {
     let n = if quick { 100 } else { env_num("FERROLB_BENCH_SERVICES", 10_000) as usize };
     let rate = env_num("FERROLB_BENCH_RATE", 500) as u32;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let r = rt.block_on(emulator_run(n, rate.max(1)));
+    if !privileged() {
+        eprintln!("allocation needs root (the sandbox's network namespaces); skipped");
+        return Ok(());
+    }
+    let r = rt.block_on(allocation_run(n, rate.max(1)));
     rt.shutdown_timeout(Duration::from_secs(1));
     r?;
-    if privileged() {
-        sandbox_run(if quick { 2 } else { 20 })?;
-    } else {
-        eprintln!("the sandbox part needs root; skipped");
-    }
-    Ok(())
+    sandbox_run(if quick { 2 } else { 20 })
 }

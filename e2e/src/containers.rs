@@ -9,8 +9,10 @@
 //!
 //! Runtimes: the image (`FERROLB_SANDBOX_IMAGE`, an OCI layout from
 //! `scripts/build-image`) unpacked once and each container run by `runc` with the
-//! Pod's user, capabilities, read-only root and memory limit; or, on a developer's
-//! machine without an image, the workspace binaries with the same args and env.
+//! Pod's user, capabilities, read-only root and memory limit, and in-cluster
+//! configuration (`KUBERNETES_SERVICE_HOST`/`PORT`, the ServiceAccount's token and
+//! CA mounted where client libraries look); or, on a developer's machine without an
+//! image, the workspace binaries with the same args and env and a kubeconfig.
 //!
 //! A node that loses its kubelet (a crash, a power cut) restarts nothing: a *hold*
 //! (`<pods dir>/<pod>.hold`, so `ferrolb-sandbox stop` from another process can set
@@ -34,8 +36,8 @@ use crate::pods::{Launched, PodPlan};
 use crate::sandbox::{NS, State, process_running};
 
 const PROBER: &str = "ferrolb-sandbox-kubelet";
-/// Where the container finds its ServiceAccount's kubeconfig when run from the image.
-const KUBECONFIG_IN_CONTAINER: &str = "/var/run/secrets/ferrolb/kubeconfig";
+/// Where a kubelet projects a Pod's ServiceAccount token, CA and namespace.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -142,11 +144,13 @@ fn runc_config(base: &Value, rootfs: &Path, pod: &Pod, l: &Launched, id: &str) -
     let root = uid.as_u64() == Some(0);
     let held = if root { caps.clone() } else { Vec::new() };
     let mut cfg = base.clone();
-    let env: Vec<String> = l
-        .env
-        .iter()
-        .map(|(k, v)| if k == "KUBECONFIG" { format!("{k}={KUBECONFIG_IN_CONTAINER}") } else { format!("{k}={v}") })
-        .collect();
+    // In-cluster configuration, as a kubelet gives it: the API server's address in the
+    // environment, the ServiceAccount's token and CA where client libraries look.
+    let (host, port) = l.api_server.rsplit_once(':').unwrap_or_default();
+    let mut env: Vec<String> =
+        l.env.iter().filter(|(k, _)| k != "KUBECONFIG").map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("KUBERNETES_SERVICE_HOST={host}"));
+    env.push(format!("KUBERNETES_SERVICE_PORT={port}"));
     let mut args = vec![l.command.clone()];
     args.extend(l.args.iter().cloned());
     cfg["process"]["terminal"] = Value::Bool(false);
@@ -163,9 +167,8 @@ fn runc_config(base: &Value, rootfs: &Path, pod: &Pod, l: &Launched, id: &str) -
         if l.netns_is_node { pod.spec.as_ref().and_then(|s| s.node_name.clone()) } else { None }
             .unwrap_or_else(|| pod.name_any())
     );
-    let kubeconfig = l.env.iter().find(|(k, _)| k == "KUBECONFIG").map(|(_, v)| v.clone()).unwrap_or_default();
     if let Some(mounts) = cfg["mounts"].as_array_mut() {
-        mounts.push(json!({"destination": KUBECONFIG_IN_CONTAINER, "type": "bind", "source": kubeconfig,
+        mounts.push(json!({"destination": SERVICE_ACCOUNT_DIR, "type": "bind", "source": l.service_account_dir,
                            "options": ["rbind", "ro"]}));
         mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                            "options": ["nosuid", "nodev", "mode=1777"]}));

@@ -48,8 +48,15 @@ pub struct Launched {
     pub args: Vec<String>,
     /// Its environment, as rendered and expanded, then `KUBECONFIG`.
     pub env: Vec<(String, String)>,
-    /// Where its output goes (`kubectl logs` reads it one day; people do today).
+    /// Where its output goes (`kubectl logs` reads it).
     pub log: PathBuf,
+    /// Its ServiceAccount's projected files (`token`, `ca.crt`, `namespace`), which a
+    /// container from the image finds where a kubelet mounts them.
+    #[serde(default)]
+    pub service_account_dir: PathBuf,
+    /// The API server as a Pod finds it (`KUBERNETES_SERVICE_HOST:PORT`).
+    #[serde(default)]
+    pub api_server: String,
 }
 
 /// The Secrets and ConfigMaps of the release namespace, read once.
@@ -226,7 +233,8 @@ fn pod_for<K: Resource<DynamicType = ()>>(
         other => anyhow::bail!("Pod {name} runs as ServiceAccount {other:?}, which has no token in the sandbox"),
     };
     // The image's environment first (the runtime merges it under the container's), then
-    // the container's, then the token's stand-in.
+    // the container's, then a kubeconfig with the ServiceAccount's token (the workspace
+    // binaries' stand-in for the in-cluster config a container from the image gets).
     let mut env: Vec<(String, String)> = IMAGE_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     env.retain(|(k, _)| !l.env.iter().any(|(c, _)| c == k));
     env.extend(l.env);
@@ -247,6 +255,8 @@ fn pod_for<K: Resource<DynamicType = ()>>(
         args: l.args,
         env,
         log,
+        service_account_dir: state.run_dir.join("serviceaccounts").join(&sa),
+        api_server: state.api_server.clone(),
     };
     Ok((pod, Ok(launch)))
 }

@@ -50,6 +50,8 @@ pub struct Options {
     pub heartbeats: bool,
     /// Chart values over the sandbox's own (`--set key=value` of `up` and `demo`).
     pub values: serde_json::Value,
+    /// Watch events the emulator keeps for resuming watches (its default when `None`).
+    pub history_limit: Option<usize>,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             speaker_lease_seconds: 3,
             heartbeats: true,
             values: serde_json::Value::Null,
+            history_limit: None,
         }
     }
 }
@@ -151,6 +154,9 @@ pub struct State {
     /// Kubeconfig the speakers use: the bridge, with their ServiceAccount's token.
     #[serde(default)]
     pub speaker_kubeconfig: PathBuf,
+    /// The API server's address on the bridge (`KUBERNETES_SERVICE_HOST:PORT` in a Pod).
+    #[serde(default)]
+    pub api_server: String,
     /// The speakers' Lease duration (s).
     #[serde(default = "default_lease")]
     pub speaker_lease_seconds: u32,
@@ -224,7 +230,20 @@ pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     if let Ok(cargo) = std::env::var("CARGO") {
         // The same profile as this executable (benches run from target/release).
         let release = dir.file_name().is_some_and(|n| n == "release");
-        let st = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // Without the variables cargo gives a test or bench process: build scripts that
+        // watch some of them (ring's, through cc) would otherwise rebuild half the
+        // dependency tree here and again at the next plain `cargo build`.
+        for (k, _) in std::env::vars() {
+            let keep = ["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&k.as_str())
+                || k.starts_with("CARGO_BUILD_")
+                || k.starts_with("CARGO_REGISTR")
+                || k.starts_with("CARGO_NET_");
+            if (k.starts_with("CARGO_") && !keep) || k == "OUT_DIR" || k.starts_with("RUST_TEST") {
+                build.env_remove(&k);
+            }
+        }
+        let st = build
             .args(["build", "-q", "-p", "ferrolb-controller", "-p", "ferrolb-speaker", "--bins"])
             .args(if release { &["--release"][..] } else { &[][..] })
             .status()
@@ -375,9 +394,10 @@ impl Sandbox {
         // clients (sandbox, stand-ins, tests) are cluster admins.
         use ferrolb_emulator::auth::{Auth, Mode, User};
         let token = |who: &str| format!("{who}-{}-{}", topo.suffix, std::process::id());
-        let (ctl_token, spk_token) = (token("controller"), token("speaker"));
+        let (ctl_token, spk_token, admin_token) = (token("controller"), token("speaker"), token("admin"));
         let auth = Auth::new(if opts.rbac { Mode::Rbac } else { Mode::AlwaysAllow })
             .anonymous_admin()
+            .with_token(&admin_token, User::admin("kubernetes-admin"))
             .with_token(&ctl_token, User::service_account(NS, CONTROLLER_SA))
             .with_token(&spk_token, User::service_account(NS, SPEAKER_SA));
         // `kubectl logs` of ferrolb's Pods reads their containers' output files.
@@ -387,11 +407,13 @@ impl Sandbox {
             let path = ferrolb_common::lock(&source).get(&(ns.to_string(), pod.to_string())).cloned()?;
             std::fs::read_to_string(path).ok()
         }));
+        let defaults = ferrolb_emulator::Config::default();
         let emu = ferrolb_emulator::Emulator::new(ferrolb_emulator::Config {
             services,
             auth: Some(auth),
             pod_logs: Some(pod_logs),
-            ..Default::default()
+            history_limit: opts.history_limit.unwrap_or(defaults.history_limit),
+            ..defaults
         });
         // Two listeners on one API: loopback for kubectl, the bridge for node processes.
         let root = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -403,18 +425,32 @@ impl Sandbox {
         bridge_std.set_nonblocking(true)?;
         let bridge_addr: SocketAddr = bridge_std.local_addr()?;
         let bridge = tokio::net::TcpListener::from_std(bridge_std)?;
-        let (e1, e2) = (emu.clone(), emu.clone());
-        tokio::spawn(async move { e1.serve(root).await });
-        tokio::spawn(async move { e2.serve(bridge).await });
+        // HTTPS only, as kube-apiserver: a CA of the sandbox's, a certificate for both
+        // addresses, and every client trusting that CA (kubeconfigs, or a Pod's
+        // ServiceAccount `ca.crt`).
+        let cert = ferrolb_emulator::ServingCert::generate(&["127.0.0.1", "198.51.100.3", "localhost"])?;
+        let (e1, e2, c1, c2) = (emu.clone(), emu.clone(), cert.clone(), cert.clone());
+        tokio::spawn(async move { e1.serve_tls(root, &c1).await });
+        tokio::spawn(async move { e2.serve_tls(bridge, &c2).await });
+        let ca = Some(cert.ca_pem.as_str());
         let kubeconfig = run_dir.join("kubeconfig");
         let node_kubeconfig = run_dir.join("kubeconfig-nodes");
-        ferrolb_emulator::write_kubeconfig(&kubeconfig, &format!("http://{root_addr}"))?;
-        ferrolb_emulator::write_kubeconfig(&node_kubeconfig, &format!("http://{bridge_addr}"))?;
+        let bridge_url = format!("https://{bridge_addr}");
+        use ferrolb_emulator::write_kubeconfig_full as kubeconfig_for;
+        kubeconfig_for(&kubeconfig, &format!("https://{root_addr}"), ca, Some(&admin_token))?;
+        kubeconfig_for(&node_kubeconfig, &bridge_url, ca, Some(&admin_token))?;
         let controller_kubeconfig = run_dir.join("kubeconfig-controller");
         let speaker_kubeconfig = run_dir.join("kubeconfig-speaker");
-        let bridge_url = format!("http://{bridge_addr}");
-        ferrolb_emulator::write_kubeconfig_with_token(&controller_kubeconfig, &bridge_url, Some(&ctl_token))?;
-        ferrolb_emulator::write_kubeconfig_with_token(&speaker_kubeconfig, &bridge_url, Some(&spk_token))?;
+        kubeconfig_for(&controller_kubeconfig, &bridge_url, ca, Some(&ctl_token))?;
+        kubeconfig_for(&speaker_kubeconfig, &bridge_url, ca, Some(&spk_token))?;
+        // What the kubelet projects into a Pod of each ServiceAccount (in-cluster config).
+        for (sa, tok) in [(CONTROLLER_SA, &ctl_token), (SPEAKER_SA, &spk_token)] {
+            let dir = run_dir.join("serviceaccounts").join(sa);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("token"), tok)?;
+            std::fs::write(dir.join("ca.crt"), &cert.ca_pem)?;
+            std::fs::write(dir.join("namespace"), NS)?;
+        }
         let client = Client::new(emu.router(), "default");
 
         // The API objects a cluster has: the namespace (`helm install --create-namespace`)
@@ -462,6 +498,7 @@ impl Sandbox {
             node_kubeconfig,
             controller_kubeconfig,
             speaker_kubeconfig,
+            api_server: bridge_addr.to_string(),
             speaker_lease_seconds: opts.speaker_lease_seconds,
             heartbeats: opts.heartbeats,
             client_netns: topo.client.netns.name.clone(),

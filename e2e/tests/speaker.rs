@@ -1,88 +1,21 @@
-//! The real `ferrolb-speaker` binaries in node namespaces, the controller, and
-//! the emulator reachable on the bridge; real `arping`/`ndisc6` from the client.
+//! The speakers as the chart installs them (in the sandbox: chart-rendered Pods,
+//! run from the image when there is one), with Lease-only failure detection, seen
+//! from the client namespace with real `arping`, `ndisc6`, `ping` and `curl`: the
+//! announcing node's MAC, nodeport forwarding, metrics, `externalTrafficPolicy:
+//! Local` following its endpoint, events, a named interface that appears and
+//! disappears, graceful and crash failover, and no move back when a node returns.
 //! Runs as root (as `.ci/run` does).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferrolb_common::http::ListenAddr;
-use ferrolb_controller::ProcessState;
-use ferrolb_controller::settings::Settings;
 use ferrolb_crds::ServiceL2Status;
-use ferrolb_e2e::client::ClientHost;
-use ferrolb_e2e::sandbox::{create, metric_sum};
-use ferrolb_e2e::topology::{Host, Topology, privileged};
+use ferrolb_e2e::sandbox::{NS, Options, Sandbox, create, metric_sum};
+use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
-use ferrolb_emulator::{Config, Emulator, write_kubeconfig};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::json;
-
-const NS: &str = "ferrolb-system";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn speaker_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "ferrolb-speaker", "--bin", "ferrolb-speaker"])
-        .status()
-        .expect("cargo");
-    assert!(status.success(), "building the speaker failed");
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("ferrolb-speaker")
-}
-
-fn start_speaker(bin: &Path, node: &Host, name: &str, kubeconfig: &Path, logs: &Path) -> Proc {
-    let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
-    Proc(
-        node.netns
-            .command(bin.to_str().unwrap())
-            .args(["--node-name", name, "--namespace", NS, "--lease-duration", "3", "--metrics-addr", "127.0.0.1:7473"])
-            .args(["--forwarding", "nodeport"])
-            // Lease-only failure detection: this test covers the path without heartbeats.
-            .args(["--memberlist-port", "0"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("FERROLB_LOG", "info,ferrolb_speaker=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// A stand-in for the Service's pods behind this node's NodePort: answers with the node's name.
-fn serve_node_port(node: &Host, name: &str, port: u16) {
-    let name = name.to_string();
-    let listener =
-        ferrolb_e2e::netns::in_netns(&node.netns.path(), move || std::net::TcpListener::bind(("0.0.0.0", port)))
-            .unwrap()
-            .join()
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for mut c in listener.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = c.read(&mut buf);
-            let _ = write!(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from {name}\n");
-        }
-    });
-}
-
-/// What the client host sees.
-fn client_of(host: &Host) -> ClientHost {
-    ClientHost::new(&host.netns.name, "eth0")
-}
 
 fn holder(rt: &tokio::runtime::Runtime, client: &Client, svc: &str) -> Option<String> {
     let api: Api<ServiceL2Status> = Api::namespaced(client.clone(), NS);
@@ -95,49 +28,32 @@ fn ingress(rt: &tokio::runtime::Runtime, client: &Client, svc: &str) -> Option<S
     ferrolb_model::ingress_ips(&s).first().map(|i| i.to_string())
 }
 
+/// A backend Pod `name` labelled `app` on `node` (the sandbox's kubelet stand-in serves it).
+fn pod(rt: &tokio::runtime::Runtime, client: &Client, name: &str, app: &str, node: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    rt.block_on(create(
+        &pods,
+        json!({"metadata": {"name": name, "labels": {"app": app}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "any", "ports": [{"containerPort": 8080}]}]}}),
+    ))
+    .unwrap();
+}
+
 #[test]
 fn speakers_announce_fail_over_and_respect_advertisements() {
     assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
-    let bin = speaker_binary();
-    let topo = Topology::new(2).expect("topology");
-    let probe = client_of(&topo.client);
-    let logs = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build().unwrap();
-
-    // The emulator listens on the control plane's bridge address, from inside its namespace.
-    let emu = Emulator::new(Config::default());
-    let std_listener = ferrolb_e2e::netns::in_netns(&topo.control_plane.netns.path(), || {
-        std::net::TcpListener::bind("198.51.100.3:0")
-    })
-    .unwrap()
-    .join()
-    .unwrap()
-    .unwrap()
-    .unwrap();
-    std_listener.set_nonblocking(true).unwrap();
-    let port = std_listener.local_addr().unwrap().port();
-    let server = emu.clone();
-    rt.spawn(async move {
-        let l = tokio::net::TcpListener::from_std(std_listener).unwrap();
-        server.serve(l).await
-    });
-    let kubeconfig = logs.path().join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &format!("http://198.51.100.3:{port}")).unwrap();
-    let client = {
-        let _guard = rt.enter();
-        Client::new(emu.router(), "default")
-    };
+    let dir = tempfile::tempdir().unwrap();
+    // Lease-only failure detection (speaker.memberlist.enabled=false): this test covers
+    // the path without heartbeats.
+    let opts = Options { nodes: 2, heartbeats: false, speaker_lease_seconds: 3, ..Options::default() };
+    let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
+    let client = sb.client.clone();
+    let topo_nodes: Vec<(String, String)> =
+        sb.topo.nodes.iter().map(|n| (n.netns.name.clone(), n.mac.clone())).collect();
+    let probe = sb.state.client();
 
     rt.block_on(async {
-        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
-        for crd in ferrolb_crds::crds() {
-            crds.create(&PostParams::default(), &crd).await.unwrap();
-        }
-        create(&Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()), json!({"metadata": {"name": NS}})).await.unwrap();
-        for i in 1..=2 {
-            create(&Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()),
-                json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/hostname": format!("node-{i}")}}})).await.unwrap();
-        }
         let pools: Api<ferrolb_crds::IPAddressPool> = Api::namespaced(client.clone(), NS);
         create(&pools, json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "public"},
             "spec": {"addresses": ["198.51.100.100-198.51.100.110", "fd42:f1b::100-fd42:f1b::110"]}})).await.unwrap();
@@ -151,30 +67,16 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         create(&Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
             json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "public"}, "spec": {"ipAddressPools": ["public"]}})).await.unwrap();
     });
-    let state = ProcessState::new();
-    let (_stop_ctl, stop_rx) = tokio::sync::watch::channel(false);
-    let settings = Settings {
-        namespace: NS.into(),
-        lb_class: None,
-        identity: "controller".into(),
-        leader_elect: false,
-        lease_duration: Duration::from_secs(15),
-        metrics_addr: ListenAddr::Exact(([127, 0, 0, 1], 0).into()),
-    };
-    rt.spawn(ferrolb_controller::leadership::run(client.clone(), settings, state, stop_rx));
-
     let names = ["node-1", "node-2"];
-    let mut speakers: Vec<Option<Proc>> = topo
-        .nodes
-        .iter()
-        .zip(names)
-        .map(|(n, name)| Some(start_speaker(&bin, n, name, &kubeconfig, logs.path())))
-        .collect();
-    let mac_of = |name: &str| topo.nodes[names.iter().position(|n| *n == name).unwrap()].mac.clone();
+    let mac_of = |name: &str| topo_nodes[names.iter().position(|n| *n == name).unwrap()].1.clone();
+    let netns_of = |i: usize| topo_nodes[i].0.clone();
+    for (i, node) in names.iter().enumerate() {
+        pod(&rt, &client, &format!("web-{}", i + 1), "web", node);
+    }
 
     rt.block_on(async {
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
-        create(&svcs, json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await.unwrap();
+        create(&svcs, json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": "web"}}})).await.unwrap();
         create(&svcs, json!({"metadata": {"name": "web6"}, "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "ports": [{"port": 80}], "selector": {"app": "web"}}})).await.unwrap();
         create(&svcs, json!({"metadata": {"name": "named", "annotations": {"ferrolb.io/address-pool": "named"}},
             "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "PreferDualStack", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await.unwrap();
@@ -187,30 +89,19 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     let mac = eventually("arping answer", Duration::from_secs(10), || probe.answering_mac(&vip));
     assert_eq!(mac, mac_of(&first), "the MAC the client learns is the announcing node's");
 
-    // nodeport forwarding: the VIP's traffic reaches the announcing node's NodePort.
-    let node_port = rt
-        .block_on(Api::<Service>::namespaced(client.clone(), "default").get("web"))
-        .unwrap()
-        .spec
-        .unwrap()
-        .ports
-        .unwrap()[0]
-        .node_port
-        .unwrap() as u16;
-    for (node, name) in topo.nodes.iter().zip(names) {
-        serve_node_port(node, name, node_port);
-    }
+    // nodeport forwarding: the VIP's traffic reaches a backend through the announcing node.
     let body = eventually("curl through the VIP", Duration::from_secs(10), || {
         probe.curl(&format!("http://{vip}/"), Duration::from_secs(2))
     });
-    assert_eq!(body.trim(), format!("hello from {first}"));
+    assert!(body.starts_with("web-"), "a backend answered: {body}");
 
     // Only the announcing speaker exports the announcement; it counted the requests it answered.
     let scrape = |i: usize| {
-        topo.nodes[i]
-            .netns
-            .exec(&["curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"])
-            .unwrap_or_default()
+        ferrolb_e2e::sandbox::netns_exec(
+            &netns_of(i),
+            &["curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"],
+        )
+        .unwrap_or_default()
     };
     let holder_idx = names.iter().position(|n| *n == first).unwrap();
     let m = eventually("holder metrics", Duration::from_secs(10), || {
@@ -232,13 +123,16 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     );
 
     // externalTrafficPolicy: Local is announced from the node with the ready endpoint, and follows it.
+    pod(&rt, &client, "local-a", "local", "node-2");
     rt.block_on(async {
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
-        create(&svcs, json!({"metadata": {"name": "local"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
-            "ports": [{"port": 80}], "selector": {"app": "local"}}})).await.unwrap();
-        let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), "default");
-        create(&slices, json!({"metadata": {"name": "local-1", "labels": {"kubernetes.io/service-name": "local"}}, "addressType": "IPv4",
-            "endpoints": [{"addresses": ["198.51.100.50"], "nodeName": "node-2", "conditions": {"ready": true}}]})).await.unwrap();
+        create(
+            &svcs,
+            json!({"metadata": {"name": "local"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+            "ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": "local"}}}),
+        )
+        .await
+        .unwrap();
     });
     eventually("Local announced from node-2", Duration::from_secs(20), || {
         holder(&rt, &client, "local").filter(|h| h == "node-2")
@@ -247,18 +141,9 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     eventually("Local answered by node-2", Duration::from_secs(10), || {
         probe.answering_mac(&local_vip).filter(|m| *m == mac_of("node-2"))
     });
-    rt.block_on(async {
-        let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client.clone(), "default");
-        slices
-            .patch(
-                "local-1",
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(json!({"endpoints": [
-            {"addresses": ["198.51.100.51"], "nodeName": "node-1", "conditions": {"ready": true}}]})),
-            )
-            .await
-            .unwrap();
-    });
+    // The endpoint moves: its Pod on node-2 goes, one on node-1 comes.
+    pod(&rt, &client, "local-b", "local", "node-1");
+    rt.block_on(Api::<Pod>::namespaced(client.clone(), "default").delete("local-a", &Default::default())).unwrap();
     eventually("Local moved to node-1 with its endpoint", Duration::from_secs(20), || {
         holder(&rt, &client, "local").filter(|h| h == "node-1")
     });
@@ -290,13 +175,12 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
 
     // The client's kernel resolves both VIPs itself (so failover must update its entries),
     // and its unicast neighbour probe (NUD) is answered by the speaker.
-    let c = &topo.client.netns;
-    let _ = c.exec(&["ping", "-c", "1", "-W", "1", &vip]);
-    c.exec(&["sysctl", "-qw", "net.ipv6.neigh.eth0.delay_first_probe_time=1"]).unwrap();
-    c.exec(&["ip", "-6", "neigh", "replace", &vip6, "lladdr", &mac_of(&owner6), "dev", "eth0", "nud", "stale"])
-        .unwrap();
-    let _ = c.exec(&["ping", "-6", "-c", "1", "-W", "1", &vip6]);
-    let neigh = |ip: &str| c.exec(&["ip", "neigh", "show", ip, "dev", "eth0"]).unwrap_or_default();
+    let c = |args: &[&str]| sb.state.client_exec(args);
+    let _ = c(&["ping", "-c", "1", "-W", "1", &vip]);
+    c(&["sysctl", "-qw", "net.ipv6.neigh.eth0.delay_first_probe_time=1"]).unwrap();
+    c(&["ip", "-6", "neigh", "replace", &vip6, "lladdr", &mac_of(&owner6), "dev", "eth0", "nud", "stale"]).unwrap();
+    let _ = c(&["ping", "-6", "-c", "1", "-W", "1", &vip6]);
+    let neigh = |ip: &str| c(&["ip", "neigh", "show", ip, "dev", "eth0"]).unwrap_or_default();
     eventually("unicast NS answered: IPv6 entry REACHABLE", Duration::from_secs(6), || {
         neigh(&vip6).contains("REACHABLE").then_some(())
     });
@@ -305,9 +189,9 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     // Graceful failover: SIGTERM the announcer; the other node answers.
     let idx = names.iter().position(|n| *n == first).unwrap();
     let other = names[1 - idx];
-    let pid = speakers[idx].as_ref().unwrap().0.id().to_string();
     let t0 = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // The node goes down (its kubelet with it): nothing restarts the speaker meanwhile.
+    let pid = sb.signal_pod(&format!("speaker/{first}"), "-TERM", true).unwrap();
     eventually("arping answered by the other node after SIGTERM", Duration::from_secs(10), || {
         probe.answering_mac(&vip).filter(|m| *m == mac_of(other))
     });
@@ -316,13 +200,15 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     eventually("client neighbour entry moved", Duration::from_secs(3), || {
         neigh(&vip).contains(&mac_of(other)).then_some(())
     });
-    let _ = speakers[idx].take().map(|mut p| p.0.wait());
+    eventually("the stopped speaker ended", Duration::from_secs(10), || {
+        (!ferrolb_e2e::sandbox::process_running(pid)).then_some(())
+    });
     eventually("status names the new holder", Duration::from_secs(10), || {
         holder(&rt, &client, "web").filter(|h| h == other)
     });
 
     // The first node returns: non-revertive, the IP stays.
-    speakers[idx] = Some(start_speaker(&bin, &topo.nodes[idx], first.as_str(), &kubeconfig, logs.path()));
+    sb.start_pod(&format!("speaker/{first}")).unwrap();
     // Witness: the returned speaker counts both members and has planned IPs held by the
     // other node (web among them: the other node holds every announced IP now).
     eventually("the returned speaker plans with both members", Duration::from_secs(15), || {
@@ -334,9 +220,8 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     assert_eq!(probe.answering_mac(&vip), Some(mac_of(other)));
 
     // Crash (SIGKILL): the survivor takes over after the Lease expires (3 s).
-    let oidx = 1 - idx;
     let t1 = Instant::now();
-    speakers[oidx].take();
+    sb.signal_pod(&format!("speaker/{other}"), "-KILL", true).unwrap();
     eventually("arping answered by the survivor after SIGKILL", Duration::from_secs(15), || {
         probe.answering_mac(&vip).filter(|m| *m == mac_of(&first))
     });
@@ -345,13 +230,21 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     // the speakers see the link change, and the holder answers on it with its MAC, for IPv4
     // and, because it joined the solicited-node group, for IPv6.
     let t_link = Instant::now();
-    for n in &topo.nodes {
-        n.netns.exec(&["ip", "link", "add", "nope0", "link", "eth0", "type", "macvlan", "mode", "bridge"]).unwrap();
-        n.netns.exec(&["ip", "link", "set", "nope0", "up"]).unwrap();
+    for i in 0..2 {
+        let ns = netns_of(i);
+        ferrolb_e2e::sandbox::netns_exec(
+            &ns,
+            &["ip", "link", "add", "nope0", "link", "eth0", "type", "macvlan", "mode", "bridge"],
+        )
+        .unwrap();
+        ferrolb_e2e::sandbox::netns_exec(&ns, &["ip", "link", "set", "nope0", "up"]).unwrap();
     }
     let named_holder = eventually("named announced", Duration::from_secs(20), || holder(&rt, &client, "named"));
     let hidx = names.iter().position(|n| *n == named_holder).unwrap();
-    let mv_mac = topo.nodes[hidx].netns.exec(&["cat", "/sys/class/net/nope0/address"]).unwrap().trim().to_lowercase();
+    let mv_mac = ferrolb_e2e::sandbox::netns_exec(&netns_of(hidx), &["cat", "/sys/class/net/nope0/address"])
+        .unwrap()
+        .trim()
+        .to_lowercase();
     let got =
         eventually("arping on the new interface", Duration::from_secs(10), || probe.answering_mac("198.51.100.130"));
     assert_eq!(got, mv_mac);
@@ -360,12 +253,12 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         eventually("ndisc6 through the macvlan", Duration::from_secs(10), || probe.answering_mac("fd42:f1b::130"));
     assert_eq!(got6, mv_mac);
     // The interface disappears while announced: the speaker goes on with the others.
-    topo.nodes[hidx].netns.exec(&["ip", "link", "del", "nope0"]).unwrap();
+    ferrolb_e2e::sandbox::netns_exec(&netns_of(hidx), &["ip", "link", "del", "nope0"]).unwrap();
     eventually("named no longer answered", Duration::from_secs(10), || {
         probe.answering_mac("198.51.100.130").is_none().then_some(())
     });
     assert_eq!(probe.answering_mac(&vip), Some(mac_of(&first)), "web still answered");
     eprintln!("failover: SIGTERM {graceful:?}, SIGKILL {crash:?} (lease 3 s)");
-    drop(speakers);
-    drop(rt);
+    let _g = rt.enter();
+    drop(sb);
 }

@@ -27,6 +27,7 @@ pub mod selectors;
 pub mod services;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod validation;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 pub use services::ServiceConfig;
 use store::{Event, State};
+pub use tls::ServingCert;
 use tokio::sync::broadcast;
 
 /// Emulator settings.
@@ -155,6 +157,40 @@ impl Emulator {
         axum::serve(listener, self.router().into_make_service_with_connect_info::<std::net::SocketAddr>()).await
     }
 
+    /// Serve the API over HTTPS with `cert` (HTTP/1.1, as kube-apiserver's clients here
+    /// speak it), until the listener fails.
+    pub async fn serve_tls(&self, listener: tokio::net::TcpListener, cert: &ServingCert) -> std::io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(cert.config.clone());
+        let router = self.router();
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an API connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY on an API connection");
+            }
+            let acceptor = acceptor.clone();
+            let svc = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+            tokio::spawn(async move {
+                let stream = match acceptor.accept(tcp).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                };
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let svc = hyper_util::service::TowerToHyperService::new(svc);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).with_upgrades().await;
+            });
+        }
+    }
+
     /// Every resource request served so far, as RBAC would see it (for least-privilege tests).
     pub fn access_log(&self) -> Vec<Access> {
         self.inner.access.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -192,12 +228,27 @@ pub fn write_kubeconfig(path: &std::path::Path, server: &str) -> std::io::Result
 
 /// Write a kubeconfig pointing at `server` that authenticates with a bearer `token`.
 pub fn write_kubeconfig_with_token(path: &std::path::Path, server: &str, token: Option<&str>) -> std::io::Result<()> {
+    write_kubeconfig_full(path, server, None, token)
+}
+
+/// Write a kubeconfig pointing at `server`, trusting the CA `ca_pem` (for `https://`),
+/// authenticating with a bearer `token`.
+pub fn write_kubeconfig_full(
+    path: &std::path::Path,
+    server: &str,
+    ca_pem: Option<&str>,
+    token: Option<&str>,
+) -> std::io::Result<()> {
+    use base64::Engine;
     let user = match token {
         Some(t) => format!("{{token: {}}}", serde_json::Value::from(t)),
         None => "{}".to_string(),
     };
+    let ca = ca_pem
+        .map(|p| format!("    certificate-authority-data: {}\n", base64::engine::general_purpose::STANDARD.encode(p)))
+        .unwrap_or_default();
     let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: ferrolb-emulator\n  cluster:\n    server: {server}\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ferrolb-emulator\n  cluster:\n    server: {server}\n{ca}\
          contexts:\n- name: ferrolb-emulator\n  context:\n    cluster: ferrolb-emulator\n    user: ferrolb\n    namespace: default\n\
          current-context: ferrolb-emulator\nusers:\n- name: ferrolb\n  user: {user}\npreferences: {{}}\n"
     );

@@ -11,6 +11,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+/// The label every speaker Lease carries, and the selector the speakers watch them by
+/// (the controller's leader Lease lives in the same namespace and is no member).
+pub const SELECTOR: &str = "app.kubernetes.io/component=speaker";
+
 /// Write this node's Lease: held by `holder`, or released with `None`.
 pub async fn write(api: &Api<Lease>, node: &str, duration: Duration, holder: Option<&str>) -> kube::Result<()> {
     let body = json!({

@@ -52,7 +52,12 @@ impl Caches {
         let (nodes, t3) = reflect(Api::<Node>::all(c.clone()), changed.clone());
         let (pools, t4) = reflect(Api::<IPAddressPool>::namespaced(c.clone(), namespace), changed.clone());
         let (adverts, t5) = reflect(Api::<L2Advertisement>::namespaced(c.clone(), namespace), changed.clone());
-        let (leases, t6) = reflect(Api::<Lease>::namespaced(c.clone(), namespace), changed.clone());
+        // Only the speakers' Leases: the controller's leader Lease lives in the same namespace.
+        let (leases, t6) = ferrolb_common::reflect_with(
+            Api::<Lease>::namespaced(c.clone(), namespace),
+            kube::runtime::watcher::Config::default().labels(crate::lease::SELECTOR),
+            changed.clone(),
+        );
         let (statuses, t7) = reflect(Api::<ServiceL2Status>::namespaced(c.clone(), namespace), changed.clone());
         let c = Caches {
             services,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ferrolb_emulator::auth::{Auth, Mode};
-use ferrolb_emulator::{Config, Emulator, ServiceConfig, write_kubeconfig};
+use ferrolb_emulator::{Config, Emulator, ServiceConfig, ServingCert, write_kubeconfig_full};
 
 /// A Kubernetes API-server emulator for ferrolb's tests and sandbox.
 #[derive(Debug, Parser)]
@@ -49,6 +49,10 @@ struct Args {
     /// only token-sending clients (kube-rs, curl) can do anything.
     #[arg(long, env = "FERROLB_EMULATOR_ANONYMOUS_UNAUTHENTICATED", requires = "token_auth_file")]
     anonymous_unauthenticated: bool,
+    /// Serve HTTPS, as kube-apiserver does, with a CA of the emulator's own and a
+    /// certificate for the listen address and `localhost`; the kubeconfig trusts the CA.
+    #[arg(long, env = "FERROLB_EMULATOR_TLS")]
+    tls: bool,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "FERROLB_LOG", default_value = "info")]
     log: String,
@@ -96,15 +100,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let emu = Emulator::new(config);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    let server = format!("http://{addr}");
+    let ip = addr.ip().to_string();
+    let cert = if args.tls { Some(ServingCert::generate(&[ip.as_str(), "localhost"])?) } else { None };
+    let server = format!("{}://{addr}", if cert.is_some() { "https" } else { "http" });
     if let Some(path) = &args.kubeconfig {
-        write_kubeconfig(path, &server)?;
+        // Over HTTPS kubectl wants credentials (it prompts for a password otherwise): a
+        // token, which the emulator ignores unless it authenticates (--token-auth-file).
+        let token = (cert.is_some() && args.token_auth_file.is_none()).then_some("ferrolb-emulator-admin");
+        write_kubeconfig_full(path, &server, cert.as_ref().map(|c| c.ca_pem.as_str()), token)?;
         tracing::info!(kubeconfig = %path.display(), "wrote kubeconfig");
     }
     // The line scripts wait for: the address is real and the kubeconfig is written.
     println!("ferrolb-emulator listening on {server}");
+    let serve = async {
+        match &cert {
+            Some(c) => emu.serve_tls(listener, c).await,
+            None => emu.serve(listener).await,
+        }
+    };
     tokio::select! {
-        r = emu.serve(listener) => r?,
+        r = serve => r?,
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),
     }
     Ok(())

@@ -1,0 +1,105 @@
+//! The controller as the chart installs it (in the sandbox, its Pod run from the
+//! image when there is one), driven with real kubectl as an operator would and
+//! scraped as Prometheus would: it allocates, reports in the pool's status, Events
+//! and `kubectl describe`, exports its metrics, and on SIGTERM gives its leader
+//! Lease back and exits 0. Runs as root.
+
+use std::process::Command;
+use std::time::Duration;
+
+use ferrolb_e2e::sandbox::{NS, Options, Sandbox, netns_exec};
+use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::wait::eventually;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+
+const SETUP: &str = "apiVersion: ferrolb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: public
+  namespace: ferrolb-system
+spec:
+  addresses: [198.51.100.10-198.51.100.20]
+---
+apiVersion: ferrolb.io/v1beta1
+kind: L2Advertisement
+metadata:
+  name: all
+  namespace: ferrolb-system
+";
+
+const SERVICE: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: default
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{port: 80}]
+";
+
+#[test]
+fn the_controller_allocates_reports_and_shuts_down_cleanly() {
+    assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sb = rt.block_on(Sandbox::up_opts(&Options { nodes: 1, ..Options::default() }, dir.path())).expect("sandbox");
+    let st = sb.state.clone();
+    let kubectl = |args: &[&str]| {
+        let out = Command::new("kubectl").env("KUBECONFIG", &st.kubeconfig).args(args).output().unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let http = |path: &str| {
+        let url = format!("http://{}{path}", st.controller_metrics);
+        netns_exec(&st.control_plane_netns, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+    };
+    eventually("readyz", Duration::from_secs(30), || http("/readyz").filter(|c| c == "200"));
+    assert_eq!(http("/healthz").as_deref(), Some("200"));
+
+    sb.kubectl_apply(SETUP).unwrap();
+    sb.kubectl_apply(SERVICE).unwrap();
+    let row = eventually("EXTERNAL-IP", Duration::from_secs(30), || {
+        let out = kubectl(&["get", "svc", "web", "--no-headers"]);
+        out.contains("198.51.100.10").then_some(out)
+    });
+    assert!(row.contains("LoadBalancer"), "{row}");
+    eventually("pool status", Duration::from_secs(30), || {
+        let jsonpath = "jsonpath={.status.assignedIPv4}/{.status.availableIPv4}";
+        (kubectl(&["-n", NS, "get", "ippool", "public", "-o", jsonpath]) == "1/10").then_some(())
+    });
+    let events = kubectl(&["get", "events.events.k8s.io", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("IPAllocated"), "{events}");
+    let described = kubectl(&["describe", "svc", "web"]);
+    assert!(described.contains("IPAllocated") && described.contains("198.51.100.10"), "{described}");
+
+    let url = format!("http://{}/metrics", st.controller_metrics);
+    let text = netns_exec(&st.control_plane_netns, &["curl", "-s", "--max-time", "2", &url]).unwrap_or_default();
+    for line in [
+        "ferrolb_allocator_addresses{pool=\"public\"} 11",
+        "ferrolb_allocator_addresses_in_use{pool=\"public\"} 1",
+        "ferrolb_allocator_ipv4_addresses_in_use{pool=\"public\"} 1",
+        "ferrolb_allocator_ipv6_addresses{pool=\"public\"} 0",
+        "ferrolb_config_stale{pool=\"public\"} 0",
+        "ferrolb_controller_leader 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+    assert!(text.contains("ferrolb_allocator_allocation_duration_seconds_count"), "{text}");
+    assert!(text.contains("ferrolb_k8s_client_updates_total"), "{text}");
+
+    // SIGTERM (the Pod deleted, its node draining): the Lease is given back, the exit clean.
+    sb.kill_pod("controller", "-TERM", true).unwrap();
+    let lease = kubectl(&["-n", NS, "get", "lease", "ferrolb-controller", "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert_eq!(lease, "", "the Lease was released on shutdown");
+    let pods: Api<Pod> = Api::namespaced(sb.client.clone(), NS);
+    let code = eventually("the kubelet reports the exit", Duration::from_secs(10), || {
+        let p = rt.block_on(pods.get("ferrolb-controller-0")).ok()?;
+        let c = serde_json::to_value(p.status?.container_statuses?.first()?).ok()?;
+        c["state"]["terminated"]["exitCode"].as_i64()
+    });
+    assert_eq!(code, 0, "a clean exit");
+    let _g = rt.enter();
+    drop(sb);
+}
