@@ -127,10 +127,12 @@ pub async fn plan(client: &Client, state: &State) -> anyhow::Result<Vec<PodPlan>
     let template = deployment.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
     for i in 0..replicas {
         let name = format!("{}-{i}", deployment.name_any());
-        let info = PodInfo { pod_ip: "198.51.100.3".into(), host_ip: "198.51.100.3".into(), ..Default::default() };
+        let (netns, ip) = state.controller_pods.get(i as usize).with_context(|| {
+            format!("the sandbox has networks for {} controller Pods, not {replicas}", state.controller_pods.len())
+        })?;
+        let info = PodInfo { pod_ip: ip.clone(), host_ip: "198.51.100.3".into(), ..Default::default() };
         let key = if i == 0 { "controller".to_string() } else { format!("controller-{i}") };
-        let (pod, launch) =
-            pod_for(state, &objects, deployment, &template, &name, "", &state.control_plane_netns, info)?;
+        let (pod, launch) = pod_for(state, &objects, deployment, &template, &name, "", netns, info)?;
         out.push(PodPlan { key, pod, launch });
     }
     let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), NS).list(&Default::default()).await?;

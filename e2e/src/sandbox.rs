@@ -172,8 +172,12 @@ pub struct State {
     pub pids: Pids,
     /// The control plane's namespace (the controller runs there, on the bridge).
     pub control_plane_netns: String,
-    /// The controller's metrics address (on the bridge, reachable from every namespace there).
+    /// The first controller replica's metrics address (on the bridge, reachable from
+    /// every namespace there); [`State::controller_leader_metrics`] finds the leader's.
     pub controller_metrics: String,
+    /// The controller replicas' Pod networks (namespace, IPv4), replica 0 first.
+    #[serde(default)]
+    pub controller_pods: Vec<(String, String)>,
     /// The path of the speaker binary (for `start speaker`).
     pub speaker_binary: PathBuf,
     /// The path of the controller binary (for `start controller`).
@@ -318,12 +322,31 @@ impl State {
         metric_sum(&self.speaker_metrics(node), name, None)
     }
 
-    /// One metric from the controller (scraped from the control plane's namespace),
-    /// summed over the label sets that carry `label` (all of them when `None`).
+    /// Every controller replica's metrics address, replica 0 first.
+    pub fn controller_targets(&self) -> Vec<String> {
+        self.controller_pods.iter().map(|(_, ip)| format!("{ip}:7472")).collect()
+    }
+
+    /// The metrics of the controller replica that leads (of the first one when none does
+    /// yet), scraped from the control plane's namespace; empty when unreachable.
+    pub fn controller_leader_metrics(&self) -> String {
+        let mut first = None;
+        for target in self.controller_targets() {
+            let url = format!("http://{target}/metrics");
+            let text =
+                netns_exec(&self.control_plane_netns, &["curl", "-s", "--max-time", "2", &url]).unwrap_or_default();
+            if metric_sum(&text, "ferrolb_controller_leader", None) == 1.0 {
+                return text;
+            }
+            first.get_or_insert(text);
+        }
+        first.unwrap_or_default()
+    }
+
+    /// One metric from the leading controller replica, summed over the label sets that
+    /// carry `label` (all of them when `None`).
     pub fn controller_metric(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
-        let url = format!("http://{}/metrics", self.controller_metrics);
-        let text = netns_exec(&self.control_plane_netns, &["curl", "-s", "--max-time", "2", &url]).unwrap_or_default();
-        metric_sum(&text, name, label)
+        metric_sum(&self.controller_leader_metrics(), name, label)
     }
 }
 
@@ -347,12 +370,12 @@ pub fn metric_sum(exposition: &str, name: &str, label: Option<(&str, &str)>) -> 
 pub const CONTAINER_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2")];
 
 /// The chart values the sandbox installs with: nodeport forwarding (the sandbox has
-/// a kube-proxy stand-in for NodePorts, not for LoadBalancer IPs), one controller
-/// replica (the control plane's namespace has one address, and two replicas would
-/// both want its metrics port), short Leases, then `opts.values` over them.
+/// a kube-proxy stand-in for NodePorts, not for LoadBalancer IPs), short Leases, then
+/// `opts.values` over them. The controller keeps the chart's two replicas, each Pod
+/// with a network of its own on the bridge.
 pub fn chart_values(opts: &Options) -> serde_json::Value {
     let mut v = json!({
-        "controller": {"replicas": 1, "leaseDuration": 5},
+        "controller": {"leaseDuration": 5},
         "speaker": {"forwarding": "nodeport", "leaseDuration": opts.speaker_lease_seconds,
                     "memberlist": {"enabled": opts.heartbeats}},
     });
@@ -506,7 +529,8 @@ impl Sandbox {
             nodes: node_states,
             pids: Pids { emulator: std::process::id() },
             control_plane_netns: topo.control_plane.netns.name.clone(),
-            controller_metrics: "198.51.100.3:7472".to_string(),
+            controller_metrics: "198.51.100.4:7472".to_string(),
+            controller_pods: Vec::new(),
             speaker_binary,
             controller_binary,
             launches: BTreeMap::new(),
@@ -524,6 +548,17 @@ impl Sandbox {
         state.values = chart_values(opts);
         let rendered = crate::chart::render("ferrolb", NS, &state.values)?;
         crate::chart::apply(&state.kubeconfig, &rendered)?;
+        // A network of its own for each controller replica, as a CNI gives a Pod.
+        let replicas = crate::chart::documents(&rendered)
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .and_then(|d| d["spec"]["replicas"].as_u64())
+            .unwrap_or(1);
+        let mut topo = topo;
+        for _ in 0..replicas {
+            let h = topo.add_pod_host().context("a network for a controller Pod")?;
+            state.controller_pods.push((h.netns.name.clone(), h.ipv4.to_string()));
+        }
         let plans = crate::pods::plan(&client, &state).await?;
         for p in &plans {
             state.pods.insert(p.key.clone(), p.pod.name_any());

@@ -137,6 +137,8 @@ pub struct Topology {
     pub client: Host,
     /// The control plane's host on the bridge (API server listener for node processes).
     pub control_plane: Host,
+    /// Hosts for Pods with a network of their own (the controller's replicas), `p0`..
+    pub pods: Vec<Host>,
     /// The namespace holding the bridge; dropped last.
     pub switch: Netns,
 }
@@ -195,7 +197,33 @@ impl Topology {
         }
         let control_plane = hosts.pop().expect("control plane host");
         let client = hosts.remove(0);
-        Ok(Topology { suffix, nodes: hosts, client, control_plane, switch })
+        Ok(Topology { suffix, nodes: hosts, client, control_plane, pods: Vec::new(), switch })
+    }
+
+    /// One more host on the bridge for a Pod with a network of its own: the `i`th gets
+    /// `198.51.100.(4+i)` and `fd42:f1b::(4+i)` (at most 6, below the nodes' addresses).
+    pub fn add_pod_host(&mut self) -> Result<&Host, Error> {
+        let i = self.pods.len();
+        if i >= 6 {
+            return Err(Error::Command {
+                cmd: "add_pod_host".into(),
+                why: "the sandbox has addresses for 6 Pod hosts".into(),
+            });
+        }
+        let (ns_name, port) = (format!("flb{}p{i}", self.suffix), format!("p{i}"));
+        let v4 = Ipv4Addr::new(198, 51, 100, 4 + i as u8);
+        let v6 = Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 0, 4 + i as u16);
+        let netns = Netns::create(&ns_name)?;
+        netns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])?;
+        self.switch.exec(&["ip", "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns_name])?;
+        self.switch.exec(&["ip", "link", "set", &port, "master", "br0", "up"])?;
+        netns.exec(&["ip", "link", "set", "lo", "up"])?;
+        netns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        netns.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
+        netns.exec(&["ip", "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
+        let mac = Host::read_mac(&netns, "eth0")?;
+        self.pods.push(Host { netns, iface: "eth0".into(), mac, ipv4: v4, ipv6: v6 });
+        Ok(&self.pods[i])
     }
 }
 

@@ -1,8 +1,9 @@
-//! The controller as the chart installs it (in the sandbox, its Pod run from the
-//! image when there is one), driven with real kubectl as an operator would and
-//! scraped as Prometheus would: it allocates, reports in the pool's status, Events
-//! and `kubectl describe`, exports its metrics, and on SIGTERM gives its leader
-//! Lease back and exits 0. Runs as root.
+//! The controller as the chart installs it (two replicas, in the sandbox each Pod
+//! with a network of its own and run from the image when there is one), driven with
+//! real kubectl as an operator would and scraped as Prometheus would: one replica
+//! leads, allocates, reports in the pool's status, Events and `kubectl describe`
+//! and exports its metrics; on SIGTERM it gives its leader Lease back, exits 0, and
+//! the standby leads at once. Runs as root.
 
 use std::process::Command;
 use std::time::Duration;
@@ -51,12 +52,17 @@ fn the_controller_allocates_reports_and_shuts_down_cleanly() {
         assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let http = |path: &str| {
-        let url = format!("http://{}{path}", st.controller_metrics);
+    let http = |target: &str, path: &str| {
+        let url = format!("http://{target}{path}");
         netns_exec(&st.control_plane_netns, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
     };
-    eventually("readyz", Duration::from_secs(30), || http("/readyz").filter(|c| c == "200"));
-    assert_eq!(http("/healthz").as_deref(), Some("200"));
+    let targets = st.controller_targets();
+    assert_eq!(targets.len(), 2, "the chart's two replicas");
+    for t in &targets {
+        // Ready as the leader and as the standby.
+        eventually("readyz", Duration::from_secs(30), || http(t, "/readyz").filter(|c| c == "200"));
+        assert_eq!(http(t, "/healthz").as_deref(), Some("200"));
+    }
 
     sb.kubectl_apply(SETUP).unwrap();
     sb.kubectl_apply(SERVICE).unwrap();
@@ -74,8 +80,7 @@ fn the_controller_allocates_reports_and_shuts_down_cleanly() {
     let described = kubectl(&["describe", "svc", "web"]);
     assert!(described.contains("IPAllocated") && described.contains("198.51.100.10"), "{described}");
 
-    let url = format!("http://{}/metrics", st.controller_metrics);
-    let text = netns_exec(&st.control_plane_netns, &["curl", "-s", "--max-time", "2", &url]).unwrap_or_default();
+    let text = st.controller_leader_metrics();
     for line in [
         "ferrolb_allocator_addresses{pool=\"public\"} 11",
         "ferrolb_allocator_addresses_in_use{pool=\"public\"} 1",
@@ -89,13 +94,24 @@ fn the_controller_allocates_reports_and_shuts_down_cleanly() {
     assert!(text.contains("ferrolb_allocator_allocation_duration_seconds_count"), "{text}");
     assert!(text.contains("ferrolb_k8s_client_updates_total"), "{text}");
 
-    // SIGTERM (the Pod deleted, its node draining): the Lease is given back, the exit clean.
-    sb.kill_pod("controller", "-TERM", true).unwrap();
-    let lease = kubectl(&["-n", NS, "get", "lease", "ferrolb-controller", "-o", "jsonpath={.spec.holderIdentity}"]);
-    assert_eq!(lease, "", "the Lease was released on shutdown");
+    // SIGTERM to the leader (its Pod deleted, its node draining): it gives the Lease back
+    // and exits 0; the standby leads.
+    let holder = || kubectl(&["-n", NS, "get", "lease", "ferrolb-controller", "-o", "jsonpath={.spec.holderIdentity}"]);
+    let leader = holder();
+    let (key, standby) = match leader.as_str() {
+        "ferrolb-controller-0" => ("controller", "ferrolb-controller-1"),
+        "ferrolb-controller-1" => ("controller-1", "ferrolb-controller-0"),
+        other => panic!("an unexpected leader {other:?}"),
+    };
+    sb.kill_pod(key, "-TERM", true).unwrap();
+    eventually("the standby leads", Duration::from_secs(10), || (holder() == standby).then_some(()));
+    eventually("the new leader reports", Duration::from_secs(20), || {
+        let m = st.controller_leader_metrics();
+        m.lines().any(|l| l == "ferrolb_allocator_addresses_in_use{pool=\"public\"} 1").then_some(())
+    });
     let pods: Api<Pod> = Api::namespaced(sb.client.clone(), NS);
     let code = eventually("the kubelet reports the exit", Duration::from_secs(10), || {
-        let p = rt.block_on(pods.get("ferrolb-controller-0")).ok()?;
+        let p = rt.block_on(pods.get(&leader)).ok()?;
         let c = serde_json::to_value(p.status?.container_statuses?.first()?).ok()?;
         c["state"]["terminated"]["exitCode"].as_i64()
     });

@@ -81,10 +81,12 @@ fn prometheus_scrapes_controller_and_speakers() {
     });
 
     let speaker_targets: Vec<String> = st.nodes.iter().map(|n| format!("{}:7473", n.interfaces[0].ipv4)).collect();
+    let controller_targets = st.controller_targets();
+    let quoted = |ts: &[String]| ts.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
     let config = format!(
-        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: ferrolb-controller\n    static_configs: [{{targets: ['{}']}}]\n  - job_name: ferrolb-speaker\n    static_configs: [{{targets: [{}]}}]\n",
-        st.controller_metrics,
-        speaker_targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: ferrolb-controller\n    static_configs: [{{targets: [{}]}}]\n  - job_name: ferrolb-speaker\n    static_configs: [{{targets: [{}]}}]\n",
+        quoted(&controller_targets),
+        quoted(&speaker_targets)
     );
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(&cfg, config).unwrap();
@@ -136,19 +138,20 @@ fn prometheus_scrapes_controller_and_speakers() {
     assert_eq!(series.len(), 1, "exactly one node announces: {announced}");
     assert_eq!(series[0]["metric"]["node"], holder.as_str());
     assert_eq!(series[0]["metric"]["ip"], "198.51.100.100");
+    let want = controller_targets.len() + speaker_targets.len();
     let up = eventually("every target up", Duration::from_secs(30), || {
         let r = query("up")?;
         let a = r.as_array()?.clone();
-        (a.len() == 3 && a.iter().all(|s| s["value"][1] == "1")).then_some(a)
+        (a.len() == want && a.iter().all(|s| s["value"][1] == "1")).then_some(a)
     });
-    assert_eq!(up.len(), 3);
+    assert_eq!(up.len(), want, "both controller replicas and every speaker");
 
     // Some ARP traffic, so the per-IP request/response counters exist.
     let replies = st.arp_replies("198.51.100.100", 2);
     assert!(!replies.is_empty(), "the VIP answers ARP");
     // promtool on every endpoint, and the metrics reference against the exported names.
     let mut exported = BTreeSet::new();
-    for target in std::iter::once(st.controller_metrics.clone()).chain(speaker_targets) {
+    for target in controller_targets.iter().chain(&speaker_targets) {
         let text = in_ns(&cp, &["curl", "-s", "--max-time", "2", &format!("http://{target}/metrics")]).expect("scrape");
         let problems = promtool_problems(&text);
         assert!(problems.is_empty(), "promtool on {target}: {problems:?}");

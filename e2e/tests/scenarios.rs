@@ -372,12 +372,7 @@ fn metrics_and_speaker_failover() {
         !scrape(other).lines().any(|l| l.starts_with("ferrolb_speaker_announced{")),
         "only the announcer exports the announcement"
     );
-    let out = Command::new("ip")
-        .args(["netns", "exec", &st.control_plane_netns, "curl", "-s", "--max-time", "2"])
-        .arg(format!("http://{}/metrics", st.controller_metrics))
-        .output()
-        .unwrap();
-    let cm = String::from_utf8_lossy(&out.stdout);
+    let cm = st.controller_leader_metrics();
     assert!(cm.lines().any(|l| l == "ferrolb_allocator_addresses{pool=\"p\"} 4"), "{cm}");
     assert!(cm.lines().any(|l| l == "ferrolb_allocator_addresses_in_use{pool=\"p\"} 1"), "{cm}");
 
