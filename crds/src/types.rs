@@ -143,7 +143,7 @@ pub struct L2AdvertisementSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "interfaces_schema")]
     pub interfaces: Vec<String>,
-    /// ferrolb addition: Services announced, by label selector; empty means all.
+    /// Services announced, by label selector (as in MetalLB 0.16); empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_selectors: Vec<LabelSelector>,
 }

@@ -223,17 +223,15 @@ impl Drop for Sandbox {
     }
 }
 
-/// The directory holding this executable's sibling binaries, building them when run under cargo.
-pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
+/// The directory holding this executable's sibling binaries (`target/debug` or
+/// `target/release`), after building `packages`' binaries in it when run under cargo.
+pub fn build_binaries(packages: &[&str]) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().context("executable has a directory")?.to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let (ctl, spk) = (dir.join("ferrolb-controller"), dir.join("ferrolb-speaker"));
     if let Ok(cargo) = std::env::var("CARGO") {
-        // The same profile as this executable (benches run from target/release).
-        let release = dir.file_name().is_some_and(|n| n == "release");
         let mut build = Command::new(cargo);
         // Without the variables cargo gives a test or bench process: build scripts that
         // watch some of them (ring's, through cc) would otherwise rebuild half the
@@ -247,17 +245,27 @@ pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
                 build.env_remove(&k);
             }
         }
-        let st = build
-            .args(["build", "-q", "-p", "ferrolb-controller", "-p", "ferrolb-speaker", "--bins"])
-            .args(if release { &["--release"][..] } else { &[][..] })
-            .status()
-            .context("running cargo build")?;
-        anyhow::ensure!(st.success(), "building ferrolb-controller and ferrolb-speaker failed");
+        // The same profile as this executable (benches run from target/release).
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        build.args(["build", "-q", "--bins"]);
+        for p in packages {
+            build.args(["-p", p]);
+        }
+        let st =
+            build.args(if release { &["--release"][..] } else { &[][..] }).status().context("running cargo build")?;
+        anyhow::ensure!(st.success(), "building {packages:?} failed");
     }
+    Ok(dir)
+}
+
+/// The controller and speaker binaries next to this executable, built when run under cargo.
+pub fn binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dir = build_binaries(&["ferrolb-controller", "ferrolb-speaker"])?;
+    let (ctl, spk) = (dir.join("ferrolb-controller"), dir.join("ferrolb-speaker"));
     anyhow::ensure!(
         ctl.is_file() && spk.is_file(),
         "ferrolb-controller and ferrolb-speaker must be built next to {}",
-        exe.display()
+        dir.display()
     );
     Ok((ctl, spk))
 }

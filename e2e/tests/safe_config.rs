@@ -30,10 +30,16 @@ impl Drop for Env {
 }
 
 fn env() -> Env {
+    env_with(serde_json::Value::Null)
+}
+
+/// A one-node sandbox installed with chart `values`.
+fn env_with(values: Value) -> Env {
     assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sb = rt.block_on(Sandbox::up(1, dir.path())).expect("sandbox up");
+    let opts = ferrolb_e2e::sandbox::Options { nodes: 1, values, ..Default::default() };
+    let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox up");
     Env { sb: Some(sb), rt, _dir: dir }
 }
 
@@ -204,4 +210,41 @@ fn sharing_is_reconsidered_when_conditions_change() {
     e.svc(sharer("second", 81, "y", true));
     e.until_ips("first", &ip);
     assert_eq!(e.ips("second"), ip);
+}
+
+/// A single-node cluster whose only node carries the exclusion label (kind, kubeadm
+/// single-node setups): nothing is announced unless the speakers are installed with
+/// `speaker.ignoreExcludeLB`, with which the node answers.
+#[test]
+fn ignore_exclude_lb_lets_an_excluded_only_node_announce() {
+    let label = |e: &Env| {
+        let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(e.sb().client.clone());
+        let patch = json!({"metadata": {"labels": {"node.kubernetes.io/exclude-from-external-load-balancers": ""}}});
+        e.rt.block_on(nodes.patch("node-1", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)))
+            .unwrap();
+    };
+    let setup = |e: &Env| {
+        label(e);
+        e.pool("p", &["198.51.100.240/32"]);
+        e.apply(json!({"apiVersion": API_VERSION, "kind": "L2Advertisement",
+            "metadata": {"name": "all", "namespace": NS}, "spec": {}}));
+        e.svc(svc("web"));
+        e.until_ips("web", &["198.51.100.240"]);
+    };
+    let honoured = env();
+    setup(&honoured);
+    // Witness: the speaker has planned the IP and counts no usable node.
+    eventually("the speaker planned without the excluded node", Duration::from_secs(20), || {
+        let st = &honoured.sb().state;
+        let planned = st.speaker_metric("node-1", "ferrolb_speaker_planned_ips");
+        (planned >= 1.0 && st.speaker_metric("node-1", "ferrolb_speaker_usable_nodes") == 0.0).then_some(())
+    });
+    assert!(!honoured.answered("198.51.100.240"), "an excluded node does not announce");
+    drop(honoured);
+
+    let ignored = env_with(json!({"speaker": {"ignoreExcludeLB": true}}));
+    setup(&ignored);
+    eventually("the excluded node answers", Duration::from_secs(20), || {
+        ignored.answered("198.51.100.240").then_some(())
+    });
 }

@@ -29,12 +29,23 @@ pub struct Node {
     pub network_unavailable: bool,
     /// Its speaker is alive (Lease current, heartbeats answered).
     pub alive: bool,
+    /// Labelled `node.kubernetes.io/exclude-from-external-load-balancers`, and the
+    /// speakers honour the label (no `--ignore-exclude-lb`).
+    pub excluded: bool,
 }
 
 impl Node {
+    /// Whether a node with `labels` is excluded from announcing: labelled
+    /// `node.kubernetes.io/exclude-from-external-load-balancers`, unless `ignore` (the
+    /// speakers' `--ignore-exclude-lb`, for single-node and kind-style clusters whose only
+    /// node carries it).
+    pub fn excluded_by(labels: &Labels, ignore: bool) -> bool {
+        !ignore && labels.contains_key(EXCLUDE_FROM_EXTERNAL_LB_LABEL)
+    }
+
     /// Whether the node may announce at all: alive, network available, not excluded.
     pub fn usable(&self) -> bool {
-        self.alive && !self.network_unavailable && !self.labels.contains_key(EXCLUDE_FROM_EXTERNAL_LB_LABEL)
+        self.alive && !self.network_unavailable && !self.excluded
     }
 }
 

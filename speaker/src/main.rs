@@ -35,6 +35,10 @@ struct Args {
     /// Move an IP back to its hash winner when that node returns (default: stay put).
     #[arg(long, env = "FERROLB_REVERTIVE")]
     revertive: bool,
+    /// Announce from nodes labelled `node.kubernetes.io/exclude-from-external-load-balancers`
+    /// too (single-node and kind-style clusters whose only node carries the label).
+    #[arg(long, env = "FERROLB_IGNORE_EXCLUDE_LB")]
+    ignore_exclude_lb: bool,
     /// Interface name patterns (`*` globs, comma-separated) never announced on.
     #[arg(
         long,
@@ -88,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         lb_class,
         lease_duration,
         revertive,
+        ignore_exclude_lb,
         exclude_interfaces,
         refresh_interval,
         forwarding,
@@ -121,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         lb_class,
         lease_duration,
         revertive,
+        ignore_exclude_lb,
         exclude_interfaces,
         gratuitous: GratuitousTiming { refresh: refresh_interval, ..GratuitousTiming::default() },
         forwarding,

@@ -175,8 +175,18 @@ fn ready_nodes(svc: &K8sService, slices: &[EndpointSlice]) -> BTreeSet<String> {
         .collect()
 }
 
+/// How the speakers elect, the same on every node (flags of the DaemonSet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// `--revertive`: an IP moves back to its hash winner when that node returns.
+    pub revertive: bool,
+    /// `--ignore-exclude-lb`: nodes labelled
+    /// `node.kubernetes.io/exclude-from-external-load-balancers` announce too.
+    pub ignore_exclude_lb: bool,
+}
+
 /// Compute the plan. `lb_class` selects the Services ferrolb handles; `now` judges Lease expiry.
-pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateTime<Utc>) -> Plan {
+pub fn plan(snap: &Snapshot, lb_class: Option<&str>, rules: Rules, now: DateTime<Utc>) -> Plan {
     let mut out = Plan::default();
     let alive = members(&snap.leases, &snap.liveness, now);
     let nodes: Vec<Node> = snap
@@ -191,6 +201,7 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateT
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")),
             alive: alive.contains(&n.name_any()),
+            excluded: Node::excluded_by(n.labels(), rules.ignore_exclude_lb),
         })
         .collect();
     out.usable_nodes = nodes.iter().filter(|n| n.usable()).map(|n| n.name.clone()).collect();
@@ -270,7 +281,7 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, revertive: bool, now: DateT
             None => svcs.iter().find_map(|s| holder_of_svc.get(&s.key)).map(String::as_str),
         };
         // The group's lowest IP is its election key: every speaker picks the same.
-        let node = election::elect(&key_ip, eligible.keys(), current, revertive);
+        let node = election::elect(&key_ip, eligible.keys(), current, rules.revertive);
         let interfaces = node.as_ref().and_then(|n| eligible.get(n).cloned());
         for ip in members {
             let services = by_ip[&ip].iter().map(|s| s.key.clone()).collect();
@@ -339,7 +350,7 @@ mod tests {
         all.spec.service_selectors = vec![testing::match_labels(&[("app", "web")])];
         s.services[0].metadata.labels = Some([("app".to_string(), "web".to_string())].into());
         s.config = Config::build(&[testing::pool("p", &["198.51.100.0/24"])], &[all, named], Default::default());
-        let p = plan(&s, None, false, now());
+        let p = plan(&s, None, Rules::default(), now());
         let here: BTreeSet<String> = ["eth0".to_string(), "eth1".to_string()].into();
         let d = p.desired_on("n1", &here);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
@@ -366,7 +377,7 @@ mod tests {
 
     #[test]
     fn exactly_one_node_announces_each_ip() {
-        let p = plan(&base(), None, false, now());
+        let p = plan(&base(), None, Rules::default(), now());
         let d = &p.ips[&"198.51.100.7".parse().unwrap()];
         let winner = d.node.clone().unwrap();
         assert_eq!(d.services, vec![ServiceKey::from("default/web")]);
@@ -380,35 +391,61 @@ mod tests {
     }
 
     #[test]
+    fn excluded_nodes_announce_only_with_ignore_exclude_lb() {
+        let mut s = base();
+        for n in &mut s.nodes {
+            n.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(ferrolb_crds::annotations::EXCLUDE_FROM_EXTERNAL_LB_LABEL.into(), String::new());
+        }
+        let honoured = plan(&s, None, Rules::default(), now());
+        assert_eq!(honoured.ips.values().next().unwrap().node, None);
+        assert!(honoured.usable_nodes.is_empty());
+        let ignored = plan(&s, None, Rules { ignore_exclude_lb: true, ..Rules::default() }, now());
+        assert!(ignored.ips.values().next().unwrap().node.is_some());
+        assert_eq!(ignored.usable_nodes.len(), 2);
+    }
+
+    #[test]
     fn dead_speakers_no_advertisement_and_foreign_classes_announce_nothing() {
         let mut s = base();
         s.leases = vec![lease("n1", "2026-01-01T00:00:00.000000Z", 5), lease("n2", "2026-01-01T00:00:00.000000Z", 5)];
-        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node, None);
+        assert_eq!(plan(&s, None, Rules::default(), now()).ips.values().next().unwrap().node, None);
         let mut s = base();
         s.config.l2_advertisements.clear();
-        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node, None);
-        assert_eq!(plan(&s, None, false, now()).counts("n1"), (0, 0, 1));
+        assert_eq!(plan(&s, None, Rules::default(), now()).ips.values().next().unwrap().node, None);
+        assert_eq!(plan(&s, None, Rules::default(), now()).counts("n1"), (0, 0, 1));
         let mut s = base();
         s.services = vec![svc("web", "198.51.100.7").class("other.io/x").build()];
-        assert!(plan(&s, None, false, now()).ips.is_empty());
+        assert!(plan(&s, None, Rules::default(), now()).ips.is_empty());
         // An IP outside every valid pool (its pool deleted or invalid) is not announced.
         let mut s = base();
         s.services = vec![svc("web", "203.0.113.7").build()];
-        assert!(plan(&s, None, false, now()).ips.is_empty());
+        assert!(plan(&s, None, Rules::default(), now()).ips.is_empty());
     }
 
     #[test]
     fn the_current_holder_keeps_the_ip() {
         let mut s = base();
-        let first = plan(&s, None, false, now()).ips.values().next().unwrap().node.clone().unwrap();
+        let first = plan(&s, None, Rules::default(), now()).ips.values().next().unwrap().node.clone().unwrap();
         let other = if first == "n1" { "n2" } else { "n1" };
         s.statuses = vec![
             serde_json::from_value(json!({"metadata": {"name": "x", "namespace": "ferrolb-system"}, "spec": {},
             "status": {"node": other, "serviceName": "web", "serviceNamespace": "default"}}))
             .unwrap(),
         ];
-        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node.as_deref(), Some(other));
-        assert_eq!(plan(&s, None, true, now()).ips.values().next().unwrap().node.as_deref(), Some(first.as_str()));
+        assert_eq!(plan(&s, None, Rules::default(), now()).ips.values().next().unwrap().node.as_deref(), Some(other));
+        assert_eq!(
+            plan(&s, None, Rules { revertive: true, ..Rules::default() }, now())
+                .ips
+                .values()
+                .next()
+                .unwrap()
+                .node
+                .as_deref(),
+            Some(first.as_str())
+        );
     }
 
     #[test]
@@ -418,7 +455,7 @@ mod tests {
         s.leases = (1..=8).map(|i| lease(&format!("n{i}"), "2026-01-01T00:00:05.000000Z", 15)).collect();
         for i in 0..20 {
             s.services = vec![svc("web", &format!("198.51.100.{i}")).ingress(&format!("fd42:f1b::{i:x}")).build()];
-            let p = plan(&s, None, false, now());
+            let p = plan(&s, None, Rules::default(), now());
             let winners: BTreeSet<_> = p.ips.values().map(|d| d.node.clone()).collect();
             assert_eq!(p.ips.len(), 2);
             assert_eq!(winners.len(), 1, "both families from one node: {p:?}");
@@ -427,17 +464,17 @@ mod tests {
 
     #[test]
     fn heartbeats_override_the_lease_both_ways() {
-        let winner = plan(&base(), None, false, now()).ips.values().next().unwrap().node.clone().unwrap();
+        let winner = plan(&base(), None, Rules::default(), now()).ips.values().next().unwrap().node.clone().unwrap();
         let other = if winner == "n1" { "n2" } else { "n1" };
         // Crash: the Lease is still current, heartbeats say dead.
         let mut s = base();
         s.liveness.insert(winner.clone(), Liveness::Dead);
-        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node.as_deref(), Some(other));
+        assert_eq!(plan(&s, None, Rules::default(), now()).ips.values().next().unwrap().node.as_deref(), Some(other));
         // API server unreachable: every Lease looks expired, heartbeats keep both alive.
         let mut s = base();
         s.leases = vec![lease("n1", "2026-01-01T00:00:00.000000Z", 5), lease("n2", "2026-01-01T00:00:00.000000Z", 5)];
         s.liveness = [("n1".to_string(), Liveness::Alive), ("n2".to_string(), Liveness::Alive)].into();
-        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node, Some(winner.clone()));
+        assert_eq!(plan(&s, None, Rules::default(), now()).ips.values().next().unwrap().node, Some(winner.clone()));
         // A released Lease is a graceful leave whatever heartbeats say.
         let mut s = base();
         for l in &mut s.leases {
@@ -446,12 +483,12 @@ mod tests {
             }
         }
         s.liveness.insert(winner.clone(), Liveness::Alive);
-        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node.as_deref(), Some(other));
+        assert_eq!(plan(&s, None, Rules::default(), now()).ips.values().next().unwrap().node.as_deref(), Some(other));
     }
 
     #[test]
     fn a_newer_claim_beats_the_status_as_current_holder() {
-        let winner = plan(&base(), None, false, now()).ips.values().next().unwrap().node.clone().unwrap();
+        let winner = plan(&base(), None, Rules::default(), now()).ips.values().next().unwrap().node.clone().unwrap();
         let other = if winner == "n1" { "n2" } else { "n1" };
         let mut s = base();
         s.statuses = vec![
@@ -461,7 +498,7 @@ mod tests {
         ];
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         s.claims.insert(ip, (other.to_string(), 2_000));
-        assert_eq!(plan(&s, None, false, now()).ips[&ip].node.as_deref(), Some(other));
+        assert_eq!(plan(&s, None, Rules::default(), now()).ips[&ip].node.as_deref(), Some(other));
     }
 
     #[test]
@@ -472,6 +509,6 @@ mod tests {
             "addressType": "IPv4", "endpoints": [{"addresses": ["198.51.100.50"], "nodeName": "n2", "conditions": {"ready": true}},
                                                  {"addresses": ["198.51.100.51"], "nodeName": "n1", "conditions": {"ready": false}}]}))
         .unwrap()];
-        assert_eq!(plan(&s, None, false, now()).ips.values().next().unwrap().node.as_deref(), Some("n2"));
+        assert_eq!(plan(&s, None, Rules::default(), now()).ips.values().next().unwrap().node.as_deref(), Some("n2"));
     }
 }

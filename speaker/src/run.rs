@@ -213,7 +213,7 @@ pub async fn run(
         let snap = caches.snapshot(&node, membership.as_deref());
         let now = chrono::Utc::now();
         metrics.members.set(snap.leases.iter().filter(|l| lease_alive(l, now)).count() as i64);
-        let p = plan(&snap, settings.lb_class.as_deref(), settings.revertive, now);
+        let p = plan(&snap, settings.lb_class.as_deref(), settings.rules(), now);
         let (here, elsewhere, nowhere) = p.counts(&node);
         for (who, n) in [("self", here), ("other", elsewhere), ("none", nowhere)] {
             metrics.planned.with_label_values(&[who]).set(n as i64);
@@ -250,7 +250,7 @@ pub async fn run(
     // Graceful: hand over, then stop answering, clean up, give the Lease back.
     if let (Some(m), Some(task)) = (&membership, &heartbeat_task) {
         let p = || {
-            plan(&caches.snapshot(&node, Some(m)), settings.lb_class.as_deref(), settings.revertive, chrono::Utc::now())
+            plan(&caches.snapshot(&node, Some(m)), settings.lb_class.as_deref(), settings.rules(), chrono::Utc::now())
         };
         let outcome = handover::hand_over(m, &node, p).await;
         task.abort();

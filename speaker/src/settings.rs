@@ -23,6 +23,8 @@ pub struct Settings {
     pub lease_duration: Duration,
     /// Move IPs back to their hash winner when it returns.
     pub revertive: bool,
+    /// Announce from nodes labelled exclude-from-external-load-balancers too.
+    pub ignore_exclude_lb: bool,
     /// Interface name patterns never used.
     pub exclude_interfaces: Vec<String>,
     /// Gratuitous burst and refresh.
@@ -33,6 +35,13 @@ pub struct Settings {
     pub metrics_addr: ListenAddr,
     /// Heartbeats between speakers; `None` leaves failure detection to the Leases.
     pub heartbeats: Option<HeartbeatSettings>,
+}
+
+impl Settings {
+    /// The election rules these settings give (the same flags on every node).
+    pub fn rules(&self) -> crate::plan::Rules {
+        crate::plan::Rules { revertive: self.revertive, ignore_exclude_lb: self.ignore_exclude_lb }
+    }
 }
 
 /// The heartbeat flags as given.

@@ -18,6 +18,7 @@ fn node(name: &str) -> Node {
         labels: labels(&[("kubernetes.io/hostname", name)]),
         network_unavailable: false,
         alive: true,
+        excluded: false,
     }
 }
 
@@ -53,6 +54,8 @@ fn node_rules_table() {
     unavailable.network_unavailable = true;
     let mut excluded = node("b");
     excluded.labels.insert(EXCLUDE_FROM_EXTERNAL_LB_LABEL.into(), "".into());
+    excluded.excluded = Node::excluded_by(&excluded.labels, false);
+    assert!(!Node::excluded_by(&excluded.labels, true), "--ignore-exclude-lb");
     let mut dead = node("c");
     dead.alive = false;
     let e = eligible(&[&s], &BTreeMap::new(), &[all_pools()], &[unavailable, excluded, dead, node("d")]);
