@@ -94,7 +94,8 @@ async fn allocation_run(n: usize, rate: u32) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let pid = sb.pid("controller").context("the controller runs")?;
+    let leader = sb.controller_leader().await.context("a controller replica leads")?;
+    let pid = sb.pid(&leader).context("the leading controller runs")?;
     let log_start = emu.access_log().len();
     let mut created: BTreeMap<String, Instant> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));

@@ -658,6 +658,16 @@ impl Sandbox {
         Ok(())
     }
 
+    /// The Pod key (`controller`, `controller-1`, ...) of the controller replica that
+    /// holds the leader Lease, if one does.
+    pub async fn controller_leader(&self) -> Option<String> {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(self.client.clone(), NS);
+        // The chart names the leader Lease after the controller (release `ferrolb`).
+        let lease = leases.get_opt("ferrolb-controller").await.ok()??;
+        let holder = lease.spec?.holder_identity?;
+        self.state.pods.iter().find(|(_, pod)| **pod == holder).map(|(key, _)| key.clone())
+    }
+
     /// The process ID of Pod `key`'s running container.
     pub fn pid(&self, key: &str) -> Option<u32> {
         self.kubelet.pid(key).filter(|p| process_running(*p))

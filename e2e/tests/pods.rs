@@ -2,7 +2,8 @@
 //! is restarted (at once, then after a back-off shown as `CrashLoopBackOff`); a
 //! container whose arguments the binary refuses crash-loops with the binary's error
 //! in `kubectl logs`, and a fixed `helm upgrade` brings it back; a Pod whose Secret
-//! is missing does not start, says why, and starts once the Secret exists. Runs as root.
+//! is missing does not start, says why, and starts once the Secret exists; a hung
+//! container is restarted for failing its liveness probe. Runs as root.
 
 use std::process::Command;
 use std::time::Duration;
@@ -144,4 +145,24 @@ fn a_missing_secret_keeps_the_pod_from_starting_until_it_exists() {
     e.rt.block_on(api.create(&PostParams::default(), &secret)).unwrap();
     eventually("the speaker starts and is Ready", Duration::from_secs(30), || e.ready(pod).then_some(()));
     assert_eq!(e.row(pod), ("1/1".into(), "Running".into(), "0".into()));
+}
+
+#[test]
+fn a_container_that_stops_answering_its_liveness_probe_is_restarted() {
+    let e = env(1, Value::Null);
+    let (pod, key) = ("ferrolb-speaker-node-1", "speaker/node-1");
+    eventually("the speaker is Ready", Duration::from_secs(30), || e.ready(pod).then_some(()));
+    let hung = e.sb().pid(key).unwrap();
+    // Hung, not dead: the process is there, its /healthz no longer answers.
+    assert!(Command::new("kill").args(["-STOP", &hung.to_string()]).status().unwrap().success());
+    // Three failed probes 10 s apart, then SIGTERM, which a stopped process does not act
+    // on, then SIGKILL after the Pod's 10 s grace period; then the restart.
+    let restarted = eventually("restarted for its liveness probe", Duration::from_secs(90), || {
+        e.sb().pid(key).filter(|p| *p != hung)
+    });
+    assert!(restarted != hung);
+    eventually("Ready again", Duration::from_secs(30), || e.ready(pod).then_some(()));
+    let c = e.container(pod);
+    assert_eq!(c["restartCount"], 1, "{c}");
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 137, "ended by SIGKILL: {c}");
 }
