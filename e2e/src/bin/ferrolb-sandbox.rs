@@ -158,7 +158,8 @@ async fn demo(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     step(
         true,
         &format!(
-            "ferrolb installed from charts/ferrolb (Helm's engine, kubectl apply): the controller and {nodes} speaker Pods run from {}; kubeconfig {}",
+            "ferrolb installed from charts/ferrolb (Helm's engine, kubectl apply): {} controller and {nodes} speaker Pods run from {}; kubeconfig {}",
+            st.controller_pods.len(),
             st.runtime,
             st.kubeconfig.display()
         ),
