@@ -146,6 +146,23 @@ pub struct L2AdvertisementSpec {
     /// Services announced, by label selector (as in MetalLB 0.16); empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_selectors: Vec<LabelSelector>,
+    /// Soft preferences among the eligible nodes (MetalLB's shape, after Kubernetes'
+    /// `PreferredSchedulingTerm`): a node's score is the sum of the weights of the
+    /// preferences it matches; an IP is announced from the highest-scoring eligible
+    /// nodes, the others taking over only when none of those can. At most one
+    /// advertisement with preferences per pool, and not with `serviceSelectors`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_node_selectors: Vec<PreferredNodeSelector>,
+}
+
+/// A weighted soft preference for nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct PreferredNodeSelector {
+    /// Weight of matching `preference`, 1-100.
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: i32,
+    /// The nodes this weight applies to.
+    pub preference: LabelSelector,
 }
 
 impl L2AdvertisementSpec {

@@ -434,6 +434,42 @@ fn controller_restarts_move_nothing() {
     }
 }
 
+/// `preferredNodeSelectors`: the preferred node announces; when its speaker goes, another
+/// stands in; when it returns, the IP goes back to it. Whichever node the hash would
+/// pick, preferring the other one moves the IP there.
+#[test]
+fn preferred_nodes_announce_and_others_stand_in() {
+    let mut e = env(2);
+    e.pool("p", json!({"addresses": [POOL_V4]}));
+    e.adv("all", json!({}));
+    e.svc(svc("web"));
+    let ip = e.wait_ip("web");
+    let natural = e.stable_holder("web", &ip);
+    let preferred = if natural == "node-1" { "node-2" } else { "node-1" };
+    // Preferences take effect from their own advertisement, which covers the pool too.
+    e.patch_node(preferred, false, json!({"metadata": {"labels": {"role": "edge"}}}));
+    e.adv(
+        "prefer-edge",
+        json!({"preferredNodeSelectors": [{"weight": 100, "preference": {"matchLabels": {"role": "edge"}}}]}),
+    );
+    eventually("the preferred node announces", Duration::from_secs(20), || {
+        (e.holder("web").as_deref() == Some(preferred) && e.answering_node(&ip).as_deref() == Some(preferred))
+            .then_some(())
+    });
+    // Its node goes down: the other node stands in.
+    let key = format!("speaker/{preferred}");
+    e.sb().kill_pod(&key, "-TERM", true).unwrap();
+    eventually("the other node stands in", Duration::from_secs(20), || {
+        (e.answering_node(&ip).as_deref() == Some(natural.as_str())).then_some(())
+    });
+    // It returns: the IP goes back to it.
+    e.sb.as_mut().unwrap().start_pod(&key).unwrap();
+    eventually("the preferred node announces again", Duration::from_secs(20), || {
+        (e.holder("web").as_deref() == Some(preferred) && e.answering_node(&ip).as_deref() == Some(preferred))
+            .then_some(())
+    });
+}
+
 /// 11: two NICs per node: an advertisement naming `eth1` answers only there, with its MAC.
 #[test]
 fn interface_selection_with_two_nics() {

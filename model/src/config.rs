@@ -144,6 +144,8 @@ pub struct L2Advertisement {
     pub service_selectors: Vec<Selector>,
     /// Interfaces to announce on (empty: every eligible one).
     pub interfaces: Vec<String>,
+    /// Weighted soft node preferences (`spec.preferredNodeSelectors`).
+    pub preferred: Vec<(i32, Selector)>,
 }
 
 impl L2Advertisement {
@@ -161,9 +163,29 @@ impl L2Advertisement {
         any_matches(&self.node_selectors, labels)
     }
 
+    /// A node's preference score: the sum of the weights of the preferences it matches.
+    pub fn preference(&self, labels: &Labels) -> i64 {
+        self.preferred.iter().filter(|(_, s)| s.matches(labels)).map(|(w, _)| i64::from(*w)).sum()
+    }
+
     /// Parse an `L2Advertisement`; the error names the field at fault.
     pub fn parse(a: &ferrolb_crds::L2Advertisement) -> Result<L2Advertisement, String> {
+        let prefs = &a.spec.preferred_node_selectors;
+        if !prefs.is_empty() && !a.spec.service_selectors.is_empty() {
+            return Err("spec.preferredNodeSelectors cannot be combined with spec.serviceSelectors: the announcing \
+                        node is chosen per IP, for every Service of the pool; give such Services a pool of their own"
+                .into());
+        }
+        let mut preferred = Vec::new();
+        for (i, p) in prefs.iter().enumerate() {
+            if !(1..=100).contains(&p.weight) {
+                return Err(format!("spec.preferredNodeSelectors[{i}].weight: {} is not in 1-100", p.weight));
+            }
+            let field = format!("spec.preferredNodeSelectors[{i}].preference");
+            preferred.push((p.weight, Selector::parse(&p.preference).map_err(|e| format!("{field}.{e}"))?));
+        }
         Ok(L2Advertisement {
+            preferred,
             name: a.name_any(),
             pools: a.spec.ip_address_pools.clone(),
             pool_selectors: parse_all("spec.ipAddressPoolSelectors", &a.spec.ip_address_pool_selectors)?,
@@ -334,7 +356,50 @@ impl Config {
             }
         }
         cfg.l2_advertisements.sort_by(|a, b| a.name.cmp(&b.name));
+        // At most one advertisement with preferences per pool: the oldest keeps them, the
+        // others are invalid (their weights would silently reorder another's policy).
+        let created: BTreeMap<String, Option<k8s_openapi::jiff::Timestamp>> = advertisements
+            .iter()
+            .map(|a| (a.name_any(), a.metadata.creation_timestamp.as_ref().map(|t| t.0)))
+            .collect();
+        let mut with_prefs: Vec<usize> =
+            (0..cfg.l2_advertisements.len()).filter(|i| !cfg.l2_advertisements[*i].preferred.is_empty()).collect();
+        with_prefs.sort_by_key(|i| (created.get(&cfg.l2_advertisements[*i].name).cloned().flatten(), *i));
+        let mut owner: BTreeMap<String, String> = BTreeMap::new();
+        let mut refused: BTreeMap<String, String> = BTreeMap::new();
+        for i in with_prefs {
+            let a = &cfg.l2_advertisements[i];
+            let clash = cfg
+                .pools
+                .values()
+                .filter(|p| a.covers(&p.name, &p.labels, &Labels::new()))
+                .find_map(|p| owner.get(&p.name).map(|o| (p.name.clone(), o.clone())));
+            match clash {
+                Some((pool, other)) => {
+                    refused.insert(
+                        a.name.clone(),
+                        format!(
+                            "spec.preferredNodeSelectors: IPAddressPool {pool} already takes its node preferences from \
+                         L2Advertisement {other} (at most one advertisement with preferences per pool)"
+                        ),
+                    );
+                }
+                None => {
+                    for p in cfg.pools.values().filter(|p| a.covers(&p.name, &p.labels, &Labels::new())) {
+                        owner.insert(p.name.clone(), a.name.clone());
+                    }
+                }
+            }
+        }
+        cfg.l2_advertisements.retain(|a| !refused.contains_key(&a.name));
+        cfg.invalid_advertisements.extend(refused);
         cfg
+    }
+
+    /// The advertisement whose preferences order the nodes for `pool` (at most one).
+    pub fn preferences_for(&self, pool: &str) -> Option<&L2Advertisement> {
+        let p = self.pools.get(pool)?;
+        self.l2_advertisements.iter().find(|a| !a.preferred.is_empty() && a.covers(&p.name, &p.labels, &Labels::new()))
     }
 
     /// Pools serving their last valid ranges because their spec is invalid.
@@ -476,6 +541,53 @@ mod tests {
         let cfg = Config::build(&[shrunk, other], &[], BTreeMap::new());
         assert_eq!(cfg.pools["prod"].effective_addresses(), ["198.51.100.0-198.51.100.31"]);
         assert!(!cfg.pools["prod"].stale);
+    }
+
+    fn preferring(name: &str, pools: &[&str], prefs: &[(i32, &[(&str, &str)])]) -> L2Advertisement {
+        use ferrolb_crds::{L2AdvertisementSpec, PreferredNodeSelector};
+        L2Advertisement::new(
+            name,
+            L2AdvertisementSpec {
+                ip_address_pools: pools.iter().map(|p| p.to_string()).collect(),
+                preferred_node_selectors: prefs
+                    .iter()
+                    .map(|(w, l)| PreferredNodeSelector {
+                        weight: *w,
+                        preference: LabelSelector { match_labels: Some(labels(l)), ..Default::default() },
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn node_preferences_add_up_and_one_advertisement_per_pool_holds_them() {
+        let pools = [pool("edge", &["198.51.100.0/28"]), pool("other", &["198.51.100.16/28"])];
+        let first = preferring("a-first", &["edge"], &[(60, &[("zone", "primary")]), (50, &[("gpu", "true")])]);
+        let second = preferring("b-second", &["edge", "other"], &[(100, &[("zone", "secondary")])]);
+        let third = preferring("c-other", &["other"], &[(10, &[("zone", "primary")])]);
+        let cfg = Config::build(&pools, &[first, second, third], BTreeMap::new());
+        let edge = cfg.preferences_for("edge").expect("edge has preferences");
+        assert_eq!(edge.name, "a-first");
+        assert_eq!(edge.preference(&labels(&[("zone", "primary"), ("gpu", "true")])), 110);
+        assert_eq!(edge.preference(&labels(&[("zone", "primary")])), 60);
+        assert_eq!(edge.preference(&labels(&[])), 0);
+        let why = &cfg.invalid_advertisements["b-second"];
+        assert!(
+            why.contains("IPAddressPool edge already takes its node preferences from L2Advertisement a-first"),
+            "{why}"
+        );
+        assert_eq!(cfg.preferences_for("other").map(|a| a.name.as_str()), Some("c-other"));
+
+        let mut both = preferring("both", &[], &[(1, &[("zone", "primary")])]);
+        both.spec.service_selectors =
+            vec![LabelSelector { match_labels: Some(labels(&[("app", "x")])), ..Default::default() }];
+        let mut heavy = preferring("heavy", &[], &[(101, &[("zone", "primary")])]);
+        heavy.metadata.name = Some("heavy".into());
+        let cfg = Config::build(&pools, &[both, heavy], BTreeMap::new());
+        assert!(cfg.invalid_advertisements["both"].contains("cannot be combined with spec.serviceSelectors"));
+        assert_eq!(cfg.invalid_advertisements["heavy"], "spec.preferredNodeSelectors[0].weight: 101 is not in 1-100");
     }
 
     #[test]

@@ -280,8 +280,19 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, rules: Rules, now: DateTime
             Some((node, _)) => Some(node.as_str()),
             None => svcs.iter().find_map(|s| holder_of_svc.get(&s.key)).map(String::as_str),
         };
+        // Node preferences of the group's pool (`preferredNodeSelectors`): only the
+        // highest-scoring eligible nodes stand; a holder outside that tier gives way.
+        let scores: BTreeMap<&String, i64> = match svcs.first().and_then(|s| cfg.preferences_for(&s.pool)) {
+            Some(adv) => eligible
+                .keys()
+                .map(|n| (n, nodes.iter().find(|x| x.name == *n).map_or(0, |x| adv.preference(&x.labels))))
+                .collect(),
+            None => eligible.keys().map(|n| (n, 0)).collect(),
+        };
+        let top = scores.values().copied().max().unwrap_or(0);
+        let standing = eligible.keys().filter(|n| scores.get(n).copied().unwrap_or(0) == top);
         // The group's lowest IP is its election key: every speaker picks the same.
-        let node = election::elect(&key_ip, eligible.keys(), current, rules.revertive);
+        let node = election::elect(&key_ip, standing, current, rules.revertive);
         let interfaces = node.as_ref().and_then(|n| eligible.get(n).cloned());
         for ip in members {
             let services = by_ip[&ip].iter().map(|s| s.key.clone()).collect();
@@ -388,6 +399,41 @@ mod tests {
         assert_eq!(p.counts(if winner == "n1" { "n2" } else { "n1" }), (0, 1, 0));
         assert_eq!(p.usable_nodes.len(), 2);
         assert!(p.for_node(&winner).contains_key(&"198.51.100.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn preferred_nodes_announce_and_the_others_only_stand_in() {
+        use ferrolb_crds::{L2AdvertisementSpec, PreferredNodeSelector};
+        let mut s = base();
+        let preferring = L2AdvertisementSpec {
+            preferred_node_selectors: vec![PreferredNodeSelector {
+                weight: 50,
+                preference: testing::match_labels(&[("role", "edge")]),
+            }],
+            ..Default::default()
+        };
+        s.config = ferrolb_model::Config::build(
+            &[testing::pool("p", &["198.51.100.0/24"])],
+            &[ferrolb_crds::L2Advertisement::new("prefer", preferring)],
+            BTreeMap::new(),
+        );
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        for edge in ["n1", "n2"] {
+            let mut s = s.clone();
+            for n in &mut s.nodes {
+                if n.name_any() == edge {
+                    n.metadata.labels.get_or_insert_with(Default::default).insert("role".into(), "edge".into());
+                }
+            }
+            assert_eq!(plan(&s, None, Rules::default(), now()).ips[&ip].node.as_deref(), Some(edge), "edge {edge}");
+            // Held elsewhere (it took over while the edge node was away): the edge node takes it back.
+            let other = if edge == "n1" { "n2" } else { "n1" };
+            s.claims.insert(ip, (other.to_string(), 1));
+            assert_eq!(plan(&s, None, Rules::default(), now()).ips[&ip].node.as_deref(), Some(edge));
+            // The edge node's speaker dead: the other stands in.
+            s.leases.retain(|l| l.name_any() != edge);
+            assert_eq!(plan(&s, None, Rules::default(), now()).ips[&ip].node.as_deref(), Some(other));
+        }
     }
 
     #[test]
