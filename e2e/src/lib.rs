@@ -7,6 +7,7 @@ pub mod bench;
 pub mod chart;
 pub mod client;
 pub mod containers;
+pub mod harness;
 pub mod kubelet;
 pub mod netns;
 pub mod pods;

@@ -8,8 +8,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ferrolb_e2e::sandbox::{NS, Options, Sandbox, netns_exec};
-use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::harness::Harness;
+use ferrolb_e2e::sandbox::{NS, Options, netns_exec};
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -42,10 +42,8 @@ spec:
 
 #[test]
 fn the_controller_allocates_reports_and_shuts_down_cleanly() {
-    assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sb = rt.block_on(Sandbox::up_opts(&Options { nodes: 1, ..Options::default() }, dir.path())).expect("sandbox");
+    let h = Harness::up(&Options { nodes: 1, ..Options::default() });
+    let (rt, sb) = (&h.rt, h.sb());
     let st = sb.state.clone();
     let kubectl = |args: &[&str]| {
         let out = Command::new("kubectl").env("KUBECONFIG", &st.kubeconfig).args(args).output().unwrap();
@@ -116,6 +114,4 @@ fn the_controller_allocates_reports_and_shuts_down_cleanly() {
         c["state"]["terminated"]["exitCode"].as_i64()
     });
     assert_eq!(code, 0, "a clean exit");
-    let _g = rt.enter();
-    drop(sb);
 }

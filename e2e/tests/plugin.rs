@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use ferrolb_e2e::sandbox::{NS, Options, Sandbox, build_binaries};
-use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::harness::Harness;
+use ferrolb_e2e::sandbox::{NS, Options, build_binaries};
 use ferrolb_e2e::wait::eventually;
 use ferrolb_model::testing::svc;
 
@@ -30,15 +30,13 @@ spec: {ipAddressPools: [public]}
 
 #[test]
 fn kubectl_ferrolb_shows_where_each_service_is_and_why() {
-    assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
     // Installed as a user would: the binary alone in a directory on PATH.
     let built: PathBuf = build_binaries(&["kubectl-ferrolb"]).unwrap().join("kubectl-ferrolb");
     let plugin_dir = tempfile::tempdir().unwrap();
     std::fs::copy(&built, plugin_dir.path().join("kubectl-ferrolb")).unwrap();
     let plugins = plugin_dir.path().to_path_buf();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sb = rt.block_on(Sandbox::up_opts(&Options { nodes: 1, ..Options::default() }, dir.path())).expect("sandbox");
+    let h = Harness::up(&Options { nodes: 1, ..Options::default() });
+    let sb = h.sb();
     let path = format!("{}:{}", plugins.display(), std::env::var("PATH").unwrap_or_default());
     let kubectl = |args: &[&str]| {
         let out = Command::new("kubectl")
@@ -89,8 +87,6 @@ fn kubectl_ferrolb_shows_where_each_service_is_and_why() {
     let public = row_of(&pools, "public");
     assert!(public.contains("True") && public.contains("1/1") && public.contains("198.51.100.100"), "{pools}");
     assert!(row_of(&pools, "aaa").contains("False"), "{pools}");
-    let _g = rt.enter();
-    drop(sb);
 }
 
 fn row_of(out: &str, name: &str) -> String {

@@ -8,40 +8,28 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ferrolb_e2e::sandbox::{NS, Options, Sandbox};
-use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::harness::Harness;
+use ferrolb_e2e::sandbox::{NS, Options};
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
-struct Env {
-    sb: Option<Sandbox>,
-    rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
+/// The sandbox, with the helpers below.
+struct Env(Harness);
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _g = self.rt.enter();
-        self.sb.take();
+impl std::ops::Deref for Env {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
     }
 }
 
 fn env(nodes: usize, values: Value) -> Env {
-    assert!(privileged(), "the sandbox needs root (CI runs .ci/run as root)");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let opts = Options { nodes, values, ..Options::default() };
-    let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox up");
-    Env { sb: Some(sb), rt, _dir: dir }
+    Env(Harness::up(&Options { nodes, values, ..Options::default() }))
 }
 
 impl Env {
-    fn sb(&self) -> &Sandbox {
-        self.sb.as_ref().expect("running")
-    }
-
     fn pod(&self, name: &str) -> Pod {
         self.rt.block_on(Api::<Pod>::namespaced(self.sb().client.clone(), NS).get(name)).unwrap()
     }
@@ -119,8 +107,8 @@ fn refused_arguments_crash_loop_with_the_error_in_kubectl_logs_until_an_upgrade_
     // The controller is unaffected.
     eventually("the controller is Ready", Duration::from_secs(30), || e.ready("ferrolb-controller-0").then_some(()));
     // helm upgrade with a good value: the speaker's Pod is replaced and becomes Ready.
-    let sb = e.sb.as_mut().unwrap();
-    let rolled = e.rt.block_on(sb.upgrade(&json!({"speaker": {"memberlist": {"heartbeatInterval": "100ms"}}})));
+    let (rt, sb) = e.0.parts();
+    let rolled = rt.block_on(sb.upgrade(&json!({"speaker": {"memberlist": {"heartbeatInterval": "100ms"}}})));
     assert_eq!(rolled.expect("upgrade"), [pod]);
     assert_eq!(e.row(pod), ("1/1".into(), "Running".into(), "0".into()));
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ferrolb_crds::annotations::ALLOW_SHARED_IP;
 use ferrolb_crds::{API_VERSION, IPAddressPool};
-use ferrolb_e2e::sandbox::{NS, Sandbox};
-use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::harness::Harness;
+use ferrolb_e2e::sandbox::NS;
 use ferrolb_e2e::wait::eventually;
 use ferrolb_model::testing::{self, SvcBuilder};
 use k8s_openapi::api::core::v1::Service;
@@ -16,16 +16,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use serde_json::{Value, json};
 
-struct Env {
-    sb: Option<Sandbox>,
-    rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
+/// The sandbox, with the helpers below.
+struct Env(Harness);
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _g = self.rt.enter();
-        self.sb.take();
+impl std::ops::Deref for Env {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
     }
 }
 
@@ -35,19 +32,10 @@ fn env() -> Env {
 
 /// A one-node sandbox installed with chart `values`.
 fn env_with(values: Value) -> Env {
-    assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let opts = ferrolb_e2e::sandbox::Options { nodes: 1, values, ..Default::default() };
-    let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox up");
-    Env { sb: Some(sb), rt, _dir: dir }
+    Env(Harness::up(&ferrolb_e2e::sandbox::Options { nodes: 1, values, ..Default::default() }))
 }
 
 impl Env {
-    fn sb(&self) -> &Sandbox {
-        self.sb.as_ref().expect("running")
-    }
-
     fn apply(&self, object: Value) {
         self.sb().kubectl_apply(&object.to_string()).expect("kubectl apply");
     }
@@ -155,8 +143,8 @@ fn no_object_a_user_did_not_delete_renumbers_a_service() {
     e.until_ips("web3", &["203.0.113.0"]);
 
     // A new controller Pod (`kubectl delete pod`) reads the served ranges back from the pool's status.
-    let sb = e.sb.as_mut().unwrap();
-    e.rt.block_on(sb.delete_pod("controller")).unwrap();
+    let (rt, sb) = e.0.parts();
+    rt.block_on(sb.delete_pod("controller")).unwrap();
     eventually("the new controller leads and sees prod stale", Duration::from_secs(30), || {
         let st = &e.sb().state;
         (st.controller_metric("ferrolb_controller_leader", None) == 1.0 && e.stale("prod") == 1.0).then_some(())

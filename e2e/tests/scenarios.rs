@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrolb_e2e::sandbox::{NS, Sandbox, metric_sum};
-use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::harness::Harness;
+use ferrolb_e2e::sandbox::{NS, Options, metric_sum};
 use ferrolb_e2e::wait::eventually;
 use ferrolb_model::testing::{self, SvcBuilder};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
@@ -15,35 +15,26 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 
+/// The sandbox, with the helpers below.
 struct Env {
-    sb: Option<Sandbox>,
+    h: Harness,
     client: Client,
-    rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        // The sandbox's tasks live on this runtime: stop them before it goes.
-        let _g = self.rt.enter();
-        self.sb.take();
+impl std::ops::Deref for Env {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.h
     }
 }
 
 fn env(nodes: usize) -> Env {
-    assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sb = rt.block_on(Sandbox::up(nodes, dir.path())).expect("sandbox up");
-    let client = sb.client.clone();
-    Env { sb: Some(sb), client, rt, _dir: dir }
+    let h = Harness::up(&Options { nodes, ..Options::default() });
+    let client = h.sb().client.clone();
+    Env { h, client }
 }
 
 impl Env {
-    fn sb(&self) -> &Sandbox {
-        self.sb.as_ref().expect("running")
-    }
-
     fn create<K>(&self, api: Api<K>, v: Value)
     where
         K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
@@ -439,7 +430,7 @@ fn controller_restarts_move_nothing() {
 /// pick, preferring the other one moves the IP there.
 #[test]
 fn preferred_nodes_announce_and_others_stand_in() {
-    let mut e = env(2);
+    let e = env(2);
     e.pool("p", json!({"addresses": [POOL_V4]}));
     e.adv("all", json!({}));
     e.svc(svc("web"));
@@ -463,7 +454,7 @@ fn preferred_nodes_announce_and_others_stand_in() {
         (e.answering_node(&ip).as_deref() == Some(natural.as_str())).then_some(())
     });
     // It returns: the IP goes back to it.
-    e.sb.as_mut().unwrap().start_pod(&key).unwrap();
+    e.sb().start_pod(&key).unwrap();
     eventually("the preferred node announces again", Duration::from_secs(20), || {
         (e.holder("web").as_deref() == Some(preferred) && e.answering_node(&ip).as_deref() == Some(preferred))
             .then_some(())

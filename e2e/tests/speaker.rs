@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::ServiceL2Status;
-use ferrolb_e2e::sandbox::{NS, Options, Sandbox, create, metric_sum};
-use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::harness::Harness;
+use ferrolb_e2e::sandbox::{NS, Options, create, metric_sum};
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Client;
@@ -41,13 +41,11 @@ fn pod(rt: &tokio::runtime::Runtime, client: &Client, name: &str, app: &str, nod
 
 #[test]
 fn speakers_announce_fail_over_and_respect_advertisements() {
-    assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     // Lease-only failure detection (speaker.memberlist.enabled=false): this test covers
     // the path without heartbeats.
     let opts = Options { nodes: 2, heartbeats: false, speaker_lease_seconds: 3, ..Options::default() };
-    let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
+    let h = Harness::up(&opts);
+    let (rt, sb) = (&h.rt, h.sb());
     let client = sb.client.clone();
     let topo_nodes: Vec<(String, String)> =
         sb.topo.nodes.iter().map(|n| (n.netns.name.clone(), n.mac.clone())).collect();
@@ -71,7 +69,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     let mac_of = |name: &str| topo_nodes[names.iter().position(|n| *n == name).unwrap()].1.clone();
     let netns_of = |i: usize| topo_nodes[i].0.clone();
     for (i, node) in names.iter().enumerate() {
-        pod(&rt, &client, &format!("web-{}", i + 1), "web", node);
+        pod(rt, &client, &format!("web-{}", i + 1), "web", node);
     }
 
     rt.block_on(async {
@@ -83,9 +81,9 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         create(&svcs, json!({"metadata": {"name": "hidden", "annotations": {"ferrolb.io/address-pool": "hidden"}},
             "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": "web"}}})).await.unwrap();
     });
-    let vip = eventually("web's IP", Duration::from_secs(20), || ingress(&rt, &client, "web"));
+    let vip = eventually("web's IP", Duration::from_secs(20), || ingress(rt, &client, "web"));
     assert_eq!(vip, "198.51.100.100");
-    let first = eventually("a node announces web", Duration::from_secs(20), || holder(&rt, &client, "web"));
+    let first = eventually("a node announces web", Duration::from_secs(20), || holder(rt, &client, "web"));
     let mac = eventually("arping answer", Duration::from_secs(10), || probe.answering_mac(&vip));
     assert_eq!(mac, mac_of(&first), "the MAC the client learns is the announcing node's");
 
@@ -123,7 +121,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     );
 
     // externalTrafficPolicy: Local is announced from the node with the ready endpoint, and follows it.
-    pod(&rt, &client, "local-a", "local", "node-2");
+    pod(rt, &client, "local-a", "local", "node-2");
     rt.block_on(async {
         let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
         create(
@@ -135,22 +133,22 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         .unwrap();
     });
     eventually("Local announced from node-2", Duration::from_secs(20), || {
-        holder(&rt, &client, "local").filter(|h| h == "node-2")
+        holder(rt, &client, "local").filter(|h| h == "node-2")
     });
-    let local_vip = ingress(&rt, &client, "local").unwrap();
+    let local_vip = ingress(rt, &client, "local").unwrap();
     eventually("Local answered by node-2", Duration::from_secs(10), || {
         probe.answering_mac(&local_vip).filter(|m| *m == mac_of("node-2"))
     });
     // The endpoint moves: its Pod on node-2 goes, one on node-1 comes.
-    pod(&rt, &client, "local-b", "local", "node-1");
+    pod(rt, &client, "local-b", "local", "node-1");
     rt.block_on(Api::<Pod>::namespaced(client.clone(), "default").delete("local-a", &Default::default())).unwrap();
     eventually("Local moved to node-1 with its endpoint", Duration::from_secs(20), || {
-        holder(&rt, &client, "local").filter(|h| h == "node-1")
+        holder(rt, &client, "local").filter(|h| h == "node-1")
     });
 
-    let vip6 = eventually("web6's IP", Duration::from_secs(20), || ingress(&rt, &client, "web6"));
+    let vip6 = eventually("web6's IP", Duration::from_secs(20), || ingress(rt, &client, "web6"));
     assert_eq!(vip6, "fd42:f1b::100");
-    let owner6 = eventually("a node announces web6", Duration::from_secs(20), || holder(&rt, &client, "web6"));
+    let owner6 = eventually("a node announces web6", Duration::from_secs(20), || holder(rt, &client, "web6"));
     let mac6 = eventually("ndisc6 answer", Duration::from_secs(10), || probe.answering_mac(&vip6));
     assert_eq!(mac6, mac_of(&owner6));
 
@@ -169,7 +167,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     assert_eq!(probe.answering_mac("198.51.100.130"), None, "announced on no interface");
 
     // Allocated from a pool no advertisement selects: nobody answers.
-    let hidden = eventually("hidden's IP", Duration::from_secs(20), || ingress(&rt, &client, "hidden"));
+    let hidden = eventually("hidden's IP", Duration::from_secs(20), || ingress(rt, &client, "hidden"));
     assert_eq!(hidden, "198.51.100.120");
     assert_eq!(probe.answering_mac(&hidden), None);
 
@@ -204,7 +202,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         (!ferrolb_e2e::sandbox::process_running(pid)).then_some(())
     });
     eventually("status names the new holder", Duration::from_secs(10), || {
-        holder(&rt, &client, "web").filter(|h| h == other)
+        holder(rt, &client, "web").filter(|h| h == other)
     });
 
     // The first node returns: non-revertive, the IP stays.
@@ -216,7 +214,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         let elsewhere = metric_sum(&m, "ferrolb_speaker_planned_ips", Some(("announcer", "other")));
         (m.contains("ferrolb_speaker_members 2") && elsewhere >= 1.0).then_some(())
     });
-    assert_eq!(holder(&rt, &client, "web").as_deref(), Some(other), "no second move when a node returns");
+    assert_eq!(holder(rt, &client, "web").as_deref(), Some(other), "no second move when a node returns");
     assert_eq!(probe.answering_mac(&vip), Some(mac_of(other)));
 
     // Crash (SIGKILL): the survivor takes over after the Lease expires (3 s).
@@ -239,7 +237,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
         .unwrap();
         ferrolb_e2e::sandbox::netns_exec(&ns, &["ip", "link", "set", "nope0", "up"]).unwrap();
     }
-    let named_holder = eventually("named announced", Duration::from_secs(20), || holder(&rt, &client, "named"));
+    let named_holder = eventually("named announced", Duration::from_secs(20), || holder(rt, &client, "named"));
     let hidx = names.iter().position(|n| *n == named_holder).unwrap();
     let mv_mac = ferrolb_e2e::sandbox::netns_exec(&netns_of(hidx), &["cat", "/sys/class/net/nope0/address"])
         .unwrap()
@@ -259,6 +257,4 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     });
     assert_eq!(probe.answering_mac(&vip), Some(mac_of(&first)), "web still answered");
     eprintln!("failover: SIGTERM {graceful:?}, SIGKILL {crash:?} (lease 3 s)");
-    let _g = rt.enter();
-    drop(sb);
 }
