@@ -384,13 +384,32 @@ impl Kubelet {
         }
     }
 
-    /// Keep `key`'s container stopped (`true`: its node lost its kubelet) or let the
-    /// kubelet start it again (`false`).
-    pub fn hold(&self, pod: &str, hold: bool) -> anyhow::Result<()> {
-        let f = Self::hold_file(&self.dir, pod);
-        if hold {
-            std::fs::write(&f, b"")?;
-        } else if f.exists() {
+    /// Keep Pod `pod`'s container stopped, as when its node loses its kubelet.
+    pub fn hold(&self, pod: &str) -> anyhow::Result<()> {
+        Self::hold_in(&self.dir, pod)
+    }
+
+    /// Let the kubelet start Pod `pod`'s held container again; see [`Kubelet::release_in`].
+    pub fn release(&self, pod: &str) -> anyhow::Result<()> {
+        Self::release_in(&self.dir, pod)
+    }
+
+    /// [`Kubelet::hold`] for the kubelet whose files are in `dir` (from any process).
+    pub fn hold_in(dir: &Path, pod: &str) -> anyhow::Result<()> {
+        Ok(std::fs::write(Self::hold_file(dir, pod), b"")?)
+    }
+
+    /// [`Kubelet::release`] for the kubelet whose files are in `dir` (from any process).
+    /// The hold goes only once the kubelet has seen the held container end (it removes
+    /// the pid file then), or it would take the end for a crash and back off.
+    pub fn release_in(dir: &Path, pod: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Self::pid_file(dir, pod).exists() {
+            anyhow::ensure!(Instant::now() < deadline, "Pod {pod}'s container did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let f = Self::hold_file(dir, pod);
+        if f.exists() {
             std::fs::remove_file(&f)?;
         }
         Ok(())

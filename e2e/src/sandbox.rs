@@ -571,7 +571,7 @@ impl Sandbox {
         for p in &plans {
             state.pods.insert(p.key.clone(), p.pod.name_any());
             if !opts.start_components {
-                kubelet.hold(&p.pod.name_any(), true)?;
+                kubelet.hold(&p.pod.name_any())?;
             }
         }
         let (stop, stop_rx) = watch::channel(false);
@@ -607,7 +607,7 @@ impl Sandbox {
     /// Start the containers of a sandbox built with `start_components: false`.
     pub fn start_components(&mut self) -> anyhow::Result<()> {
         for pod in self.state.pods.values() {
-            self.kubelet.hold(pod, false)?;
+            self.kubelet.release(pod)?;
         }
         Ok(())
     }
@@ -630,7 +630,7 @@ impl Sandbox {
     pub fn signal_pod(&self, key: &str, signal: &str, hold: bool) -> anyhow::Result<u32> {
         let pod = self.state.pods.get(key).with_context(|| format!("no Pod {key}"))?;
         if hold {
-            self.kubelet.hold(pod, true)?;
+            self.kubelet.hold(pod)?;
         }
         let pid = self.kubelet.pid(key).with_context(|| format!("Pod {key} runs no container"))?;
         anyhow::ensure!(
@@ -643,14 +643,8 @@ impl Sandbox {
     /// Let the kubelet start Pod `key`'s held container again; returns once it runs.
     pub fn start_pod(&self, key: &str) -> anyhow::Result<()> {
         let pod = self.state.pods.get(key).with_context(|| format!("no Pod {key}"))?;
-        // Released only once the kubelet has seen the stopped container end (it removes
-        // the pid file then), or it would take the end for a crash.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-        while crate::containers::Kubelet::pid_file(&self.state.pods_dir(), pod).exists() {
-            anyhow::ensure!(std::time::Instant::now() < deadline, "Pod {key}'s container did not stop");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        self.kubelet.hold(pod, false)?;
+        self.kubelet.release(pod)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while self.kubelet.pid(key).is_none_or(|p| !process_running(p)) {
             anyhow::ensure!(std::time::Instant::now() < deadline, "Pod {key} did not start");
             std::thread::sleep(std::time::Duration::from_millis(10));

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferrolb_e2e::client::{Prober, any_failed, outage};
 use ferrolb_e2e::containers::Kubelet;
-use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, State, pool_and_advertisement};
+use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, State, pool_and_advertisement, process_running};
 use ferrolb_e2e::topology::privileged;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PostParams};
@@ -105,14 +105,6 @@ fn read_state(path: &Path) -> anyhow::Result<State> {
     Ok(serde_json::from_str(&text)?)
 }
 
-/// Whether a process runs (a zombie, exited but not yet reaped by `up`, does not).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
-        .unwrap_or(false)
-}
-
 fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     anyhow::ensure!(Command::new("kill").args([sig, &pid.to_string()]).status()?.success(), "kill {sig} {pid} failed");
     Ok(())
@@ -132,7 +124,7 @@ fn key_of(state: &State, component: &str, node: Option<&str>) -> anyhow::Result<
 
 /// Keep Pod `key`'s container stopped (the kubelet reads the hold file) and signal it.
 fn stop_pod(state: &State, key: &str, sig: &str) -> anyhow::Result<()> {
-    std::fs::write(Kubelet::hold_file(&state.pods_dir(), &state.pods[key]), b"")?;
+    Kubelet::hold_in(&state.pods_dir(), &state.pods[key])?;
     match state.pid(key) {
         Some(pid) => signal(pid, sig),
         None => Ok(()),
@@ -318,10 +310,10 @@ async fn up(opts: Options, state_file: &Path) -> anyhow::Result<()> {
 fn down(state_file: &Path) -> anyhow::Result<()> {
     match read_state(state_file) {
         Ok(st) => {
-            if alive(st.pids.emulator) {
+            if process_running(st.pids.emulator) {
                 signal(st.pids.emulator, "-TERM")?;
                 for _ in 0..100 {
-                    if !alive(st.pids.emulator) {
+                    if !process_running(st.pids.emulator) {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(50));
@@ -373,7 +365,8 @@ fn main() -> anyhow::Result<()> {
             println!("sandbox {} (run dir {})", st.suffix, st.run_dir.display());
             println!("  KUBECONFIG={}", st.kubeconfig.display());
             println!("  client: {} ({})", st.client_netns, st.client_interface);
-            let mark = |pid: u32| if alive(pid) { format!("{pid} running") } else { format!("{pid} stopped") };
+            let mark =
+                |pid: u32| if process_running(pid) { format!("{pid} running") } else { format!("{pid} stopped") };
             let pod = |key: &str| st.pid(key).map_or("stopped".to_string(), |p| format!("{p} running"));
             println!("  emulator + stand-ins + kubelet: {}", mark(st.pids.emulator));
             println!("  containers: {}", st.runtime);
@@ -403,18 +396,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Start { component, node } => {
             let st = read_state(&args.state_file)?;
             let key = key_of(&st, &component, node.as_deref())?;
-            let hold = Kubelet::hold_file(&st.pods_dir(), &st.pods[&key]);
-            anyhow::ensure!(hold.exists(), "{key} is not stopped");
-            // Released only once the kubelet has seen the container end (it removes the
-            // pid file then), or it would take the end for a crash.
-            let pid_file = Kubelet::pid_file(&st.pods_dir(), &st.pods[&key]);
-            let deadline = Instant::now() + Duration::from_secs(40);
-            while pid_file.exists() {
-                anyhow::ensure!(Instant::now() < deadline, "{key} is still stopping");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            std::fs::remove_file(hold)?;
-            Ok(())
+            let pod = &st.pods[&key];
+            anyhow::ensure!(Kubelet::hold_file(&st.pods_dir(), pod).exists(), "{key} is not stopped");
+            Kubelet::release_in(&st.pods_dir(), pod)
         }
         Cmd::Link { action, node } => {
             let st = read_state(&args.state_file)?;
