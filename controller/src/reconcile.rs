@@ -325,8 +325,7 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
     }
 
     let started = Instant::now();
-    let sharing_changed;
-    let answer = {
+    let (answer, sharing_changed) = {
         let mut alloc = lock(&ctx.alloc);
         let before = alloc.sharing(key.as_str()).cloned();
         let result = match service::request(&svc) {
@@ -337,8 +336,8 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
         let announced = held.as_ref().map(|a| alloc.config().advertised(&a.pool, svc.labels()));
         // A holder's policy, selector, ports or key changed: a Service waiting to share
         // its IP may fit now (or one that lost it may fit again).
-        sharing_changed = before.as_ref() != alloc.sharing(key.as_str());
-        Answer { result, held, announced }
+        let sharing_changed = before.as_ref() != alloc.sharing(key.as_str());
+        (Answer { result, held, announced }, sharing_changed)
     };
     ctx.metrics.allocation_duration.observe(started.elapsed().as_secs_f64());
     let d = decide(&svc, &answer, &conditions::now());

@@ -375,6 +375,7 @@ pub fn metric_sum(exposition: &str, name: &str, label: Option<(&str, &str)>) -> 
 /// The environment the chart gives both containers besides their own settings: glibc's
 /// malloc capped at two arenas (by default up to eight per core, which kept 12-18 MiB
 /// more of the controller's freed request buffers resident at 10,000 Services).
+/// `charts/ferrolb/tests/check_chart.py` checks the chart renders it.
 pub const CONTAINER_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2")];
 
 /// The chart values the sandbox installs with: nodeport forwarding (the sandbox has
@@ -553,7 +554,7 @@ impl Sandbox {
         let runtime = crate::containers::Runtime::from_env(run_dir)?;
         state.runtime = runtime.describe().to_string();
         let kubelet = crate::containers::Kubelet::new(&state.pods_dir(), runtime, &state.suffix)?;
-        state.values = chart_values(opts);
+        state.values = values;
         let rendered = crate::chart::render("ferrolb", NS, &state.values)?;
         crate::chart::apply(&state.kubeconfig, &rendered)?;
         // A network of its own for each controller replica, as a CNI gives a Pod.
@@ -813,14 +814,6 @@ pub fn process_running(pid: u32) -> bool {
         .ok()
         .and_then(|s| s.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
-}
-
-/// Create the chart's CRDs (`charts/ferrolb/files/crds`) and the [`NS`] namespace.
-pub async fn install_crds_and_namespace(client: &Client) -> anyhow::Result<()> {
-    install_crds(client).await?;
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}}))?;
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
-    Ok(())
 }
 
 /// Create the chart's CRDs (`charts/ferrolb/files/crds`), as `kubectl apply -f` of them would.
