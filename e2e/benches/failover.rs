@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_e2e::bench::{Row, print_table};
 use ferrolb_e2e::client::{Prober, any_failed, outage};
-use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, create, pool_and_advertisement};
+use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, create, metric_sum, pool_and_advertisement};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -41,16 +41,29 @@ struct Bench {
 
 impl Bench {
     /// Wait until `node`'s speaker is a member again: it hears its peers' heartbeats
-    /// (`received` more than `before`), or without heartbeats sees every Lease current.
+    /// (`received` more than `before`) and every speaker hears every other one, or
+    /// without heartbeats it sees every Lease current.
     fn wait_member(&self, node: &str, before: f64) {
         eventually("the node is back among the members", Duration::from_secs(60), || {
             let ok = if self.sb.state.heartbeats {
                 self.metric(node, "ferrolb_memberlist_heartbeats_received_total") >= before + 20.0
+                    && self.all_hear_each_other()
             } else {
                 self.metric(node, "ferrolb_speaker_members") >= self.sb.state.nodes.len() as f64
             };
             ok.then_some(())
         });
+    }
+
+    /// Every speaker counts every other one alive by heartbeats (true without heartbeats):
+    /// a fault to a peer not heard yet would be detected by its Lease, not measured here.
+    fn all_hear_each_other(&self) -> bool {
+        let peers = (self.sb.state.nodes.len() - 1) as f64;
+        !self.sb.state.heartbeats
+            || self.sb.state.nodes.iter().all(|n| {
+                let m = self.sb.state.speaker_metrics(&n.name);
+                metric_sum(&m, "ferrolb_memberlist_peers", Some(("state", "alive"))) == peers
+            })
     }
 }
 
@@ -119,7 +132,11 @@ impl Bench {
                 Prober::start(&self.client_ns(), target, Duration::from_millis(10), Duration::from_millis(300)).ok()?;
             std::thread::sleep(Duration::from_millis(100));
             let r = p.stop();
-            (r.len() >= 5 && r.iter().all(|x| x.ok) && self.holder().as_deref() == Some(h.as_str())).then_some(h)
+            (r.len() >= 5
+                && r.iter().all(|x| x.ok)
+                && self.holder().as_deref() == Some(h.as_str())
+                && self.all_hear_each_other())
+            .then_some(h)
         })
     }
 

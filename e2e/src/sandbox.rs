@@ -218,6 +218,9 @@ type LogFiles = std::sync::Arc<std::sync::Mutex<BTreeMap<(String, String), PathB
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        if std::thread::panicking() {
+            dump_logs(&self.state.run_dir);
+        }
         // SIGTERM first, so speakers remove their nftables tables and release their Leases.
         self.kubelet.remove_all(std::time::Duration::from_secs(2));
     }
@@ -782,6 +785,24 @@ impl Sandbox {
         }
         std::fs::write(path, serde_json::to_string_pretty(&self.state)?)?;
         Ok(())
+    }
+}
+
+/// A failing test's evidence: the tail of every component's output, on stderr (the
+/// run directory goes with the test).
+fn dump_logs(run_dir: &Path) {
+    const TAIL: usize = 60;
+    let Ok(entries) = std::fs::read_dir(run_dir) else { return };
+    let mut logs: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("---- {} (last {} of {} lines) ----", log.display(), TAIL.min(lines.len()), lines.len());
+        for l in &lines[lines.len().saturating_sub(TAIL)..] {
+            eprintln!("{l}");
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::conditions::event;
-use ferrolb_e2e::sandbox::{NS, Options, Sandbox, pool_and_advertisement, process_running};
+use ferrolb_e2e::sandbox::{NS, Options, Sandbox, metric_sum, pool_and_advertisement, process_running};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::Service;
@@ -66,9 +66,22 @@ impl Env {
     }
 }
 
-/// Three nodes, Leases of `lease` seconds, one Service; returns once status and ARP agree.
+/// Three nodes, Leases of `lease` seconds, one Service; returns once status and ARP
+/// agree and every speaker hears every other one: a peer that has not been heard yet
+/// is judged by its Lease alone, and every fault below is meant to be seen by heartbeats.
 fn setup(lease: u32) -> (Env, String) {
-    setup_with(lease, |_| {})
+    let (env, holder) = setup_with(lease, |_| {});
+    let peers = (env.nodes().len() - 1) as f64;
+    eventually("every speaker hears every other one", Duration::from_secs(10), || {
+        env.nodes()
+            .iter()
+            .all(|n| {
+                let m = env.sb().state.speaker_metrics(n);
+                metric_sum(&m, "ferrolb_memberlist_peers", Some(("state", "alive"))) == peers
+            })
+            .then_some(())
+    });
+    (env, holder)
 }
 
 /// [`setup`], running `before_start` on the sandbox before the components start.
@@ -129,6 +142,12 @@ fn a_crashed_speaker_is_replaced_long_before_its_lease_expires() {
             env.metric(n, "ferrolb_memberlist_peers_dead_total") > before,
             "{n} judged a peer dead (the only one that died is {holder})"
         );
+        let m = env.sb().state.speaker_metrics(n);
+        assert_eq!(
+            metric_sum(&m, "ferrolb_memberlist_peers", Some(("state", "dead"))),
+            1.0,
+            "{n} counts {holder} dead"
+        );
     }
 }
 
@@ -175,6 +194,10 @@ fn a_speaker_that_heard_no_peer_yet_still_hands_over() {
         nft(&env, n, "delete table inet flbtest\n");
     }
     assert_eq!(env.metric(&holder, "ferrolb_memberlist_heartbeats_received_total"), 0.0, "the holder heard nobody");
+    eventually("the holder counts both peers unheard", Duration::from_secs(10), || {
+        let m = env.sb().state.speaker_metrics(&holder);
+        (metric_sum(&m, "ferrolb_memberlist_peers", Some(("state", "unheard"))) == 2.0).then_some(())
+    });
     hands_over(&mut env, &holder, |env| nft(env, &holder, "delete table inet flbtest\n"));
 }
 

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub heartbeats_rejected: IntCounterVec,
     /// Times a peer was judged dead by heartbeats.
     pub peers_dead: IntCounter,
+    /// The speakers this one sends heartbeats to (the Lease members), by what heartbeats say of them.
+    pub peers: IntGaugeVec,
     /// Interfaces answered on now; 0 tells the peers this node cannot announce.
     pub interfaces: IntGauge,
     /// Membership Lease renewals that failed (the speaker keeps announcing).
@@ -39,6 +41,9 @@ pub struct Metrics {
     /// Nodes that may announce at all, as this speaker sees them.
     pub usable_nodes: IntGauge,
 }
+
+/// What heartbeats say of a member (the `state` label of `ferrolb_memberlist_peers`).
+pub const PEER_STATES: [&str; 3] = ["alive", "dead", "unheard"];
 
 /// Reasons a memberlist datagram is not accepted (the `reason` label).
 pub const HEARTBEAT_REJECT_REASONS: [&str; 4] = ["malformed", "bad_tag", "from_self", "replay"];
@@ -90,6 +95,18 @@ impl Metrics {
         let peers_dead =
             IntCounter::new("ferrolb_memberlist_peers_dead_total", "Times a peer was judged dead by heartbeats.")
                 .expect("static definition");
+        let peers = IntGaugeVec::new(
+            Opts::new(
+                "ferrolb_memberlist_peers",
+                "Speakers with a current Lease this one sends heartbeats to, by what heartbeats say: alive, dead, or \
+                 unheard (no heartbeat from it or about it yet; their failure is then detected by Lease expiry only).",
+            ),
+            &["state"],
+        )
+        .expect("static definition");
+        for st in PEER_STATES {
+            peers.with_label_values(&[st]);
+        }
         let interfaces = IntGauge::new(
             "ferrolb_speaker_interfaces",
             "Interfaces this speaker answers on; 0 means it cannot announce and its peers take its IPs.",
@@ -132,6 +149,7 @@ impl Metrics {
             Box::new(heartbeats_received.clone()),
             Box::new(heartbeats_rejected.clone()),
             Box::new(peers_dead.clone()),
+            Box::new(peers.clone()),
         ] {
             registry.register(c).expect("unique names");
         }
@@ -148,6 +166,7 @@ impl Metrics {
             heartbeats_received,
             heartbeats_rejected,
             peers_dead,
+            peers,
             interfaces,
             lease_renewal_failures,
             planned,

@@ -284,7 +284,7 @@ fn peer_addrs(
     port: u16,
     nodes: Store<Node>,
     leases: Store<Lease>,
-) -> impl Fn() -> Vec<SocketAddr> + Send + 'static {
+) -> impl Fn() -> Vec<(String, SocketAddr)> + Send + 'static {
     move || {
         let members: BTreeSet<String> = leases
             .state()
@@ -299,7 +299,7 @@ fn peer_addrs(
             .filter_map(|n| {
                 let addrs = n.status.as_ref()?.addresses.as_ref()?;
                 let ip = addrs.iter().find(|a| a.type_ == "InternalIP")?.address.parse::<IpAddr>().ok()?;
-                Some(SocketAddr::new(ip, port))
+                Some((n.name_any(), SocketAddr::new(ip, port)))
             })
             .collect()
     }

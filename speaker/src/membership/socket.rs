@@ -144,14 +144,14 @@ pub fn bind(port: u16) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-/// Run the heartbeat loop on `socket` until aborted. `peers` lists where the other
-/// members listen; `changed` wakes the planner.
+/// Run the heartbeat loop on `socket` until aborted. `peers` lists the other members
+/// and where they listen; `changed` wakes the planner.
 pub async fn run(
     socket: UdpSocket,
     me: String,
     settings: HeartbeatSettings,
     membership: Arc<Membership>,
-    peers: impl Fn() -> Vec<SocketAddr> + Send + 'static,
+    peers: impl Fn() -> Vec<(String, SocketAddr)> + Send + 'static,
     changed: Arc<Notify>,
     metrics: Metrics,
 ) {
@@ -168,6 +168,7 @@ pub async fn run(
     let mut buf = vec![0u8; 65_536];
     let mut last: (BTreeMap<String, Liveness>, BTreeMap<IpAddr, String>) = Default::default();
     let mut warned_tag: std::collections::BTreeSet<IpAddr> = Default::default();
+    let mut targets: Vec<(String, SocketAddr)> = Vec::new();
     loop {
         let mut send = false;
         tokio::select! {
@@ -217,10 +218,10 @@ pub async fn run(
             };
             let parts = detector::heartbeats(&hb);
             seq += parts.len() as u64;
-            let targets = peers();
+            targets = peers();
             for part in &parts {
                 let datagram = detector::seal(&settings.key, part);
-                for t in &targets {
+                for (_, t) in &targets {
                     let to = match (dual, t) {
                         (true, SocketAddr::V4(a)) => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
                         _ => *t,
@@ -239,6 +240,7 @@ pub async fn run(
             let claims: BTreeMap<IpAddr, String> = d.claims(now).into_iter().map(|(ip, (n, _))| (ip, n)).collect();
             (d.view(now), claims)
         };
+        count_peers(&metrics, &targets, &view);
         if (&view, &claims) != (&last.0, &last.1) {
             for (node, l) in &view {
                 let before = last.0.get(node).copied();
@@ -252,5 +254,21 @@ pub async fn run(
             last = (view, claims);
             changed.notify_one();
         }
+    }
+}
+
+/// Set `ferrolb_memberlist_peers`: each member heartbeats go to, by what they say of it.
+fn count_peers(metrics: &Metrics, targets: &[(String, SocketAddr)], view: &BTreeMap<String, Liveness>) {
+    let mut counts = [0i64; 3];
+    for (name, _) in targets {
+        let i = match view.get(name) {
+            Some(Liveness::Alive) => 0,
+            Some(Liveness::Dead) => 1,
+            Some(Liveness::Unknown) | None => 2,
+        };
+        counts[i] += 1;
+    }
+    for (state, n) in crate::metrics::PEER_STATES.iter().zip(counts) {
+        metrics.peers.with_label_values(&[state]).set(n);
     }
 }
