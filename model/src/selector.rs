@@ -42,24 +42,103 @@ pub enum SelectorError {
         /// What is wrong.
         why: &'static str,
     },
-    /// An empty key.
-    #[error("matchExpressions[{index}].key: must not be empty")]
-    EmptyKey {
-        /// Index of the expression.
-        index: usize,
+    /// A key that is not a valid label key (the API server refuses such labels, so the
+    /// selector could never match).
+    #[error("{at}: invalid label key {key:?}: {why}")]
+    Key {
+        /// Where: `matchLabels` or `matchExpressions[i].key`.
+        at: String,
+        /// The key given.
+        key: String,
+        /// What is wrong.
+        why: String,
     },
+    /// A value that is not a valid label value.
+    #[error("{at}: invalid label value {value:?}: {why}")]
+    Value {
+        /// Where: `matchLabels.KEY` or `matchExpressions[i].values[j]`.
+        at: String,
+        /// The value given.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Kubernetes' rule for a label name or value part: at most 63 characters, alphanumeric
+/// at both ends, `-`, `_` and `.` between.
+fn check_name(s: &str) -> Result<(), String> {
+    if s.len() > 63 {
+        return Err(format!("must be no more than 63 characters (it has {})", s.len()));
+    }
+    let ok_inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let ends = s.starts_with(|c: char| c.is_ascii_alphanumeric()) && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !ends || !s.chars().all(ok_inner) {
+        return Err("must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an \
+                    alphanumeric character"
+            .into());
+    }
+    Ok(())
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name (`check_name`).
+pub fn check_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if p.is_empty() || p.len() > 253 || !p.split('.').all(label_ok) {
+            return Err(format!(
+                "prefix {p:?} must be a lowercase DNS subdomain (like example.com) of at most 253 characters"
+            ));
+        }
+    }
+    if name.is_empty() {
+        return Err("the name part must not be empty".into());
+    }
+    check_name(name).map_err(|e| format!("the name part {e}"))
+}
+
+/// A label value: empty, or a name (`check_name`).
+pub fn check_label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() { Ok(()) } else { check_name(value) }
 }
 
 impl Selector {
     /// Validate and convert an API selector.
     pub fn parse(sel: &LabelSelector) -> Result<Self, SelectorError> {
-        let mut reqs: Vec<Req> =
-            sel.match_labels.iter().flatten().map(|(k, v)| Req::In(k.clone(), vec![v.clone()])).collect();
+        let mut reqs = Vec::new();
+        for (k, v) in sel.match_labels.iter().flatten() {
+            check_label_key(k).map_err(|why| SelectorError::Key { at: "matchLabels".into(), key: k.clone(), why })?;
+            check_label_value(v).map_err(|why| SelectorError::Value {
+                at: format!("matchLabels.{k}"),
+                value: v.clone(),
+                why,
+            })?;
+            reqs.push(Req::In(k.clone(), vec![v.clone()]));
+        }
         for (index, e) in sel.match_expressions.iter().flatten().enumerate() {
-            if e.key.is_empty() {
-                return Err(SelectorError::EmptyKey { index });
-            }
+            check_label_key(&e.key).map_err(|why| SelectorError::Key {
+                at: format!("matchExpressions[{index}].key"),
+                key: e.key.clone(),
+                why,
+            })?;
             let values = e.values.clone().unwrap_or_default();
+            for (j, v) in values.iter().enumerate() {
+                check_label_value(v).map_err(|why| SelectorError::Value {
+                    at: format!("matchExpressions[{index}].values[{j}]"),
+                    value: v.clone(),
+                    why,
+                })?;
+            }
             let req = match e.operator.as_str() {
                 "In" | "NotIn" if values.is_empty() => {
                     return Err(SelectorError::Values { index, why: "must be non-empty for In and NotIn" });
@@ -150,6 +229,26 @@ mod tests {
         let exists_vals =
             LabelSelector { match_expressions: Some(vec![expr("k", "Exists", &["v"])]), ..Default::default() };
         assert!(Selector::parse(&exists_vals).is_err());
+    }
+
+    #[test]
+    fn keys_and_values_follow_the_label_syntax() {
+        for good in ["app", "app.kubernetes.io/name", "node-role.kubernetes.io/control-plane", "a_b.c-d", "x/y"] {
+            assert_eq!(check_label_key(good), Ok(()), "{good}");
+        }
+        for bad in ["", "-app", "app-", "has space", "a/b/c", "/name", "Example.com/x", "p/", &"k".repeat(64)] {
+            assert!(check_label_key(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(check_label_value(""), Ok(()));
+        assert!(check_label_value("with space").is_err());
+        assert!(check_label_value(&"v".repeat(64)).is_err());
+        let bad_key = LabelSelector { match_labels: Some(labels(&[("bad key", "v")])), ..Default::default() };
+        let e = parse_all("spec.nodeSelectors", &[bad_key]).unwrap_err();
+        assert!(e.starts_with("spec.nodeSelectors[0].matchLabels: invalid label key \"bad key\": "), "{e}");
+        let bad_value =
+            LabelSelector { match_expressions: Some(vec![expr("zone", "In", &["a", "b c"])]), ..Default::default() };
+        let e = parse_all("spec.nodeSelectors", &[bad_value]).unwrap_err();
+        assert!(e.starts_with("spec.nodeSelectors[0].matchExpressions[0].values[1]: invalid label value \"b c\""), "{e}");
     }
 
     #[test]
