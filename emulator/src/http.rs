@@ -377,7 +377,8 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             if alias {
                 crate::events::validate_v1(&body)?;
             }
-            let w = mutate(inner, |st| st.create(&target, body_in(body), &req.write_opts()))?;
+            let body = body_in(body);
+            let w = admitted(inner, &req, &target, true, |st, o| st.create(&target, body.clone(), o)).await?;
             Ok(json_response(w.code, &out(w.object), &w.warnings))
         }
         Method::PUT if target.name.is_some() => {
@@ -386,7 +387,8 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             if alias {
                 crate::events::validate_v1(&body)?;
             }
-            let w = mutate(inner, |st| st.update(&target, body_in(body), &req.write_opts()))?;
+            let body = body_in(body);
+            let w = admitted(inner, &req, &target, false, |st, o| st.update(&target, body.clone(), o)).await?;
             Ok(json_response(w.code, &out(w.object), &w.warnings))
         }
         Method::PATCH if target.name.is_some() => {
@@ -417,13 +419,15 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
                 // subresource never creates (upstream answers 404 without asking).
                 authorize("create")?;
             }
-            let w = mutate(inner, |st| st.patch(&target, kind, body_in(body), &req.write_opts()))?;
+            let body = body_in(body);
+            let w = admitted(inner, &req, &target, false, |st, o| st.patch(&target, kind, body.clone(), o)).await?;
             Ok(json_response(w.code, &out(w.object), &w.warnings))
         }
         Method::DELETE if target.name.is_some() => {
             let options = if req.body.is_empty() { Value::Null } else { req.decode_body()? };
             let dry = req.q("dryRun") == Some("All")
                 || options["dryRun"].as_array().is_some_and(|a| a.contains(&json!("All")));
+            admit_delete(inner, &req, &target, dry).await?;
             let obj = mutate(inner, |st| st.delete(&target, &options, dry))?;
             Ok(json_response(200, &out(obj), &[]))
         }
@@ -435,6 +439,94 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// A write past the validating admission webhooks that match it (`crate::admission`):
+/// the write is tried as a dry run for the object as it would be stored, the webhooks
+/// review that, and the write runs for real if the stored object did not change
+/// meanwhile (else all again, as upstream's update loop). `creating`: a POST.
+async fn admitted(
+    inner: &Arc<Inner>,
+    req: &Req,
+    target: &Target,
+    creating: bool,
+    write: impl Fn(&mut State, &WriteOpts) -> ApiResult<crate::store::Written>,
+) -> ApiResult<crate::store::Written> {
+    use crate::admission::{self, Operation};
+    let opts = req.write_opts();
+    let whole = Target { subresource: None, ..target.clone() };
+    let version = |v: &Value| v["metadata"]["resourceVersion"].as_str().map(String::from);
+    for _ in 0..5 {
+        let (calls, request, seen) = {
+            let mut st = lock(inner);
+            if !admission::any(&st) {
+                drop(st);
+                return mutate(inner, |st| write(st, &opts));
+            }
+            let old = if creating { None } else { st.get(&whole).ok() };
+            let candidate = write(&mut st, &WriteOpts { dry_run: true, ..opts.clone() })?;
+            let op = if old.is_some() { Operation::Update } else { Operation::Create };
+            let old = old.unwrap_or(Value::Null);
+            let calls = admission::calls(&st, target, op, &candidate.object, &old);
+            let name = candidate.object["metadata"]["name"].as_str().unwrap_or_default();
+            let request = admission::request(
+                target,
+                op,
+                name,
+                &candidate.object,
+                &old,
+                req.user.as_ref(),
+                opts.dry_run,
+                &opts.field_manager,
+            );
+            (calls, request, version(&old))
+        };
+        if calls.is_empty() {
+            return mutate(inner, |st| write(st, &opts));
+        }
+        let warnings = admission::review(calls, &request, inner.config.webhook_dialer.as_ref()).await?;
+        let done = mutate(inner, |st| {
+            if !creating && st.get(&whole).ok().as_ref().and_then(version) != seen {
+                return Ok(None);
+            }
+            write(st, &opts).map(Some)
+        })?;
+        if let Some(mut w) = done {
+            w.warnings.extend(warnings);
+            return Ok(w);
+        }
+    }
+    Err(ApiError::internal("the object kept changing while admission webhooks reviewed the write; try again"))
+}
+
+/// A DELETE past the validating admission webhooks whose rules name DELETE.
+async fn admit_delete(inner: &Arc<Inner>, req: &Req, target: &Target, dry_run: bool) -> ApiResult<()> {
+    use crate::admission::{self, Operation};
+    let (calls, request) = {
+        let st = lock(inner);
+        if !admission::any(&st) {
+            return Ok(());
+        }
+        let old = st.get(target)?;
+        let calls = admission::calls(&st, target, Operation::Delete, &Value::Null, &old);
+        let manager = req.write_opts().field_manager;
+        let name = target.name.clone().unwrap_or_default();
+        let request = admission::request(
+            target,
+            Operation::Delete,
+            &name,
+            &Value::Null,
+            &old,
+            req.user.as_ref(),
+            dry_run,
+            &manager,
+        );
+        (calls, request)
+    };
+    if !calls.is_empty() {
+        admission::review(calls, &request, inner.config.webhook_dialer.as_ref()).await?;
+    }
+    Ok(())
 }
 
 /// Run a write under the lock and publish the events it produced, in order, before unlocking.

@@ -17,6 +17,7 @@
 //! # }
 //! ```
 
+pub mod admission;
 pub mod auth;
 pub mod error;
 mod events;
@@ -56,6 +57,8 @@ pub struct Config {
     /// Where `pods/log` (`kubectl logs`) reads a container's output: the kubelet's
     /// part, which only whoever runs the containers can play.
     pub pod_logs: Option<PodLogs>,
+    /// How admission webhooks are dialed; `None` connects from this process's network.
+    pub webhook_dialer: Option<admission::Dialer>,
 }
 
 /// `(namespace, pod, container)` to the container's output, or `None` when it has none.
@@ -80,6 +83,7 @@ impl Default for Config {
             max_body_bytes: 3 * 1024 * 1024,
             auth: None,
             pod_logs: None,
+            webhook_dialer: None,
         }
     }
 }

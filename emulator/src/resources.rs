@@ -384,6 +384,16 @@ impl Registry {
                 columns: vec![col("Pod-Selector", "string", ".spec.podSelector"), age()],
             },
             Builtin {
+                group: "admissionregistration.k8s.io",
+                version: "v1",
+                kind: "ValidatingWebhookConfiguration",
+                plural: "validatingwebhookconfigurations",
+                short: &[],
+                namespaced: false,
+                status: false,
+                columns: vec![age()],
+            },
+            Builtin {
                 group: "apiextensions.k8s.io",
                 version: "v1",
                 kind: "CustomResourceDefinition",

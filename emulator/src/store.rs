@@ -424,6 +424,12 @@ impl State {
                     }
                 }
             }
+            ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => {
+                let errs = crate::admission::prepare(obj);
+                if !errs.is_empty() {
+                    return Err(invalid(errs));
+                }
+            }
             ("", "namespaces") => {
                 if obj["status"]["phase"].is_null() {
                     obj["status"] = json!({"phase": "Active"});

@@ -25,6 +25,13 @@ impl std::fmt::Debug for ServingCert {
     }
 }
 
+impl ServingCert {
+    /// The rustls server configuration (HTTP/1.1), to serve something other than the API with it.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.config.clone()
+    }
+}
+
 fn other(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }

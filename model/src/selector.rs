@@ -248,7 +248,10 @@ mod tests {
         let bad_value =
             LabelSelector { match_expressions: Some(vec![expr("zone", "In", &["a", "b c"])]), ..Default::default() };
         let e = parse_all("spec.nodeSelectors", &[bad_value]).unwrap_err();
-        assert!(e.starts_with("spec.nodeSelectors[0].matchExpressions[0].values[1]: invalid label value \"b c\""), "{e}");
+        assert!(
+            e.starts_with("spec.nodeSelectors[0].matchExpressions[0].values[1]: invalid label value \"b c\""),
+            "{e}"
+        );
     }
 
     #[test]
