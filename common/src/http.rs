@@ -2,8 +2,6 @@
 //! and the listen address flag they share.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where to listen. `:7472` (as the chart and Go programs write it) means every
 /// address of both families; `0.0.0.0:7472` or `[::1]:7472` exactly that.
@@ -57,11 +55,11 @@ impl ListenAddr {
 }
 
 /// Serve `/metrics` (from `render`), `/healthz` (the process runs) and `/readyz`
-/// (`ready` is set) on `listener` until the process ends.
+/// (`ready()` says so) on `listener` until the process ends.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     render: impl Fn() -> String + Clone + Send + Sync + 'static,
-    ready: Arc<AtomicBool>,
+    ready: impl Fn() -> bool + Clone + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     use axum::routing::get;
     let app = axum::Router::new()
@@ -70,7 +68,7 @@ pub async fn serve(
         .route(
             "/readyz",
             get(move || {
-                std::future::ready(if ready.load(Ordering::SeqCst) {
+                std::future::ready(if ready() {
                     (http::StatusCode::OK, "ok")
                 } else {
                     (http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
@@ -103,8 +101,11 @@ mod tests {
     async fn any_binds_every_family_and_readyz_follows_the_flag() {
         let l = ListenAddr::Any(0).bind().await.unwrap();
         let port = l.local_addr().unwrap().port();
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
         let ready = Arc::new(AtomicBool::new(false));
-        tokio::spawn(serve(l, || "m 1\n".to_string(), ready.clone()));
+        let r = ready.clone();
+        tokio::spawn(serve(l, || "m 1\n".to_string(), move || r.load(Ordering::SeqCst)));
         let get = |path: &'static str| async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();

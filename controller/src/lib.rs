@@ -23,6 +23,7 @@ pub mod reconcile;
 pub mod service;
 pub mod settings;
 pub mod term;
+pub mod webhook;
 
 /// What the HTTP endpoint and every leadership term share for the process's life.
 #[derive(Clone)]

@@ -1,5 +1,7 @@
 //! `ferrolb-controller`: flags and wiring; the work is in the library.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -8,6 +10,7 @@ use ferrolb_common::http::{ListenAddr, serve};
 use ferrolb_controller::ProcessState;
 use ferrolb_controller::leadership::run;
 use ferrolb_controller::settings::Settings;
+use ferrolb_controller::webhook::WebhookSettings;
 use tracing::Instrument;
 
 /// Allocates external IPs for LoadBalancer Services from ferrolb IPAddressPools.
@@ -40,22 +43,80 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax, e.g. `info,ferrolb_controller=debug`).
     #[arg(long, env = "FERROLB_LOG", default_value = "info")]
     log_level: String,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// The validating admission webhook (the chart turns it on).
+#[derive(Debug, clap::Args)]
+struct WebhookArgs {
+    /// Serve the validating webhook for IPAddressPools and L2Advertisements; the
+    /// replica is ready only once it can answer.
+    #[arg(long = "webhook", env = "FERROLB_WEBHOOK", default_value_t = false, action = clap::ArgAction::Set)]
+    enabled: bool,
+    /// HTTPS address of the webhook: `:9443` or `IP:PORT`.
+    #[arg(long, env = "FERROLB_WEBHOOK_ADDR", default_value = ":9443")]
+    webhook_addr: ListenAddr,
+    /// The Service in front of the webhook, in --namespace (names the certificate).
+    #[arg(long, env = "FERROLB_WEBHOOK_SERVICE", default_value = "ferrolb-webhook")]
+    webhook_service: String,
+    /// The ValidatingWebhookConfiguration whose caBundle the controller keeps current.
+    #[arg(long, env = "FERROLB_WEBHOOK_CONFIGURATION", default_value = "ferrolb-validating-webhook")]
+    webhook_configuration: String,
+    /// The Secret in --namespace holding the webhook's certificate.
+    #[arg(long, env = "FERROLB_WEBHOOK_SECRET", default_value = "ferrolb-webhook-cert")]
+    webhook_secret: String,
+    /// Make and renew the certificate and the caBundle (false: cert-manager or you do).
+    #[arg(long, env = "FERROLB_WEBHOOK_MANAGE_CERT", default_value_t = true, action = clap::ArgAction::Set)]
+    webhook_manage_cert: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Args { namespace, lb_class, identity, leader_elect, lease_duration, metrics_addr, log_format, log_level } =
-        Args::parse();
+    let Args {
+        namespace,
+        lb_class,
+        identity,
+        leader_elect,
+        lease_duration,
+        metrics_addr,
+        log_format,
+        log_level,
+        webhook,
+    } = Args::parse();
     ferrolb_common::init_logging(&log_format, &log_level)?;
     let listener = metrics_addr.bind().await.map_err(|e| anyhow::anyhow!("--metrics-addr {metrics_addr}: {e}"))?;
     let client = kube::Client::try_default().await?;
     let state = ProcessState::new();
     let identity = identity.unwrap_or_else(|| format!("ferrolb-controller-{}", std::process::id()));
+    let webhook_ready = Arc::new(AtomicBool::new(!webhook.enabled));
+    let hook = webhook.enabled.then(|| {
+        let s = WebhookSettings {
+            addr: webhook.webhook_addr,
+            service: webhook.webhook_service,
+            configuration: webhook.webhook_configuration,
+            secret: webhook.webhook_secret,
+            manage_cert: webhook.webhook_manage_cert,
+        };
+        ferrolb_controller::webhook::run(client.clone(), namespace.clone(), s, webhook_ready.clone())
+            .instrument(tracing::info_span!("webhook"))
+    });
+    let hook = async move {
+        match hook {
+            Some(h) => h.await,
+            None => std::future::pending().await,
+        }
+    };
     let settings = Settings { namespace, lb_class, identity, leader_elect, lease_duration, metrics_addr };
     let stop_rx = ferrolb_common::shutdown_signal("shutting down");
     let metrics = state.metrics.clone();
+    let ready = {
+        let (r, w) = (state.ready.clone(), webhook_ready);
+        move || r.load(Ordering::SeqCst) && w.load(Ordering::SeqCst)
+    };
     tokio::select! {
-        r = serve(listener, move || metrics.render(), state.ready.clone()).instrument(tracing::info_span!("http")) => r,
+        r = serve(listener, move || metrics.render(), ready).instrument(tracing::info_span!("http")) => r,
         r = run(client, settings, state, stop_rx).instrument(tracing::info_span!("controller")) => r,
+        r = hook => r,
     }
 }

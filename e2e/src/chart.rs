@@ -43,6 +43,23 @@ pub fn apply(kubeconfig: &Path, yaml: &str) -> anyhow::Result<()> {
     kubectl_with_stdin(kubeconfig, &[&["apply", "-f", "-"], validate].concat(), yaml)
 }
 
+/// `kubectl apply -f -` of `yaml`: whether it succeeded, and what kubectl printed on
+/// its error output (denials, and warnings either way).
+pub fn apply_reporting(kubeconfig: &Path, yaml: &str) -> anyhow::Result<(bool, String)> {
+    let validate: &[&str] = if kubectl_minor() < 29 { &["--validate=false"] } else { &[] };
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args([&["apply", "-f", "-"], validate].concat())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("kubectl")?;
+    child.stdin.take().context("stdin")?.write_all(yaml.as_bytes())?;
+    let out = child.wait_with_output()?;
+    Ok((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
 /// `kubectl delete -f -` of `yaml`, as `helm uninstall` removes a release's objects.
 pub fn delete(kubeconfig: &Path, yaml: &str) -> anyhow::Result<()> {
     kubectl_with_stdin(kubeconfig, &["delete", "--ignore-not-found", "--wait=false", "-f", "-"], yaml)

@@ -447,6 +447,7 @@ impl Sandbox {
             services,
             auth: Some(auth),
             pod_logs: Some(pod_logs),
+            webhook_dialer: Some(control_plane_dialer(topo.control_plane.netns.path())),
             history_limit: opts.history_limit.unwrap_or(defaults.history_limit),
             ..defaults
         });
@@ -587,6 +588,9 @@ impl Sandbox {
         for p in plans {
             sb.create_pod(p).await?;
         }
+        if opts.start_components {
+            sb.admitting().await?;
+        }
         Ok(sb)
     }
 
@@ -608,12 +612,38 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Start the containers of a sandbox built with `start_components: false`.
-    pub fn start_components(&mut self) -> anyhow::Result<()> {
+    /// Start the containers of a sandbox built with `start_components: false`; returns
+    /// once ferrolb's objects are admitted (see [`Sandbox::admitting`]).
+    pub async fn start_components(&mut self) -> anyhow::Result<()> {
         for pod in self.state.pods.values() {
             self.kubelet.release(pod)?;
         }
-        Ok(())
+        self.admitting().await
+    }
+
+    /// Wait until ferrolb's objects can be written: with the chart's validating webhook
+    /// (`failurePolicy: Fail`), an IPAddressPool is refused until a controller replica
+    /// serves the webhook with a certificate the API server trusts, as in a real
+    /// cluster right after `helm install`. The witness is a dry-run create.
+    pub async fn admitting(&self) -> anyhow::Result<()> {
+        if self.state.values["webhook"]["enabled"] == serde_json::json!(false) {
+            return Ok(());
+        }
+        let api: Api<ferrolb_crds::IPAddressPool> = Api::namespaced(self.client.clone(), NS);
+        let probe: ferrolb_crds::IPAddressPool = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "sandbox-admission-probe"}, "spec": {"addresses": ["203.0.113.255/32"]}}),
+        )?;
+        let params = kube::api::PostParams { dry_run: true, ..Default::default() };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            match api.create(&params, &probe).await {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() > deadline => {
+                    anyhow::bail!("ferrolb's webhook did not admit an IPAddressPool within 90 s: {e}")
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
     }
 
     /// Send `signal` (`-TERM`, `-KILL`) to Pod `key`'s container and wait until it has
@@ -786,6 +816,24 @@ impl Sandbox {
         std::fs::write(path, serde_json::to_string_pretty(&self.state)?)?;
         Ok(())
     }
+}
+
+/// The API server's way to admission webhooks: connections from the control plane's
+/// network namespace (the socket is made there; a socket keeps its namespace).
+fn control_plane_dialer(netns: String) -> ferrolb_emulator::admission::Dialer {
+    ferrolb_emulator::admission::Dialer(std::sync::Arc::new(move |addr: SocketAddr| {
+        let netns = netns.clone();
+        Box::pin(async move {
+            let socket = crate::netns::in_netns(&netns, move || {
+                let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+                s.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(s)
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("netns thread died"))???;
+            tokio::net::TcpSocket::from_std_stream(socket.into()).connect(addr).await
+        })
+    }))
 }
 
 /// A failing test's evidence: the tail of every component's output, on stderr (the

@@ -312,9 +312,16 @@ pub async fn run_standins(client: Client, nodes: Vec<NodeNet>, mut stop: watch::
                 .filter(|p| {
                     p.namespace().unwrap_or_default() == ns && sel.iter().all(|(k, v)| p.labels().get(k) == Some(v))
                 })
-                .filter_map(|p| {
-                    let r = running.get(&p.uid()?)?;
-                    Some((IpAddr::V4(r.ip), r.node.clone(), (**p).clone()))
+                .filter_map(|p| match running.get(&p.uid()?) {
+                    Some(r) => Some((IpAddr::V4(r.ip), r.node.clone(), (**p).clone())),
+                    // ferrolb's own Pods (run by the sandbox's kubelet): ready by their status.
+                    None => {
+                        let st = p.status.as_ref()?;
+                        let ready = st.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+                        let ip = st.pod_ip.as_deref()?.parse().ok()?;
+                        let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                        ready.then(|| (ip, node, (**p).clone()))
+                    }
                 })
                 .collect();
             let sports = spec.ports.clone().unwrap_or_default();

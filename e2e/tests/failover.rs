@@ -100,7 +100,8 @@ fn setup_with(lease: u32, before_start: impl FnOnce(&Env)) -> (Env, String) {
     let c = sb.client.clone();
     let mut env = Env { rt, sb: Some(sb), ip: "198.51.100.100".into(), _dir: dir };
     before_start(&env);
-    env.sb.as_mut().unwrap().start_components().expect("start the controller and speakers");
+    let sb = env.sb.as_mut().unwrap();
+    env.rt.block_on(sb.start_components()).expect("start the controller and speakers");
     let rt = &env.rt;
     rt.block_on(async {
         pool_and_advertisement(&c, "p", &["198.51.100.100/32"], "all").await.unwrap();

@@ -35,7 +35,12 @@ fn kubectl_ferrolb_shows_where_each_service_is_and_why() {
     let plugin_dir = tempfile::tempdir().unwrap();
     std::fs::copy(&built, plugin_dir.path().join("kubectl-ferrolb")).unwrap();
     let plugins = plugin_dir.path().to_path_buf();
-    let h = Harness::up(&Options { nodes: 1, ..Options::default() });
+    // Without the admission webhook, so that an overlapping pool is stored and judged at run time.
+    let h = Harness::up(&Options {
+        nodes: 1,
+        values: serde_json::json!({"webhook": {"enabled": false}}),
+        ..Options::default()
+    });
     let sb = h.sb();
     let path = format!("{}:{}", plugins.display(), std::env::var("PATH").unwrap_or_default());
     let kubectl = |args: &[&str]| {
@@ -77,7 +82,7 @@ fn kubectl_ferrolb_shows_where_each_service_is_and_why() {
     let one = kubectl(&["ferrolb", "status", "-n", "default", "web"]);
     assert_eq!(one.lines().count(), 2, "{one}");
 
-    // A newcomer overlapping public is refused; usage per pool.
+    // A newcomer overlapping public is invalid; usage per pool.
     let overlap = "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: aaa, namespace: ferrolb-system}\nspec: {addresses: [198.51.100.96/28]}\n";
     sb.kubectl_apply(overlap).unwrap();
     let pools = eventually("aaa judged", Duration::from_secs(20), || {

@@ -99,9 +99,12 @@ fn svc(name: &str) -> SvcBuilder {
 /// first), then an edit of `prod` into an overlap: no Service moves, `prod` keeps
 /// serving (also across a controller restart), allocates nothing new while its spec
 /// is invalid, and the stale gauge says so.
+///
+/// The admission webhook refuses both writes (`webhook.rs`); here it is off, as when it
+/// is bypassed or was down, to prove the run-time rules hold on their own.
 #[test]
 fn no_object_a_user_did_not_delete_renumbers_a_service() {
-    let mut e = env();
+    let mut e = env_with(json!({"webhook": {"enabled": false}}));
     // prod comes first for new Services (priority), so "nothing new from it" shows.
     let prod = |addresses: &[&str]| json!({"addresses": addresses, "serviceAllocation": {"priority": 1}});
     e.pool_spec("prod", prod(&["198.51.100.240/29"]));

@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let stop_rx = ferrolb_common::shutdown_signal("shutting down: handing over");
     let m = metrics.clone();
     tokio::select! {
-        r = serve(listener, move || m.render(), ready.clone()).instrument(tracing::info_span!("http")) => r,
+        r = serve(listener, move || m.render(), { let r = ready.clone(); move || r.load(std::sync::atomic::Ordering::SeqCst) }).instrument(tracing::info_span!("http")) => r,
         r = run(client, settings, metrics, ready, stop_rx).instrument(tracing::info_span!("speaker")) => r,
     }
 }

@@ -42,3 +42,14 @@ says the chart's name (`helm install ferrolb` gives ferrolb-controller), else
 {{- define "ferrolb.monitoringNamespace" -}}
 {{ default .Release.Namespace .Values.prometheus.namespace }}
 {{- end -}}
+
+{{/* The webhook's Service, configuration and certificate Secret names. */}}
+{{- define "ferrolb.webhookService" -}}
+{{- include "ferrolb.fullname" . }}-webhook
+{{- end -}}
+{{- define "ferrolb.webhookConfiguration" -}}
+{{- include "ferrolb.fullname" . }}-validating-webhook
+{{- end -}}
+{{- define "ferrolb.webhookSecret" -}}
+{{- .Values.webhook.certificateSecret | default (printf "%s-webhook-cert" (include "ferrolb.fullname" .)) }}
+{{- end -}}

@@ -147,6 +147,32 @@ def lb_class_reaches_both_binaries():
         assert "--lb-class=example.com/lb" in d["spec"]["template"]["spec"]["containers"][0]["args"], kind
 
 
+def webhook_parts_name_each_other():
+    def parts(values):
+        rendered = [d for _, d in docs(render(values))]
+        vwc = [d for d in rendered if d["kind"] == "ValidatingWebhookConfiguration"]
+        svc = [d for d in rendered if d["kind"] == "Service" and d["metadata"]["name"].endswith("-webhook")]
+        args = [d for d in rendered if d["kind"] == "Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+        return vwc, svc, args, rendered
+    vwc, svc, args, rendered = parts({})
+    assert len(vwc) == 1 and len(svc) == 1, "one configuration, one Service"
+    hooks = vwc[0]["webhooks"]
+    assert {h["failurePolicy"] for h in hooks} == {"Fail"}
+    for h in hooks:
+        ref = h["clientConfig"]["service"]
+        assert (ref["name"], ref["namespace"]) == (svc[0]["metadata"]["name"], "default"), ref
+        assert h["rules"][0]["apiGroups"] == ["ferrolb.io"], "ferrolb objects only"
+    assert f"--webhook-service={svc[0]['metadata']['name']}" in args, args
+    assert f"--webhook-configuration={vwc[0]['metadata']['name']}" in args, args
+    role = [d for d in rendered if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-controller")][0]
+    assert any(vwc[0]["metadata"]["name"] in r.get("resourceNames", []) for r in role["rules"]), "may patch its caBundle"
+    vwc, svc, args, _ = parts({"webhook": {"enabled": False}})
+    assert not vwc and not svc and "--webhook=false" in args
+    vwc, _, args, _ = parts({"webhook": {"manageCertificate": False}})
+    assert "cert-manager.io/inject-ca-from" in vwc[0]["metadata"]["annotations"]
+    assert "--webhook-manage-cert=false" in args
+
+
 def network_policy_fences_the_controller():
     rendered = [d for _, d in docs(render(ALL_ON))]
     pol = [d for d in rendered if d["kind"] == "NetworkPolicy"]
@@ -301,6 +327,7 @@ check("typos in values fail at install time", typos_in_values_fail_at_install)
 check("a sample pool needs addresses", sample_pool_requires_addresses)
 check("--lb-class reaches both binaries", lb_class_reaches_both_binaries)
 check("the optional NetworkPolicy fences the controller", network_policy_fences_the_controller)
+check("the webhook's Service, configuration, flags and RBAC name each other", webhook_parts_name_each_other)
 check("release `ferrolb` names objects ferrolb-<component>", release_named_ferrolb_gives_plain_names)
 check("the heartbeat key and flags reach the speakers", memberlist_key_and_flags_reach_the_speakers)
 check("the containers get the environment the sandbox measures with", containers_get_the_environment_the_sandbox_measures_with)
