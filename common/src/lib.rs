@@ -53,7 +53,7 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).modify(slim)).default_backoff().touched_objects();
+    let stream = reflector::reflector(writer, relisting(api, config).modify(slim)).default_backoff().touched_objects();
     let task = tokio::spawn(async move {
         stream
             .for_each(|r| {
@@ -66,6 +66,57 @@ where
             .await;
     });
     (reader, task)
+}
+
+/// The API client both binaries use: kube's inferred configuration (in-cluster, or
+/// the kubeconfig), without kube's client-level retries. Every caller already retries
+/// at its own level (watchers with backoff, reconciles requeued, Leases renewed on the
+/// next tick), and kube's default retries a 429/503/504 up to 15 times with growing
+/// delays: a speaker's Lease renewal or a watch facing a restored API server would
+/// hang inside one request for minutes instead of failing and being handled.
+pub async fn client() -> anyhow::Result<kube::Client> {
+    client_for(kube::Config::infer().await?)
+}
+
+/// [`client`] for a given configuration.
+pub fn client_for(mut config: kube::Config) -> anyhow::Result<kube::Client> {
+    config.default_retry = false;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// kube-runtime's watcher, started over (a fresh list, which the reflector takes as
+/// the whole state) when the server says the version it resumes at is "too large":
+/// the API server came back without the state the cache saw (restored from an older
+/// backup). kube-runtime would retry that version forever and the cache would never
+/// change again (`common/tests/api_server_restart.rs`).
+fn relisting<K>(api: Api<K>, config: watcher::Config) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    type Watch<K> = futures::stream::BoxStream<'static, watcher::Result<watcher::Event<K>>>;
+    futures::stream::unfold((api, config, None::<Watch<K>>), |(api, config, current)| async move {
+        let mut stream = current.unwrap_or_else(|| watcher(api.clone(), config.clone()).boxed());
+        let item = stream.next().await?;
+        let next = match &item {
+            Err(e) if too_large_version(e) => {
+                tracing::warn!(error = %e, "the API server has not reached this cache's version (restored?); listing again");
+                None
+            }
+            _ => Some(stream),
+        };
+        Some((item, (api, config, next)))
+    })
+}
+
+fn too_large_version(e: &watcher::Error) -> bool {
+    let status = match e {
+        watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+        | watcher::Error::InitialListFailed(kube::Error::Api(s)) => s.as_ref(),
+        watcher::Error::WatchError(s) => s.as_ref(),
+        _ => return false,
+    };
+    status.code == 504 && status.message.starts_with("Too large resource version")
 }
 
 /// Drop what no ferrolb component reads from a cached object: everything in

@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     } = Args::parse();
     ferrolb_common::init_logging(&log_format, &log_level)?;
     let listener = metrics_addr.bind().await.map_err(|e| anyhow::anyhow!("--metrics-addr {metrics_addr}: {e}"))?;
-    let client = kube::Client::try_default().await?;
+    let client = ferrolb_common::client().await?;
     let state = ProcessState::new();
     let identity = identity.unwrap_or_else(|| format!("ferrolb-controller-{}", std::process::id()));
     let webhook_ready = Arc::new(AtomicBool::new(!webhook.enabled));

@@ -117,6 +117,18 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 504 for a resourceVersion the server has not reached: a client that remembers a
+    /// version from before the server lost its state (kube-apiserver's watch cache
+    /// answers so after waiting 3 s; clients are to list again).
+    pub fn too_large_resource_version(requested: u64, current: u64) -> Self {
+        let mut e = Self::new(504, "Timeout", format!("Too large resource version: {requested}, current: {current}"));
+        e.details = Some(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        }));
+        e
+    }
+
     /// 500 for a bug in the emulator; never a panic.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)

@@ -43,7 +43,14 @@ fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response {
 }
 
 fn error_response(e: &ApiError) -> Response {
-    json_response(e.code, &e.status(), &[])
+    let mut r = json_response(e.code, &e.status(), &[]);
+    // As kube-apiserver: a Status that says when to retry says it in `Retry-After` too.
+    if let Some(secs) = e.details.as_ref().and_then(|d| d["retryAfterSeconds"].as_u64())
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response {
@@ -692,6 +699,9 @@ fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts, alias: bool) 
             let Ok(rv) = requested.parse::<u64>() else {
                 return Err(ApiError::bad_request(format!("invalid resource version: {requested:?}")));
             };
+            if rv > current {
+                return Err(ApiError::too_large_resource_version(rv, current));
+            }
             match st.events_since(rv) {
                 None => {
                     let gone = ApiError::gone(format!("too old resource version: {rv} ({})", st.compacted() + 1));

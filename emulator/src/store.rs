@@ -315,6 +315,11 @@ impl State {
 
     /// LIST with pagination: (items, list resourceVersion, continue token).
     pub fn list(&self, t: &Target, opts: &ListOpts) -> ApiResult<(Vec<Value>, String, Option<String>)> {
+        if let Some(rv) = opts.resource_version.as_deref().and_then(|r| r.parse::<u64>().ok())
+            && rv > self.rv
+        {
+            return Err(ApiError::too_large_resource_version(rv, self.rv));
+        }
         if opts.resource_version_match.as_deref() == Some("Exact")
             && let Some(rv) = opts.resource_version.as_deref().and_then(|r| r.parse::<u64>().ok())
             && rv != self.rv

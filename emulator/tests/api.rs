@@ -771,3 +771,23 @@ async fn secret_string_data_is_merged_into_data_and_not_stored() {
     assert_eq!(got["data"], json!({"a": "bmV3", "b": "dHdv", "keep": "eA=="}), "stringData wins over data");
     assert!(got.get("stringData").is_none(), "stringData is write-only: {got}");
 }
+
+/// A version the server never reached (it lost its state): 504 "Too large resource
+/// version", for a watch and for a list, as kube-apiserver answers.
+#[tokio::test]
+async fn a_version_from_the_future_is_too_large() {
+    let emu = ferrolb_emulator::Emulator::new(Default::default());
+    let current = emu.resource_version();
+    for uri in [
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=99999",
+        "/api/v1/namespaces/default/configmaps?resourceVersion=99999",
+    ] {
+        let r = common::call(&emu, "GET", uri, "", "").await;
+        assert_eq!(r.status, 504, "{uri}: {}", r.body);
+        assert_eq!(r.body["reason"], "Timeout");
+        assert_eq!(r.body["message"], format!("Too large resource version: 99999, current: {current}"));
+        assert_eq!(r.body["details"]["causes"][0]["reason"], "ResourceVersionTooLarge");
+        assert_eq!(r.body["details"]["retryAfterSeconds"], 1);
+        assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    }
+}

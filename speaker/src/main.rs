@@ -119,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     .settings()
     .map_err(anyhow::Error::msg)?;
     let listener = metrics_addr.bind().await.map_err(|e| anyhow::anyhow!("--metrics-addr {metrics_addr}: {e}"))?;
-    let client = kube::Client::try_default().await?;
+    let client = ferrolb_common::client().await?;
     let settings = Settings {
         node: node_name,
         namespace,
