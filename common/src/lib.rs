@@ -89,7 +89,10 @@ pub fn client_for(mut config: kube::Config) -> anyhow::Result<kube::Client> {
 /// the API server came back without the state the cache saw (restored from an older
 /// backup). kube-runtime would retry that version forever and the cache would never
 /// change again (`common/tests/api_server_restart.rs`).
-fn relisting<K>(api: Api<K>, config: watcher::Config) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>>
+pub fn relisting<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {

@@ -19,6 +19,7 @@ pub mod configuration;
 pub mod leadership;
 pub mod metrics;
 pub mod pool_status;
+pub mod presence;
 pub mod reconcile;
 pub mod service;
 pub mod settings;

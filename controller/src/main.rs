@@ -43,6 +43,11 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax, e.g. `info,ferrolb_controller=debug`).
     #[arg(long, env = "FERROLB_LOG", default_value = "info")]
     log_level: String,
+    /// The speakers run with `--ignore-exclude-lb`: nodes labelled
+    /// node.kubernetes.io/exclude-from-external-load-balancers may announce (the
+    /// Announced condition judges eligibility as the speakers do).
+    #[arg(long, env = "FERROLB_IGNORE_EXCLUDE_LB", default_value_t = false, action = clap::ArgAction::Set)]
+    ignore_exclude_lb: bool,
     #[command(flatten)]
     webhook: WebhookArgs,
 }
@@ -82,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         metrics_addr,
         log_format,
         log_level,
+        ignore_exclude_lb,
         webhook,
     } = Args::parse();
     ferrolb_common::init_logging(&log_format, &log_level)?;
@@ -107,7 +113,8 @@ async fn main() -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    let settings = Settings { namespace, lb_class, identity, leader_elect, lease_duration, metrics_addr };
+    let settings =
+        Settings { namespace, lb_class, identity, leader_elect, lease_duration, metrics_addr, ignore_exclude_lb };
     let stop_rx = ferrolb_common::shutdown_signal("shutting down");
     let metrics = state.metrics.clone();
     let ready = {

@@ -47,6 +47,8 @@ pub struct Ctx {
     pub failures: Mutex<HashMap<String, u32>>,
     /// Field manager for every write (`ferrolb-controller`, or per class).
     pub field_manager: String,
+    /// What the speakers report, for `ferrolb.io/Announced`.
+    pub presence: Arc<crate::presence::Presence>,
 }
 
 /// A reconcile failure.
@@ -146,8 +148,8 @@ pub struct Answer {
     pub result: Result<Assignment, Failure>,
     /// What the Service holds now (after a failure: what it kept).
     pub held: Option<Assignment>,
-    /// Whether an advertisement covers the held IPs' pool for this Service.
-    pub announced: Option<bool>,
+    /// Whether the held IPs are announced, and if not why (`None`: nothing held).
+    pub announced: Option<ferrolb_model::announce::Verdict>,
 }
 
 /// An Event to publish about the Service.
@@ -211,25 +213,8 @@ pub fn decide(svc: &Service, answer: &Answer, now: &Time) -> Decision {
         (Err(f), None) => Want::new(cond::ALLOCATED, false, f.reason(), f.message()),
     };
     let mut wants = vec![allocated];
-    if let (Some(a), Some(adv)) = (&answer.held, answer.announced) {
-        wants.push(if adv {
-            Want::new(
-                cond::ANNOUNCED,
-                true,
-                reason::ADVERTISED,
-                format!("IPAddressPool {} is selected by an L2Advertisement", a.pool),
-            )
-        } else {
-            Want::new(
-                cond::ANNOUNCED,
-                false,
-                reason::NO_L2_ADVERTISEMENT,
-                format!(
-                    "no L2Advertisement selects IPAddressPool {} for this Service: the IP is allocated but no node announces it",
-                    a.pool
-                ),
-            )
-        });
+    if let (Some(_), Some(v)) = (&answer.held, &answer.announced) {
+        wants.push(Want::new(cond::ANNOUNCED, v.announced, v.reason, v.message.clone()));
     }
     let mut notes = Vec::new();
     // Events, on transitions only: compared with the conditions the Service shows now.
@@ -251,9 +236,12 @@ pub fn decide(svc: &Service, answer: &Answer, now: &Time) -> Decision {
             notes.push(Note { type_: EventType::Warning, reason: event::ALLOCATION_FAILED, text: w.message.clone() });
         }
     }
-    if answer.announced == Some(false) && was(cond::ANNOUNCED).is_none_or(|c| c.status != status::FALSE) {
-        let text = wants.last().map(|w| w.message.clone()).unwrap_or_default();
-        notes.push(Note { type_: EventType::Warning, reason: event::NOT_ANNOUNCED, text });
+    // A Warning when an IP stops being (or is never) announced for a cause to fix; not
+    // for the moment between allocation and a speaker's report (NotAnnounced).
+    if let Some(v) = answer.announced.as_ref().filter(|v| !v.announced && v.reason != reason::NOT_ANNOUNCED)
+        && was(cond::ANNOUNCED).is_none_or(|c| c.status != status::FALSE || c.reason != v.reason)
+    {
+        notes.push(Note { type_: EventType::Warning, reason: event::NOT_ANNOUNCED, text: v.message.clone() });
     }
     let conditions: Vec<Condition> = wants.into_iter().map(|w| w.set(&old, generation, now)).collect();
     let status = (current != ips || !same(&old, &conditions)).then(|| ServiceStatus {
@@ -325,6 +313,11 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
     }
 
     let started = Instant::now();
+    // Who announces it; the nodes matter only when nobody live does.
+    let p = &ctx.presence;
+    let announcers = p.announcers(&key);
+    let live = p.live(k8s_openapi::jiff::Timestamp::now());
+    let nodes = if announcers.is_disjoint(&live) { p.nodes() } else { Vec::new() };
     let (answer, sharing_changed) = {
         let mut alloc = lock(&ctx.alloc);
         let before = alloc.sharing(key.as_str()).cloned();
@@ -333,7 +326,17 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
             Err(e) => Err(Failure::Request(e)),
         };
         let held = alloc.assignment(key.as_str()).cloned();
-        let announced = held.as_ref().map(|a| alloc.config().advertised(&a.pool, svc.labels()));
+        let local = svc.spec.as_ref().and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
+        let announced = held.as_ref().map(|a| {
+            let cfg = alloc.config();
+            let sp = ferrolb_model::announce::Speakers {
+                nodes: &nodes,
+                ignore_exclude: p.ignore_exclude_lb,
+                live: &live,
+                announcers: &announcers,
+            };
+            ferrolb_model::announce::judge(cfg, &a.pool, svc.labels(), local, &sp)
+        });
         // A holder's policy, selector, ports or key changed: a Service waiting to share
         // its IP may fit now (or one that lost it may fit again).
         let sharing_changed = before.as_ref() != alloc.sharing(key.as_str());
@@ -443,10 +446,49 @@ mod tests {
         s
     }
 
+    fn announced_by(node: &str) -> ferrolb_model::announce::Verdict {
+        ferrolb_model::announce::Verdict {
+            announced: true,
+            reason: reason::ANNOUNCED,
+            message: format!("announced by {node}"),
+        }
+    }
+
+    fn no_advertisement() -> ferrolb_model::announce::Verdict {
+        ferrolb_model::announce::Verdict {
+            announced: false,
+            reason: reason::NO_L2_ADVERTISEMENT,
+            message: "no L2Advertisement selects IPAddressPool dark".into(),
+        }
+    }
+
+    #[test]
+    fn waiting_for_a_speaker_is_a_condition_but_no_warning_and_a_cause_change_warns_again() {
+        let a = held("public", "198.51.100.7");
+        let web = svc("web").build();
+        let pending = ferrolb_model::announce::Verdict {
+            announced: false,
+            reason: reason::NOT_ANNOUNCED,
+            message: "no speaker announces it yet".into(),
+        };
+        let answer = Answer { result: Ok(a.clone()), held: Some(a.clone()), announced: Some(pending) };
+        let d = decide(&web, &answer, &at(1));
+        assert_eq!(d.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [event::IP_ALLOCATED]);
+        let web = applied(web, &d);
+        let gone = ferrolb_model::announce::Verdict {
+            announced: false,
+            reason: reason::NO_LIVE_SPEAKER,
+            message: "no speaker is running".into(),
+        };
+        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(gone) };
+        let d = decide(&web, &answer, &at(2));
+        assert_eq!(d.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [event::NOT_ANNOUNCED]);
+    }
+
     #[test]
     fn a_first_allocation_writes_status_and_annotation_and_tells_once() {
         let a = held("public", "198.51.100.7");
-        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(true) };
+        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(announced_by("n1")) };
         let web = svc("web").build();
         let d = decide(&web, &answer, &at(100));
         let st = d.status.clone().expect("status written");
@@ -469,7 +511,7 @@ mod tests {
         let a = held("public", "198.51.100.7");
         let web = svc("web").ingress("198.51.100.7").build();
         let fail = Failure::Alloc(AllocError::NoPoolMatches("no pool admits it".into()));
-        let answer = Answer { result: Err(fail), held: Some(a), announced: Some(true) };
+        let answer = Answer { result: Err(fail), held: Some(a), announced: Some(announced_by("n1")) };
         let d = decide(&web, &answer, &at(100));
         let c = &d.status.as_ref().unwrap().conditions.as_ref().unwrap()[0];
         assert_eq!(c.status, "False");
@@ -496,7 +538,7 @@ mod tests {
     #[test]
     fn an_unannounced_pool_is_a_condition_and_one_warning() {
         let a = held("dark", "198.51.100.9");
-        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(false) };
+        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(no_advertisement()) };
         let web = svc("web").build();
         let d = decide(&web, &answer, &at(1));
         let reasons: Vec<_> = d.notes.iter().map(|n| n.reason).collect();

@@ -18,6 +18,8 @@ pub struct Settings {
     pub lease_duration: std::time::Duration,
     /// Metrics and health address.
     pub metrics_addr: ListenAddr,
+    /// The speakers run with `--ignore-exclude-lb` (for the Announced condition).
+    pub ignore_exclude_lb: bool,
 }
 
 impl Settings {

@@ -23,6 +23,7 @@ use tracing::Instrument;
 use crate::ProcessState;
 use crate::configuration::{Readers, config_loop};
 use crate::pool_status::pool_status_loop;
+use crate::presence::{Presence, presence_loop};
 use crate::reconcile::{Ctx, error_policy, reconcile};
 use crate::service;
 use crate::settings::Settings;
@@ -39,6 +40,15 @@ pub async fn lead(client: Client, settings: Settings, state: ProcessState) -> an
     let pools_dirty = Arc::new(Notify::new());
     let manager = settings.instance_name();
     let events = Events::new(client.clone(), &manager, &settings.identity);
+    let (statuses_tx, statuses_rx) = mpsc::unbounded_channel();
+    let presence_changed = Arc::new(Notify::new());
+    let presence = Arc::new(Presence::start(
+        &client,
+        &settings.namespace,
+        settings.ignore_exclude_lb,
+        statuses_tx,
+        presence_changed.clone(),
+    ));
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         alloc: state.alloc.clone(),
@@ -50,6 +60,7 @@ pub async fn lead(client: Client, settings: Settings, state: ProcessState) -> an
         wake: wake_tx,
         failures: Mutex::new(HashMap::new()),
         field_manager: manager.clone(),
+        presence: presence.clone(),
     });
 
     // Deleted Services release their IPs; a re-list releases whatever vanished meanwhile.
@@ -79,6 +90,9 @@ pub async fn lead(client: Client, settings: Settings, state: ProcessState) -> an
     let controller = Controller::for_stream(svc_events, svc_store.clone());
 
     readers.synced(Duration::from_secs(120)).await?;
+    tokio::time::timeout(Duration::from_secs(120), presence.synced())
+        .await
+        .map_err(|_| anyhow::anyhow!("speaker status caches did not sync within 120 s"))??;
     lock(&state.alloc).set_config(readers.config());
     replay(&svc_api, &settings, &state).await?;
     state.ready.store(true, Ordering::SeqCst);
@@ -95,6 +109,8 @@ pub async fn lead(client: Client, settings: Settings, state: ProcessState) -> an
         pools_dirty,
     )
     .instrument(tracing::info_span!("pool_status"));
+    let presence_task = presence_loop(presence, svc_store.clone(), statuses_rx, presence_changed, ctx.wake.clone())
+        .instrument(tracing::info_span!("presence"));
     let run = controller
         .reconcile_all_on(stream_of(all_rx))
         .reconcile_on(stream_of(wake_rx))
@@ -105,6 +121,7 @@ pub async fn lead(client: Client, settings: Settings, state: ProcessState) -> an
         _ = run => anyhow::bail!("service controller ended"),
         r = config_task => r,
         r = status_task => r,
+        r = presence_task => r,
     }
 }
 

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use kube::api::Api;
 use serde_json::json;
 
 #[tokio::test]
@@ -21,7 +22,12 @@ async fn service_gets_an_ip_annotation_conditions_and_event() {
         .await;
     let allocated = condition(&s, "ferrolb.io/Allocated").unwrap();
     assert_eq!((allocated.0.as_str(), allocated.1.as_str()), ("True", "IPAllocated"));
-    assert_eq!(condition(&s, "ferrolb.io/Announced").unwrap().0, "True");
+    // Announced only once a speaker says so.
+    assert_eq!(condition(&s, "ferrolb.io/Announced").unwrap().0, "False");
+    c.node("n1").await;
+    c.speaker_lease("n1").await;
+    c.l2_status("default", "web", "n1").await;
+    assert_eq!(c.until_announced("default", "web", "True", "Announced").await, "announced by n1");
     let ingress = s.status.unwrap().load_balancer.unwrap().ingress.unwrap();
     assert_eq!(ingress[0].ip_mode.as_deref(), Some("VIP"));
     let note = c.until_event("default", "web", "IPAllocated").await;
@@ -283,9 +289,38 @@ async fn allocated_but_not_announced_is_said_loudly() {
     assert_eq!(reason, "NoL2Advertisement");
     assert!(msg.contains("no L2Advertisement selects IPAddressPool p"), "{msg}");
     c.until_event("default", "s", "NotAnnounced").await;
+    // Each cause in turn, as an operator fixes them.
     c.advertise_all().await;
-    c.until("default", "s", "Announced=True", |s| condition(s, "ferrolb.io/Announced").is_some_and(|c| c.0 == "True"))
-        .await;
+    let msg = c.until_announced("default", "s", "False", "NoEligibleNode").await;
+    assert_eq!(msg, "no node matches the nodeSelectors of L2Advertisement all");
+    c.node("n1").await;
+    let msg = c.until_announced("default", "s", "False", "NoLiveSpeaker").await;
+    assert_eq!(msg, "no speaker is running on the nodes that may announce it (n1)");
+    c.speaker_lease("n1").await;
+    c.until_announced("default", "s", "False", "NotAnnounced").await;
+    c.l2_status("default", "s", "n1").await;
+    assert_eq!(c.until_announced("default", "s", "True", "Announced").await, "announced by n1");
+}
+
+#[tokio::test]
+async fn a_speaker_lease_that_runs_out_unrenewed_is_seen_without_an_event() {
+    let c = Cluster::new().await;
+    c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
+    c.advertise_all().await;
+    c.node("n1").await;
+    // A Lease renewed 28 s ago for 30 s: current for 2 more seconds, then nothing happens to it.
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(c.client.clone(), NS);
+    let renewed = (k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(28)).to_string();
+    let l = serde_json::from_value(
+        json!({"metadata": {"name": "n1", "labels": {"app.kubernetes.io/component": "speaker"}},
+        "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 30, "renewTime": renewed}}),
+    )
+    .unwrap();
+    api.create(&kube::api::PostParams::default(), &l).await.unwrap();
+    let _ctl = c.start(None, false, "solo");
+    c.service(svc("s")).await;
+    c.until_announced("default", "s", "False", "NotAnnounced").await;
+    c.until_announced("default", "s", "False", "NoLiveSpeaker").await;
 }
 
 #[tokio::test]

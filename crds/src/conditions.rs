@@ -47,8 +47,16 @@ pub mod reason {
     pub const DUAL_STACK_UNAVAILABLE: &str = "DualStackUnavailable";
     /// The named pool does not exist or is invalid.
     pub const UNKNOWN_POOL: &str = "UnknownPool";
-    /// An L2Advertisement covers the Service's pool.
-    pub const ADVERTISED: &str = "Advertised";
+    /// A speaker reports announcing the Service's IP (its ServiceL2Status).
+    pub const ANNOUNCED: &str = "Announced";
+    /// Advertisements cover the pool, but no node may announce it: none matches their
+    /// node selectors, or all that do are excluded or NetworkUnavailable.
+    pub const NO_ELIGIBLE_NODE: &str = "NoEligibleNode";
+    /// No speaker holds a current Lease on a node that may announce the IP.
+    pub const NO_LIVE_SPEAKER: &str = "NoLiveSpeaker";
+    /// Speakers could announce the IP but none reports doing so (yet; with
+    /// `externalTrafficPolicy: Local`, only a node with a ready endpoint does).
+    pub const NOT_ANNOUNCED: &str = "NotAnnounced";
     /// No L2Advertisement covers the Service's pool: allocated but never announced.
     pub const NO_L2_ADVERTISEMENT: &str = "NoL2Advertisement";
     /// The advertisement's selectors parse: it is used.

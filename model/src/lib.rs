@@ -9,6 +9,7 @@
 //! constants) and the binaries, a crate of its own rather than a module of
 //! `crds` so that `crdgen` and the API reference depend on the shapes alone.
 
+pub mod announce;
 pub mod conditions;
 pub mod config;
 pub mod range;

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferrolb_crds::annotations::EXCLUDE_FROM_EXTERNAL_LB_LABEL;
 use ferrolb_model::L2Advertisement;
 use ferrolb_model::selector::Labels;
 
@@ -40,7 +39,7 @@ impl Node {
     /// speakers' `--ignore-exclude-lb`, for single-node and kind-style clusters whose only
     /// node carries it).
     pub fn excluded_by(labels: &Labels, ignore: bool) -> bool {
-        !ignore && labels.contains_key(EXCLUDE_FROM_EXTERNAL_LB_LABEL)
+        ferrolb_model::announce::excluded(labels, ignore)
     }
 
     /// Whether the node may announce at all: alive, network available, not excluded.

@@ -132,16 +132,11 @@ impl Plan {
     }
 }
 
-/// Whether a speaker's Lease is current at `now`.
+/// Whether a speaker's Lease is current at `now` (the model's rule, shared with the controller).
 pub fn lease_alive(lease: &Lease, now: DateTime<Utc>) -> bool {
-    let Some(spec) = &lease.spec else { return false };
-    if spec.holder_identity.as_deref().is_none_or(|h| h.is_empty()) {
-        return false;
-    }
-    let Some(renew) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else { return false };
-    let Ok(renewed) = DateTime::parse_from_rfc3339(&renew.0.to_string()) else { return false };
-    let dur = chrono::Duration::seconds(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    renewed.with_timezone(&Utc) + dur > now
+    let Some(nanos) = now.timestamp_nanos_opt() else { return false };
+    let Ok(now) = k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(nanos)) else { return false };
+    ferrolb_model::announce::lease_current(lease, now)
 }
 
 /// The members that can hold IPs: they hold their Lease (joining and graceful leave go

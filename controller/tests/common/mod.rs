@@ -78,6 +78,7 @@ impl Cluster {
             leader_elect,
             lease_duration: Duration::from_secs(2),
             metrics_addr: ListenAddr::Exact(([127, 0, 0, 1], 0).into()),
+            ignore_exclude_lb: false,
         };
         let (stop, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(run(self.client.clone(), settings, state.clone(), rx));
@@ -118,6 +119,46 @@ impl Cluster {
             serde_json::from_value(json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "L2Advertisement", "metadata": {"name": "all"}, "spec": {}}))
                 .unwrap();
         api.create(&PostParams::default(), &a).await.unwrap();
+    }
+
+    /// A Node `name` (what a kubelet registers).
+    pub async fn node(&self, name: &str) {
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let n = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        api.create(&PostParams::default(), &n).await.unwrap();
+    }
+
+    /// The membership Lease a running speaker on `node` holds (renewed now, 30 s).
+    pub async fn speaker_lease(&self, node: &str) {
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(self.client.clone(), NS);
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let l = serde_json::from_value(
+            json!({"metadata": {"name": node, "labels": {"app.kubernetes.io/component": "speaker"}},
+            "spec": {"holderIdentity": node, "leaseDurationSeconds": 30, "renewTime": now, "acquireTime": now}}),
+        )
+        .unwrap();
+        api.create(&PostParams::default(), &l).await.unwrap();
+    }
+
+    /// What a speaker on `node` writes when it announces Service `ns/name`.
+    pub async fn l2_status(&self, ns: &str, name: &str, node: &str) {
+        use ferrolb_crds::annotations::{NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL};
+        let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(self.client.clone(), NS);
+        let st = serde_json::from_value(json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "ServiceL2Status",
+            "metadata": {"name": format!("{ns}.{name}"), "labels": {SERVICE_NAME_LABEL: name, SERVICE_NAMESPACE_LABEL: ns, NODE_LABEL: node}},
+            "spec": {}}))
+        .unwrap();
+        api.create(&PostParams::default(), &st).await.unwrap();
+    }
+
+    /// Wait until Service `ns/name`'s Announced condition has `status` and `reason`; its message.
+    pub async fn until_announced(&self, ns: &str, name: &str, status: &str, reason: &str) -> String {
+        let s = self
+            .until(ns, name, &format!("Announced={status} ({reason})"), |s| {
+                condition(s, "ferrolb.io/Announced").is_some_and(|c| c.0 == status && c.1 == reason)
+            })
+            .await;
+        condition(&s, "ferrolb.io/Announced").unwrap().2
     }
 
     /// Create the Service `svc` builds.

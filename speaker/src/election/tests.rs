@@ -1,6 +1,7 @@
 //! Table tests for eligibility and election.
 
 use super::*;
+use ferrolb_crds::annotations::EXCLUDE_FROM_EXTERNAL_LB_LABEL;
 use ferrolb_model::selector::Selector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 

@@ -1,0 +1,196 @@
+//! What the speakers report, for the `ferrolb.io/Announced` condition: who announces
+//! each Service (the ServiceL2Statuses, metadata only: their labels name the Service
+//! and the node), which speakers hold a current Lease, and the Nodes (labels and
+//! `NetworkUnavailable`). The verdict itself is the model's ([`ferrolb_model::announce`]).
+//!
+//! A ServiceL2Status that appears, moves or goes wakes its Service; a change of the
+//! live speakers or of the nodes (checked on every Lease or Node event, and when the
+//! next Lease would expire) re-judges every Service. Conditions are written only when
+//! they change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrolb_common::{AbortOnDrop, reflect, reflect_with};
+use ferrolb_crds::ServiceL2Status;
+use ferrolb_crds::annotations::{NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL};
+use ferrolb_model::announce::{NodeView, lease_current};
+use ferrolb_model::{ServiceKey, ingress_ips};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{Notify, mpsc};
+
+/// The speakers' Leases carry this label (the chart's speaker component).
+const SPEAKER_LEASES: &str = "app.kubernetes.io/component=speaker";
+
+/// The caches; their watches end when this is dropped.
+pub struct Presence {
+    namespace: String,
+    statuses: Store<PartialObjectMeta<ServiceL2Status>>,
+    leases: Store<Lease>,
+    nodes: Store<Node>,
+    /// The speakers run with `--ignore-exclude-lb`.
+    pub ignore_exclude_lb: bool,
+    _watches: AbortOnDrop,
+}
+
+impl Presence {
+    /// Start watching; `statuses_changed` gets the Service of every ServiceL2Status
+    /// event, `others_changed` is poked on every Lease or Node event.
+    pub fn start(
+        client: &Client,
+        namespace: &str,
+        ignore_exclude_lb: bool,
+        statuses_changed: mpsc::UnboundedSender<ServiceKey>,
+        others_changed: Arc<Notify>,
+    ) -> Presence {
+        let (statuses, writer) = reflector::store();
+        let api: Api<PartialObjectMeta<ServiceL2Status>> = Api::namespaced(client.clone(), namespace);
+        // Metadata only (`PartialObjectMeta`): the labels name the Service and the node.
+        let stream = reflector::reflector(writer, ferrolb_common::relisting(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        let t1 = tokio::spawn(async move {
+            stream
+                .for_each(|r| {
+                    match r {
+                        Ok(st) => {
+                            if let Some(key) = service_of(&st) {
+                                let _ = statuses_changed.send(key);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "ServiceL2Status watch error; retrying"),
+                    }
+                    std::future::ready(())
+                })
+                .await;
+        });
+        let (leases, t2) = reflect_with(
+            Api::<Lease>::namespaced(client.clone(), namespace),
+            watcher::Config::default().labels(SPEAKER_LEASES),
+            others_changed.clone(),
+        );
+        let (nodes, t3) = reflect(Api::<Node>::all(client.clone()), others_changed);
+        Presence {
+            namespace: namespace.to_string(),
+            statuses,
+            leases,
+            nodes,
+            ignore_exclude_lb,
+            _watches: AbortOnDrop(vec![t1, t2, t3]),
+        }
+    }
+
+    /// Wait until every cache holds a full list.
+    pub async fn synced(&self) -> anyhow::Result<()> {
+        self.statuses.wait_until_ready().await?;
+        self.leases.wait_until_ready().await?;
+        self.nodes.wait_until_ready().await?;
+        Ok(())
+    }
+
+    /// The node whose speaker reports announcing Service `key` (its ServiceL2Status,
+    /// named `<namespace>.<name>` in ferrolb's namespace).
+    pub fn announcers(&self, key: &ServiceKey) -> BTreeSet<String> {
+        self.statuses
+            .get(&ObjectRef::new(&key.dotted()).within(&self.namespace))
+            .and_then(|s| s.labels().get(NODE_LABEL).cloned())
+            .filter(|n| !n.is_empty())
+            .into_iter()
+            .collect()
+    }
+
+    /// Nodes whose speaker holds a current Lease at `now`.
+    pub fn live(&self, now: k8s_openapi::jiff::Timestamp) -> BTreeSet<String> {
+        self.leases
+            .state()
+            .iter()
+            .filter(|l| lease_current(l, now))
+            .filter_map(|l| l.spec.as_ref()?.holder_identity.clone())
+            .collect()
+    }
+
+    /// When the next current Lease would expire, if one is current.
+    fn next_expiry(&self, now: k8s_openapi::jiff::Timestamp) -> Option<Duration> {
+        self.leases
+            .state()
+            .iter()
+            .filter(|l| lease_current(l, now))
+            .filter_map(|l| {
+                let spec = l.spec.as_ref()?;
+                let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
+                let lasts = k8s_openapi::jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds?));
+                let left = (renewed + lasts).duration_since(now);
+                Duration::try_from(left).ok()
+            })
+            .min()
+    }
+
+    /// The nodes, as eligibility sees them.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.nodes
+            .state()
+            .iter()
+            .map(|n| NodeView {
+                name: n.name_any(),
+                labels: n.labels().clone(),
+                network_unavailable: n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")),
+            })
+            .collect()
+    }
+}
+
+fn service_of(st: &PartialObjectMeta<ServiceL2Status>) -> Option<ServiceKey> {
+    let l = st.labels();
+    Some(ServiceKey::new(l.get(SERVICE_NAMESPACE_LABEL)?, l.get(SERVICE_NAME_LABEL)?))
+}
+
+/// Wake Services as their announcers change; re-judge every Service holding an IP
+/// when the live speakers or the nodes change (also when a Lease runs out unrenewed).
+pub async fn presence_loop(
+    presence: Arc<Presence>,
+    svcs: Store<Service>,
+    mut statuses_changed: mpsc::UnboundedReceiver<ServiceKey>,
+    others_changed: Arc<Notify>,
+    wake: mpsc::UnboundedSender<ObjectRef<Service>>,
+) -> anyhow::Result<()> {
+    let mut last: Option<(BTreeSet<String>, Vec<NodeView>)> = None;
+    loop {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let seen = (presence.live(now), presence.nodes());
+        if last.as_ref() != Some(&seen) {
+            if last.is_some() {
+                for s in svcs.state().iter().filter(|s| !ingress_ips(s).is_empty()) {
+                    let _ = wake.send(ObjectRef::from_obj(&**s));
+                }
+            }
+            last = Some(seen);
+        }
+        // A Lease that is not renewed changes the live set without an event.
+        let expiry = presence.next_expiry(now).unwrap_or(Duration::from_secs(60)) + Duration::from_millis(50);
+        tokio::select! {
+            _ = others_changed.notified() => {}
+            _ = tokio::time::sleep(expiry) => {}
+            key = statuses_changed.recv() => {
+                let Some(key) = key else { anyhow::bail!("ServiceL2Status watch ended") };
+                let mut keys = BTreeMap::from([(key, ())]);
+                while let Ok(k) = statuses_changed.try_recv() {
+                    keys.insert(k, ());
+                }
+                for k in keys.into_keys() {
+                    let _ = wake.send(ObjectRef::new(k.name()).within(k.namespace()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Whether a Service's IP is announced, and if not, why: the controller's
+//! `ferrolb.io/Announced` condition, from the truth.
+//!
+//! True only while a speaker reports announcing it (its ServiceL2Status). Otherwise
+//! the first cause that holds, checked in the order an operator would fix them: no
+//! advertisement covers the pool; no node may announce it (which selector, which
+//! exclusion); no speaker runs on a node that may; and otherwise a speaker that could
+//! announce has not (yet): for `externalTrafficPolicy: Local`, one announces only from
+//! a node with a ready endpoint.
+
+use std::collections::BTreeSet;
+
+use ferrolb_crds::annotations::EXCLUDE_FROM_EXTERNAL_LB_LABEL;
+use ferrolb_crds::conditions::reason;
+use k8s_openapi::api::coordination::v1::Lease;
+
+use crate::Config;
+use crate::selector::Labels;
+
+/// A node as announcement eligibility sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    /// Node name.
+    pub name: String,
+    /// Node labels.
+    pub labels: Labels,
+    /// The `NetworkUnavailable` condition is True.
+    pub network_unavailable: bool,
+}
+
+/// The condition to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// `ferrolb.io/Announced` is True.
+    pub announced: bool,
+    /// The condition's reason.
+    pub reason: &'static str,
+    /// What a person reads.
+    pub message: String,
+}
+
+/// Whether a node carrying `labels` is kept from announcing by
+/// `node.kubernetes.io/exclude-from-external-load-balancers` (unless the speakers run
+/// with `--ignore-exclude-lb`: `ignore`).
+pub fn excluded(labels: &Labels, ignore: bool) -> bool {
+    !ignore && labels.contains_key(EXCLUDE_FROM_EXTERNAL_LB_LABEL)
+}
+
+/// Whether a speaker's membership Lease is current at `now`.
+pub fn lease_current(lease: &Lease, now: k8s_openapi::jiff::Timestamp) -> bool {
+    let Some(spec) = &lease.spec else { return false };
+    if spec.holder_identity.as_deref().is_none_or(|h| h.is_empty()) {
+        return false;
+    }
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else { return false };
+    let lasts = k8s_openapi::jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+    renewed.0 + lasts > now
+}
+
+fn list(names: &BTreeSet<String>) -> String {
+    const SHOWN: usize = 5;
+    let mut s: Vec<&str> = names.iter().take(SHOWN).map(String::as_str).collect();
+    if names.len() > SHOWN {
+        s.push("...");
+    }
+    s.join(", ")
+}
+
+/// What the cluster says of the nodes and speakers.
+#[derive(Debug, Clone, Copy)]
+pub struct Speakers<'a> {
+    /// Every node (only consulted when no live speaker announces).
+    pub nodes: &'a [NodeView],
+    /// The speakers run with `--ignore-exclude-lb`.
+    pub ignore_exclude: bool,
+    /// Nodes whose speaker holds a current Lease.
+    pub live: &'a BTreeSet<String>,
+    /// Nodes whose speaker reports announcing this Service.
+    pub announcers: &'a BTreeSet<String>,
+}
+
+/// The verdict for an IP of pool `pool` held by a Service with `svc_labels`
+/// (`local`: `externalTrafficPolicy: Local`).
+pub fn judge(cfg: &Config, pool: &str, svc_labels: &Labels, local: bool, sp: &Speakers) -> Verdict {
+    let Speakers { nodes, ignore_exclude, live, announcers } = *sp;
+    let pool_labels = cfg.pools.get(pool).map(|p| p.labels.clone()).unwrap_or_default();
+    let advs: Vec<_> = cfg.l2_advertisements.iter().filter(|a| a.covers(pool, &pool_labels, svc_labels)).collect();
+    if advs.is_empty() {
+        return Verdict {
+            announced: false,
+            reason: reason::NO_L2_ADVERTISEMENT,
+            message: format!(
+                "no L2Advertisement selects IPAddressPool {pool} for this Service: the IP is allocated but no node announces it"
+            ),
+        };
+    }
+    // A report from a node whose speaker is gone (crashed; nobody removed it) is stale.
+    let announcing: BTreeSet<String> = announcers.intersection(live).cloned().collect();
+    if !announcing.is_empty() {
+        return Verdict {
+            announced: true,
+            reason: reason::ANNOUNCED,
+            message: format!("announced by {}", list(&announcing)),
+        };
+    }
+    let adv_names: BTreeSet<String> = advs.iter().map(|a| a.name.clone()).collect();
+    let selected: Vec<&NodeView> = nodes.iter().filter(|n| advs.iter().any(|a| a.selects_node(&n.labels))).collect();
+    let eligible: BTreeSet<String> = selected
+        .iter()
+        .filter(|n| !n.network_unavailable && !excluded(&n.labels, ignore_exclude))
+        .map(|n| n.name.clone())
+        .collect();
+    if eligible.is_empty() {
+        let message = if selected.is_empty() {
+            format!("no node matches the nodeSelectors of L2Advertisement {}", list(&adv_names))
+        } else {
+            let names = |f: &dyn Fn(&NodeView) -> bool| -> BTreeSet<String> {
+                selected.iter().filter(|n| f(n)).map(|n| n.name.clone()).collect()
+            };
+            let excl = names(&|n| excluded(&n.labels, ignore_exclude));
+            let down = names(&|n| n.network_unavailable);
+            let mut why = Vec::new();
+            if !excl.is_empty() {
+                why.push(format!("{} labelled {EXCLUDE_FROM_EXTERNAL_LB_LABEL}", list(&excl)));
+            }
+            if !down.is_empty() {
+                why.push(format!("{} NetworkUnavailable", list(&down)));
+            }
+            format!(
+                "every node L2Advertisement {} selects is kept from announcing: {}",
+                list(&adv_names),
+                why.join("; ")
+            )
+        };
+        return Verdict { announced: false, reason: reason::NO_ELIGIBLE_NODE, message };
+    }
+    let running: BTreeSet<String> = eligible.intersection(live).cloned().collect();
+    if running.is_empty() {
+        return Verdict {
+            announced: false,
+            reason: reason::NO_LIVE_SPEAKER,
+            message: format!("no speaker is running on the nodes that may announce it ({})", list(&eligible)),
+        };
+    }
+    let message = if local {
+        format!(
+            "no speaker announces it: with externalTrafficPolicy Local a speaker announces only from a node with a \
+             ready endpoint of the Service (nodes that may: {})",
+            list(&running)
+        )
+    } else {
+        format!("no speaker announces it yet (nodes that may: {})", list(&running))
+    };
+    Verdict { announced: false, reason: reason::NOT_ANNOUNCED, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[allow(clippy::too_many_arguments)]
+    fn j(
+        cfg: &Config,
+        pool: &str,
+        svc: &Labels,
+        nodes: &[NodeView],
+        ignore_exclude: bool,
+        live: &BTreeSet<String>,
+        announcers: &BTreeSet<String>,
+        local: bool,
+    ) -> Verdict {
+        judge(cfg, pool, svc, local, &Speakers { nodes, ignore_exclude, live, announcers })
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn node(name: &str, pairs: &[(&str, &str)]) -> NodeView {
+        NodeView { name: name.into(), labels: labels(pairs), network_unavailable: false }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn config(node_selector: Option<&[(&str, &str)]>) -> Config {
+        let mut adv = testing::l2_advertisement("l2");
+        if let Some(sel) = node_selector {
+            adv.spec.node_selectors = vec![testing::match_labels(sel)];
+        }
+        Config::build(&[testing::pool("p", &["198.51.100.0/24"])], &[adv], Default::default())
+    }
+
+    #[test]
+    fn true_only_when_a_speaker_reports_it_naming_the_node() {
+        let cfg = config(None);
+        let nodes = [node("n1", &[]), node("n2", &[])];
+        let v = j(&cfg, "p", &Labels::new(), &nodes, false, &set(&["n1", "n2"]), &set(&["n2"]), false);
+        assert_eq!((v.announced, v.reason, v.message.as_str()), (true, reason::ANNOUNCED, "announced by n2"));
+        // The report of a speaker whose Lease ran out (it crashed) is not believed.
+        let v = judge(
+            &cfg,
+            "p",
+            &Labels::new(),
+            false,
+            &Speakers { nodes: &nodes, ignore_exclude: false, live: &set(&["n1"]), announcers: &set(&["n2"]) },
+        );
+        assert_eq!((v.announced, v.reason), (false, reason::NOT_ANNOUNCED));
+        let v = j(&cfg, "p", &Labels::new(), &nodes, false, &set(&["n1", "n2"]), &set(&[]), true);
+        assert_eq!((v.announced, v.reason), (false, reason::NOT_ANNOUNCED));
+        assert!(v.message.contains("externalTrafficPolicy Local"), "{}", v.message);
+    }
+
+    #[test]
+    fn each_cause_has_its_reason_and_names_what_to_fix() {
+        let none = Config::build(&[testing::pool("p", &["198.51.100.0/24"])], &[], Default::default());
+        let nodes = [node("n1", &[("zone", "a")])];
+        let live = set(&["n1"]);
+        let v = judge(
+            &none,
+            "p",
+            &Labels::new(),
+            false,
+            &Speakers { nodes: &nodes, ignore_exclude: false, live: &live, announcers: &set(&[]) },
+        );
+        assert_eq!(v.reason, reason::NO_L2_ADVERTISEMENT);
+
+        let v = j(&config(Some(&[("zone", "b")])), "p", &Labels::new(), &nodes, false, &live, &set(&[]), false);
+        assert_eq!(v.reason, reason::NO_ELIGIBLE_NODE);
+        assert_eq!(v.message, "no node matches the nodeSelectors of L2Advertisement l2");
+
+        let excl = [node("n1", &[(EXCLUDE_FROM_EXTERNAL_LB_LABEL, "")])];
+        let v = judge(
+            &config(None),
+            "p",
+            &Labels::new(),
+            false,
+            &Speakers { nodes: &excl, ignore_exclude: false, live: &live, announcers: &set(&[]) },
+        );
+        assert_eq!(v.reason, reason::NO_ELIGIBLE_NODE);
+        assert!(
+            v.message.contains("n1 labelled node.kubernetes.io/exclude-from-external-load-balancers"),
+            "{}",
+            v.message
+        );
+        // --ignore-exclude-lb: the node may announce.
+        let v = judge(
+            &config(None),
+            "p",
+            &Labels::new(),
+            false,
+            &Speakers { nodes: &excl, ignore_exclude: true, live: &live, announcers: &set(&[]) },
+        );
+        assert_eq!(v.reason, reason::NOT_ANNOUNCED);
+
+        let mut down = node("n1", &[]);
+        down.network_unavailable = true;
+        let v = judge(
+            &config(None),
+            "p",
+            &Labels::new(),
+            false,
+            &Speakers { nodes: &[down], ignore_exclude: false, live: &live, announcers: &set(&[]) },
+        );
+        assert!(v.message.contains("n1 NetworkUnavailable"), "{}", v.message);
+
+        let v = judge(
+            &config(None),
+            "p",
+            &Labels::new(),
+            false,
+            &Speakers { nodes: &nodes, ignore_exclude: false, live: &set(&[]), announcers: &set(&[]) },
+        );
+        assert_eq!(v.reason, reason::NO_LIVE_SPEAKER);
+        assert_eq!(v.message, "no speaker is running on the nodes that may announce it (n1)");
+    }
+
+    #[test]
+    fn a_lease_is_current_until_renewal_plus_duration() {
+        use k8s_openapi::api::coordination::v1::LeaseSpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let t = |s: i64| k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + s).unwrap();
+        let lease = Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some("n1".into()),
+                renew_time: Some(MicroTime(t(0))),
+                lease_duration_seconds: Some(10),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(lease_current(&lease, t(9)));
+        assert!(!lease_current(&lease, t(10)));
+        let released = Lease {
+            spec: Some(LeaseSpec { holder_identity: Some(String::new()), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(!lease_current(&released, t(0)));
+    }
+}
