@@ -81,9 +81,22 @@ pub(crate) struct Call {
 const GROUP: &str = "admissionregistration.k8s.io";
 const PLURAL: &str = "validatingwebhookconfigurations";
 
-/// Whether any webhook is configured at all (the common case has none: no dry run).
-pub(crate) fn any(st: &State) -> bool {
-    st.stored(GROUP, PLURAL).next().is_some()
+/// Whether any webhook's rules name `t`'s resource for one of `ops`, before the
+/// object is known: most writes (Services, Leases, Events) skip the dry run.
+pub(crate) fn may_apply(st: &State, t: &Target, ops: &[Operation]) -> bool {
+    if t.rt.group == GROUP {
+        return false;
+    }
+    let resource = match &t.subresource {
+        Some(s) => format!("{}/{s}", t.rt.plural),
+        None => t.rt.plural.clone(),
+    };
+    st.stored(GROUP, PLURAL).any(|cfg| {
+        cfg["webhooks"].as_array().into_iter().flatten().any(|wh| {
+            let rules = wh["rules"].as_array().into_iter().flatten();
+            rules.into_iter().any(|r| ops.iter().any(|op| rule_matches(r, t, &resource, *op)))
+        })
+    })
 }
 
 /// The webhooks that apply to an operation on `t`, with `object` the object as it would

@@ -466,7 +466,9 @@ async fn admitted(
     for _ in 0..5 {
         let (calls, request, seen) = {
             let mut st = lock(inner);
-            if !admission::any(&st) {
+            let ops: &[Operation] =
+                if creating { &[Operation::Create] } else { &[Operation::Create, Operation::Update] };
+            if !admission::may_apply(&st, target, ops) {
                 drop(st);
                 return mutate(inner, |st| write(st, &opts));
             }
@@ -511,7 +513,7 @@ async fn admit_delete(inner: &Arc<Inner>, req: &Req, target: &Target, dry_run: b
     use crate::admission::{self, Operation};
     let (calls, request) = {
         let st = lock(inner);
-        if !admission::any(&st) {
+        if !admission::may_apply(&st, target, &[Operation::Delete]) {
             return Ok(());
         }
         let old = st.get(target)?;
