@@ -127,7 +127,14 @@ fn the_controller_renews_the_webhook_certificate() {
     let text = String::from_utf8_lossy(&ca).to_string();
     assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 2, "new CA, then the previous one");
     assert!(text.ends_with(String::from_utf8_lossy(&old_ca).as_ref()), "the previous CA is kept after the new one");
-    // Both replicas answer (each write may reach either).
+    // Both replicas Ready (the webhook Service's endpoints), then each write may reach
+    // either: the new certificate and the one the other replica still serves are trusted.
+    let controllers: Vec<String> =
+        h.sb().state.pods.iter().filter(|(k, _)| k.starts_with("controller")).map(|(_, p)| p.clone()).collect();
+    assert_eq!(controllers.len(), 2, "{controllers:?}");
+    for pod in &controllers {
+        h.rt.block_on(h.sb().until_ready(pod)).unwrap();
+    }
     for i in 0..6 {
         let (ok, err) = apply(&h, &pool(&format!("p{i}"), &[&format!("203.0.113.{}/32", 10 + i)]));
         assert!(ok, "write {i}: {err}");
