@@ -97,3 +97,59 @@ fn kubectl_ferrolb_shows_where_each_service_is_and_why() {
 fn row_of(out: &str, name: &str) -> String {
     out.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_default().to_string()
 }
+
+/// MetalLB's configuration (written from its documented examples), converted by
+/// `kubectl ferrolb migrate` and applied with real kubectl through ferrolb's webhook:
+/// the pool serves a Service, and what does not carry over is reported.
+#[test]
+fn kubectl_ferrolb_migrate_turns_metallb_objects_into_ferrolb_ones() {
+    let built: PathBuf = build_binaries(&["kubectl-ferrolb"]).unwrap().join("kubectl-ferrolb");
+    let plugin_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&built, plugin_dir.path().join("kubectl-ferrolb")).unwrap();
+    let h = Harness::up(&Options { nodes: 1, ..Options::default() });
+    let sb = h.sb();
+    let metallb = plugin_dir.path().join("metallb.yaml");
+    std::fs::write(
+        &metallb,
+        "apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: production, namespace: metallb-system}
+spec:
+  addresses: [198.51.100.100/32]
+  avoidBuggyIPs: true
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: l2, namespace: metallb-system}
+spec: {ipAddressPools: [production]}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: router, namespace: metallb-system}
+spec: {myASN: 64512, peerASN: 64513, peerAddress: 203.0.113.1}
+",
+    )
+    .unwrap();
+    let path = format!("{}:{}", plugin_dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", &sb.state.kubeconfig)
+        .env("PATH", &path)
+        .args(["ferrolb", "migrate", "-f", metallb.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(report.contains("BGPPeer metallb-system/router: not migrated: ferrolb does not speak BGP yet"), "{report}");
+    let manifest = String::from_utf8_lossy(&out.stdout).into_owned();
+    sb.kubectl_apply(&manifest).expect("the migrated objects pass ferrolb's webhook");
+    sb.kubectl_apply(&serde_json::to_string(&svc("web").selector(&[("app", "web")]).json()).unwrap()).unwrap();
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(sb.client.clone(), "default");
+    eventually("web gets the migrated pool's IP", Duration::from_secs(30), || {
+        let s = h.rt.block_on(api.get_opt("web")).ok()??;
+        (ferrolb_model::ingress_ips(&s).iter().map(|i| i.to_string()).collect::<Vec<_>>() == ["198.51.100.100"])
+            .then_some(())
+    });
+    let pool: ferrolb_crds::IPAddressPool =
+        h.rt.block_on(kube::Api::namespaced(sb.client.clone(), NS).get("production")).unwrap();
+    assert!(pool.spec.avoid_buggy_ips, "fields carried over");
+}

@@ -3,10 +3,13 @@
 //! - `kubectl ferrolb status [-n NS | -A] [SERVICE]`: per LoadBalancer Service its
 //!   IPs, pool, announcing node(s) and interface(s), and why it is pending or not
 //!   announced;
-//! - `kubectl ferrolb pools`: validity, usage per family and served ranges per pool.
+//! - `kubectl ferrolb pools`: validity, usage per family and served ranges per pool;
+//! - `kubectl ferrolb migrate -f FILE`: MetalLB's objects (or its legacy ConfigMap)
+//!   as ferrolb objects on standard output, what does not carry over on standard error.
 //!
 //! It reads the same kubeconfig as kubectl (`KUBECONFIG`, `--kubeconfig`, `--context`).
 
+mod migrate;
 mod report;
 
 use anyhow::Context;
@@ -51,6 +54,14 @@ enum Cmd {
     },
     /// IPAddressPools: validity, usage per family, served ranges.
     Pools,
+    /// MetalLB's IPAddressPools, L2Advertisements and legacy ConfigMap as ferrolb
+    /// objects in --ferrolb-namespace (YAML on standard output, for `kubectl apply -f -`);
+    /// every field or object that does not carry over is reported on standard error.
+    Migrate {
+        /// MetalLB manifests (`kubectl get -n metallb-system ipaddresspools,l2advertisements -o yaml`), or `-`.
+        #[arg(short = 'f', long = "filename")]
+        filename: String,
+    },
 }
 
 async fn client(args: &Args) -> anyhow::Result<kube::Client> {
@@ -69,6 +80,9 @@ async fn client(args: &Args) -> anyhow::Result<kube::Client> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Cmd::Migrate { filename } = &args.cmd {
+        return run_migrate(filename, &args.ferrolb_namespace);
+    }
     let client = client(&args).await.context("connecting to the cluster")?;
     let ns = &args.ferrolb_namespace;
     match &args.cmd {
@@ -113,6 +127,32 @@ async fn main() -> anyhow::Result<()> {
                 report::table(&["NAME", "VALID", "IPV4 USED/TOTAL", "IPV6 USED/TOTAL", "ADDRESSES", "MESSAGE"], &cells)
             );
         }
+        Cmd::Migrate { .. } => {} // ran before connecting
     }
+    Ok(())
+}
+
+fn run_migrate(filename: &str, namespace: &str) -> anyhow::Result<()> {
+    use serde::Deserialize;
+    let text = if filename == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(filename).with_context(|| format!("reading {filename}"))?
+    };
+    let mut docs = Vec::new();
+    for d in serde_yaml::Deserializer::from_str(&text) {
+        docs.push(serde_json::Value::deserialize(d).with_context(|| format!("{filename}: not YAML"))?);
+    }
+    let m = migrate::migrate(docs, namespace);
+    let mut out = String::new();
+    for o in &m.objects {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(o)?);
+    }
+    print!("{out}");
+    for line in &m.report {
+        eprintln!("{line}");
+    }
+    eprintln!("{} object(s) migrated, {} note(s)", m.objects.len(), m.report.len());
     Ok(())
 }
