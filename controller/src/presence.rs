@@ -106,6 +106,20 @@ impl Presence {
             .collect()
     }
 
+    /// A speaker's report that Service `key` is not announced: (node, reason, message).
+    pub fn report(&self, key: &ServiceKey) -> Option<(String, String, String)> {
+        use ferrolb_crds::annotations::{
+            NOT_ANNOUNCED_MESSAGE_ANNOTATION, NOT_ANNOUNCED_REASON_LABEL, NOT_ANNOUNCED_SUFFIX,
+        };
+        let name = format!("{}{NOT_ANNOUNCED_SUFFIX}", key.dotted());
+        let r = self.statuses.get(&ObjectRef::new(&name).within(&self.namespace))?;
+        Some((
+            r.labels().get(NODE_LABEL)?.clone(),
+            r.labels().get(NOT_ANNOUNCED_REASON_LABEL)?.clone(),
+            r.annotations().get(NOT_ANNOUNCED_MESSAGE_ANNOTATION).cloned().unwrap_or_default(),
+        ))
+    }
+
     /// Nodes whose speaker holds a current Lease at `now`.
     pub fn live(&self, now: k8s_openapi::jiff::Timestamp) -> BTreeSet<String> {
         self.leases

@@ -66,8 +66,15 @@ pub const EXCLUDE_FROM_EXTERNAL_LB_LABEL: &str = "node.kubernetes.io/exclude-fro
 pub const SERVICE_NAME_LABEL: &str = "ferrolb.io/service-name";
 /// Label on a ServiceL2Status naming the namespace of the Service it describes.
 pub const SERVICE_NAMESPACE_LABEL: &str = "ferrolb.io/service-namespace";
-/// Label on a ServiceL2Status naming the announcing node.
+/// Label on a ServiceL2Status naming the announcing node (on a report: the reporting one).
 pub const NODE_LABEL: &str = "ferrolb.io/node";
+/// A ServiceL2Status whose name ends so is a speaker's report that the Service's IPs
+/// are not announced, and why (`<namespace>.<name>.not-announced`); it has no status.
+pub const NOT_ANNOUNCED_SUFFIX: &str = ".not-announced";
+/// Label on such a report: the cause (`NoReadyEndpoint`, `InterfaceMissing`).
+pub const NOT_ANNOUNCED_REASON_LABEL: &str = "ferrolb.io/not-announced";
+/// Annotation on such a report: what a person reads.
+pub const NOT_ANNOUNCED_MESSAGE_ANNOTATION: &str = "ferrolb.io/not-announced-message";
 
 #[cfg(test)]
 mod tests {

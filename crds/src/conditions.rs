@@ -57,6 +57,12 @@ pub mod reason {
     /// Speakers could announce the IP but none reports doing so (yet; with
     /// `externalTrafficPolicy: Local`, only a node with a ready endpoint does).
     pub const NOT_ANNOUNCED: &str = "NotAnnounced";
+    /// `externalTrafficPolicy: Local` and no node that may announce has a ready
+    /// endpoint of the Service (a speaker's report).
+    pub const NO_READY_ENDPOINT: &str = "NoReadyEndpoint";
+    /// The elected node lacks every interface the advertisement names (its speaker's
+    /// report names them).
+    pub const INTERFACE_MISSING: &str = "InterfaceMissing";
     /// No L2Advertisement covers the Service's pool: allocated but never announced.
     pub const NO_L2_ADVERTISEMENT: &str = "NoL2Advertisement";
     /// The advertisement's selectors parse: it is used.

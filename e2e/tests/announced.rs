@@ -53,7 +53,7 @@ fn announced_is_true_only_while_a_speaker_announces_and_says_why_not() {
     assert!(h.sb().state.arp_replies("198.51.100.100", 1).is_empty(), "and indeed nobody answers");
 
     // Fixed: the speaker that announces is named, and ARP agrees.
-    advertisement(&h, json!({}));
+    advertisement(&h, json!({"ipAddressPools": ["p"]}));
     let msg = until_announced(&h, "web", "True", "Announced");
     let holder = msg.strip_prefix("announced by ").expect("names the node").to_string();
     let st = &h.sb().state;
@@ -67,8 +67,30 @@ fn announced_is_true_only_while_a_speaker_announces_and_says_why_not() {
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "local", "namespace": "default"},
             "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "none"}, "ports": [{"port": 80}]}}),
     );
-    let msg = until_announced(&h, "local", "False", "NotAnnounced");
-    assert!(msg.contains("externalTrafficPolicy Local"), "{msg}");
+    let msg = until_announced(&h, "local", "False", "NoReadyEndpoint");
+    assert!(msg.contains("externalTrafficPolicy is Local and none of the nodes that may announce it"), "{msg}");
+    assert!(msg.ends_with("(reported by node-1)"), "the first node that could, reports: {msg}");
+
+    // An advertisement naming an interface no node has: the chosen node says so.
+    apply(
+        &h,
+        json!({"apiVersion": API_VERSION, "kind": "IPAddressPool", "metadata": {"name": "q", "namespace": NS},
+            "spec": {"addresses": ["198.51.100.110/32"]}}),
+    );
+    apply(
+        &h,
+        json!({"apiVersion": API_VERSION, "kind": "L2Advertisement", "metadata": {"name": "named", "namespace": NS},
+            "spec": {"ipAddressPools": ["q"], "interfaces": ["nope9"]}}),
+    );
+    apply(
+        &h,
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "named", "namespace": "default", "annotations": {"ferrolb.io/address-pool": "q"}},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    );
+    let msg = until_announced(&h, "named", "False", "InterfaceMissing");
+    assert!(msg.contains("has none of the interfaces the L2Advertisement names (nope9)"), "{msg}");
+    assert!(h.sb().state.arp_replies("198.51.100.110", 1).is_empty());
 
     // Every speaker gone (their nodes' kubelets with them): their reports are stale once
     // their Leases run out (3 s here).

@@ -4,9 +4,10 @@
 //! True only while a speaker reports announcing it (its ServiceL2Status). Otherwise
 //! the first cause that holds, checked in the order an operator would fix them: no
 //! advertisement covers the pool; no node may announce it (which selector, which
-//! exclusion); no speaker runs on a node that may; and otherwise a speaker that could
-//! announce has not (yet): for `externalTrafficPolicy: Local`, one announces only from
-//! a node with a ready endpoint.
+//! exclusion); no speaker runs on a node that may; a live speaker's report of the
+//! cause (no ready endpoint for `externalTrafficPolicy: Local`, the elected node
+//! lacking the named interfaces); and otherwise a speaker that could announce has not
+//! (yet).
 
 use std::collections::BTreeSet;
 
@@ -77,12 +78,14 @@ pub struct Speakers<'a> {
     pub live: &'a BTreeSet<String>,
     /// Nodes whose speaker reports announcing this Service.
     pub announcers: &'a BTreeSet<String>,
+    /// A speaker's report that it is not announced, and why: (node, reason, message).
+    pub report: Option<(&'a str, &'a str, &'a str)>,
 }
 
 /// The verdict for an IP of pool `pool` held by a Service with `svc_labels`
 /// (`local`: `externalTrafficPolicy: Local`).
 pub fn judge(cfg: &Config, pool: &str, svc_labels: &Labels, local: bool, sp: &Speakers) -> Verdict {
-    let Speakers { nodes, ignore_exclude, live, announcers } = *sp;
+    let Speakers { nodes, ignore_exclude, live, announcers, report } = *sp;
     let pool_labels = cfg.pools.get(pool).map(|p| p.labels.clone()).unwrap_or_default();
     let advs: Vec<_> = cfg.l2_advertisements.iter().filter(|a| a.covers(pool, &pool_labels, svc_labels)).collect();
     if advs.is_empty() {
@@ -142,6 +145,17 @@ pub fn judge(cfg: &Config, pool: &str, svc_labels: &Labels, local: bool, sp: &Sp
             message: format!("no speaker is running on the nodes that may announce it ({})", list(&eligible)),
         };
     }
+    // A live speaker's report of the cause, if it is one the model knows.
+    if let Some((node, why, message)) = report.filter(|(n, _, _)| live.contains(*n)) {
+        let reason = match why {
+            r if r == reason::NO_READY_ENDPOINT => Some(reason::NO_READY_ENDPOINT),
+            r if r == reason::INTERFACE_MISSING => Some(reason::INTERFACE_MISSING),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            return Verdict { announced: false, reason, message: format!("{message} (reported by {node})") };
+        }
+    }
     let message = if local {
         format!(
             "no speaker announces it: with externalTrafficPolicy Local a speaker announces only from a node with a \
@@ -170,7 +184,7 @@ mod tests {
         announcers: &BTreeSet<String>,
         local: bool,
     ) -> Verdict {
-        judge(cfg, pool, svc, local, &Speakers { nodes, ignore_exclude, live, announcers })
+        judge(cfg, pool, svc, local, &Speakers { nodes, ignore_exclude, live, announcers, report: None })
     }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -205,7 +219,13 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &nodes, ignore_exclude: false, live: &set(&["n1"]), announcers: &set(&["n2"]) },
+            &Speakers {
+                nodes: &nodes,
+                ignore_exclude: false,
+                live: &set(&["n1"]),
+                announcers: &set(&["n2"]),
+                report: None,
+            },
         );
         assert_eq!((v.announced, v.reason), (false, reason::NOT_ANNOUNCED));
         let v = j(&cfg, "p", &Labels::new(), &nodes, false, &set(&["n1", "n2"]), &set(&[]), true);
@@ -223,7 +243,7 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &nodes, ignore_exclude: false, live: &live, announcers: &set(&[]) },
+            &Speakers { nodes: &nodes, ignore_exclude: false, live: &live, announcers: &set(&[]), report: None },
         );
         assert_eq!(v.reason, reason::NO_L2_ADVERTISEMENT);
 
@@ -237,7 +257,7 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &excl, ignore_exclude: false, live: &live, announcers: &set(&[]) },
+            &Speakers { nodes: &excl, ignore_exclude: false, live: &live, announcers: &set(&[]), report: None },
         );
         assert_eq!(v.reason, reason::NO_ELIGIBLE_NODE);
         assert!(
@@ -251,7 +271,7 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &excl, ignore_exclude: true, live: &live, announcers: &set(&[]) },
+            &Speakers { nodes: &excl, ignore_exclude: true, live: &live, announcers: &set(&[]), report: None },
         );
         assert_eq!(v.reason, reason::NOT_ANNOUNCED);
 
@@ -262,7 +282,7 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &[down], ignore_exclude: false, live: &live, announcers: &set(&[]) },
+            &Speakers { nodes: &[down], ignore_exclude: false, live: &live, announcers: &set(&[]), report: None },
         );
         assert!(v.message.contains("n1 NetworkUnavailable"), "{}", v.message);
 
@@ -271,10 +291,28 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &nodes, ignore_exclude: false, live: &set(&[]), announcers: &set(&[]) },
+            &Speakers { nodes: &nodes, ignore_exclude: false, live: &set(&[]), announcers: &set(&[]), report: None },
         );
         assert_eq!(v.reason, reason::NO_LIVE_SPEAKER);
         assert_eq!(v.message, "no speaker is running on the nodes that may announce it (n1)");
+    }
+
+    #[test]
+    fn a_live_speakers_report_names_the_cause() {
+        let cfg = config(None);
+        let nodes = [node("n1", &[]), node("n2", &[])];
+        let live = set(&["n1", "n2"]);
+        let none = set(&[]);
+        let sp = |report| Speakers { nodes: &nodes, ignore_exclude: false, live: &live, announcers: &none, report };
+        let v = judge(&cfg, "p", &Labels::new(), true, &sp(Some(("n1", reason::NO_READY_ENDPOINT, "no endpoint"))));
+        assert_eq!((v.reason, v.message.as_str()), (reason::NO_READY_ENDPOINT, "no endpoint (reported by n1)"));
+        let v = judge(&cfg, "p", &Labels::new(), false, &sp(Some(("n2", reason::INTERFACE_MISSING, "no eth9"))));
+        assert_eq!(v.reason, reason::INTERFACE_MISSING);
+        // From a speaker that is gone, or with a reason the model does not know: not believed.
+        let v = judge(&cfg, "p", &Labels::new(), false, &sp(Some(("n9", reason::INTERFACE_MISSING, "no eth9"))));
+        assert_eq!(v.reason, reason::NOT_ANNOUNCED);
+        let v = judge(&cfg, "p", &Labels::new(), false, &sp(Some(("n1", "Whatever", "x"))));
+        assert_eq!(v.reason, reason::NOT_ANNOUNCED);
     }
 
     #[test]

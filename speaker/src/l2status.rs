@@ -57,3 +57,60 @@ pub async fn sync(
         }
     }
 }
+
+/// Make this node's reports exactly `reports` (Service -> (reason, message)): a
+/// ServiceL2Status `<namespace>.<name>.not-announced` without status, whose labels name
+/// the Service, this node and the reason, and whose annotation carries the message.
+/// The controller shows them in the Service's `ferrolb.io/Announced` condition.
+pub async fn sync_reports(
+    api: &Api<ServiceL2Status>,
+    store: &Store<ServiceL2Status>,
+    namespace: &str,
+    node: &str,
+    reports: &BTreeMap<ServiceKey, (&'static str, String)>,
+) {
+    use ferrolb_crds::annotations::{
+        NOT_ANNOUNCED_MESSAGE_ANNOTATION, NOT_ANNOUNCED_REASON_LABEL, NOT_ANNOUNCED_SUFFIX,
+    };
+    for (key, (reason, message)) in reports {
+        let name = format!("{}{NOT_ANNOUNCED_SUFFIX}", key.dotted());
+        let current = store.get(&ObjectRef::new(&name).within(namespace));
+        let same = current.as_ref().is_some_and(|c| {
+            c.labels().get(NODE_LABEL).map(String::as_str) == Some(node)
+                && c.labels().get(NOT_ANNOUNCED_REASON_LABEL).map(String::as_str) == Some(*reason)
+                && c.annotations().get(NOT_ANNOUNCED_MESSAGE_ANNOTATION) == Some(message)
+        });
+        if same {
+            continue;
+        }
+        let body = json!({"apiVersion": API_VERSION, "kind": "ServiceL2Status",
+            "metadata": {"name": name,
+                "labels": {SERVICE_NAME_LABEL: key.name(), SERVICE_NAMESPACE_LABEL: key.namespace(), NODE_LABEL: node, NOT_ANNOUNCED_REASON_LABEL: reason},
+                "annotations": {NOT_ANNOUNCED_MESSAGE_ANNOTATION: message}},
+            "spec": {}});
+        let pp = PatchParams::apply(SPEAKER_FIELD_MANAGER).force();
+        if let Err(e) = api.patch(&name, &pp, &Patch::Apply(&body)).await {
+            tracing::warn!(service = %key, error = %e, "could not write the not-announced report");
+        }
+    }
+    for st in store.state() {
+        let labels = st.labels();
+        if labels.get(NODE_LABEL).map(String::as_str) != Some(node) || !labels.contains_key(NOT_ANNOUNCED_REASON_LABEL)
+        {
+            continue;
+        }
+        let (Some(n), Some(ns)) = (labels.get(SERVICE_NAME_LABEL), labels.get(SERVICE_NAMESPACE_LABEL)) else {
+            continue;
+        };
+        if reports.contains_key(&ServiceKey::new(ns, n)) {
+            continue;
+        }
+        let pre = Preconditions { uid: st.uid(), resource_version: st.resource_version() };
+        let dp = DeleteParams { preconditions: Some(pre), ..Default::default() };
+        match api.delete(&st.name_any(), &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+            Err(e) => tracing::warn!(report = %st.name_any(), error = %e, "could not remove the not-announced report"),
+        }
+    }
+}

@@ -61,6 +61,10 @@ pub struct Plan {
     pub ips: BTreeMap<IpAddr, Decision>,
     /// Nodes that may announce at all (alive, network available, not excluded).
     pub usable_nodes: BTreeSet<String>,
+    /// Services no node announces for want of a ready endpoint (`externalTrafficPolicy:
+    /// Local`): (the speaker that reports it, the message). Every speaker computes the
+    /// same; the reporter is the first node (by name) that could announce but for that.
+    pub no_endpoint: BTreeMap<ServiceKey, (String, String)>,
 }
 
 /// What one node announces: IP -> interfaces, and the interfaces an advertisement
@@ -71,6 +75,9 @@ pub struct Desired {
     pub ips: BTreeMap<IpAddr, BTreeSet<String>>,
     /// (Service, interface) pairs named but missing here.
     pub missing: BTreeSet<(ServiceKey, String)>,
+    /// Services elected here whose named interfaces are all missing: not announced,
+    /// with the message for the report.
+    pub interface_missing: BTreeMap<ServiceKey, String>,
 }
 
 impl Plan {
@@ -91,10 +98,20 @@ impl Plan {
             let set: BTreeSet<String> = match ifs {
                 Interfaces::All => interfaces.clone(),
                 Interfaces::Named(named) => {
+                    let have: BTreeSet<String> = named.intersection(interfaces).cloned().collect();
                     if let Some(svc) = self.ips[&ip].services.first() {
                         out.missing.extend(named.difference(interfaces).map(|i| (svc.clone(), i.clone())));
                     }
-                    named.intersection(interfaces).cloned().collect()
+                    if have.is_empty() {
+                        let names = named.iter().cloned().collect::<Vec<_>>().join(", ");
+                        for svc in &self.ips[&ip].services {
+                            out.interface_missing.insert(
+                                svc.clone(),
+                                format!("node {node} was chosen to announce it but has none of the interfaces the L2Advertisement names ({names})"),
+                            );
+                        }
+                    }
+                    have
                 }
             };
             if !set.is_empty() {
@@ -288,6 +305,21 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, rules: Rules, now: DateTime
         let standing = eligible.keys().filter(|n| scores.get(n).copied().unwrap_or(0) == top);
         // The group's lowest IP is its election key: every speaker picks the same.
         let node = election::elect(&key_ip, standing, current, rules.revertive);
+        if node.is_none() && svcs.iter().any(|s| s.local) {
+            // Would any node do, endpoints aside? Then endpoints are the cause.
+            let anywhere: Vec<Service> = svcs.iter().map(|s| Service { local: false, ..(*s).clone() }).collect();
+            let refs: Vec<&Service> = anywhere.iter().collect();
+            let could = election::eligible(&refs, &pool_labels, &cfg.l2_advertisements, &nodes);
+            if let Some(reporter) = could.keys().next() {
+                let list = could.keys().take(5).cloned().collect::<Vec<_>>().join(", ");
+                let msg = format!(
+                    "externalTrafficPolicy is Local and none of the nodes that may announce it ({list}) has a ready endpoint of the Service"
+                );
+                for s in &svcs {
+                    out.no_endpoint.insert(s.key.clone(), (reporter.clone(), msg.clone()));
+                }
+            }
+        }
         let interfaces = node.as_ref().and_then(|n| eligible.get(n).cloned());
         for ip in members {
             let services = by_ip[&ip].iter().map(|s| s.key.clone()).collect();
@@ -367,6 +399,10 @@ mod tests {
         let d = p.desired_on("n1", &BTreeSet::from(["eth0".to_string()]));
         assert!(!d.ips.contains_key(&ip("198.51.100.8")));
         assert_eq!(d.missing.len(), 2);
+        assert_eq!(d.interface_missing.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["default/db"]);
+        assert!(d.interface_missing[&ServiceKey::from("default/db")].contains("(eth1, eth9)"));
+        // Some named interface here: announced on it, nothing to report.
+        assert!(p.desired_on("n1", &here).interface_missing.is_empty());
         let mine = p.services_on(&p.desired_on("n1", &here).ips);
         assert_eq!(mine.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["default/db", "default/web"]);
         assert!(p.desired_on("n2", &here).ips.is_empty());
@@ -550,6 +586,15 @@ mod tests {
             "addressType": "IPv4", "endpoints": [{"addresses": ["198.51.100.50"], "nodeName": "n2", "conditions": {"ready": true}},
                                                  {"addresses": ["198.51.100.51"], "nodeName": "n1", "conditions": {"ready": false}}]}))
         .unwrap()];
-        assert_eq!(plan(&s, None, Rules::default(), now()).ips.values().next().unwrap().node.as_deref(), Some("n2"));
+        let p = plan(&s, None, Rules::default(), now());
+        assert_eq!(p.ips.values().next().unwrap().node.as_deref(), Some("n2"));
+        assert!(p.no_endpoint.is_empty());
+        // No ready endpoint anywhere: nobody announces, and the first node that could reports why.
+        s.slices.clear();
+        let p = plan(&s, None, Rules::default(), now());
+        assert_eq!(p.ips.values().next().unwrap().node, None);
+        let (reporter, msg) = &p.no_endpoint[&ServiceKey::from("default/web")];
+        assert_eq!(reporter, "n1");
+        assert!(msg.contains("(n1, n2) has a ready endpoint"), "{msg}");
     }
 }

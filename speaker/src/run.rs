@@ -2,7 +2,7 @@
 //! plans, announces and reports whenever anything it depends on changes, and a
 //! graceful stop that hands the IPs over.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ferrolb_common::events::Events;
 use ferrolb_common::{AbortOnDrop, lock, reflect};
+use ferrolb_crds::conditions::reason;
 use ferrolb_crds::{IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceL2Status};
-use ferrolb_model::Config;
+use ferrolb_model::{Config, ServiceKey};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -245,6 +246,17 @@ pub async fn run(
         effects.apply(notes, &p, &caches.services).await;
         effects.missing(&desired.missing, &caches.services).await;
         l2status::sync(&status_api, &caches.statuses, &settings.namespace, &node, &p.services_on(&desired.ips)).await;
+        let mut reports: BTreeMap<ServiceKey, (&'static str, String)> = desired
+            .interface_missing
+            .iter()
+            .map(|(k, m)| (k.clone(), (reason::INTERFACE_MISSING, m.clone())))
+            .collect();
+        for (k, (reporter, m)) in &p.no_endpoint {
+            if *reporter == node {
+                reports.insert(k.clone(), (reason::NO_READY_ENDPOINT, m.clone()));
+            }
+        }
+        l2status::sync_reports(&status_api, &caches.statuses, &settings.namespace, &node, &reports).await;
     }
     ready.store(false, Ordering::SeqCst);
     // Graceful: hand over, then stop answering, clean up, give the Lease back.
