@@ -53,3 +53,8 @@ says the chart's name (`helm install ferrolb` gives ferrolb-controller), else
 {{- define "ferrolb.webhookSecret" -}}
 {{- .Values.webhook.certificateSecret | default (printf "%s-webhook-cert" (include "ferrolb.fullname" .)) }}
 {{- end -}}
+
+{{/* Whether the controller makes and renews the webhook certificate itself. */}}
+{{- define "ferrolb.webhookManagesCert" -}}
+{{- and .Values.webhook.manageCertificate (not .Values.webhook.certManager.enabled) -}}
+{{- end -}}

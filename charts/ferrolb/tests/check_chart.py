@@ -52,6 +52,7 @@ ALL_ON = {
                    "podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "samples": {"pool": {"enabled": True, "addresses": ["198.51.100.240/28"]}, "advertisement": {"enabled": True}},
     "grafana": {"dashboard": {"enabled": True}},
+    "webhook": {"certManager": {"enabled": True}},
     "networkPolicy": {"enabled": True, "apiServerPorts": [6443],
                       "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
 }
@@ -67,7 +68,7 @@ def validate_all(values):
     def run():
         n = 0
         for path, d in docs(render(values)):
-            if d["apiVersion"].startswith(("monitoring.coreos.com", "ferrolb.io")):
+            if d["apiVersion"].startswith(("monitoring.coreos.com", "ferrolb.io", "cert-manager.io")):
                 continue
             kubernetes_validate.validate(d, K8S, strict=True)
             n += 1
@@ -169,8 +170,16 @@ def webhook_parts_name_each_other():
     vwc, svc, args, _ = parts({"webhook": {"enabled": False}})
     assert not vwc and not svc and "--webhook=false" in args
     vwc, _, args, _ = parts({"webhook": {"manageCertificate": False}})
-    assert "cert-manager.io/inject-ca-from" in vwc[0]["metadata"]["annotations"]
-    assert "--webhook-manage-cert=false" in args
+    assert "annotations" not in vwc[0]["metadata"] and "--webhook-manage-cert=false" in args
+    vwc, svc, args, rendered = parts({"webhook": {"certManager": {"enabled": True}}})
+    cert = [d for d in rendered if d["kind"] == "Certificate"][0]
+    assert vwc[0]["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"default/{cert['metadata']['name']}"
+    assert f"{svc[0]['metadata']['name']}.default.svc" in cert["spec"]["dnsNames"]
+    assert any(d["kind"] == "Issuer" for d in rendered) and "--webhook-manage-cert=false" in args
+    role = [d for d in rendered if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-controller")][0]
+    assert not any("validatingwebhookconfigurations" in r["resources"] for r in role["rules"]), "cert-manager patches it"
+    _, _, _, rendered = parts({"webhook": {"certManager": {"enabled": True, "issuerRef": {"kind": "ClusterIssuer", "name": "ca"}}}})
+    assert not any(d["kind"] == "Issuer" for d in rendered)
 
 
 def network_policy_fences_the_controller():
