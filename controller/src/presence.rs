@@ -148,19 +148,7 @@ impl Presence {
 
     /// The nodes, as eligibility sees them.
     pub fn nodes(&self) -> Vec<NodeView> {
-        self.nodes
-            .state()
-            .iter()
-            .map(|n| NodeView {
-                name: n.name_any(),
-                labels: n.labels().clone(),
-                network_unavailable: n
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")),
-            })
-            .collect()
+        self.nodes.state().iter().map(|n| NodeView::of(n)).collect()
     }
 }
 

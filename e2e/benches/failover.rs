@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_e2e::bench::{Row, print_table};
 use ferrolb_e2e::client::{Prober, any_failed, outage};
-use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, create, metric_sum, pool_and_advertisement};
+use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, create, pool_and_advertisement};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -58,12 +58,7 @@ impl Bench {
     /// Every speaker counts every other one alive by heartbeats (true without heartbeats):
     /// a fault to a peer not heard yet would be detected by its Lease, not measured here.
     fn all_hear_each_other(&self) -> bool {
-        let peers = (self.sb.state.nodes.len() - 1) as f64;
-        !self.sb.state.heartbeats
-            || self.sb.state.nodes.iter().all(|n| {
-                let m = self.sb.state.speaker_metrics(&n.name);
-                metric_sum(&m, "ferrolb_memberlist_peers", Some(("state", "alive"))) == peers
-            })
+        !self.sb.state.heartbeats || self.sb.state.speakers_hear_each_other()
     }
 }
 

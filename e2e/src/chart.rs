@@ -38,35 +38,29 @@ pub fn documents(yaml: &str) -> Vec<Value> {
 
 /// `kubectl apply -f -` of `yaml` with `kubeconfig`.
 pub fn apply(kubeconfig: &Path, yaml: &str) -> anyhow::Result<()> {
-    // kubectl before 1.29 validates client-side from OpenAPI v2, which the emulator does not serve.
-    let validate: &[&str] = if kubectl_minor() < 29 { &["--validate=false"] } else { &[] };
-    kubectl_with_stdin(kubeconfig, &[&["apply", "-f", "-"], validate].concat(), yaml)
+    let (ok, err) = apply_reporting(kubeconfig, yaml)?;
+    anyhow::ensure!(ok, "kubectl apply: {}", err.trim());
+    Ok(())
 }
 
 /// `kubectl apply -f -` of `yaml`: whether it succeeded, and what kubectl printed on
 /// its error output (denials, and warnings either way).
 pub fn apply_reporting(kubeconfig: &Path, yaml: &str) -> anyhow::Result<(bool, String)> {
+    // kubectl before 1.29 validates client-side from OpenAPI v2, which the emulator does not serve.
     let validate: &[&str] = if kubectl_minor() < 29 { &["--validate=false"] } else { &[] };
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .args([&["apply", "-f", "-"], validate].concat())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("kubectl")?;
-    child.stdin.take().context("stdin")?.write_all(yaml.as_bytes())?;
-    let out = child.wait_with_output()?;
-    Ok((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
+    kubectl_with_stdin(kubeconfig, &[&["apply", "-f", "-"], validate].concat(), yaml)
 }
 
 /// `kubectl delete -f -` of `yaml`, as `helm uninstall` removes a release's objects.
 pub fn delete(kubeconfig: &Path, yaml: &str) -> anyhow::Result<()> {
-    kubectl_with_stdin(kubeconfig, &["delete", "--ignore-not-found", "--wait=false", "-f", "-"], yaml)
+    let (ok, err) = kubectl_with_stdin(kubeconfig, &["delete", "--ignore-not-found", "--wait=false", "-f", "-"], yaml)?;
+    anyhow::ensure!(ok, "kubectl delete: {}", err.trim());
+    Ok(())
 }
 
-/// Run kubectl with `args`, `input` on its standard input; its error output on failure.
-fn kubectl_with_stdin(kubeconfig: &Path, args: &[&str], input: &str) -> anyhow::Result<()> {
+/// Run kubectl with `args`, `input` on its standard input: whether it succeeded, and
+/// its error output.
+fn kubectl_with_stdin(kubeconfig: &Path, args: &[&str], input: &str) -> anyhow::Result<(bool, String)> {
     let mut child = Command::new("kubectl")
         .env("KUBECONFIG", kubeconfig)
         .args(args)
@@ -77,8 +71,7 @@ fn kubectl_with_stdin(kubeconfig: &Path, args: &[&str], input: &str) -> anyhow::
         .context("kubectl")?;
     child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
     let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "kubectl {}: {}", args[0], String::from_utf8_lossy(&out.stderr).trim());
-    Ok(())
+    Ok((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
 /// The minor version of the kubectl on PATH (0 when it cannot say).

@@ -328,6 +328,16 @@ impl State {
         self.node_exec(node, &["curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"]).unwrap_or_default()
     }
 
+    /// Every speaker counts every other one alive by heartbeats
+    /// (`ferrolb_memberlist_peers{state="alive"}`): a fault injected before that is
+    /// detected by Lease expiry at the peers that had not heard the node yet.
+    pub fn speakers_hear_each_other(&self) -> bool {
+        let peers = self.nodes.len().saturating_sub(1) as f64;
+        self.nodes.iter().all(|n| {
+            metric_sum(&self.speaker_metrics(&n.name), "ferrolb_memberlist_peers", Some(("state", "alive"))) == peers
+        })
+    }
+
     /// One metric from `node`'s speaker, summed over its label sets (0 when absent).
     pub fn speaker_metric(&self, node: &str, name: &str) -> f64 {
         metric_sum(&self.speaker_metrics(node), name, None)

@@ -71,15 +71,8 @@ impl Env {
 /// is judged by its Lease alone, and every fault below is meant to be seen by heartbeats.
 fn setup(lease: u32) -> (Env, String) {
     let (env, holder) = setup_with(lease, |_| {});
-    let peers = (env.nodes().len() - 1) as f64;
     eventually("every speaker hears every other one", Duration::from_secs(10), || {
-        env.nodes()
-            .iter()
-            .all(|n| {
-                let m = env.sb().state.speaker_metrics(n);
-                metric_sum(&m, "ferrolb_memberlist_peers", Some(("state", "alive"))) == peers
-            })
-            .then_some(())
+        env.sb().state.speakers_hear_each_other().then_some(())
     });
     (env, holder)
 }

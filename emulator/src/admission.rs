@@ -87,10 +87,7 @@ pub(crate) fn may_apply(st: &State, t: &Target, ops: &[Operation]) -> bool {
     if t.rt.group == GROUP {
         return false;
     }
-    let resource = match &t.subresource {
-        Some(s) => format!("{}/{s}", t.rt.plural),
-        None => t.rt.plural.clone(),
-    };
+    let resource = resource_of(t);
     st.stored(GROUP, PLURAL).any(|cfg| {
         cfg["webhooks"].as_array().into_iter().flatten().any(|wh| {
             let rules = wh["rules"].as_array().into_iter().flatten();
@@ -107,10 +104,7 @@ pub(crate) fn calls(st: &State, t: &Target, op: Operation, object: &Value, old: 
         return Vec::new();
     }
     let ns = t.namespace.clone().filter(|_| t.rt.namespaced).unwrap_or_default();
-    let resource = match &t.subresource {
-        Some(s) => format!("{}/{s}", t.rt.plural),
-        None => t.rt.plural.clone(),
-    };
+    let resource = resource_of(t);
     let mut out = Vec::new();
     for cfg in st.stored(GROUP, PLURAL) {
         for wh in cfg["webhooks"].as_array().into_iter().flatten() {
@@ -139,6 +133,14 @@ pub(crate) fn calls(st: &State, t: &Target, op: Operation, object: &Value, old: 
         }
     }
     out
+}
+
+/// `plural` or `plural/subresource`, as rules name resources.
+fn resource_of(t: &Target) -> String {
+    match &t.subresource {
+        Some(s) => format!("{}/{s}", t.rt.plural),
+        None => t.rt.plural.clone(),
+    }
 }
 
 fn labels_of<'a>(object: &'a Value, old: &'a Value) -> &'a Value {

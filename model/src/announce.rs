@@ -29,6 +29,22 @@ pub struct NodeView {
     pub network_unavailable: bool,
 }
 
+impl NodeView {
+    /// A Node as eligibility sees it: name, labels, and whether `NetworkUnavailable` is True.
+    pub fn of(node: &k8s_openapi::api::core::v1::Node) -> NodeView {
+        use kube::ResourceExt;
+        NodeView {
+            name: node.name_any(),
+            labels: node.labels().clone(),
+            network_unavailable: node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")),
+        }
+    }
+}
+
 /// The condition to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {

@@ -48,13 +48,21 @@ pub async fn sync(
             continue;
         }
         // Only delete the version that still names this node: a new holder may have taken it.
-        let pre = Preconditions { uid: st.uid(), resource_version: st.resource_version() };
-        let dp = DeleteParams { preconditions: Some(pre), ..Default::default() };
-        match api.delete(&st.name_any(), &dp).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
-            Err(e) => tracing::warn!(service = %key, error = %e, "could not remove ServiceL2Status"),
+        if let Err(e) = delete_unchanged(api, &st).await {
+            tracing::warn!(service = %key, error = %e, "could not remove ServiceL2Status");
         }
+    }
+}
+
+/// Delete `st` only as this node last saw it (uid and resourceVersion preconditions):
+/// another speaker may have rewritten it since. Already gone or changed is fine.
+async fn delete_unchanged(api: &Api<ServiceL2Status>, st: &ServiceL2Status) -> Result<(), kube::Error> {
+    let pre = Preconditions { uid: st.uid(), resource_version: st.resource_version() };
+    let dp = DeleteParams { preconditions: Some(pre), ..Default::default() };
+    match api.delete(&st.name_any(), &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -105,12 +113,8 @@ pub async fn sync_reports(
         if reports.contains_key(&ServiceKey::new(ns, n)) {
             continue;
         }
-        let pre = Preconditions { uid: st.uid(), resource_version: st.resource_version() };
-        let dp = DeleteParams { preconditions: Some(pre), ..Default::default() };
-        match api.delete(&st.name_any(), &dp).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
-            Err(e) => tracing::warn!(report = %st.name_any(), error = %e, "could not remove the not-announced report"),
+        if let Err(e) = delete_unchanged(api, &st).await {
+            tracing::warn!(report = %st.name_any(), error = %e, "could not remove the not-announced report");
         }
     }
 }

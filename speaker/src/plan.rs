@@ -204,16 +204,15 @@ pub fn plan(snap: &Snapshot, lb_class: Option<&str>, rules: Rules, now: DateTime
     let nodes: Vec<Node> = snap
         .nodes
         .iter()
-        .map(|n| Node {
-            name: n.name_any(),
-            labels: n.labels().clone(),
-            network_unavailable: n
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")),
-            alive: alive.contains(&n.name_any()),
-            excluded: Node::excluded_by(n.labels(), rules.ignore_exclude_lb),
+        .map(|n| {
+            let v = ferrolb_model::announce::NodeView::of(n);
+            Node {
+                alive: alive.contains(&v.name),
+                excluded: Node::excluded_by(&v.labels, rules.ignore_exclude_lb),
+                name: v.name,
+                labels: v.labels,
+                network_unavailable: v.network_unavailable,
+            }
         })
         .collect();
     out.usable_nodes = nodes.iter().filter(|n| n.usable()).map(|n| n.name.clone()).collect();

@@ -20,14 +20,24 @@ pub struct Verdict {
     pub warnings: Vec<String>,
 }
 
-/// The object under review as the newest of its kind: a new object has no creation
-/// time yet, and the model orders overlapping pools oldest first.
-fn newest<K: kube::Resource>(obj: &mut K, others: &[K], now: k8s_openapi::jiff::Timestamp) {
+/// The namespace's objects as they would be with `candidate` stored: the others, and
+/// the candidate as the newest of its kind (a new object has no creation time yet, and
+/// the model orders overlapping pools oldest first).
+fn with_candidate<K: kube::Resource + Clone>(
+    candidate: &K,
+    existing: &[K],
+    now: k8s_openapi::jiff::Timestamp,
+) -> Vec<K> {
+    let name = candidate.meta().name.clone();
+    let mut all: Vec<K> = existing.iter().filter(|o| o.meta().name != name).cloned().collect();
+    let mut obj = candidate.clone();
     if obj.meta().creation_timestamp.is_none() {
-        let latest = others.iter().filter_map(|o| o.meta().creation_timestamp.as_ref().map(|t| t.0)).max();
+        let latest = all.iter().filter_map(|o| o.meta().creation_timestamp.as_ref().map(|t| t.0)).max();
         let at = latest.map_or(now, |l| l.max(now)) + k8s_openapi::jiff::SignedDuration::from_secs(1);
         obj.meta_mut().creation_timestamp = Some(Time(at));
     }
+    all.push(obj);
+    all
 }
 
 /// Review an IPAddressPool about to be stored, against the namespace's other pools:
@@ -39,12 +49,7 @@ pub fn ip_address_pool(
     now: k8s_openapi::jiff::Timestamp,
 ) -> Verdict {
     let name = candidate.name_any();
-    let others: Vec<IPAddressPool> = existing.iter().filter(|p| p.name_any() != name).cloned().collect();
-    let mut pool = candidate.clone();
-    newest(&mut pool, &others, now);
-    let mut all = others;
-    all.push(pool);
-    let cfg = Config::build(&all, &[], BTreeMap::new());
+    let cfg = Config::build(&with_candidate(candidate, existing, now), &[], BTreeMap::new());
     Verdict { denied: cfg.invalid_pools.get(&name).map(|e| e.to_string()), warnings: Vec::new() }
 }
 
@@ -57,12 +62,7 @@ pub fn l2_advertisement(
     now: k8s_openapi::jiff::Timestamp,
 ) -> Verdict {
     let name = candidate.name_any();
-    let others: Vec<L2Advertisement> = existing.iter().filter(|a| a.name_any() != name).cloned().collect();
-    let mut adv = candidate.clone();
-    newest(&mut adv, &others, now);
-    let mut all = others;
-    all.push(adv);
-    let cfg = Config::build(pools, &all, BTreeMap::new());
+    let cfg = Config::build(pools, &with_candidate(candidate, existing, now), BTreeMap::new());
     let denied = cfg.invalid_advertisements.get(&name).map(|why| format!("L2Advertisement {name}: {why}"));
     let ns = candidate.namespace().unwrap_or_default();
     let warnings = candidate
