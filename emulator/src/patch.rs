@@ -344,10 +344,16 @@ pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
         .unwrap_or_default()
 }
 
-/// Write `metadata.managedFields`, dropping managers that own nothing.
+/// Write `metadata.managedFields`, dropping managers that own nothing, in
+/// kube-apiserver's order: by operation, time, manager, then subresource (so the order
+/// never depends on which manager wrote last).
 pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
-    let arr: Vec<Value> = entries
-        .iter()
+    let mut sorted: Vec<&ManagedEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.operation, &a.time, &a.manager, &a.subresource).cmp(&(&b.operation, &b.time, &b.manager, &b.subresource))
+    });
+    let arr: Vec<Value> = sorted
+        .into_iter()
         .filter(|e| !e.fields.is_empty())
         .map(|e| {
             let mut v = json!({

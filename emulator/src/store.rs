@@ -182,15 +182,17 @@ fn strip_for_compare(v: &Value) -> Value {
     v
 }
 
-/// Field ownership without timestamps: a re-apply of the same fields is a no-op.
+/// Field ownership without timestamps or order: a re-apply of the same fields is a
+/// no-op, whichever manager's entry comes first.
 fn managed_sans_time(v: &Value) -> Value {
     let mut m = v["metadata"]["managedFields"].clone();
     if let Some(a) = m.as_array_mut() {
-        for e in a {
+        for e in a.iter_mut() {
             if let Some(o) = e.as_object_mut() {
                 o.remove("time");
             }
         }
+        a.sort_by_key(|e| e.to_string());
     }
     m
 }

@@ -291,6 +291,35 @@ async fn server_side_apply_creates_tracks_managers_and_conflicts() {
 }
 
 #[tokio::test]
+async fn reapplying_what_a_manager_owns_in_main_and_status_writes_nothing() {
+    let emu = emu();
+    with_pool_crd(&emu).await;
+    let main = json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {"addresses": ["198.51.100.0/24"]}});
+    let status = json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "p"},
+        "status": {"assignedIPv4": 2}});
+    let apply = |path: String, body: &Value| {
+        let body = body.to_string();
+        let emu = &emu;
+        async move { call(emu, "PATCH", &format!("{path}?fieldManager=m"), "application/apply-patch+yaml", body).await }
+    };
+    apply(format!("{POOLS}/p"), &main).await;
+    let first = apply(format!("{POOLS}/p/status"), &status).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let rv = first.body["metadata"]["resourceVersion"].clone();
+    // The same two applies again, in either order: no write, no new resourceVersion.
+    for (path, body) in
+        [(format!("{POOLS}/p"), &main), (format!("{POOLS}/p/status"), &status), (format!("{POOLS}/p"), &main)]
+    {
+        let again = apply(path.clone(), body).await;
+        assert_eq!(again.body["metadata"]["resourceVersion"], rv, "{path}: {}", again.body["metadata"]);
+    }
+    let entries: Vec<Value> = first.body["metadata"]["managedFields"].as_array().unwrap().clone();
+    let subresources: Vec<&str> = entries.iter().map(|e| e["subresource"].as_str().unwrap_or("")).collect();
+    assert_eq!(subresources, ["", "status"], "kube-apiserver's order: operation, time, manager, subresource");
+}
+
+#[tokio::test]
 async fn status_subresource_is_separate_from_spec() {
     let emu = emu();
     with_pool_crd(&emu).await;
