@@ -223,6 +223,8 @@ impl Drop for Sandbox {
         }
         // SIGTERM first, so speakers remove their nftables tables and release their Leases.
         self.kubelet.remove_all(std::time::Duration::from_secs(2));
+        // The unpacked image is tens of MB and rebuilt by every sandbox; the logs stay.
+        let _ = std::fs::remove_dir_all(self.state.run_dir.join("image"));
     }
 }
 
