@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 pub mod alloc;
 pub mod configuration;
 pub mod leadership;
+pub mod memberlist;
 pub mod metrics;
 pub mod pool_status;
 pub mod presence;

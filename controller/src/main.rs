@@ -48,6 +48,10 @@ struct Args {
     /// Announced condition judges eligibility as the speakers do).
     #[arg(long, env = "FERROLB_IGNORE_EXCLUDE_LB", default_value_t = false, action = clap::ArgAction::Set)]
     ignore_exclude_lb: bool,
+    /// The Secret in --namespace holding the speakers' heartbeat key: created with a
+    /// random key when it does not exist, never changed (empty: not managed).
+    #[arg(long, env = "FERROLB_MEMBERLIST_SECRET_NAME", default_value = "")]
+    memberlist_secret_name: String,
     #[command(flatten)]
     webhook: WebhookArgs,
 }
@@ -88,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         log_format,
         log_level,
         ignore_exclude_lb,
+        memberlist_secret_name,
         webhook,
     } = Args::parse();
     ferrolb_common::init_logging(&log_format, &log_level)?;
@@ -113,6 +118,17 @@ async fn main() -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    let key = {
+        let (client, namespace) = (client.clone(), namespace.clone());
+        async move {
+            if !memberlist_secret_name.is_empty() {
+                ferrolb_controller::memberlist::run(client, namespace, memberlist_secret_name)
+                    .instrument(tracing::info_span!("memberlist"))
+                    .await;
+            }
+            std::future::pending::<anyhow::Result<()>>().await
+        }
+    };
     let settings =
         Settings { namespace, lb_class, identity, leader_elect, lease_duration, metrics_addr, ignore_exclude_lb };
     let stop_rx = ferrolb_common::shutdown_signal("shutting down");
@@ -125,5 +141,6 @@ async fn main() -> anyhow::Result<()> {
         r = serve(listener, move || metrics.render(), ready).instrument(tracing::info_span!("http")) => r,
         r = run(client, settings, state, stop_rx).instrument(tracing::info_span!("controller")) => r,
         r = hook => r,
+        r = key => r,
     }
 }

@@ -103,4 +103,7 @@ pub mod event {
     /// A stopping speaker stopped answering before every IP's new holder claimed it
     /// (on the Node); clients may have seen a gap.
     pub const HANDOVER_INCOMPLETE: &str = "HandoverIncomplete";
+    /// Heartbeats from another speaker fail authentication (the memberlist keys differ);
+    /// failure detection between the two falls back to Lease expiry (on the Node).
+    pub const MEMBERLIST_KEY_MISMATCH: &str = "MemberlistKeyMismatch";
 }

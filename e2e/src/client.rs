@@ -69,9 +69,12 @@ impl ClientHost {
 
     /// The MACs that answered `count` ARP requests for the IPv4 address `ip`, in order
     /// (one request a second, as arping sends them).
+    /// Every reply arping printed counts, whatever its exit status (it fails when fewer
+    /// than `count` replies came before its deadline).
     pub fn arp_replies(&self, ip: &str, count: u32) -> Vec<String> {
         let c = count.to_string();
-        arping_replies(&self.exec(&["arping", "-c", &c, "-w", &c, "-I", &self.iface, ip]).unwrap_or_default())
+        let out = netns_command(&self.netns, "arping").args(["-c", &c, "-w", &c, "-I", &self.iface, ip]).output();
+        out.map(|o| arping_replies(&String::from_utf8_lossy(&o.stdout))).unwrap_or_default()
     }
 
     /// The MAC answering ARP (IPv4) or NDP (IPv6) for `ip`.

@@ -719,37 +719,10 @@ impl Sandbox {
     /// IPs over), replace the Pod, start the new container, and wait until the new Pod
     /// is Ready before the next. Returns the rolled Pods in order.
     pub async fn upgrade(&mut self, values: &serde_json::Value) -> anyhow::Result<Vec<String>> {
-        self.upgrade_with(values, true).await
-    }
-
-    /// [`Sandbox::upgrade`]; with `keep_heartbeat_key` false the chart's heartbeat key is
-    /// rendered anew, as a renderer without Helm's `lookup` (`helm template` in a GitOps
-    /// pipeline) would, and old and new speakers stop hearing each other mid-roll.
-    pub async fn upgrade_with(
-        &mut self,
-        values: &serde_json::Value,
-        keep_heartbeat_key: bool,
-    ) -> anyhow::Result<Vec<String>> {
         let mut merged = self.state.values.clone();
         crate::chart::merge(&mut merged, values);
         let rendered = crate::chart::render("ferrolb", NS, &merged)?;
-        // The chart keeps the heartbeat key across upgrades with Helm's `lookup`, which
-        // Helm's engine has no cluster for here: keep the stored Secret as `lookup` would,
-        // or old and new speakers could not hear each other in the middle of the roll.
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.client.clone(), NS);
-        let mut kept = Vec::new();
-        for d in crate::chart::documents(&rendered) {
-            let name = d["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            if keep_heartbeat_key
-                && d["kind"] == "Secret"
-                && name.ends_with("-memberlist")
-                && secrets.get_opt(&name).await?.is_some()
-            {
-                continue;
-            }
-            kept.push(serde_yaml::to_string(&d)?);
-        }
-        crate::chart::apply(&self.state.kubeconfig, &kept.join("---\n"))?;
+        crate::chart::apply(&self.state.kubeconfig, &rendered)?;
         self.state.values = merged;
         let mut rolled = Vec::new();
         for p in crate::pods::plan(&self.client, &self.state).await? {

@@ -311,3 +311,91 @@ fn speakers_keep_announcing_while_the_api_server_is_unreachable() {
     let now: Vec<f64> = env.nodes().iter().map(|n| env.metric(n, "ferrolb_speaker_takeovers_total")).collect();
     assert_eq!(takeovers, now, "nothing moved while the API was unreachable");
 }
+
+/// A speaker restarted with another heartbeat key (its Secret replaced, the Pod
+/// deleted): both sides fall back to judging each other by Lease, so every IP is
+/// answered by exactly one node and no ServiceL2Status changes hands, and the
+/// mismatch is counted and raised as a Warning Event.
+#[test]
+fn a_speaker_with_another_heartbeat_key_never_makes_two_nodes_answer() {
+    let (mut env, holder) = setup(30);
+    let odd = env.nodes().into_iter().find(|n| *n != holder).unwrap();
+    let c = env.sb().client.clone();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.clone(), NS);
+    let patch = json!({"stringData": {"secretkey": "another-key-0123456789abcdef0123"}});
+    env.rt
+        .block_on(secrets.patch(
+            "ferrolb-memberlist",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        ))
+        .unwrap();
+    let pod = format!("speaker/{odd}");
+    let sb = env.sb.as_mut().unwrap();
+    env.rt.block_on(sb.delete_pod(&pod)).unwrap();
+    env.rt.block_on(env.sb().until_ready(&format!("ferrolb-speaker-{odd}"))).unwrap();
+    // Witness: each side counts the other mismatched, not dead.
+    let mismatched = |n: &str| {
+        metric_sum(&env.sb().state.speaker_metrics(n), "ferrolb_memberlist_peers", Some(("state", "mismatched")))
+    };
+    eventually("the mismatch is seen on both sides", Duration::from_secs(15), || {
+        env.nodes().iter().all(|n| mismatched(n) == if *n == odd { 2.0 } else { 1.0 }).then_some(())
+    });
+    for n in env.nodes() {
+        let dead = metric_sum(&env.sb().state.speaker_metrics(&n), "ferrolb_memberlist_peers", Some(("state", "dead")));
+        assert_eq!(dead, 0.0, "{n} judges nobody dead");
+    }
+    eventually("a Warning Event names the mismatch", Duration::from_secs(15), || {
+        env.nodes()
+            .iter()
+            .any(|n| env.node_event_reasons(n).iter().any(|r| r == event::MEMBERLIST_KEY_MISMATCH))
+            .then_some(())
+    });
+    // Twelve Services created while the keys differ.
+    let ips: Vec<String> = (101..=112).map(|i| format!("198.51.100.{i}")).collect();
+    env.rt.block_on(pool_and_advertisement(&c, "many", &["198.51.100.101-198.51.100.112"], "many")).unwrap();
+    for i in 0..ips.len() {
+        env.rt
+            .block_on(ferrolb_e2e::sandbox::create(
+                &Api::<Service>::namespaced(c.clone(), "default"),
+                json!({"metadata": {"name": format!("s{i}"), "annotations": {"ferrolb.io/address-pool": "many"}},
+                       "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}),
+            ))
+            .unwrap();
+    }
+    let statuses: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(c.clone(), NS);
+    let announced = || {
+        let list = env.rt.block_on(statuses.list(&Default::default())).ok()?;
+        let mut by_svc = std::collections::BTreeMap::new();
+        for s in list.items {
+            let st = s.status.clone()?;
+            if st.service_name.starts_with('s') && !st.node.is_empty() {
+                by_svc.insert(st.service_name.clone(), (st.node, s.metadata.resource_version.unwrap_or_default()));
+            }
+        }
+        (by_svc.len() == ips.len()).then_some(by_svc)
+    };
+    let before = eventually("all twelve announced", Duration::from_secs(30), announced);
+    // Every IP: one node answers, asked three times.
+    let answers: Vec<(String, Vec<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ips
+            .iter()
+            .map(|ip| {
+                let st = &env.sb().state;
+                s.spawn(move || {
+                    let macs = st.arp_replies(ip, 3);
+                    (ip.clone(), macs.into_iter().map(|m| st.node_of_mac(&m).unwrap_or(m)).collect::<Vec<_>>())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (ip, nodes) in &answers {
+        let distinct: std::collections::BTreeSet<&String> = nodes.iter().collect();
+        assert_eq!(distinct.len(), 1, "{ip} answered by exactly one node: {nodes:?}");
+    }
+    let after = announced().expect("still announced");
+    let changed: Vec<_> =
+        before.iter().filter(|(k, v)| after.get(*k) != Some(v)).map(|(k, v)| (k, v, after.get(k))).collect();
+    assert!(changed.is_empty(), "no ServiceL2Status changed hands or was rewritten while the keys differ: {changed:?}");
+}

@@ -73,6 +73,15 @@ struct Args {
     /// The key itself, when not in a file (the chart sets it from a Secret).
     #[arg(long, env = "FERROLB_MEMBERLIST_SECRET", hide_env_values = true)]
     memberlist_secret: Option<String>,
+    /// A second key, accepted but never used to sign: set it on every speaker before a
+    /// key rotation (the chart sets it from the Secret's `additionalkey`).
+    #[arg(long, env = "FERROLB_MEMBERLIST_ADDITIONAL_SECRET", hide_env_values = true)]
+    memberlist_additional_secret: Option<String>,
+    /// Accept heartbeats in the previous release's format (`FLB1`, without a sending
+    /// time), so a rolling upgrade keeps failure detection; turn off once every speaker
+    /// runs this release.
+    #[arg(long, env = "FERROLB_MEMBERLIST_LEGACY_HEARTBEATS", default_value_t = true, action = clap::ArgAction::Set)]
+    memberlist_legacy_heartbeats: bool,
     /// Address for /metrics, /healthz and /readyz: `:7473` (every address) or `IP:PORT`.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = ":7473")]
     metrics_addr: ListenAddr,
@@ -101,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
         suspect_after,
         memberlist_secret_file,
         memberlist_secret,
+        memberlist_additional_secret,
+        memberlist_legacy_heartbeats,
         metrics_addr,
         log_format,
         log_level,
@@ -115,6 +126,8 @@ async fn main() -> anyhow::Result<()> {
         suspect_after,
         secret_file: memberlist_secret_file,
         secret: memberlist_secret,
+        additional_secret: memberlist_additional_secret,
+        legacy: memberlist_legacy_heartbeats,
     }
     .settings()
     .map_err(anyhow::Error::msg)?;

@@ -43,10 +43,11 @@ pub struct Metrics {
 }
 
 /// What heartbeats say of a member (the `state` label of `ferrolb_memberlist_peers`).
-pub const PEER_STATES: [&str; 3] = ["alive", "dead", "unheard"];
+pub const PEER_STATES: [&str; 4] = ["alive", "dead", "unheard", "mismatched"];
 
 /// Reasons a memberlist datagram is not accepted (the `reason` label).
-pub const HEARTBEAT_REJECT_REASONS: [&str; 4] = ["malformed", "bad_tag", "from_self", "replay"];
+pub const HEARTBEAT_REJECT_REASONS: [&str; 7] =
+    ["malformed", "bad_tag", "from_self", "replay", "stale", "not_member", "legacy"];
 
 impl Metrics {
     /// Create and register.

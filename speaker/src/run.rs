@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ferrolb_common::events::Events;
+use ferrolb_common::events::{Event, EventType, Events};
 use ferrolb_common::{AbortOnDrop, lock, reflect};
 use ferrolb_crds::conditions::reason;
 use ferrolb_crds::{IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceL2Status};
@@ -20,7 +20,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
-use tracing::Instrument;
 
 use crate::effects::Effects;
 use crate::forward::{self, Forwarding};
@@ -129,31 +128,31 @@ pub async fn run(
     // can announce.
     let first = responders.refresh(&settings.exclude_interfaces, &mut announcer, &metrics);
     metrics.interfaces.set(responders.names().len() as i64);
-    let (membership, heartbeat_task) = match &settings.heartbeats {
+    let events = Events::new(client.clone(), SPEAKER_FIELD_MANAGER, &node);
+    let (membership, mut heartbeat_task) = match &settings.heartbeats {
         Some(hb) => {
             let m = Arc::new(Membership::new(&node, hb.timing));
             m.ready.store(!responders.is_empty(), Ordering::Relaxed);
             let socket = membership::socket::bind(hb.port)
                 .with_context(|| format!("binding the memberlist port {} (UDP)", hb.port))?;
-            let peers = peer_addrs(node.clone(), hb.port, caches.nodes.clone(), caches.leases.clone());
-            let task = tokio::spawn(
-                membership::socket::run(
-                    socket,
-                    node.clone(),
-                    hb.clone(),
-                    m.clone(),
-                    peers,
-                    changed.clone(),
-                    metrics.clone(),
-                )
-                .instrument(tracing::info_span!("heartbeats")),
-            );
+            let task = membership::socket::spawn(
+                socket,
+                membership::socket::Loop {
+                    me: node.clone(),
+                    settings: hb.clone(),
+                    membership: m.clone(),
+                    peers: Box::new(peer_addrs(node.clone(), hb.port, caches.nodes.clone(), caches.leases.clone())),
+                    changed: changed.clone(),
+                    metrics: metrics.clone(),
+                    on_mismatch: mismatch_event(&node, events.clone(), caches.nodes.clone()),
+                },
+            )
+            .context("starting the heartbeat thread")?;
             tracing::info!(port = hb.port, interval = ?hb.timing.interval, suspect_after = ?hb.timing.suspect_after, "heartbeats on");
             (Some(m), Some(task))
         }
         None => (None, None),
     };
-    let events = Events::new(client.clone(), SPEAKER_FIELD_MANAGER, &node);
     let mut effects = Effects::new(&node, events.clone(), metrics.clone(), membership.clone());
     effects.apply(first, &Plan::default(), &caches.services).await;
     let links_changed = Arc::new(Notify::new());
@@ -170,6 +169,7 @@ pub async fn run(
     let mut rescan = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
+    let mut last_wanted: BTreeSet<IpAddr> = BTreeSet::new();
     tracing::info!(node = %node, "speaker running");
     loop {
         ready.store(!responders.is_empty(), Ordering::SeqCst);
@@ -222,6 +222,16 @@ pub async fn run(
         metrics.usable_nodes.set(p.usable_nodes.len() as i64);
         let desired = p.desired_on(&node, &responders.names());
         let wanted: BTreeSet<IpAddr> = desired.ips.keys().copied().collect();
+        if wanted != last_wanted {
+            tracing::debug!(
+                added = ?wanted.difference(&last_wanted).collect::<Vec<_>>(),
+                removed = ?last_wanted.difference(&wanted).collect::<Vec<_>>(),
+                liveness = ?snap.liveness,
+                claims = ?snap.claims,
+                "this node's IPs changed"
+            );
+            last_wanted = wanted.clone();
+        }
         let mut program = |ips: &BTreeSet<IpAddr>| {
             let want = forward::rules(ips, &snap.services);
             if forwarded.as_ref() != Some(&want) {
@@ -260,12 +270,12 @@ pub async fn run(
     }
     ready.store(false, Ordering::SeqCst);
     // Graceful: hand over, then stop answering, clean up, give the Lease back.
-    if let (Some(m), Some(task)) = (&membership, &heartbeat_task) {
+    if let (Some(m), Some(task)) = (&membership, &mut heartbeat_task) {
         let p = || {
             plan(&caches.snapshot(&node, Some(m)), settings.lb_class.as_deref(), settings.rules(), chrono::Utc::now())
         };
         let outcome = handover::hand_over(m, &node, p).await;
-        task.abort();
+        task.stop();
         // Where an operator looks after a rollout: `kubectl get events` on the Node.
         if let Some(n) = caches.nodes.get(&ObjectRef::new(&node))
             && let Err(e) = events.publish(&outcome.event(&node), &n.object_ref(&())).await
@@ -287,6 +297,34 @@ pub async fn run(
         tracing::warn!(error = %e, "could not release the membership Lease");
     }
     Ok(())
+}
+
+/// A Warning Event on this node's Node when another speaker's heartbeats fail
+/// authentication (published from the speaker's main runtime; the heartbeat thread
+/// does not wait for the API).
+fn mismatch_event(me: &str, events: Events, nodes: Store<Node>) -> membership::socket::OnMismatch {
+    let me = me.to_string();
+    let rt = tokio::runtime::Handle::current();
+    Box::new(move |peer: &str, addr: IpAddr| {
+        tracing::warn!(%peer, %addr, "heartbeats from this member fail authentication: the memberlist keys differ; both sides judge each other by Lease expiry");
+        let Some(n) = nodes.get(&ObjectRef::new(&me)) else { return };
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: ferrolb_crds::conditions::event::MEMBERLIST_KEY_MISMATCH.into(),
+            note: Some(format!(
+                "heartbeats from {peer} ({addr}) fail authentication: its memberlist key differs from {me}'s; \
+                 failure detection between them falls back to Lease expiry. Restart the speakers so that all read the same Secret"
+            )),
+            action: "Heartbeat".into(),
+            secondary: None,
+        };
+        let events = events.clone();
+        rt.spawn(async move {
+            if let Err(e) = events.publish(&ev, &n.object_ref(&())).await {
+                tracing::warn!(error = %e, "could not publish the key mismatch event");
+            }
+        });
+    })
 }
 
 /// Where the other members listen: each Node holding a speaker Lease, at its first

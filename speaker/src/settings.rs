@@ -57,6 +57,11 @@ pub struct HeartbeatFlags {
     pub secret_file: Option<PathBuf>,
     /// `--memberlist-secret` / `FERROLB_MEMBERLIST_SECRET`.
     pub secret: Option<String>,
+    /// `--memberlist-additional-secret` / `FERROLB_MEMBERLIST_ADDITIONAL_SECRET`: also
+    /// accepted, never used to sign (a key rotation).
+    pub additional_secret: Option<String>,
+    /// `--memberlist-legacy-heartbeats`: accept the previous release's format.
+    pub legacy: bool,
 }
 
 impl HeartbeatFlags {
@@ -87,9 +92,20 @@ impl HeartbeatFlags {
         if key.len() < 16 {
             return Err(format!("the memberlist key has {} bytes; use at least 16", key.len()));
         }
-        let timing =
-            HeartbeatTiming { interval: i, suspect_after: sa, claim_window: (sa * 4).max(Duration::from_secs(2)) };
-        Ok(Some(HeartbeatSettings { port: self.port, key, timing }))
+        let mut keys = vec![key];
+        if let Some(extra) = self.additional_secret.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+            if extra.len() < 16 {
+                return Err(format!("--memberlist-additional-secret has {} bytes; use at least 16", extra.len()));
+            }
+            keys.push(extra.as_bytes().to_vec());
+        }
+        let timing = HeartbeatTiming {
+            interval: i,
+            suspect_after: sa,
+            claim_window: (sa * 4).max(Duration::from_secs(2)),
+            ..HeartbeatTiming::default()
+        };
+        Ok(Some(HeartbeatSettings { port: self.port, keys, timing, legacy: self.legacy }))
     }
 }
 
@@ -104,13 +120,21 @@ mod tests {
             suspect_after: Duration::from_millis(300),
             secret_file: None,
             secret: Some("0123456789abcdef".into()),
+            additional_secret: None,
+            legacy: true,
         }
     }
 
     #[test]
     fn good_flags_make_settings_and_port_zero_turns_heartbeats_off() {
         let s = flags().settings().unwrap().unwrap();
-        assert_eq!((s.port, s.key.as_slice()), (7946, b"0123456789abcdef".as_slice()));
+        assert_eq!((s.port, s.keys.clone()), (7946, vec![b"0123456789abcdef".to_vec()]));
+        let rotating = HeartbeatFlags { additional_secret: Some(" fedcba9876543210 ".into()), ..flags() };
+        assert_eq!(
+            rotating.settings().unwrap().unwrap().keys[1],
+            b"fedcba9876543210",
+            "accepted too, after the signing key"
+        );
         assert_eq!(s.timing.claim_window, Duration::from_secs(2));
         assert!(HeartbeatFlags { port: 0, ..flags() }.settings().unwrap().is_none());
     }
@@ -123,6 +147,10 @@ mod tests {
             (HeartbeatFlags { suspect_after: Duration::from_millis(150), ..flags() }, "--suspect-after"),
             (HeartbeatFlags { secret: None, ..flags() }, "--memberlist-secret-file or FERROLB_MEMBERLIST_SECRET"),
             (HeartbeatFlags { secret: Some(" short ".into()), ..flags() }, "the memberlist key has 5 bytes"),
+            (
+                HeartbeatFlags { additional_secret: Some("short".into()), ..flags() },
+                "--memberlist-additional-secret has 5 bytes",
+            ),
             (
                 HeartbeatFlags { secret_file: Some("/nonexistent/ferrolb-key".into()), ..flags() },
                 "reading --memberlist-secret-file /nonexistent/ferrolb-key",
@@ -140,6 +168,6 @@ mod tests {
         std::fs::write(&dir, b"  0123456789abcdefXY\n").unwrap();
         let s = HeartbeatFlags { secret_file: Some(dir.clone()), secret: None, ..flags() }.settings();
         let _ = std::fs::remove_file(&dir);
-        assert_eq!(s.unwrap().unwrap().key, b"0123456789abcdefXY");
+        assert_eq!(s.unwrap().unwrap().keys, [b"0123456789abcdefXY"]);
     }
 }

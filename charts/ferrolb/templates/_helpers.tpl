@@ -50,6 +50,16 @@ says the chart's name (`helm install ferrolb` gives ferrolb-controller), else
 {{- define "ferrolb.webhookConfiguration" -}}
 {{- include "ferrolb.fullname" . }}-validating-webhook
 {{- end -}}
+{{/* The Secret with the speakers' heartbeat key. */}}
+{{- define "ferrolb.memberlistSecret" -}}
+{{- .Values.speaker.memberlist.existingSecret | default (printf "%s-memberlist" (include "ferrolb.fullname" .)) }}
+{{- end -}}
+
+{{/* Whether the controller creates the heartbeat key's Secret (when it is missing). */}}
+{{- define "ferrolb.controllerMakesMemberlistKey" -}}
+{{- and .Values.speaker.memberlist.enabled (not .Values.speaker.memberlist.existingSecret) -}}
+{{- end -}}
+
 {{- define "ferrolb.webhookSecret" -}}
 {{- .Values.webhook.certificateSecret | default (printf "%s-webhook-cert" (include "ferrolb.fullname" .)) }}
 {{- end -}}

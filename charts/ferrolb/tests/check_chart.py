@@ -207,23 +207,36 @@ def release_named_ferrolb_gives_plain_names():
 
 
 def memberlist_key_and_flags_reach_the_speakers():
-    def speaker(values):
-        rendered = [d for _, d in docs(render(values))]
-        ds = [d for d in rendered if d["kind"] == "DaemonSet"][0]["spec"]["template"]["spec"]["containers"][0]
-        secrets = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Secret"}
+    def rendered(values):
+        out = [d for _, d in docs(render(values))]
+        kind = lambda k: [d for d in out if d["kind"] == k]
+        ds = kind("DaemonSet")[0]["spec"]["template"]["spec"]["containers"][0]
+        ctl = kind("Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        role = [r for r in kind("Role") if r["metadata"]["name"].endswith("-controller")][0]
         env = {e["name"]: e for e in ds["env"]}
-        return ds["args"], env, secrets, ds["ports"]
-    args, env, secrets, ports = speaker({})
-    assert {"--memberlist-port=7946", "--heartbeat-interval=100ms", "--suspect-after=300ms"} <= set(args), args
+        secrets = {d["metadata"]["name"]: d for d in kind("Secret")}
+        return ds["args"], env, secrets, ds["ports"], ctl["args"], role["rules"]
+    args, env, secrets, ports, ctl_args, rules = rendered({})
+    assert {"--memberlist-port=7946", "--heartbeat-interval=100ms", "--suspect-after=300ms",
+            "--memberlist-legacy-heartbeats=true"} <= set(args), args
     ref = env["FERROLB_MEMBERLIST_SECRET"]["valueFrom"]["secretKeyRef"]
-    assert ref["name"] in secrets and ref["key"] in secrets[ref["name"]]["data"], (ref, list(secrets))
-    import base64
-    assert len(base64.b64decode(secrets[ref["name"]]["data"][ref["key"]])) >= 16, "a key the speaker accepts"
+    extra = env["FERROLB_MEMBERLIST_ADDITIONAL_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert (ref["key"], extra["name"], extra["key"], extra.get("optional")) == ("secretkey", ref["name"], "additionalkey", True)
+    # No key is rendered (it would change with every `helm template`): the controller
+    # makes the Secret the speakers read, and may create and read only that one.
+    assert not secrets, list(secrets)
+    assert f"--memberlist-secret-name={ref['name']}" in ctl_args, ctl_args
+    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [ref["name"]], "verbs": ["get"]} in rules, rules
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]} in rules, rules
     assert {"name": "memberlist", "containerPort": 7946, "protocol": "UDP"} in ports
-    args, env, secrets, _ = speaker({"speaker": {"memberlist": {"enabled": False}}})
+    args, env, secrets, _, ctl_args, rules = rendered({"speaker": {"memberlist": {"enabled": False}}, "webhook": {"enabled": False}})
     assert "--memberlist-port=0" in args and "FERROLB_MEMBERLIST_SECRET" not in env and not secrets
-    args, env, secrets, _ = speaker({"speaker": {"memberlist": {"existingSecret": "mine"}}})
+    assert not any(a.startswith("--memberlist-secret-name") for a in ctl_args)
+    assert not any("secrets" in r["resources"] for r in rules), rules
+    args, env, secrets, _, ctl_args, _ = rendered({"speaker": {"memberlist": {"existingSecret": "mine", "legacyHeartbeats": False}}})
     assert env["FERROLB_MEMBERLIST_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "mine" and not secrets
+    assert "--memberlist-legacy-heartbeats=false" in args
+    assert not any(a.startswith("--memberlist-secret-name") for a in ctl_args), "the operator's Secret is theirs"
     try:
         render({"speaker": {"memberlist": {"suspectAfter": "300"}}})
     except helm_python.HelmError as e:

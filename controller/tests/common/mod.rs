@@ -1,5 +1,5 @@
 //! A controller running its real loop against the in-process emulator.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::time::Duration;
 

@@ -21,6 +21,21 @@
 //! heartbeats only decide *alive* vs *dead* faster, and keep members alive while
 //! the API server is unreachable (fail-static). This module is pure: time is
 //! passed in and the socket lives in [`super::socket`].
+//!
+//! What a heartbeat must prove before it counts:
+//! - the key: an HMAC-SHA256 tag over the whole datagram (any of the accepted keys,
+//!   so a key can be rotated without a split);
+//! - freshness: the sender's wall clock (format `FLB2`) within
+//!   [`HeartbeatTiming::max_clock_skew`] of the receiver's, and a (incarnation,
+//!   sequence) newer than the sender's high-water mark, which is kept as long as the
+//!   sender holds a Lease (so a replay of captured heartbeats is refused however long
+//!   after the capture it comes);
+//! - membership: the sender, and every member its heard list vouches for, holds a
+//!   Lease; nothing is learnt about anyone else.
+//!
+//! A member whose datagrams arrive but fail authentication (a key mismatch) is
+//! neither alive nor dead to heartbeats: it is judged by its Lease, on both sides,
+//! so a mismatch slows failover to Lease expiry and never makes two nodes answer.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -39,6 +54,10 @@ pub struct HeartbeatTiming {
     pub suspect_after: Duration,
     /// How long a takeover is repeated in heartbeats (and trusted by receivers).
     pub claim_window: Duration,
+    /// A heartbeat whose sending time is further than this from the receiver's clock
+    /// is refused as stale (the bound on how late a captured heartbeat can be replayed
+    /// to a speaker that has no high-water mark for its sender yet).
+    pub max_clock_skew: Duration,
 }
 
 impl Default for HeartbeatTiming {
@@ -47,6 +66,7 @@ impl Default for HeartbeatTiming {
             interval: Duration::from_millis(100),
             suspect_after: Duration::from_millis(300),
             claim_window: Duration::from_secs(2),
+            max_clock_skew: Duration::from_secs(5),
         }
     }
 }
@@ -76,6 +96,19 @@ pub struct Heartbeat {
     pub heard: Vec<(String, u32)>,
     /// IPs the sender took over recently.
     pub claims: Vec<Claim>,
+    /// When it was sent (ms since the epoch, the sender's clock); `FLB2` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<u64>,
+}
+
+/// The datagram format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `FLB1`: no sending time. Spoken by the previous release; accepted (without the
+    /// freshness check) only while `--memberlist-legacy-heartbeats` allows it.
+    V1,
+    /// `FLB2`: with the sending time.
+    V2,
 }
 
 /// Why a datagram was not used.
@@ -93,6 +126,15 @@ pub enum Reject {
     /// Not newer than what was already seen from the sender.
     #[error("replayed or reordered heartbeat")]
     Replay,
+    /// Sent too long ago (or in the future) by the receiver's clock.
+    #[error("stale heartbeat (sent {0} ms from this node's clock; clocks out of sync, or a replay)")]
+    Stale(i64),
+    /// The sender holds no Lease.
+    #[error("heartbeat from a node that holds no speaker Lease")]
+    NotMember,
+    /// `FLB1` while legacy heartbeats are refused.
+    #[error("FLB1 heartbeat while --memberlist-legacy-heartbeats=false")]
+    Legacy,
 }
 
 impl Reject {
@@ -103,33 +145,62 @@ impl Reject {
             Reject::BadTag => "bad_tag",
             Reject::FromSelf => "from_self",
             Reject::Replay => "replay",
+            Reject::Stale(_) => "stale",
+            Reject::NotMember => "not_member",
+            Reject::Legacy => "legacy",
         }
     }
 }
 
-const MAGIC: &[u8; 4] = b"FLB1";
+const MAGIC_V1: &[u8; 4] = b"FLB1";
+const MAGIC_V2: &[u8; 4] = b"FLB2";
+const MAGIC_LEN: usize = 4;
 const TAG_LEN: usize = 32;
 
-/// Seal a heartbeat: magic, JSON body, HMAC-SHA256 over both.
-pub fn seal(key: &[u8], hb: &Heartbeat) -> Vec<u8> {
-    let mut out = MAGIC.to_vec();
-    out.extend(serde_json::to_vec(hb).expect("a heartbeat always serializes"));
+/// Seal a heartbeat: magic, JSON body, HMAC-SHA256 over both. `FLB2` carries
+/// `sent_ms` (set to `now_ms` when absent); `FLB1` never does.
+pub fn seal(key: &[u8], hb: &Heartbeat, format: Format, now_ms: u64) -> Vec<u8> {
+    let (magic, sent_ms) = match format {
+        Format::V1 => (MAGIC_V1, None),
+        Format::V2 => (MAGIC_V2, Some(hb.sent_ms.unwrap_or(now_ms))),
+    };
+    let mut out = magic.to_vec();
+    if hb.sent_ms == sent_ms {
+        out.extend(serde_json::to_vec(hb).expect("a heartbeat always serializes"));
+    } else {
+        out.extend(serde_json::to_vec(&Heartbeat { sent_ms, ..hb.clone() }).expect("a heartbeat always serializes"));
+    }
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(&out);
     out.extend(mac.finalize().into_bytes());
     out
 }
 
-/// Verify and decode a datagram.
-pub fn open(key: &[u8], datagram: &[u8]) -> Result<Heartbeat, Reject> {
-    if datagram.len() < MAGIC.len() + TAG_LEN || &datagram[..MAGIC.len()] != MAGIC {
-        return Err(Reject::Malformed(format!("{} bytes without the FLB1 header", datagram.len())));
+/// Verify (with any of `keys`) and decode a datagram.
+pub fn open<K: AsRef<[u8]>>(keys: &[K], datagram: &[u8]) -> Result<(Heartbeat, Format), Reject> {
+    let format = match datagram.get(..MAGIC_LEN) {
+        Some(m) if m == MAGIC_V1 => Format::V1,
+        Some(m) if m == MAGIC_V2 => Format::V2,
+        _ => return Err(Reject::Malformed(format!("{} bytes without an FLB1 or FLB2 header", datagram.len()))),
+    };
+    if datagram.len() < MAGIC_LEN + TAG_LEN {
+        return Err(Reject::Malformed(format!("{} bytes: too short for a tag", datagram.len())));
     }
     let (body, tag) = datagram.split_at(datagram.len() - TAG_LEN);
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(body);
-    mac.verify_slice(tag).map_err(|_| Reject::BadTag)?;
-    serde_json::from_slice(&body[MAGIC.len()..]).map_err(|e| Reject::Malformed(e.to_string()))
+    let verified = keys.iter().any(|key| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_ref()).expect("HMAC takes any key length");
+        mac.update(body);
+        mac.verify_slice(tag).is_ok()
+    });
+    if !verified {
+        return Err(Reject::BadTag);
+    }
+    let hb: Heartbeat = serde_json::from_slice(&body[MAGIC_LEN..]).map_err(|e| Reject::Malformed(e.to_string()))?;
+    match (format, hb.sent_ms) {
+        (Format::V2, None) => Err(Reject::Malformed("FLB2 heartbeat without sent_ms".into())),
+        (Format::V1, Some(_)) => Err(Reject::Malformed("FLB1 heartbeat with sent_ms".into())),
+        _ => Ok((hb, format)),
+    }
 }
 
 /// What heartbeats say about a member.
@@ -153,6 +224,8 @@ struct Peer {
     last_direct: Option<Instant>,
     ready: bool,
     leaving: bool,
+    /// The format of its last accepted datagram (what it is sent).
+    format: Format,
 }
 
 /// The heartbeat state of one speaker.
@@ -167,12 +240,75 @@ pub struct Detector {
     peers: BTreeMap<String, Peer>,
     /// Newest claim per IP from peers: (node, since_ms, received).
     claims: BTreeMap<IpAddr, (String, u64, Instant)>,
+    /// The nodes holding a speaker Lease (this one aside): the only senders heard.
+    members: std::collections::BTreeSet<String>,
+    /// Last datagram from a member's address that failed authentication.
+    auth_failed: BTreeMap<String, Instant>,
+    /// Whether `FLB1` heartbeats are accepted.
+    legacy: bool,
 }
 
 impl Detector {
     /// A detector for node `me`, listening from `now`.
     pub fn new(me: &str, timing: HeartbeatTiming, now: Instant) -> Self {
-        Detector { me: me.into(), timing, listening_since: now, peers: BTreeMap::new(), claims: BTreeMap::new() }
+        Detector {
+            me: me.into(),
+            timing,
+            listening_since: now,
+            peers: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            members: Default::default(),
+            auth_failed: BTreeMap::new(),
+            legacy: true,
+        }
+    }
+
+    /// Accept `FLB1` heartbeats (from speakers of the previous release) or not.
+    pub fn accept_legacy(&mut self, on: bool) {
+        self.legacy = on;
+    }
+
+    /// The nodes that hold a speaker Lease, this one aside. A node that no longer holds
+    /// one is forgotten: its high-water mark, claims and evidence about it.
+    pub fn set_members(&mut self, members: impl IntoIterator<Item = String>) {
+        self.members = members.into_iter().filter(|m| *m != self.me).collect();
+        let members = &self.members;
+        self.peers.retain(|n, _| members.contains(n));
+        self.auth_failed.retain(|n, _| members.contains(n));
+        self.claims.retain(|_, (n, _, _)| members.contains(n));
+    }
+
+    /// A datagram from `member`'s address failed authentication at `now`: until a
+    /// good heartbeat from it, or ten suspect windows without such datagrams,
+    /// heartbeats have no opinion about it (its Lease decides, as it does on its side).
+    pub fn auth_failed(&mut self, member: &str, now: Instant) {
+        if self.members.contains(member) {
+            self.auth_failed.insert(member.to_string(), now);
+        }
+    }
+
+    /// Members whose datagrams fail authentication now.
+    pub fn mismatched(&self, now: Instant) -> Vec<String> {
+        self.auth_failed.keys().filter(|n| self.mismatch(n, now)).cloned().collect()
+    }
+
+    /// A mismatch holds for ten suspect windows after the last failing datagram: a
+    /// scheduling hiccup on either side must not flip the member back to dead (its
+    /// peers would take its IPs while it still answers for them); a mismatched member
+    /// that really stops is dead after that hold, still long before its Lease expires.
+    fn mismatch(&self, node: &str, now: Instant) -> bool {
+        let Some(at) = self.auth_failed.get(node) else { return false };
+        let fresh = now.saturating_duration_since(*at) <= self.timing.suspect_after * 10;
+        let since_good = self.peers.get(node).and_then(|p| p.last_direct).is_none_or(|good| good < *at);
+        fresh && since_good
+    }
+
+    /// The format to send `member`: what it last spoke, `FLB2` by default.
+    pub fn format_for(&self, member: &str) -> Format {
+        match self.peers.get(member) {
+            Some(p) if p.last_direct.is_some() && self.legacy => p.format,
+            _ => Format::V2,
+        }
     }
 
     /// The timing in use.
@@ -185,12 +321,26 @@ impl Detector {
         self.listening_since = now;
     }
 
-    /// Take in a verified heartbeat received at `now`.
-    pub fn receive(&mut self, hb: Heartbeat, now: Instant) -> Result<(), Reject> {
+    /// Take in a verified heartbeat received at `now` (`now_ms` on the wall clock).
+    pub fn receive(&mut self, hb: Heartbeat, format: Format, now: Instant, now_ms: u64) -> Result<(), Reject> {
         if hb.node == self.me {
             return Err(Reject::FromSelf);
         }
+        if !self.members.contains(&hb.node) {
+            return Err(Reject::NotMember);
+        }
+        match (format, hb.sent_ms) {
+            (Format::V1, _) if !self.legacy => return Err(Reject::Legacy),
+            (Format::V2, sent) => {
+                let skew = now_ms as i128 - i128::from(sent.unwrap_or(0));
+                if skew.unsigned_abs() > self.timing.max_clock_skew.as_millis() {
+                    return Err(Reject::Stale(skew.clamp(i64::MIN.into(), i64::MAX.into()) as i64));
+                }
+            }
+            (Format::V1, _) => {}
+        }
         if let Some(p) = self.peers.get(&hb.node)
+            && p.last_direct.is_some()
             && (hb.incarnation, hb.seq) <= (p.incarnation, p.seq)
         {
             return Err(Reject::Replay);
@@ -204,11 +354,12 @@ impl Detector {
                 last_direct: Some(now),
                 ready: hb.ready,
                 leaving: hb.leaving,
+                format,
             },
         );
         // Indirect evidence: the sender heard these members `age` ago.
         for (name, age_ms) in &hb.heard {
-            if *name == self.me || *name == hb.node {
+            if *name == self.me || *name == hb.node || !self.members.contains(name) {
                 continue;
             }
             let Some(at) = now.checked_sub(Duration::from_millis(u64::from(*age_ms))) else { continue };
@@ -218,7 +369,15 @@ impl Detector {
                 None => {
                     self.peers.insert(
                         name.clone(),
-                        Peer { incarnation: 0, seq: 0, last_any: at, last_direct: None, ready: true, leaving: false },
+                        Peer {
+                            incarnation: 0,
+                            seq: 0,
+                            last_any: at,
+                            last_direct: None,
+                            ready: true,
+                            leaving: false,
+                            format: Format::V2,
+                        },
                     );
                 }
             }
@@ -236,6 +395,9 @@ impl Detector {
 
     /// What heartbeats say about `node` at `now`.
     pub fn liveness(&self, node: &str, now: Instant) -> Liveness {
+        if self.mismatch(node, now) {
+            return Liveness::Unknown;
+        }
         let Some(p) = self.peers.get(node) else { return Liveness::Unknown };
         if p.leaving || !p.ready {
             return Liveness::Dead;
@@ -275,10 +437,9 @@ impl Detector {
             .collect()
     }
 
-    /// Forget peers and claims nobody mentioned for a long time (a removed node).
+    /// Forget claims older than the claim window. Peers are forgotten only with their
+    /// Lease ([`Detector::set_members`]): their high-water marks outlive any silence.
     pub fn expire(&mut self, now: Instant) {
-        let keep = self.timing.suspect_after * 100 + self.timing.claim_window;
-        self.peers.retain(|_, p| now.saturating_duration_since(p.last_any) <= keep);
         let window = self.timing.claim_window;
         self.claims.retain(|_, (_, _, at)| now.saturating_duration_since(*at) <= window);
     }
@@ -295,7 +456,7 @@ pub const MAX_DATAGRAM: usize = 1200;
 /// name of over a kilobyte) goes alone and may be fragmented.
 pub fn heartbeats(base: &Heartbeat) -> Vec<Heartbeat> {
     let empty = Heartbeat { heard: Vec::new(), claims: Vec::new(), ..base.clone() };
-    let overhead = MAGIC.len() + TAG_LEN + json_len(&empty);
+    let overhead = MAGIC_LEN + TAG_LEN + json_len(&Heartbeat { sent_ms: Some(u64::MAX), ..empty.clone() });
     let mut parts = vec![empty.clone()];
     let mut size = overhead;
     enum Entry<'a> {

@@ -2,6 +2,10 @@
 //! heartbeat to every member each interval (and at once when it takes an IP over or
 //! leaves), feeds authenticated heartbeats to the detector, and wakes the planner
 //! when a member's liveness or a claim changes.
+//!
+//! It runs on a thread of its own ([`spawn`]) with its own scheduler: planning and API
+//! work on the speaker's main runtime (a burst of Service events, a slow list) never
+//! delay a heartbeat, which would make peers fail this node over falsely.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -13,7 +17,7 @@ use ferrolb_common::lock;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use crate::membership::detector::{self, Claim, Detector, Heartbeat, HeartbeatTiming, Liveness};
+use crate::membership::detector::{self, Claim, Detector, Format, Heartbeat, HeartbeatTiming, Liveness};
 use crate::metrics::Metrics;
 
 /// Memberlist flags.
@@ -21,18 +25,21 @@ use crate::metrics::Metrics;
 pub struct HeartbeatSettings {
     /// UDP port every speaker listens on.
     pub port: u16,
-    /// The shared HMAC key.
-    pub key: Vec<u8>,
+    /// The shared HMAC keys: the first signs, any verifies (a rotation).
+    pub keys: Vec<Vec<u8>>,
     /// Heartbeat timing.
     pub timing: HeartbeatTiming,
+    /// Accept `FLB1` heartbeats (the previous release's).
+    pub legacy: bool,
 }
 
 impl std::fmt::Debug for HeartbeatSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeartbeatSettings")
             .field("port", &self.port)
-            .field("key", &"<redacted>")
+            .field("keys", &format!("<{} redacted>", self.keys.len()))
             .field("timing", &self.timing)
+            .field("legacy", &self.legacy)
             .finish()
     }
 }
@@ -124,7 +131,7 @@ impl Membership {
 }
 
 /// Bind the heartbeat socket: dual-stack `[::]:port`, or `0.0.0.0:port` without IPv6.
-pub fn bind(port: u16) -> std::io::Result<UdpSocket> {
+pub fn bind(port: u16) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let v6 = (|| {
         let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
@@ -141,21 +148,76 @@ pub fn bind(port: u16) -> std::io::Result<UdpSocket> {
         }
     };
     s.set_nonblocking(true)?;
-    UdpSocket::from_std(s.into())
+    Ok(s.into())
 }
 
-/// Run the heartbeat loop on `socket` until aborted. `peers` lists the other members
-/// and where they listen; `changed` wakes the planner.
-pub async fn run(
-    socket: UdpSocket,
-    me: String,
-    settings: HeartbeatSettings,
-    membership: Arc<Membership>,
-    peers: impl Fn() -> Vec<(String, SocketAddr)> + Send + 'static,
-    changed: Arc<Notify>,
-    metrics: Metrics,
-) {
+/// The heartbeat thread; [`HeartbeatThread::stop`] or dropping this ends it.
+#[derive(Debug)]
+pub struct HeartbeatThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl HeartbeatThread {
+    /// Stop sending and receiving (after a graceful leave).
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Told a member's name and address when its datagrams start failing authentication.
+pub type OnMismatch = Box<dyn Fn(&str, IpAddr) + Send>;
+
+/// What the heartbeat loop needs besides its socket.
+pub struct Loop {
+    /// This node.
+    pub me: String,
+    /// Port, keys, timing.
+    pub settings: HeartbeatSettings,
+    /// The state shared with the planner.
+    pub membership: Arc<Membership>,
+    /// The other members and where they listen.
+    pub peers: Box<dyn Fn() -> Vec<(String, SocketAddr)> + Send>,
+    /// Wakes the planner.
+    pub changed: Arc<Notify>,
+    /// The speaker's metrics.
+    pub metrics: Metrics,
+    /// Called once when a member's datagrams start failing authentication (a key
+    /// mismatch): its name and address.
+    pub on_mismatch: OnMismatch,
+}
+
+/// Run the heartbeat loop on a thread of its own, with its own single-threaded
+/// scheduler, until stopped.
+pub fn spawn(socket: std::net::UdpSocket, l: Loop) -> std::io::Result<HeartbeatThread> {
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let span = tracing::info_span!("heartbeats");
+    std::thread::Builder::new().name("heartbeats".into()).spawn(move || {
+        let _entered = span.enter();
+        rt.block_on(async move {
+            let socket = match UdpSocket::from_std(socket) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "heartbeat socket unusable; failure detection falls back to Leases");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = run(socket, l) => {}
+                _ = stopped => {}
+            }
+        });
+    })?;
+    Ok(HeartbeatThread { stop: Some(stop) })
+}
+
+/// Run the heartbeat loop on `socket` until dropped.
+pub async fn run(socket: UdpSocket, l: Loop) {
+    let Loop { me, settings, membership, peers, changed, metrics, on_mismatch } = l;
     let timing = settings.timing;
+    lock(&membership.detector).accept_legacy(settings.legacy);
     let dual = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
     let incarnation = now_ms();
     let mut seq: u64 = 0;
@@ -168,7 +230,9 @@ pub async fn run(
     let mut buf = vec![0u8; 65_536];
     let mut last: (BTreeMap<String, Liveness>, BTreeMap<IpAddr, String>) = Default::default();
     let mut warned_tag: std::collections::BTreeSet<IpAddr> = Default::default();
-    let mut targets: Vec<(String, SocketAddr)> = Vec::new();
+    let mut mismatched: BTreeSet<String> = BTreeSet::new();
+    let mut targets: Vec<(String, SocketAddr)> = peers();
+    lock(&membership.detector).set_members(targets.iter().map(|(n, _)| n.clone()));
     loop {
         let mut send = false;
         tokio::select! {
@@ -177,8 +241,9 @@ pub async fn run(
             _ = membership.send_now.notified() => { send = true; }
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    let r = detector::open(&settings.key, &buf[..n])
-                        .and_then(|hb| lock(&membership.detector).receive(hb, Instant::now()));
+                    let r = detector::open(&settings.keys, &buf[..n]).and_then(|(hb, format)| {
+                        lock(&membership.detector).receive(hb, format, Instant::now(), now_ms())
+                    });
                     match r {
                         Ok(()) => {
                             metrics.heartbeats_received.inc();
@@ -186,8 +251,21 @@ pub async fn run(
                         }
                         Err(e) => {
                             metrics.heartbeats_rejected.with_label_values(&[e.as_str()]).inc();
-                            if e == detector::Reject::BadTag && warned_tag.insert(from.ip()) {
-                                tracing::warn!(%from, error = %e, "memberlist datagram refused");
+                            let member = member_at(&targets, from.ip());
+                            // From a member's address and alive, but unverifiable (another
+                            // key, a clock out of the window, a refused format): judged by
+                            // its Lease, not dead.
+                            let unverifiable = matches!(
+                                e,
+                                detector::Reject::BadTag | detector::Reject::Stale(_) | detector::Reject::Legacy
+                            );
+                            if unverifiable && let Some(m) = member {
+                                lock(&membership.detector).auth_failed(m, Instant::now());
+                            }
+                            let first = matches!(e, detector::Reject::BadTag | detector::Reject::Stale(_))
+                                && warned_tag.insert(from.ip().to_canonical());
+                            if first {
+                                tracing::warn!(%from, member = member.unwrap_or("-"), error = %e, "memberlist datagram refused");
                             } else {
                                 tracing::debug!(%from, error = %e, "memberlist datagram refused");
                             }
@@ -208,6 +286,7 @@ pub async fn run(
                     seq,
                     ready: membership.ready.load(Ordering::Relaxed),
                     leaving: membership.leaving.load(Ordering::Relaxed),
+                    sent_ms: None,
                     heard: d.heard(now),
                     claims: own
                         .iter()
@@ -219,28 +298,49 @@ pub async fn run(
             let parts = detector::heartbeats(&hb);
             seq += parts.len() as u64;
             targets = peers();
+            let formats: Vec<Format> = {
+                let mut d = lock(&membership.detector);
+                d.set_members(targets.iter().map(|(n, _)| n.clone()));
+                d.expire(now);
+                targets.iter().map(|(n, _)| d.format_for(n)).collect()
+            };
+            let key = &settings.keys[0];
+            let sent_ms = now_ms();
             for part in &parts {
-                let datagram = detector::seal(&settings.key, part);
-                for (_, t) in &targets {
+                // Sealed once per format in use (each speaker is sent what it reads).
+                let mut sealed: [Option<Vec<u8>>; 2] = [None, None];
+                for ((_, t), format) in targets.iter().zip(&formats) {
+                    let slot = &mut sealed[usize::from(*format == Format::V2)];
+                    let datagram = slot.get_or_insert_with(|| detector::seal(key, part, *format, sent_ms));
                     let to = match (dual, t) {
                         (true, SocketAddr::V4(a)) => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
                         _ => *t,
                     };
-                    match socket.send_to(&datagram, to).await {
+                    match socket.send_to(datagram, to).await {
                         Ok(_) => metrics.heartbeats_sent.inc(),
                         Err(e) => tracing::debug!(%to, error = %e, "heartbeat not sent"),
                     }
                 }
             }
-            lock(&membership.detector).expire(now);
         }
         // Wake the planner when a member's liveness or a claim changed.
-        let (view, claims) = {
+        let (view, claims, now_mismatched) = {
             let d = lock(&membership.detector);
             let claims: BTreeMap<IpAddr, String> = d.claims(now).into_iter().map(|(ip, (n, _))| (ip, n)).collect();
-            (d.view(now), claims)
+            (d.view(now), claims, d.mismatched(now).into_iter().collect::<BTreeSet<String>>())
         };
-        count_peers(&metrics, &targets, &view);
+        for m in now_mismatched.difference(&mismatched) {
+            if let Some((_, addr)) = targets.iter().find(|(n, _)| n == m) {
+                on_mismatch(m, addr.ip());
+            }
+        }
+        if now_mismatched.len() < mismatched.len() {
+            // A mismatch that ended may warn again if it comes back.
+            warned_tag
+                .retain(|ip| targets.iter().any(|(n, a)| a.ip().to_canonical() == *ip && now_mismatched.contains(n)));
+        }
+        mismatched = now_mismatched;
+        count_peers(&metrics, &targets, &view, &mismatched);
         if (&view, &claims) != (&last.0, &last.1) {
             for (node, l) in &view {
                 let before = last.0.get(node).copied();
@@ -257,11 +357,23 @@ pub async fn run(
     }
 }
 
+/// The member listening at `ip` (a v4-mapped source counts as its IPv4 address).
+fn member_at(targets: &[(String, SocketAddr)], ip: IpAddr) -> Option<&str> {
+    let ip = ip.to_canonical();
+    targets.iter().find(|(_, a)| a.ip().to_canonical() == ip).map(|(n, _)| n.as_str())
+}
+
 /// Set `ferrolb_memberlist_peers`: each member heartbeats go to, by what they say of it.
-fn count_peers(metrics: &Metrics, targets: &[(String, SocketAddr)], view: &BTreeMap<String, Liveness>) {
-    let mut counts = [0i64; 3];
+fn count_peers(
+    metrics: &Metrics,
+    targets: &[(String, SocketAddr)],
+    view: &BTreeMap<String, Liveness>,
+    mismatched: &BTreeSet<String>,
+) {
+    let mut counts = [0i64; 4];
     for (name, _) in targets {
         let i = match view.get(name) {
+            _ if mismatched.contains(name) => 3,
             Some(Liveness::Alive) => 0,
             Some(Liveness::Dead) => 1,
             Some(Liveness::Unknown) | None => 2,
