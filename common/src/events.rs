@@ -114,7 +114,7 @@ impl Events {
             },
             action: Some(ev.action.clone()),
             reason: Some(ev.reason.clone()),
-            note: ev.note.as_deref().map(|n| truncate(n, MAX_NOTE_BYTES)),
+            note: ev.note.as_deref().map(|n| ferrolb_crds::limits::bounded(n, MAX_NOTE_BYTES)),
             type_: Some(type_name(ev.type_).into()),
             event_time: Some(MicroTime(now)),
             regarding: Some(regarding.clone()),
@@ -128,19 +128,7 @@ impl Events {
 
 /// The API server rejects an Event whose note is over 1 KiB (`events.k8s.io/v1`
 /// validation), so longer notes are cut, on a character boundary, with a marker.
-pub const MAX_NOTE_BYTES: usize = 1024;
-
-fn truncate(note: &str, max: usize) -> String {
-    if note.len() <= max {
-        return note.to_string();
-    }
-    const MORE: &str = " …";
-    let mut end = max - MORE.len();
-    while !note.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{MORE}", &note[..end])
-}
+pub const MAX_NOTE_BYTES: usize = ferrolb_crds::limits::MAX_MESSAGE_BYTES;
 
 fn type_name(t: EventType) -> &'static str {
     match t {

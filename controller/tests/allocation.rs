@@ -154,6 +154,14 @@ async fn requested_ip_is_honoured_and_bad_requests_say_why() {
     assert!(note.contains("not-an-ip"), "{note}");
     c.service(svc("wrong-family").annotation("ferrolb.io/loadBalancerIPs", "fd42:f1b::1")).await;
     c.until_failed("default", "wrong-family", "InvalidRequest").await;
+    // A 58 KB value: quoted, but the condition and the Event stay within what the API
+    // server accepts.
+    let huge = "x".repeat(58_000);
+    c.service(svc("huge").annotation("ferrolb.io/loadBalancerIPs", &huge)).await;
+    let h = c.until_failed("default", "huge", "InvalidAnnotation").await;
+    let message = condition(&h, "ferrolb.io/Allocated").unwrap().2;
+    assert!(message.len() <= 1024 && message.contains("xxxx"), "{} bytes", message.len());
+    assert!(c.until_event("default", "huge", "AllocationFailed").await.len() <= 1024);
     // Nothing else was disturbed.
     assert_eq!(ips(&c.get_service("default", "by-annotation").await), ["198.51.100.42"]);
 }

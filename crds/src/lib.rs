@@ -8,6 +8,7 @@
 
 pub mod annotations;
 pub mod conditions;
+pub mod limits;
 mod types;
 
 pub use types::*;

@@ -20,9 +20,17 @@ pub struct Want {
 }
 
 impl Want {
-    /// A condition of `type_`.
+    /// A condition of `type_`; a message longer than
+    /// [`ferrolb_crds::limits::MAX_MESSAGE_BYTES`] (it may quote user input: an
+    /// annotation, an address) is cut to fit.
     pub fn new(type_: &'static str, ok: bool, reason: &'static str, message: impl Into<String>) -> Want {
-        Want { type_, ok, reason, message: message.into() }
+        let message = message.into();
+        let message = if message.len() > ferrolb_crds::limits::MAX_MESSAGE_BYTES {
+            ferrolb_crds::limits::bounded(&message, ferrolb_crds::limits::MAX_MESSAGE_BYTES)
+        } else {
+            message
+        };
+        Want { type_, ok, reason, message }
     }
 
     /// The `status` string.
@@ -84,6 +92,13 @@ mod tests {
         assert_eq!((reworded.message.as_str(), reworded.observed_generation), ("still fine", Some(2)));
         let flipped = Want::new("Valid", false, "Overlap", "overlaps").set(&[reworded], Some(2), &at(300));
         assert_eq!((flipped.status.as_str(), flipped.last_transition_time), ("False", at(300)));
+    }
+
+    #[test]
+    fn a_message_quoting_a_huge_user_value_is_cut_to_fit() {
+        let value = "x".repeat(58_000);
+        let w = Want::new("ferrolb.io/Allocated", false, "InvalidAnnotation", format!("bad value {value:?}"));
+        assert!(w.message.len() <= ferrolb_crds::limits::MAX_MESSAGE_BYTES && w.message.starts_with("bad value \"xx"));
     }
 
     #[test]
