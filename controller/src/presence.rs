@@ -126,7 +126,7 @@ impl Presence {
             .state()
             .iter()
             .filter(|l| lease_current(l, now))
-            .filter_map(|l| l.spec.as_ref()?.holder_identity.clone())
+            .filter_map(|l| ferrolb_model::announce::speaker_of(l).map(str::to_string))
             .collect()
     }
 

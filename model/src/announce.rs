@@ -63,10 +63,20 @@ pub fn excluded(labels: &Labels, ignore: bool) -> bool {
     !ignore && labels.contains_key(EXCLUDE_FROM_EXTERNAL_LB_LABEL)
 }
 
-/// Whether a speaker's membership Lease is current at `now`.
+/// The node a speaker Lease speaks for: its holder, and only when the holder is the
+/// node the Lease is named after. A Lease that names one node and is held by another
+/// (written by a compromised or misconfigured speaker) vouches for nobody, so no
+/// speaker can keep another node alive or make it electable.
+pub fn speaker_of(lease: &Lease) -> Option<&str> {
+    let holder = lease.spec.as_ref()?.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+    (lease.metadata.name.as_deref() == Some(holder)).then_some(holder)
+}
+
+/// Whether a speaker's membership Lease is current at `now` (and held by the node it
+/// is named after: [`speaker_of`]).
 pub fn lease_current(lease: &Lease, now: k8s_openapi::jiff::Timestamp) -> bool {
     let Some(spec) = &lease.spec else { return false };
-    if spec.holder_identity.as_deref().is_none_or(|h| h.is_empty()) {
+    if speaker_of(lease).is_none() {
         return false;
     }
     let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else { return false };
@@ -337,16 +347,24 @@ mod tests {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
         let t = |s: i64| k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + s).unwrap();
         let lease = Lease {
+            metadata: kube::api::ObjectMeta { name: Some("n1".into()), ..Default::default() },
             spec: Some(LeaseSpec {
                 holder_identity: Some("n1".into()),
                 renew_time: Some(MicroTime(t(0))),
                 lease_duration_seconds: Some(10),
                 ..Default::default()
             }),
-            ..Default::default()
         };
         assert!(lease_current(&lease, t(9)));
         assert!(!lease_current(&lease, t(10)));
+        assert_eq!(speaker_of(&lease), Some("n1"));
+        // Named after n2, held by n1: vouches for nobody.
+        let forged = Lease {
+            metadata: kube::api::ObjectMeta { name: Some("n2".into()), ..Default::default() },
+            ..lease.clone()
+        };
+        assert!(!lease_current(&forged, t(0)));
+        assert_eq!(speaker_of(&forged), None);
         let released = Lease {
             spec: Some(LeaseSpec { holder_identity: Some(String::new()), ..Default::default() }),
             ..Default::default()

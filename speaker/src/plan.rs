@@ -163,7 +163,7 @@ pub fn members(leases: &[Lease], liveness: &BTreeMap<String, Liveness>, now: Dat
     leases
         .iter()
         .filter_map(|l| {
-            let holder = l.spec.as_ref()?.holder_identity.clone().filter(|h| !h.is_empty())?;
+            let holder = ferrolb_model::announce::speaker_of(l)?.to_string();
             let ok = match liveness.get(&holder).copied().unwrap_or(Liveness::Unknown) {
                 Liveness::Alive => true,
                 Liveness::Dead => false,
