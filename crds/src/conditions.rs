@@ -106,4 +106,7 @@ pub mod event {
     /// Heartbeats from another speaker fail authentication (the memberlist keys differ);
     /// failure detection between the two falls back to Lease expiry (on the Node).
     pub const MEMBERLIST_KEY_MISMATCH: &str = "MemberlistKeyMismatch";
+    /// Another host on the segment claimed the Service's IP (gratuitous ARP or an
+    /// unsolicited NA from its MAC); the speaker re-announced it (on the Service).
+    pub const IP_CONFLICT: &str = "IPConflict";
 }

@@ -399,3 +399,118 @@ fn a_speaker_with_another_heartbeat_key_never_makes_two_nodes_answer() {
         before.iter().filter(|(k, v)| after.get(*k) != Some(v)).map(|(k, v)| (k, v, after.get(k))).collect();
     assert!(changed.is_empty(), "no ServiceL2Status changed hands or was rewritten while the keys differ: {changed:?}");
 }
+
+/// The API server hangs (the speakers' packets to it are dropped: requests neither
+/// answer nor fail). Writes time out and are counted, and planning never waits for
+/// them: a second node failure during the hang is handled like the first. Pools are
+/// advertised so that one node (`survivor`) takes over both times: first the IPs of
+/// one node, then, while its status writes for those hang, the IPs of the other.
+#[test]
+fn a_hanging_api_server_delays_no_takeover() {
+    let (env, _) = setup(30);
+    let nodes = env.nodes();
+    let (first, survivor, second) = (nodes[0].clone(), nodes[1].clone(), nodes[2].clone());
+    let c = env.sb().client.clone();
+    let ips = |base: u8| (0..12u8).map(|i| format!("198.51.100.{}", base + i)).collect::<Vec<_>>();
+    let (left, right) = (ips(110), ips(130));
+    env.rt.block_on(async {
+        // Only the advertisements below: the setup's advertises every pool everywhere.
+        Api::<ferrolb_crds::L2Advertisement>::namespaced(c.clone(), NS)
+            .delete("all", &Default::default())
+            .await
+            .unwrap();
+        for (pool, first_ip, last_ip, on) in
+            [("left", &left[0], &left[11], [&first, &survivor]), ("right", &right[0], &right[11], [&survivor, &second])]
+        {
+            ferrolb_e2e::sandbox::create(
+                &Api::<ferrolb_crds::IPAddressPool>::namespaced(c.clone(), NS),
+                json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "IPAddressPool", "metadata": {"name": pool},
+                       "spec": {"addresses": [format!("{first_ip}-{last_ip}")], "autoAssign": false}}),
+            )
+            .await
+            .unwrap();
+            ferrolb_e2e::sandbox::create(
+                &Api::<ferrolb_crds::L2Advertisement>::namespaced(c.clone(), NS),
+                json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "L2Advertisement", "metadata": {"name": pool},
+                       "spec": {"ipAddressPools": [pool], "nodeSelectors": [{"matchExpressions": [
+                           {"key": "kubernetes.io/hostname", "operator": "In", "values": on}]}]}}),
+            )
+            .await
+            .unwrap();
+            for i in 0..12 {
+                ferrolb_e2e::sandbox::create(
+                    &Api::<Service>::namespaced(c.clone(), "default"),
+                    json!({"metadata": {"name": format!("{pool}{i}"), "annotations": {"ferrolb.io/address-pool": pool}},
+                           "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    });
+    let statuses: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(c.clone(), NS);
+    let holders = || -> Option<std::collections::BTreeMap<String, String>> {
+        let list = env.rt.block_on(statuses.list(&Default::default())).ok()?;
+        let m: std::collections::BTreeMap<String, String> = list
+            .items
+            .into_iter()
+            .filter_map(|s| s.status)
+            .filter(|s| {
+                !s.node.is_empty() && (s.service_name.starts_with("left") || s.service_name.starts_with("right"))
+            })
+            .map(|s| (s.service_name, s.node))
+            .collect();
+        (m.len() == 24).then_some(m)
+    };
+    let before = eventually("all 24 announced", Duration::from_secs(30), holders);
+    // The election is a hash of fixed names and IPs: the same split every run.
+    assert!(before.iter().any(|(s, n)| s.starts_with("left") && *n == first), "{first} holds a left IP: {before:?}");
+    assert!(
+        before.iter().any(|(s, n)| s.starts_with("right") && *n == second),
+        "{second} holds a right IP: {before:?}"
+    );
+    // The API server stops answering the speakers: their packets to it vanish.
+    let kc = std::fs::read_to_string(&env.sb().state.speaker_kubeconfig).unwrap();
+    let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
+    let port = server.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let host = server.trim_start_matches("https://").rsplit_once(':').unwrap().0.to_string();
+    for n in &nodes {
+        nft(
+            &env,
+            n,
+            &format!(
+                "table inet flbtest {{\n chain output {{\n  type filter hook output priority 0;\n  ip daddr {host} tcp dport {port} counter drop\n }}\n}}\n"
+            ),
+        );
+    }
+    let timeouts = |n: &str| {
+        metric_sum(&env.sb().state.speaker_metrics(n), "ferrolb_speaker_api_failures_total", Some(("kind", "timeout")))
+    };
+    eventually("every speaker's API requests time out", Duration::from_secs(45), || {
+        nodes.iter().all(|n| timeouts(n) >= 1.0).then_some(())
+    });
+    let answered_by = |ips: &[String]| -> Vec<Vec<String>> {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = ips
+                .iter()
+                .map(|ip| {
+                    let st = &env.sb().state;
+                    s.spawn(move || {
+                        st.arp_replies(ip, 1).into_iter().map(|m| st.node_of_mac(&m).unwrap_or(m)).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    // First failure: the survivor takes the left pool (and writes statuses that hang).
+    env.sb().signal_pod(&format!("speaker/{first}"), "-KILL", true).unwrap();
+    eventually("the survivor answers every left IP", Duration::from_secs(15), || {
+        answered_by(&left).iter().all(|a| *a == [survivor.clone()]).then_some(())
+    });
+    // Second failure, during the hang: the survivor takes the right pool too.
+    env.sb().signal_pod(&format!("speaker/{second}"), "-KILL", true).unwrap();
+    eventually("the survivor answers every right IP", Duration::from_secs(15), || {
+        answered_by(&right).iter().all(|a| *a == [survivor.clone()]).then_some(())
+    });
+}

@@ -11,6 +11,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
+use crate::api::{Failure, Health};
+
 /// Make the ServiceL2Statuses naming `node` exactly `mine` (Service -> interfaces).
 pub async fn sync(
     api: &Api<ServiceL2Status>,
@@ -18,6 +20,7 @@ pub async fn sync(
     namespace: &str,
     node: &str,
     mine: &BTreeMap<ServiceKey, BTreeSet<String>>,
+    health: &Health,
 ) {
     for (key, ifaces) in mine {
         let name = key.dotted();
@@ -33,12 +36,12 @@ pub async fn sync(
             "spec": {}});
         let status = json!({"apiVersion": API_VERSION, "kind": "ServiceL2Status", "status": want});
         let r = async {
-            api.patch(&name, &pp, &Patch::Apply(&meta)).await?;
-            api.patch_status(&name, &pp, &Patch::Apply(&status)).await
+            health.call("write a ServiceL2Status", api.patch(&name, &pp, &Patch::Apply(&meta))).await?;
+            health.call("write a ServiceL2Status", api.patch_status(&name, &pp, &Patch::Apply(&status))).await
         }
         .await;
         if let Err(e) = r {
-            tracing::warn!(service = %key, error = %e, "could not write ServiceL2Status");
+            tracing::debug!(service = %key, error = %e, "could not write ServiceL2Status");
         }
     }
     for st in store.state() {
@@ -48,20 +51,20 @@ pub async fn sync(
             continue;
         }
         // Only delete the version that still names this node: a new holder may have taken it.
-        if let Err(e) = delete_unchanged(api, &st).await {
-            tracing::warn!(service = %key, error = %e, "could not remove ServiceL2Status");
+        if let Err(e) = delete_unchanged(api, &st, health).await {
+            tracing::debug!(service = %key, error = %e, "could not remove ServiceL2Status");
         }
     }
 }
 
 /// Delete `st` only as this node last saw it (uid and resourceVersion preconditions):
 /// another speaker may have rewritten it since. Already gone or changed is fine.
-async fn delete_unchanged(api: &Api<ServiceL2Status>, st: &ServiceL2Status) -> Result<(), kube::Error> {
+async fn delete_unchanged(api: &Api<ServiceL2Status>, st: &ServiceL2Status, health: &Health) -> Result<(), Failure> {
     let pre = Preconditions { uid: st.uid(), resource_version: st.resource_version() };
     let dp = DeleteParams { preconditions: Some(pre), ..Default::default() };
-    match api.delete(&st.name_any(), &dp).await {
+    match health.call("remove a ServiceL2Status", api.delete(&st.name_any(), &dp)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(()),
+        Err(Failure::Api(kube::Error::Api(e))) if e.code == 409 || e.code == 404 => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -76,6 +79,7 @@ pub async fn sync_reports(
     namespace: &str,
     node: &str,
     reports: &BTreeMap<ServiceKey, (&'static str, String)>,
+    health: &Health,
 ) {
     use ferrolb_crds::annotations::{
         NOT_ANNOUNCED_MESSAGE_ANNOTATION, NOT_ANNOUNCED_REASON_LABEL, NOT_ANNOUNCED_SUFFIX,
@@ -97,8 +101,8 @@ pub async fn sync_reports(
                 "annotations": {NOT_ANNOUNCED_MESSAGE_ANNOTATION: message}},
             "spec": {}});
         let pp = PatchParams::apply(SPEAKER_FIELD_MANAGER).force();
-        if let Err(e) = api.patch(&name, &pp, &Patch::Apply(&body)).await {
-            tracing::warn!(service = %key, error = %e, "could not write the not-announced report");
+        if let Err(e) = health.call("write a not-announced report", api.patch(&name, &pp, &Patch::Apply(&body))).await {
+            tracing::debug!(service = %key, error = %e, "could not write the not-announced report");
         }
     }
     for st in store.state() {
@@ -113,8 +117,8 @@ pub async fn sync_reports(
         if reports.contains_key(&ServiceKey::new(ns, n)) {
             continue;
         }
-        if let Err(e) = delete_unchanged(api, &st).await {
-            tracing::warn!(report = %st.name_any(), error = %e, "could not remove the not-announced report");
+        if let Err(e) = delete_unchanged(api, &st, health).await {
+            tracing::debug!(report = %st.name_any(), error = %e, "could not remove the not-announced report");
         }
     }
 }

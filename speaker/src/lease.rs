@@ -26,23 +26,55 @@ pub async fn write(api: &Api<Lease>, node: &str, duration: Duration, holder: Opt
     api.patch(node, &PatchParams::apply(SPEAKER_FIELD_MANAGER).force(), &Patch::Apply(&body)).await.map(|_| ())
 }
 
-/// Renew the Lease until the task is aborted; failures are counted in `failures`.
+/// Take this node's Lease, retrying with back-off (1 s doubling to 30 s) while the API
+/// server refuses (its namespace does not exist yet, RBAC not there yet) or does not
+/// answer; the speaker stays up and not ready meanwhile. `false` when `shutdown` came
+/// first.
+pub async fn acquire(
+    api: &Api<Lease>,
+    node: &str,
+    duration: Duration,
+    health: &crate::api::Health,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let mut backoff = Duration::from_secs(1);
+    let mut first = true;
+    loop {
+        match health.call("take the membership Lease", write(api, node, duration, Some(node))).await {
+            Ok(()) => return true,
+            Err(e) if first => {
+                tracing::warn!(error = %e, "could not take the membership Lease; retrying with back-off, not ready until it is held");
+            }
+            Err(e) => tracing::debug!(error = %e, retry_in = ?backoff, "could not take the membership Lease"),
+        }
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return false,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Renew the Lease until the task is aborted; failures are counted in `failures` (and
+/// by kind, logged once per outage, by `health`).
 pub fn spawn_renewal(
     api: Api<Lease>,
     node: String,
     duration: Duration,
     failures: prometheus::IntCounter,
+    health: crate::api::Health,
 ) -> tokio::task::JoinHandle<()> {
     use tracing::Instrument;
     let span = tracing::info_span!("lease");
     tokio::spawn(
         async move {
             let mut t = tokio::time::interval((duration / 3).max(Duration::from_secs(1)));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 t.tick().await;
-                if let Err(e) = write(&api, &node, duration, Some(&node)).await {
+                if health.call("renew the membership Lease", write(&api, &node, duration, Some(&node))).await.is_err() {
                     failures.inc();
-                    tracing::warn!(error = %e, "could not renew the membership Lease");
                 }
             }
         }

@@ -18,6 +18,7 @@
 //! the ServiceL2Status it writes, [`lease`] its membership Lease. System calls
 //! live in `ferrolb-speaker-sys`; this crate has no `unsafe`.
 
+pub mod api;
 pub mod effects;
 pub mod election;
 pub mod forward;
@@ -33,3 +34,4 @@ pub mod responder;
 pub mod run;
 pub mod settings;
 pub mod wire;
+pub mod writer;

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub planned: IntGaugeVec,
     /// Nodes that may announce at all, as this speaker sees them.
     pub usable_nodes: IntGauge,
+    /// Frames in which another host claimed an IP this node announces.
+    pub ip_conflicts: IntCounter,
+    /// API requests that failed or timed out, by kind.
+    pub api_failures: IntCounterVec,
 }
 
 /// What heartbeats say of a member (the `state` label of `ferrolb_memberlist_peers`).
@@ -134,8 +138,26 @@ impl Metrics {
             "Nodes that may announce (speaker alive, network available, not excluded), as this speaker sees them.",
         )
         .expect("static definition");
+        let ip_conflicts = IntCounter::new(
+            "ferrolb_speaker_ip_conflicts_total",
+            "ARP packets and neighbor advertisements in which another host claimed an IP this node announces.",
+        )
+        .expect("static definition");
+        let api_failures = IntCounterVec::new(
+            Opts::new(
+                "ferrolb_speaker_api_failures_total",
+                "API requests of the speaker that failed or got no answer within 10 s, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("static definition");
+        for k in crate::api::KINDS {
+            api_failures.with_label_values(&[k]);
+        }
         for c in [
             Box::new(announced.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(api_failures.clone()),
+            Box::new(ip_conflicts.clone()),
             Box::new(planned.clone()),
             Box::new(usable_nodes.clone()),
             Box::new(interfaces.clone()),
@@ -172,6 +194,24 @@ impl Metrics {
             lease_renewal_failures,
             planned,
             usable_nodes,
+            ip_conflicts,
+            api_failures,
+        }
+    }
+
+    /// Remove the per-IP series (`ferrolb_layer2_*{ip}`) of every IP `keep` refuses:
+    /// cardinality follows what is announced now, not everything ever announced.
+    pub fn forget_ips(&self, keep: impl Fn(&str) -> bool) {
+        for vec in [&self.requests, &self.responses, &self.gratuitous] {
+            let ips: Vec<String> = prometheus::core::Collector::collect(vec)
+                .iter()
+                .flat_map(|mf| mf.get_metric().iter())
+                .filter_map(|m| m.get_label().iter().find(|l| l.name() == "ip").map(|l| l.value().to_string()))
+                .filter(|ip| !keep(ip))
+                .collect();
+            for ip in ips {
+                let _ = vec.remove_label_values(&[&ip]);
+            }
         }
     }
 

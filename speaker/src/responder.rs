@@ -32,6 +32,12 @@ pub enum DropReason {
     BadHopLimit,
     /// NDP with a wrong checksum.
     BadChecksum,
+    /// A request whose sender hardware address is broadcast or multicast: a reply
+    /// to it would be broadcast.
+    BadSender,
+    /// Another host claims an IP this node announces on this interface (an ARP
+    /// packet or NA from a foreign MAC): defended, see [`conflict`].
+    IpConflict,
 }
 
 impl DropReason {
@@ -48,11 +54,13 @@ impl DropReason {
             DropReason::WrongInterface => "wrong_interface",
             DropReason::BadHopLimit => "bad_hop_limit",
             DropReason::BadChecksum => "bad_checksum",
+            DropReason::BadSender => "bad_sender",
+            DropReason::IpConflict => "ip_conflict",
         }
     }
 
     /// Every reason, for pre-registering metrics.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::OwnFrame,
@@ -63,7 +71,15 @@ impl DropReason {
         DropReason::WrongInterface,
         DropReason::BadHopLimit,
         DropReason::BadChecksum,
+        DropReason::BadSender,
+        DropReason::IpConflict,
     ];
+
+    /// Whether a frame dropped for this reason was still a valid request for an
+    /// announced IP (counted in `requests_received`).
+    pub fn valid_request(self) -> bool {
+        self == DropReason::WrongInterface
+    }
 }
 
 /// An interface the speaker answers on.
@@ -155,6 +171,9 @@ pub fn respond(table: &Table, iface: &Iface, frame: &[u8]) -> Result<Reply, Drop
             if a.op != arp::Op::Request || a.spa == a.tpa {
                 return Err(DropReason::NotARequest);
             }
+            if a.sha.is_multicast() || f.src().is_multicast() {
+                return Err(DropReason::BadSender);
+            }
             table.check(IpAddr::V4(a.tpa), &iface.name)?;
             // Reply to the asker's hardware address (fall back to the frame's source).
             let to = if a.sha == Mac::ZERO { f.src() } else { a.sha };
@@ -183,6 +202,9 @@ pub fn respond(table: &Table, iface: &Iface, frame: &[u8]) -> Result<Reply, Drop
             let icmpv6::Repr::NeighborSolicit { target, source_lladdr } = msg else {
                 return Err(DropReason::NotARequest);
             };
+            if f.src().is_multicast() || source_lladdr.is_some_and(|m| m.is_multicast()) {
+                return Err(DropReason::BadSender);
+            }
             // Multicast NS go to the target's solicited-node group; unicast ones (NUD) to the target.
             if ipdst != solicited_node(&target) && ipdst != target {
                 return Err(DropReason::NotForUs);
@@ -198,6 +220,70 @@ pub fn respond(table: &Table, iface: &Iface, frame: &[u8]) -> Result<Reply, Drop
             Ok(Reply { ip: IpAddr::V6(target), frame })
         }
         _ => Err(DropReason::NotArpOrIpv6),
+    }
+}
+
+/// Another host claiming an IP this node announces (RFC 5227's conflict; RFC 4861's
+/// duplicate address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict {
+    /// The announced IP.
+    pub ip: IpAddr,
+    /// The other host's MAC.
+    pub mac: Mac,
+    /// The VLAN the claim came in on (the defense goes out on it).
+    pub vlan: Option<u16>,
+}
+
+impl Conflict {
+    /// The announcement that defends the IP: gratuitous ARP (request and reply) or an
+    /// unsolicited NA with the override flag, from `iface`.
+    pub fn defense(&self, iface: &Iface) -> Vec<Vec<u8>> {
+        match self.ip {
+            IpAddr::V4(ip) => frames::gratuitous_arp(iface.mac, ip, self.vlan).to_vec(),
+            IpAddr::V6(ip) => vec![frames::unsolicited_advert(iface.mac, ip, self.vlan)],
+        }
+    }
+}
+
+/// Whether `frame`, received on `iface`, is another host claiming an IP this node
+/// announces there: an ARP packet (request, reply or gratuitous) whose sender IP is
+/// it, a Neighbor Advertisement for it, or a Neighbor Solicitation sent from it, by a
+/// MAC not this interface's. Probes (ARP from 0.0.0.0, DAD from ::) are not claims:
+/// they are answered as requests.
+pub fn conflict(table: &Table, iface: &Iface, frame: &[u8]) -> Option<Conflict> {
+    let f = Frame::new_checked(frame).ok()?;
+    if f.src() == iface.mac {
+        return None;
+    }
+    let vlan = f.vlan();
+    let claim = |ip: IpAddr, mac: Mac| {
+        let ours = table.check(ip, &iface.name).is_ok();
+        (ours && mac != iface.mac && mac != Mac::ZERO).then_some(Conflict { ip, mac, vlan })
+    };
+    match f.ethertype() {
+        ETHERTYPE_ARP => {
+            let a = arp::Repr::parse(&arp::Packet::new_checked(f.payload()).ok()?).ok()?;
+            claim(IpAddr::V4(a.spa), a.sha)
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = ipv6::Packet::new_checked(f.payload()).ok()?;
+            if ip.next_header() != ipv6::NEXT_ICMPV6 || ip.hop_limit() != 255 {
+                return None;
+            }
+            let (src, dst) = (ip.src(), ip.dst());
+            let msg = icmpv6::Repr::parse(&src, &dst, &icmpv6::Packet::new_checked(ip.payload()).ok()?).ok()?;
+            match msg {
+                icmpv6::Repr::NeighborAdvert { target, target_lladdr, .. } => {
+                    claim(IpAddr::V6(target), target_lladdr.unwrap_or(f.src()))
+                }
+                icmpv6::Repr::NeighborSolicit { source_lladdr, .. } if !src.is_unspecified() => {
+                    claim(IpAddr::V6(src), source_lladdr.unwrap_or(f.src()))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 

@@ -25,12 +25,13 @@ use crate::effects::Effects;
 use crate::forward::{self, Forwarding};
 use crate::l2::Announcer;
 use crate::l2::io::SysIo;
-use crate::l2::responders::Responders;
+use crate::l2::responders::{ConflictSink, Responders};
 use crate::membership::{self, Membership};
 use crate::metrics::Metrics;
 use crate::plan::{Plan, Snapshot, lease_alive, plan};
 use crate::settings::Settings;
-use crate::{handover, l2status, lease};
+use crate::writer::{Wanted, Writer};
+use crate::{handover, lease};
 
 /// The caches the plan is computed from.
 struct Caches {
@@ -111,19 +112,24 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let node = settings.node.clone();
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
-    lease::write(&lease_api, &node, settings.lease_duration, Some(&node)).await?;
+    let health = crate::api::Health::new(metrics.api_failures.clone());
+    if !lease::acquire(&lease_api, &node, settings.lease_duration, &health, &mut shutdown).await {
+        return Ok(());
+    }
     let renewal = lease::spawn_renewal(
         lease_api.clone(),
         node.clone(),
         settings.lease_duration,
         metrics.lease_renewal_failures.clone(),
+        health.clone(),
     );
     let changed = Arc::new(Notify::new());
     let caches = Caches::start(&client, &settings.namespace, &changed).await?;
     let status_api: Api<ServiceL2Status> = Api::namespaced(client.clone(), &settings.namespace);
 
     let mut announcer = Announcer::new(SysIo::default(), settings.gratuitous);
-    let mut responders = Responders::default();
+    let (conflict_tx, conflicts) = std::sync::mpsc::channel();
+    let mut responders = Responders::new(ConflictSink { tx: conflict_tx, wake: changed.clone() });
     // The interfaces first, so that the first heartbeat already says whether this node
     // can announce.
     let first = responders.refresh(&settings.exclude_interfaces, &mut announcer, &metrics);
@@ -153,8 +159,20 @@ pub async fn run(
         }
         None => (None, None),
     };
-    let mut effects = Effects::new(&node, events.clone(), metrics.clone(), membership.clone());
-    effects.apply(first, &Plan::default(), &caches.services).await;
+    let (writer, writer_task) = Writer::spawn(
+        crate::writer::Ctx {
+            events: events.clone(),
+            services: caches.services.clone(),
+            api: status_api.clone(),
+            statuses: caches.statuses.clone(),
+            namespace: settings.namespace.clone(),
+            node: node.clone(),
+            health: health.clone(),
+        },
+        metrics.api_failures.with_label_values(&["event_dropped"]),
+    );
+    let mut effects = Effects::new(&node, writer.clone(), metrics.clone(), membership.clone());
+    effects.apply(first, &Plan::default());
     let links_changed = Arc::new(Notify::new());
     let link_watch = tokio::spawn({
         let n = links_changed.clone();
@@ -192,7 +210,8 @@ pub async fn run(
         }
         // Interfaces: at start, when netlink reports a link change, and every 5 s as a safety net.
         let mut notes = Vec::new();
-        if rescan || responders.is_empty() {
+        let rescanned = rescan || responders.is_empty();
+        if rescanned {
             notes.extend(responders.refresh(&settings.exclude_interfaces, &mut announcer, &metrics));
             rescan = false;
             // Set here, before any API call of this pass: a node cut off from the API
@@ -204,7 +223,7 @@ pub async fn run(
                 let can = !responders.is_empty();
                 if can != m.ready.swap(can, Ordering::Relaxed) {
                     if can {
-                        lock(&m.detector).restart_listening(Instant::now());
+                        m.rejoin(Instant::now());
                     }
                     tracing::info!(ready = can, "announcing interfaces changed; telling peers");
                     m.send_now.notify_one();
@@ -220,7 +239,19 @@ pub async fn run(
             metrics.planned.with_label_values(&[who]).set(n as i64);
         }
         metrics.usable_nodes.set(p.usable_nodes.len() as i64);
-        let desired = p.desired_on(&node, &responders.names());
+        let mut desired = p.desired_on(&node, &responders.names());
+        if let Some(m) = membership.as_deref().filter(|m| m.rejoining(Instant::now())) {
+            // Back from a lost link: keep what is announced, start nothing new yet.
+            desired.ips.retain(|ip, _| announcer.table().get(ip).is_some());
+            let until = *lock(&m.rejoining_until);
+            if let Some(until) = until {
+                let wake = changed.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+                    wake.notify_one();
+                });
+            }
+        }
         let wanted: BTreeSet<IpAddr> = desired.ips.keys().copied().collect();
         if wanted != last_wanted {
             tracing::debug!(
@@ -252,10 +283,16 @@ pub async fn run(
         if settings.forwarding == Forwarding::NodePort {
             program(&wanted);
         }
-        // Events and statuses after the announcer: no API call delays a takeover.
-        effects.apply(notes, &p, &caches.services).await;
-        effects.missing(&desired.missing, &caches.services).await;
-        l2status::sync(&status_api, &caches.statuses, &settings.namespace, &node, &p.services_on(&desired.ips)).await;
+        // Events and statuses go to the writer task: no API call delays this loop.
+        effects.apply(notes, &p);
+        let defended: Vec<_> = conflicts.try_iter().collect();
+        effects.conflicts(defended, &p);
+        if rescanned {
+            // Per-IP series of IPs no longer announced (a late count can recreate one).
+            let table = announcer.table();
+            metrics.forget_ips(|ip| ip.parse::<IpAddr>().is_ok_and(|ip| table.get(&ip).is_some()));
+        }
+        effects.missing(&desired.missing);
         let mut reports: BTreeMap<ServiceKey, (&'static str, String)> = desired
             .interface_missing
             .iter()
@@ -266,7 +303,7 @@ pub async fn run(
                 reports.insert(k.clone(), (reason::NO_READY_ENDPOINT, m.clone()));
             }
         }
-        l2status::sync_reports(&status_api, &caches.statuses, &settings.namespace, &node, &reports).await;
+        writer.want(Wanted { mine: p.services_on(&desired.ips), reports });
     }
     ready.store(false, Ordering::SeqCst);
     // Graceful: hand over, then stop answering, clean up, give the Lease back.
@@ -278,22 +315,33 @@ pub async fn run(
         task.stop();
         // Where an operator looks after a rollout: `kubectl get events` on the Node.
         if let Some(n) = caches.nodes.get(&ObjectRef::new(&node))
-            && let Err(e) = events.publish(&outcome.event(&node), &n.object_ref(&())).await
+            && let Err(e) = health
+                .call("publish the handover Event", events.publish(&outcome.event(&node), &n.object_ref(&())))
+                .await
         {
             tracing::warn!(error = %e, "could not publish the handover event");
         }
     }
     let stopped = announcer.apply(&Default::default(), Instant::now());
-    effects.apply(stopped, &Plan::default(), &caches.services).await;
+    effects.apply(stopped, &Plan::default());
     drop(responders);
-    l2status::sync(&status_api, &caches.statuses, &settings.namespace, &node, &Default::default()).await;
+    // The writer's last word: no status names this node. Bounded: a gone API server
+    // must not keep the speaker from stopping.
+    writer.want(Wanted::default());
+    drop((effects, writer));
+    if tokio::time::timeout(crate::api::TIMEOUT, writer_task).await.is_err() {
+        tracing::warn!("the last status writes did not finish in time");
+    }
     if settings.forwarding == Forwarding::NodePort
         && let Err(e) = forward::remove()
     {
         tracing::warn!(error = %e, "could not remove the nftables table");
     }
     drop(helpers);
-    if let Err(e) = lease::write(&lease_api, &node, settings.lease_duration, None).await {
+    if let Err(e) = health
+        .call("release the membership Lease", lease::write(&lease_api, &node, settings.lease_duration, None))
+        .await
+    {
         tracing::warn!(error = %e, "could not release the membership Lease");
     }
     Ok(())
@@ -336,12 +384,8 @@ fn peer_addrs(
     leases: Store<Lease>,
 ) -> impl Fn() -> Vec<(String, SocketAddr)> + Send + 'static {
     move || {
-        let members: BTreeSet<String> = leases
-            .state()
-            .iter()
-            .filter(|l| l.spec.as_ref().and_then(|sp| sp.holder_identity.as_deref()).is_some_and(|h| !h.is_empty()))
-            .map(|l| l.name_any())
-            .collect();
+        let members: BTreeSet<String> =
+            leases.state().iter().filter_map(|l| ferrolb_model::announce::speaker_of(l).map(str::to_string)).collect();
         nodes
             .state()
             .iter()

@@ -59,6 +59,9 @@ pub struct Membership {
     pub send_now: Notify,
     /// A heartbeat was accepted.
     pub received: Notify,
+    /// Until when this node, back from a lost link, starts no new announcement: its
+    /// caches may still be stale, and its peers re-send what they hold meanwhile.
+    pub rejoining_until: Mutex<Option<Instant>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -76,7 +79,23 @@ impl Membership {
             own: Mutex::new(BTreeMap::new()),
             send_now: Notify::new(),
             received: Notify::new(),
+            rejoining_until: Mutex::new(None),
         }
+    }
+
+    /// This node can announce again after it could not (its link came back): listen
+    /// first, and start no new announcement for one `suspect_after`, by when its peers
+    /// have told it which IPs they hold (they re-send every claim to a member they see
+    /// come back), so it does not take back what they took over.
+    pub fn rejoin(&self, now: Instant) {
+        let mut d = lock(&self.detector);
+        d.restart_listening(now);
+        *lock(&self.rejoining_until) = Some(now + d.timing().suspect_after);
+    }
+
+    /// Whether this node is within its rejoin window at `now`.
+    pub fn rejoining(&self, now: Instant) -> bool {
+        lock(&self.rejoining_until).is_some_and(|until| now < until)
     }
 
     /// The detector's timing.
@@ -231,6 +250,9 @@ pub async fn run(socket: UdpSocket, l: Loop) {
     let mut last: (BTreeMap<String, Liveness>, BTreeMap<IpAddr, String>) = Default::default();
     let mut warned_tag: std::collections::BTreeSet<IpAddr> = Default::default();
     let mut mismatched: BTreeSet<String> = BTreeSet::new();
+    // Heartbeats left that carry every IP this node holds, not only recent takeovers:
+    // a member that came back (alive after dead) learns who holds what.
+    let mut resend_all: u8 = 0;
     let mut targets: Vec<(String, SocketAddr)> = peers();
     lock(&membership.detector).set_members(targets.iter().map(|(n, _)| n.clone()));
     loop {
@@ -290,11 +312,14 @@ pub async fn run(socket: UdpSocket, l: Loop) {
                     heard: d.heard(now),
                     claims: own
                         .iter()
-                        .filter(|(_, (_, at))| now.saturating_duration_since(*at) <= timing.claim_window)
+                        .filter(|(_, (_, at))| {
+                            resend_all > 0 || now.saturating_duration_since(*at) <= timing.claim_window
+                        })
                         .map(|(ip, (since, _))| Claim { ip: *ip, since_ms: *since })
                         .collect(),
                 }
             };
+            resend_all = resend_all.saturating_sub(1);
             let parts = detector::heartbeats(&hb);
             seq += parts.len() as u64;
             targets = peers();
@@ -349,6 +374,9 @@ pub async fn run(socket: UdpSocket, l: Loop) {
                     tracing::info!(peer = %node, "peer dead: no heartbeat from anyone within suspect-after, or it left");
                 } else if *l == Liveness::Alive && before == Some(Liveness::Dead) {
                     tracing::info!(peer = %node, "peer alive again");
+                    // Three heartbeats, so that one lost datagram loses nothing.
+                    resend_all = 3;
+                    membership.send_now.notify_one();
                 }
             }
             last = (view, claims);

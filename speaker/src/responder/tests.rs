@@ -243,3 +243,93 @@ proptest! {
         prop_assert_eq!(crate::wire::ethernet::Repr::parse(&Frame::new_checked(&buf[..]).unwrap()).unwrap(), r);
     }
 }
+
+#[test]
+fn a_request_from_a_broadcast_or_multicast_sender_is_dropped_not_answered_to_all() {
+    let mcast = Mac([0x01, 0, 0x5e, 0, 0, 1]);
+    for sender in [Mac::BROADCAST, mcast] {
+        let req = frames::arp_frame(
+            Mac::BROADCAST,
+            CLIENT,
+            None,
+            &arp::Repr {
+                op: arp::Op::Request,
+                sha: sender,
+                spa: Ipv4Addr::new(198, 51, 100, 1),
+                tha: Mac::ZERO,
+                tpa: vip4(),
+            },
+        );
+        assert_eq!(respond(&table(), &eth0(), &req), Err(DropReason::BadSender), "sha {sender:?}");
+        let req = arp_request(Mac::BROADCAST, sender, Ipv4Addr::new(198, 51, 100, 1), vip4(), None);
+        assert_eq!(respond(&table(), &eth0(), &req), Err(DropReason::BadSender), "frame source {sender:?}");
+    }
+    let sn = solicited_node(&vip6());
+    let ns = frames::ndp_frame(
+        Mac::ipv6_multicast(&sn),
+        CLIENT,
+        None,
+        client6(),
+        sn,
+        &icmpv6::Repr::NeighborSolicit { target: vip6(), source_lladdr: Some(mcast) },
+    );
+    assert_eq!(respond(&table(), &eth0(), &ns), Err(DropReason::BadSender));
+    assert!(!DropReason::BadSender.valid_request() && DropReason::WrongInterface.valid_request());
+}
+
+#[test]
+fn another_host_claiming_an_announced_ip_is_a_conflict_and_the_defense_reclaims_it() {
+    let t = table();
+    // A gratuitous ARP (request and reply forms) for the VIP from another MAC.
+    for op in [arp::Op::Request, arp::Op::Reply] {
+        let garp = frames::arp_frame(
+            Mac::BROADCAST,
+            OTHER,
+            Some(10),
+            &arp::Repr { op, sha: OTHER, spa: vip4(), tha: Mac::ZERO, tpa: vip4() },
+        );
+        assert_eq!(conflict(&t, &eth0(), &garp), Some(Conflict { ip: v4(vip4()), mac: OTHER, vlan: Some(10) }));
+        assert_eq!(respond(&t, &eth0(), &garp), Err(DropReason::NotARequest), "not answered as a request");
+    }
+    // An unsolicited NA, and an NS sent from the VIP, by another host.
+    let na = frames::unsolicited_advert(OTHER, vip6(), None);
+    assert_eq!(conflict(&t, &eth0(), &na), Some(Conflict { ip: v6(vip6()), mac: OTHER, vlan: None }));
+    let ns_from_vip = frames::ndp_frame(
+        Mac::ipv6_multicast(&solicited_node(&client6())),
+        OTHER,
+        None,
+        vip6(),
+        solicited_node(&client6()),
+        &icmpv6::Repr::NeighborSolicit { target: client6(), source_lladdr: Some(OTHER) },
+    );
+    assert_eq!(conflict(&t, &eth0(), &ns_from_vip).map(|c| c.mac), Some(OTHER));
+    // Not conflicts: our own announcement, a request for the VIP, a DAD probe, an IP
+    // not announced here, an ARP probe (from 0.0.0.0).
+    let ours = frames::gratuitous_arp(OURS, vip4(), None);
+    let not_ours = frames::gratuitous_arp(OTHER, Ipv4Addr::new(198, 51, 100, 99), None);
+    let probe = frames::arp_frame(
+        Mac::BROADCAST,
+        OTHER,
+        None,
+        &arp::Repr { op: arp::Op::Request, sha: OTHER, spa: Ipv4Addr::UNSPECIFIED, tha: Mac::ZERO, tpa: vip4() },
+    );
+    let dad =
+        ns(Mac::ipv6_multicast(&solicited_node(&vip6())), Ipv6Addr::UNSPECIFIED, solicited_node(&vip6()), vip6(), 255);
+    for f in [&ours[0], &ours[1], &not_ours[0], &probe, &dad, &multicast_ns(vip6())] {
+        assert_eq!(conflict(&t, &eth0(), f), None);
+    }
+    let other_iface = Iface { name: "eth1".into(), mac: Mac([0x02, 0, 0, 0, 0, 0x0c]) };
+    assert_eq!(
+        conflict(&t, &other_iface, &frames::gratuitous_arp(OTHER, vip4(), None)[0]),
+        None,
+        "not announced on eth1"
+    );
+    // The defense: this interface's gratuitous ARP, on the VLAN the claim came from.
+    let c = Conflict { ip: v4(vip4()), mac: OTHER, vlan: Some(10) };
+    let d = c.defense(&eth0());
+    assert_eq!(d, frames::gratuitous_arp(OURS, vip4(), Some(10)).to_vec());
+    assert_eq!(
+        Conflict { ip: v6(vip6()), mac: OTHER, vlan: None }.defense(&eth0()),
+        vec![frames::unsolicited_advert(OURS, vip6(), None)]
+    );
+}

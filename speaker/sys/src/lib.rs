@@ -17,9 +17,10 @@ pub type Mac = [u8; 6];
 
 const ETH_P_ALL: u16 = 0x0003;
 
-/// The BPF program: accept ARP, and IPv6 whose next header is ICMPv6 with type 135 (NS).
+/// The BPF program: accept ARP, and IPv6 whose next header is ICMPv6 with type 135 (NS)
+/// or 136 (NA: another host claiming an announced address is a conflict to defend).
 /// Offsets are for untagged frames: AF_PACKET delivers VLAN tags out of band.
-fn filter() -> [libc::sock_filter; 9] {
+fn filter() -> [libc::sock_filter; 10] {
     const LDH_ABS: u16 = 0x28;
     const LDB_ABS: u16 = 0x30;
     const JEQ_K: u16 = 0x15;
@@ -27,14 +28,15 @@ fn filter() -> [libc::sock_filter; 9] {
     let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     [
         ins(LDH_ABS, 0, 0, 12),        // 0: A = ethertype
-        ins(JEQ_K, 5, 0, 0x0806),      // 1: ARP -> accept
-        ins(JEQ_K, 0, 5, 0x86dd),      // 2: not IPv6 -> drop
+        ins(JEQ_K, 6, 0, 0x0806),      // 1: ARP -> accept
+        ins(JEQ_K, 0, 6, 0x86dd),      // 2: not IPv6 -> drop
         ins(LDB_ABS, 0, 0, 20),        // 3: A = next header
-        ins(JEQ_K, 0, 3, 58),          // 4: not ICMPv6 -> drop
+        ins(JEQ_K, 0, 4, 58),          // 4: not ICMPv6 -> drop
         ins(LDB_ABS, 0, 0, 54),        // 5: A = ICMPv6 type
-        ins(JEQ_K, 0, 1, 135),         // 6: not NS -> drop
-        ins(RET_K, 0, 0, 0x0004_0000), // 7: accept (whole frame)
-        ins(RET_K, 0, 0, 0),           // 8: drop
+        ins(JEQ_K, 1, 0, 135),         // 6: NS -> accept
+        ins(JEQ_K, 0, 1, 136),         // 7: not NA -> drop
+        ins(RET_K, 0, 0, 0x0004_0000), // 8: accept (whole frame)
+        ins(RET_K, 0, 0, 0),           // 9: drop
     ]
 }
 
@@ -251,10 +253,14 @@ mod tests {
                 assert!(i + 1 + usize::from(ins.jt) < p.len() && i + 1 + usize::from(ins.jf) < p.len());
             }
         }
-        // ARP accepted at 7, non-IPv6 dropped at 8.
-        assert_eq!(1 + 1 + usize::from(p[1].jt), 7);
-        assert_eq!(2 + 1 + usize::from(p[2].jf), 8);
-        assert_eq!((p[7].code, p[8].k), (0x06, 0));
+        // ARP and NS accepted at 8; non-IPv6, non-ICMPv6 and other types dropped at 9.
+        let (accept, drop) = (8, 9);
+        assert_eq!(1 + 1 + usize::from(p[1].jt), accept);
+        assert_eq!(2 + 1 + usize::from(p[2].jf), drop);
+        assert_eq!(4 + 1 + usize::from(p[4].jf), drop);
+        assert_eq!((6 + 1 + usize::from(p[6].jt), p[6].k), (accept, 135));
+        assert_eq!((7 + 1 + usize::from(p[7].jt), 7 + 1 + usize::from(p[7].jf), p[7].k), (accept, drop, 136));
+        assert_eq!((p[accept].code, p[accept].k, p[drop].k), (0x06, 0x0004_0000, 0));
     }
 }
 
