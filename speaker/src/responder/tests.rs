@@ -189,10 +189,15 @@ fn requested_ip_is_read_for_counting() {
 }
 
 proptest! {
+    // `PROPTEST_CASES=1000000 cargo test -p ferrolb-speaker fuzz_` runs these as a
+    // fuzzing campaign (scripts/fuzz); CI runs the default budget.
     #[test]
-    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+    fn fuzz_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = respond(&table(), &eth0(), &bytes);
         let _ = requested_ip(&bytes);
+        if let Some(c) = conflict(&table(), &eth0(), &bytes) {
+            let _ = c.defense(&eth0());
+        }
         if let Ok(f) = Frame::new_checked(&bytes[..]) {
             let _ = arp::Packet::new_checked(f.payload()).map(|p| arp::Repr::parse(&p));
             if let Ok(ip) = ipv6::Packet::new_checked(f.payload()) {
@@ -202,12 +207,13 @@ proptest! {
     }
 
     #[test]
-    fn mutated_requests_never_panic(pos in 0usize..90, val in any::<u8>(), cut in 0usize..90, v6req in any::<bool>()) {
+    fn fuzz_mutated_requests_never_panic(pos in 0usize..90, val in any::<u8>(), cut in 0usize..90, v6req in any::<bool>()) {
         let mut f = if v6req { multicast_ns(vip6()) } else { arp_request(Mac::BROADCAST, CLIENT, Ipv4Addr::new(198, 51, 100, 1), vip4(), None) };
         let p = pos % f.len();
         f[p] = val;
         f.truncate(f.len() - cut % f.len());
         let _ = respond(&table(), &eth0(), &f);
+        let _ = conflict(&table(), &eth0(), &f);
     }
 
     #[test]

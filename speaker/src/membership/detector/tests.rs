@@ -52,11 +52,7 @@ fn sealed_heartbeats_open_only_with_the_key_and_unchanged() {
     assert!(matches!(open(&[KEY], &d[..20]), Err(Reject::Malformed(_))));
     assert!(matches!(open(&[KEY], b"GET / HTTP/1.1\r\n\r\n-----------------------"), Err(Reject::Malformed(_))));
     // A correctly tagged body that is not a heartbeat.
-    let mut junk = MAGIC_V2.to_vec();
-    junk.extend(b"{\"node\": 5}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(KEY).unwrap();
-    mac.update(&junk);
-    junk.extend(mac.finalize().into_bytes());
+    let junk = seal_raw(KEY, b"{\"node\": 5}");
     assert!(matches!(open(&[KEY], &junk), Err(Reject::Malformed(_))));
 }
 
@@ -259,4 +255,54 @@ fn legacy_heartbeats_are_answered_in_kind_and_can_be_refused() {
     assert_eq!(d.format_for("n2"), Format::V2);
     d.accept_legacy(false);
     assert_eq!(d.receive(hb("n3", 1, &[]), Format::V1, t0, WALL), Err(Reject::Legacy));
+}
+
+/// `body` as an FLB2 datagram with the test key: what a holder of the key (an
+/// insider, or a buggy peer) could send; decoding then goes past the tag.
+fn sealed_body(body: &[u8]) -> Vec<u8> {
+    seal_raw(KEY, body)
+}
+
+/// Feed one datagram to a detector among members n1..n9, then ask it everything.
+fn digest(d: &mut Detector, datagram: &[u8], now: Instant) {
+    if let Ok((hb, format)) = open(&[KEY], datagram) {
+        let _ = d.receive(hb, format, now, WALL);
+    }
+    let later = now + ms(250);
+    let _ = (d.view(later), d.heard(later), d.claims(later), d.mismatched(later));
+    d.expire(later + Duration::from_secs(60));
+}
+
+proptest::proptest! {
+    // `PROPTEST_CASES=1000000 cargo test -p ferrolb-speaker fuzz_` runs these as a
+    // fuzzing campaign (scripts/fuzz); CI runs the default budget.
+    #[test]
+    fn fuzz_any_datagram_is_refused_or_taken_never_a_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500)) {
+        let t0 = Instant::now();
+        let mut d = det("n1", t0);
+        digest(&mut d, &bytes, t0);
+        digest(&mut d, &sealed_body(&bytes), t0);
+    }
+
+    #[test]
+    fn fuzz_any_json_body_with_the_key_is_refused_or_taken_never_a_panic(
+        node in "n[0-9]|[a-z]{0,3}",
+        inc in proptest::prelude::any::<u64>(),
+        seq in proptest::prelude::any::<u64>(),
+        sent in proptest::option::of(proptest::prelude::any::<u64>()),
+        heard in proptest::collection::vec(("n[0-9]|x", proptest::prelude::any::<u32>()), 0..20),
+        claims in proptest::collection::vec((proptest::prelude::any::<[u8; 4]>(), proptest::prelude::any::<u64>()), 0..20),
+        flags in proptest::prelude::any::<[bool; 2]>(),
+    ) {
+        let body = serde_json::json!({
+            "node": node, "incarnation": inc, "seq": seq, "ready": flags[0], "leaving": flags[1],
+            "heard": heard, "claims": claims.iter().map(|(ip, s)| serde_json::json!({"ip": IpAddr::from(*ip), "since_ms": s})).collect::<Vec<_>>(),
+            "sent_ms": sent,
+        });
+        let t0 = Instant::now();
+        let mut d = det("n1", t0);
+        digest(&mut d, &sealed_body(body.to_string().as_bytes()), t0);
+        // Twice: the second is a replay.
+        digest(&mut d, &sealed_body(body.to_string().as_bytes()), t0 + ms(1));
+    }
 }
