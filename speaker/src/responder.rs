@@ -38,6 +38,10 @@ pub enum DropReason {
     /// Another host claims an IP this node announces on this interface (an ARP
     /// packet or NA from a foreign MAC): defended, see [`conflict`].
     IpConflict,
+    /// Came in with an 802.1Q tag on this interface (a trunk): the VLAN's own
+    /// interface (`eth0.10`) answers it if the IP is announced there; this one
+    /// never does.
+    VlanTagged,
 }
 
 impl DropReason {
@@ -56,11 +60,12 @@ impl DropReason {
             DropReason::BadChecksum => "bad_checksum",
             DropReason::BadSender => "bad_sender",
             DropReason::IpConflict => "ip_conflict",
+            DropReason::VlanTagged => "vlan_tagged",
         }
     }
 
     /// Every reason, for pre-registering metrics.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::NotForUs,
         DropReason::OwnFrame,
@@ -73,6 +78,7 @@ impl DropReason {
         DropReason::BadChecksum,
         DropReason::BadSender,
         DropReason::IpConflict,
+        DropReason::VlanTagged,
     ];
 
     /// Whether a frame dropped for this reason was still a valid request for an
@@ -159,6 +165,9 @@ pub fn respond(table: &Table, iface: &Iface, frame: &[u8]) -> Result<Reply, Drop
     let f = Frame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
     if f.src() == iface.mac {
         return Err(DropReason::OwnFrame);
+    }
+    if f.vlan().is_some() {
+        return Err(DropReason::VlanTagged);
     }
     let dst = f.dst();
     match f.ethertype() {
@@ -253,7 +262,7 @@ impl Conflict {
 /// they are answered as requests.
 pub fn conflict(table: &Table, iface: &Iface, frame: &[u8]) -> Option<Conflict> {
     let f = Frame::new_checked(frame).ok()?;
-    if f.src() == iface.mac {
+    if f.src() == iface.mac || f.vlan().is_some() {
         return None;
     }
     let vlan = f.vlan();

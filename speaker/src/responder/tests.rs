@@ -67,10 +67,24 @@ fn arp_request_for_an_announced_ip_is_answered_from_the_interface_mac() {
 }
 
 #[test]
-fn unicast_arp_refresh_is_answered_and_vlan_tag_kept() {
-    let req = arp_request(OURS, CLIENT, Ipv4Addr::new(198, 51, 100, 1), vip4(), Some(42));
-    let r = respond(&table(), &eth0(), &req).unwrap();
-    assert_eq!(Frame::new_checked(&r.frame[..]).unwrap().vlan(), Some(42));
+fn unicast_arp_refresh_is_answered() {
+    let req = arp_request(OURS, CLIENT, Ipv4Addr::new(198, 51, 100, 1), vip4(), None);
+    assert!(respond(&table(), &eth0(), &req).is_ok());
+}
+
+#[test]
+fn a_request_that_came_in_tagged_on_this_interface_is_left_to_the_vlan_interface() {
+    // On a trunk, a request from VLAN 42 arrives on eth0 with its tag (the socket puts
+    // it back): eth0.42 answers it if the IP is announced there; eth0 never does, or
+    // its reply would land in the native VLAN or on a VLAN this node has no address in.
+    for req in [
+        arp_request(Mac::BROADCAST, CLIENT, Ipv4Addr::new(198, 51, 100, 1), vip4(), Some(42)),
+        arp_request(OURS, CLIENT, Ipv4Addr::new(198, 51, 100, 1), vip4(), Some(0)),
+    ] {
+        assert_eq!(respond(&table(), &eth0(), &req), Err(DropReason::VlanTagged));
+    }
+    let claim = frames::gratuitous_arp(OTHER, vip4(), Some(42));
+    assert_eq!(conflict(&table(), &eth0(), &claim[0]), None, "defended by eth0.42, untagged there");
 }
 
 #[test]
@@ -291,10 +305,10 @@ fn another_host_claiming_an_announced_ip_is_a_conflict_and_the_defense_reclaims_
         let garp = frames::arp_frame(
             Mac::BROADCAST,
             OTHER,
-            Some(10),
+            None,
             &arp::Repr { op, sha: OTHER, spa: vip4(), tha: Mac::ZERO, tpa: vip4() },
         );
-        assert_eq!(conflict(&t, &eth0(), &garp), Some(Conflict { ip: v4(vip4()), mac: OTHER, vlan: Some(10) }));
+        assert_eq!(conflict(&t, &eth0(), &garp), Some(Conflict { ip: v4(vip4()), mac: OTHER, vlan: None }));
         assert_eq!(respond(&t, &eth0(), &garp), Err(DropReason::NotARequest), "not answered as a request");
     }
     // An unsolicited NA, and an NS sent from the VIP, by another host.

@@ -121,6 +121,22 @@ impl PacketSocket {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
+        // The kernel strips 802.1Q tags into out-of-band data; ask for it, so a frame
+        // that came in tagged is not mistaken for one of the native VLAN.
+        let on: libc::c_int = 1;
+        // SAFETY: `on` is a valid c_int of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                &on as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
         // SAFETY: zeroed sockaddr_ll is a valid bit pattern; fields are set below.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -141,8 +157,10 @@ impl PacketSocket {
     }
 
     /// Receive one frame, waiting at most `timeout`; `Ok(None)` on timeout or a signal.
-    /// One blocking `recv` with `SO_RCVTIMEO` (set again only when `timeout` changes), so
-    /// a frame costs a single wakeup and system call.
+    /// One blocking `recvmsg` with `SO_RCVTIMEO` (set again only when `timeout` changes),
+    /// so a frame costs a single wakeup and system call. A frame that came in with an
+    /// 802.1Q tag (which the kernel delivers out of band, `PACKET_AUXDATA`) is returned
+    /// with the tag put back after the MAC addresses, as it was on the wire.
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: std::time::Duration) -> io::Result<Option<usize>> {
         let micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX).max(1);
         if self.rcvtimeo.swap(micros, std::sync::atomic::Ordering::Relaxed) != micros {
@@ -165,10 +183,28 @@ impl PacketSocket {
                 return Err(io::Error::last_os_error());
             }
         }
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        // Room to put a tag back.
+        let room = buf.len().saturating_sub(4);
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: room };
+        let mut control = [0u64; 8];
+        // SAFETY: zeroed msghdr is valid; the pointers set below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: `msg` points at `iov` (into `buf`) and `control`, valid for their lengths.
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) };
         if n >= 0 {
-            return Ok(Some(n as usize));
+            let n = n as usize;
+            return Ok(Some(match vlan_of(&msg) {
+                Some(tag) if n >= 12 => {
+                    buf.copy_within(12..n, 16);
+                    buf[12..16].copy_from_slice(&tag);
+                    n + 4
+                }
+                _ => n,
+            }));
         }
         let e = io::Error::last_os_error();
         match e.kind() {
@@ -185,6 +221,29 @@ impl PacketSocket {
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// The 802.1Q tag (TPID, TCI) the kernel reported for a received frame, if it had one.
+fn vlan_of(msg: &libc::msghdr) -> Option<[u8; 4]> {
+    // SAFETY: `msg` was filled by recvmsg; the CMSG macros walk its control buffer
+    // within `msg_controllen`, and the auxdata is read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA {
+                let aux: libc::tpacket_auxdata = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const _);
+                if aux.tp_status & libc::TP_STATUS_VLAN_VALID == 0 {
+                    return None;
+                }
+                let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { aux.tp_vlan_tpid } else { 0x8100 };
+                let [a, b] = tpid.to_be_bytes();
+                let [c2, d] = aux.tp_vlan_tci.to_be_bytes();
+                return Some([a, b, c2, d]);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+        None
     }
 }
 

@@ -1,0 +1,153 @@
+//! 802.1Q-tagged requests on a trunk, with the speakers as the chart installs them.
+//! The kernel strips a received frame's VLAN tag into out-of-band data; a speaker
+//! that did not read it answered a request from VLAN 10 untagged, into the native
+//! VLAN. Here the client sends ARP requests and neighbor solicitations tagged with
+//! VLAN 10 (and one untagged ARP request as a control) and captures what comes back
+//! on its trunk: only the control is answered, and the holder counts the tagged ones
+//! as `vlan_tagged` (left to a VLAN 10 interface, which these nodes do not have).
+//!
+//! Answering from a node's `eth0.10` cannot be tested on this machine: its kernel
+//! has no 802.1Q support (`CONFIG_VLAN_8021Q` unset, no bridge VLAN filtering).
+
+use std::io::Read;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferrolb_crds::ServiceL2Status;
+use ferrolb_e2e::harness::Harness;
+use ferrolb_e2e::sandbox::{NS, Options, create, metric_sum, pool_and_advertisement};
+use ferrolb_e2e::wait::eventually;
+use ferrolb_speaker::wire::{Mac, arp, icmpv6, solicited_node};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+use serde_json::json;
+
+const VIP4: &str = "198.51.100.100";
+const VIP6: &str = "fd42:f1b::100";
+
+fn mac(s: &str) -> Mac {
+    Mac::from_slice(&s.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect::<Vec<_>>())
+}
+
+#[test]
+fn requests_tagged_with_another_vlan_are_not_answered_into_the_native_one() {
+    let h = Harness::up(&Options { nodes: 2, ..Options::default() });
+    let st = h.sb().state.clone();
+    let c = h.sb().client.clone();
+    h.rt.block_on(async {
+        pool_and_advertisement(&c, "p", &[&format!("{VIP4}/32"), &format!("{VIP6}/128")], "all").await.unwrap();
+        create(
+            &Api::<Service>::namespaced(c.clone(), "default"),
+            json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack",
+                   "ipFamilies": ["IPv4", "IPv6"], "ports": [{"port": 80}]}}),
+        )
+        .await
+        .unwrap();
+    });
+    let statuses: Api<ServiceL2Status> = Api::namespaced(c.clone(), NS);
+    let holder = eventually("web announced", Duration::from_secs(30), || {
+        h.rt.block_on(statuses.get_opt("default.web")).ok().flatten()?.status.map(|s| s.node).filter(|n| !n.is_empty())
+    });
+    eventually("the holder answers untagged requests", Duration::from_secs(20), || {
+        (!st.arp_replies(VIP4, 1).is_empty()).then_some(())
+    });
+    let client = &st.client_netns;
+    let me = mac(&{
+        let v: serde_json::Value = serde_json::from_slice(
+            &Command::new("ip").args(["-n", client, "-j", "link", "show", "eth0"]).output().unwrap().stdout,
+        )
+        .unwrap();
+        v[0]["address"].as_str().unwrap().to_string()
+    });
+    let (vip4, vip6): (Ipv4Addr, Ipv6Addr) = (VIP4.parse().unwrap(), VIP6.parse().unwrap());
+    let client4 = Ipv4Addr::new(198, 51, 100, 2);
+    let client6: Ipv6Addr = "fd42:f1b::2".parse().unwrap();
+    let arp_req = |vlan| {
+        ferrolb_speaker::frames::arp_frame(
+            Mac::BROADCAST,
+            me,
+            vlan,
+            &arp::Repr { op: arp::Op::Request, sha: me, spa: client4, tha: Mac::ZERO, tpa: vip4 },
+        )
+    };
+    let sn = solicited_node(&vip6);
+    let ns_tagged = ferrolb_speaker::frames::ndp_frame(
+        Mac::ipv6_multicast(&sn),
+        me,
+        Some(10),
+        client6,
+        sn,
+        &icmpv6::Repr::NeighborSolicit { target: vip6, source_lladdr: Some(me) },
+    );
+    let tagged = vec![arp_req(Some(10)), arp_req(Some(10)), arp_req(Some(10)), ns_tagged];
+    let control = arp_req(None);
+
+    // Capture the client's trunk while it asks.
+    let mut dump = Command::new("ip")
+        .args(["netns", "exec", client, "tcpdump", "-l", "-e", "-n", "-i", "eth0", "arp or icmp6 or vlan"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let mut err = dump.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("listening on") {
+        assert_eq!(
+            err.read(&mut byte).expect("tcpdump stderr"),
+            1,
+            "tcpdump ended: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.push(byte[0]);
+    }
+    let captured = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (mut stdout, captured) = (dump.stdout.take().unwrap(), captured.clone());
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                captured.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        })
+    };
+    let before =
+        metric_sum(&st.speaker_metrics(&holder), "ferrolb_layer2_dropped_total", Some(("reason", "vlan_tagged")));
+    let frames: Vec<Vec<u8>> = tagged.into_iter().chain([control]).collect();
+    ferrolb_e2e::netns::in_netns(&format!("/run/netns/{client}"), move || -> std::io::Result<()> {
+        let s = ferrolb_speaker_sys::PacketSocket::open("eth0")?;
+        for f in &frames {
+            s.send(f)?;
+        }
+        Ok(())
+    })
+    .expect("enter the client namespace")
+    .join()
+    .expect("thread")
+    .expect("netns")
+    .expect("send the requests");
+    // Witnesses: the holder counted the four tagged requests, and the control, sent
+    // last and answered by the same thread in order, came back: any reply to a tagged
+    // request would have come before it.
+    eventually("the holder saw the tagged requests", Duration::from_secs(10), || {
+        let now =
+            metric_sum(&st.speaker_metrics(&holder), "ferrolb_layer2_dropped_total", Some(("reason", "vlan_tagged")));
+        (now >= before + 4.0).then_some(())
+    });
+    eventually("the untagged control is answered", Duration::from_secs(5), || {
+        captured.lock().unwrap().lines().any(|l| l.contains("is-at") && l.contains(VIP4)).then_some(())
+    });
+    let _ = Command::new("kill").arg(dump.id().to_string()).status();
+    let _ = dump.wait();
+    let _ = reader.join();
+    let out = captured.lock().unwrap().clone();
+    let arp_replies: Vec<&str> = out.lines().filter(|l| l.contains("is-at") && l.contains(VIP4)).collect();
+    let na: Vec<&str> = out.lines().filter(|l| l.contains("neighbor advertisement") && l.contains(VIP6)).collect();
+    assert_eq!(arp_replies.len(), 1, "only the untagged control is answered: {arp_replies:?}");
+    assert!(!arp_replies[0].contains("vlan"), "{arp_replies:?}");
+    assert!(na.is_empty(), "the tagged solicitation is not answered: {na:?}");
+}
