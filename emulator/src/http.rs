@@ -174,6 +174,25 @@ impl Req {
     }
 }
 
+/// A create or update body must say what it is. For the built-in types,
+/// kube-apiserver takes what is missing from the URL (client-go's typed clientsets and
+/// the official Python client send bodies without `apiVersion`/`kind`); a custom
+/// resource's body must carry both (the server's unstructured decoder answers "Object
+/// 'Kind' is missing").
+fn typed(mut body: Value, target: &Target) -> ApiResult<Value> {
+    if !target.rt.custom
+        && let Some(o) = body.as_object_mut()
+    {
+        for (k, v) in [("apiVersion", target.rt.api_version(&target.version)), ("kind", target.rt.kind.clone())] {
+            if o.get(k).and_then(|x| x.as_str()).is_none_or(|x| x.is_empty()) {
+                o.insert(k.to_string(), json!(v));
+            }
+        }
+    }
+    require_typed(&body)?;
+    Ok(body)
+}
+
 fn require_typed(body: &Value) -> ApiResult<()> {
     for k in ["kind", "apiVersion"] {
         if body.get(k).and_then(|v| v.as_str()).is_none_or(|s| s.is_empty()) {
@@ -379,8 +398,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             Ok(json_response(200, &list, &[]))
         }
         Method::POST if target.name.is_none() => {
-            let body = req.decode_body()?;
-            require_typed(&body)?;
+            let body = typed(req.decode_body()?, &target)?;
             if alias {
                 crate::events::validate_v1(&body)?;
             }
@@ -389,8 +407,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             Ok(json_response(w.code, &out(w.object), &w.warnings))
         }
         Method::PUT if target.name.is_some() => {
-            let body = req.decode_body()?;
-            require_typed(&body)?;
+            let body = typed(req.decode_body()?, &target)?;
             if alias {
                 crate::events::validate_v1(&body)?;
             }

@@ -434,8 +434,23 @@ async fn bad_input_gets_clear_answers_and_the_server_keeps_serving() {
     assert!(wrong_av.body["message"].as_str().unwrap().contains("does not match the expected API version"));
     let wrong_kind = post(&emu, CMS, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}})).await;
     assert_eq!(wrong_kind.status, 400);
-    let no_kind = post(&emu, CMS, &json!({"metadata": {"name": "x"}})).await;
+    // A typed client's body (no apiVersion, no kind): taken from the URL for a built-in
+    // type, as kube-apiserver does; a custom resource must say what it is.
+    let untyped = post(&emu, CMS, &json!({"metadata": {"name": "untyped"}, "data": {"a": "1"}})).await;
+    assert_eq!(
+        (untyped.status, &untyped.body["kind"], &untyped.body["apiVersion"]),
+        (201, &json!("ConfigMap"), &json!("v1"))
+    );
+    let mut again = untyped.body.clone();
+    again.as_object_mut().unwrap().retain(|k, _| k != "kind" && k != "apiVersion");
+    again["data"]["a"] = json!("2");
+    let replaced = put(&emu, &format!("{CMS}/untyped"), &again).await;
+    assert_eq!((replaced.status, &replaced.body["data"]["a"]), (200, &json!("2")));
+    with_pool_crd(&emu).await;
+    let no_kind =
+        post(&emu, POOLS, &json!({"metadata": {"name": "x"}, "spec": {"addresses": ["198.51.100.0/24"]}})).await;
     assert_eq!(no_kind.status, 400);
+    assert!(no_kind.body["message"].as_str().unwrap().contains("Object 'Kind' is missing"), "{}", no_kind.body);
     let no_name = post(&emu, CMS, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})).await;
     assert_eq!(no_name.status, 422);
     assert_eq!(no_name.body["details"]["causes"][0]["field"], "metadata.name");
