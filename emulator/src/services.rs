@@ -104,9 +104,54 @@ impl ServiceAllocations {
     }
 }
 
-/// Validate `status.loadBalancer`, as upstream does on status writes.
+/// Validate `status.conditions` as upstream's `metav1.Condition` validation: a
+/// type, a status of True, False or Unknown, a CamelCase reason of at most 1024
+/// bytes, a message of at most 32768 bytes, a transition time.
+fn validate_conditions(svc: &Value, errs: &mut Vec<FieldError>) {
+    let Some(conds) = svc["status"]["conditions"].as_array() else { return };
+    for (i, c) in conds.iter().enumerate() {
+        let path = format!("status.conditions[{i}]");
+        if c["type"].as_str().is_none_or(str::is_empty) {
+            errs.push(FieldError::required(format!("{path}.type"), "must be specified"));
+        }
+        match c["status"].as_str() {
+            Some("True" | "False" | "Unknown") => {}
+            _ => errs.push(FieldError::not_supported(
+                format!("{path}.status"),
+                c["status"].clone(),
+                &["False", "True", "Unknown"],
+            )),
+        }
+        if c["lastTransitionTime"].as_str().is_none_or(str::is_empty) {
+            errs.push(FieldError::required(format!("{path}.lastTransitionTime"), "must be set"));
+        }
+        let reason = c["reason"].as_str().unwrap_or("");
+        let camel = reason.chars().next().is_some_and(|f| f.is_ascii_alphabetic())
+            && reason.chars().all(|x| x.is_ascii_alphanumeric() || "_,:".contains(x))
+            && !reason.ends_with([',', ':']);
+        if reason.is_empty() {
+            errs.push(FieldError::required(format!("{path}.reason"), "must be specified"));
+        } else if reason.len() > 1024 {
+            errs.push(FieldError::too_long(format!("{path}.reason"), 1024));
+        } else if !camel {
+            errs.push(FieldError::invalid(
+                format!("{path}.reason"),
+                json!(reason),
+                "a condition reason must start with alphabetic character, optionally followed by a string of \
+                 alphanumeric characters or '_,:', and must end with an alphanumeric character or '_'",
+            ));
+        }
+        if c["message"].as_str().is_some_and(|m| m.len() > 32768) {
+            errs.push(FieldError::too_long(format!("{path}.message"), 32768));
+        }
+    }
+}
+
+/// Validate `status.loadBalancer` and `status.conditions`, as upstream does on
+/// status writes.
 pub fn validate_status(svc: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
+    validate_conditions(svc, &mut errs);
     let Some(ingress) = svc["status"]["loadBalancer"]["ingress"].as_array() else { return errs };
     for (i, ing) in ingress.iter().enumerate() {
         let path = format!("status.loadBalancer.ingress[{i}]");

@@ -728,6 +728,31 @@ async fn random_and_mutated_bodies_never_break_the_server() {
 }
 
 #[tokio::test]
+async fn service_status_conditions_are_validated_as_upstream() {
+    let emu = emu();
+    let svcs = "/api/v1/namespaces/default/services";
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+    assert_eq!(post(&emu, svcs, &svc).await.status, 201);
+    let cond = |reason: &str, message: String| {
+        json!({"status": {"conditions": [{"type": "ferrolb.io/Allocated", "status": "False", "reason": reason,
+            "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    };
+    let status = format!("{svcs}/web/status");
+    let ok = patch(&emu, &status, "application/merge-patch+json", &cond("InvalidAnnotation", "x".repeat(32_768))).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // A message quoting a 58 KB annotation is refused: the whole status write fails.
+    let long =
+        patch(&emu, &status, "application/merge-patch+json", &cond("InvalidAnnotation", "x".repeat(58_000))).await;
+    assert_eq!(long.status, 422, "{}", long.body);
+    assert_eq!(long.body["details"]["causes"][0]["field"], "status.conditions[0].message");
+    assert_eq!(long.body["details"]["causes"][0]["reason"], "FieldValueTooLong");
+    let bad_reason = patch(&emu, &status, "application/merge-patch+json", &cond("not camel case", "m".into())).await;
+    assert_eq!(bad_reason.status, 422);
+    assert_eq!(bad_reason.body["details"]["causes"][0]["field"], "status.conditions[0].reason");
+}
+
+#[tokio::test]
 async fn events_written_with_events_k8s_io_are_core_events_too() {
     let emu = emu();
     let ev = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "web.1"},
