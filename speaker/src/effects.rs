@@ -76,8 +76,7 @@ impl Effects {
                     for l in self.announced.remove(&ip).unwrap_or_default() {
                         let _ = self.metrics.announced.remove_label_values(&[&l[0], &l[1], &l[2], &l[3]]);
                     }
-                    let ip = ip.to_string();
-                    self.metrics.forget_ips(|x| x != ip);
+                    self.metrics.forget_ip(&ip.to_string());
                 }
                 Note::Gratuitous { ip, frames } => {
                     self.metrics.gratuitous.with_label_values(&[&ip.to_string()]).inc_by(u64::from(frames))

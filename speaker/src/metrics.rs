@@ -199,6 +199,13 @@ impl Metrics {
         }
     }
 
+    /// Remove one IP's per-IP series (`ferrolb_layer2_*{ip}`): it is no longer announced.
+    pub fn forget_ip(&self, ip: &str) {
+        for vec in [&self.requests, &self.responses, &self.gratuitous] {
+            let _ = vec.remove_label_values(&[ip]);
+        }
+    }
+
     /// Remove the per-IP series (`ferrolb_layer2_*{ip}`) of every IP `keep` refuses:
     /// cardinality follows what is announced now, not everything ever announced.
     pub fn forget_ips(&self, keep: impl Fn(&str) -> bool) {

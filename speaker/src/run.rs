@@ -191,7 +191,10 @@ pub async fn run(
     tracing::info!(node = %node, "speaker running");
     loop {
         ready.store(!responders.is_empty(), Ordering::SeqCst);
-        let due = announcer.next_due();
+        // The announcer's next frame, or the end of a rejoin window (new announcements
+        // may start then), whichever comes first.
+        let rejoin_end = membership.as_deref().and_then(|m| *lock(&m.rejoining_until)).filter(|t| *t > Instant::now());
+        let due = announcer.next_due().into_iter().chain(rejoin_end).min();
         let sleep_due = async move {
             match due {
                 Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -240,17 +243,10 @@ pub async fn run(
         }
         metrics.usable_nodes.set(p.usable_nodes.len() as i64);
         let mut desired = p.desired_on(&node, &responders.names());
-        if let Some(m) = membership.as_deref().filter(|m| m.rejoining(Instant::now())) {
-            // Back from a lost link: keep what is announced, start nothing new yet.
+        if membership.as_deref().is_some_and(|m| m.rejoining(Instant::now())) {
+            // Back from a lost link: keep what is announced, start nothing new yet (the
+            // loop wakes at the window's end).
             desired.ips.retain(|ip, _| announcer.table().get(ip).is_some());
-            let until = *lock(&m.rejoining_until);
-            if let Some(until) = until {
-                let wake = changed.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
-                    wake.notify_one();
-                });
-            }
         }
         let wanted: BTreeSet<IpAddr> = desired.ips.keys().copied().collect();
         if wanted != last_wanted {

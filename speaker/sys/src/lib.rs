@@ -107,36 +107,12 @@ impl PacketSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let prog = filter();
         let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
-        // Attach the filter before binding, so no unfiltered frame is ever queued.
-        // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel copies it.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                &fprog as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // Attach the filter before binding, so no unfiltered frame is ever queued (the
+        // kernel copies the program `fprog` points at).
+        setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)?;
         // The kernel strips 802.1Q tags into out-of-band data; ask for it, so a frame
         // that came in tagged is not mistaken for one of the native VLAN.
-        let on: libc::c_int = 1;
-        // SAFETY: `on` is a valid c_int of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_AUXDATA,
-                &on as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        setsockopt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, &(1 as libc::c_int))?;
         // SAFETY: zeroed sockaddr_ll is a valid bit pattern; fields are set below.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -168,19 +144,9 @@ impl PacketSocket {
                 tv_sec: (micros / 1_000_000).min(i64::MAX as u64) as libc::time_t,
                 tv_usec: (micros % 1_000_000) as libc::suseconds_t,
             };
-            // SAFETY: `tv` is a valid timeval of the size passed.
-            let rc = unsafe {
-                libc::setsockopt(
-                    self.fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    &tv as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                )
-            };
-            if rc < 0 {
+            if let Err(e) = setsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv) {
                 self.rcvtimeo.store(0, std::sync::atomic::Ordering::Relaxed);
-                return Err(io::Error::last_os_error());
+                return Err(e);
             }
         }
         // Room to put a tag back.
@@ -222,6 +188,21 @@ impl PacketSocket {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// `setsockopt(2)` with `value`, a plain C struct or integer, passed by its size.
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a valid `T` for the duration of the call, and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// The 802.1Q tag (TPID, TCI) the kernel reported for a received frame, if it had one.
