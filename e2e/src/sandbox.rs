@@ -95,6 +95,19 @@ pub async fn pool_and_advertisement(client: &Client, name: &str, addresses: &[&s
     Ok(())
 }
 
+/// Pool `p` with one IPv4 and one IPv6 VIP, advertised everywhere (`all`), and the
+/// dual-stack LoadBalancer Service `default/web` that gets both.
+pub async fn dual_stack_web(client: &Client, vip4: &str, vip6: &str) -> anyhow::Result<()> {
+    pool_and_advertisement(client, "p", &[&format!("{vip4}/32"), &format!("{vip6}/128")], "all").await?;
+    create(
+        &Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), "default"),
+        json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack",
+               "ipFamilies": ["IPv4", "IPv6"], "ports": [{"port": 80}]}}),
+    )
+    .await?;
+    Ok(())
+}
+
 /// IP families of the sandbox Services' pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Families {

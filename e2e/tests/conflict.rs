@@ -12,9 +12,8 @@ use std::time::Duration;
 use ferrolb_crds::ServiceL2Status;
 use ferrolb_crds::conditions::event;
 use ferrolb_e2e::harness::Harness;
-use ferrolb_e2e::sandbox::{NS, Options, create, pool_and_advertisement};
+use ferrolb_e2e::sandbox::{NS, Options, dual_stack_web};
 use ferrolb_e2e::wait::eventually;
-use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 use serde_json::json;
 
@@ -34,27 +33,13 @@ fn neighbour(netns: &str, addr: &str) -> Option<String> {
     v.as_array()?.iter().find_map(|e| e["lladdr"].as_str().map(str::to_lowercase))
 }
 
-fn mac_of(netns: &str, iface: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(&ip(netns, &["-j", "link", "show", iface])).expect("json");
-    v[0]["address"].as_str().expect("address").to_lowercase()
-}
-
 #[test]
 fn a_host_that_claims_a_vip_is_answered_with_a_defense_and_reported() {
     let values = json!({"speaker": {"refreshInterval": 3600}});
     let h = Harness::up(&Options { nodes: 2, values, ..Options::default() });
     let (rt, sb) = (&h.rt, h.sb());
     let c = sb.client.clone();
-    rt.block_on(async {
-        pool_and_advertisement(&c, "p", &[&format!("{VIP4}/32"), &format!("{VIP6}/128")], "all").await.unwrap();
-        create(
-            &Api::<Service>::namespaced(c.clone(), "default"),
-            json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack",
-                   "ipFamilies": ["IPv4", "IPv6"], "ports": [{"port": 80}]}}),
-        )
-        .await
-        .unwrap();
-    });
+    rt.block_on(dual_stack_web(&c, VIP4, VIP6)).unwrap();
     let statuses: Api<ServiceL2Status> = Api::namespaced(c.clone(), NS);
     let holder = eventually("web announced", Duration::from_secs(30), || {
         rt.block_on(statuses.get_opt("default.web")).ok().flatten()?.status.map(|s| s.node).filter(|n| !n.is_empty())
@@ -64,7 +49,7 @@ fn a_host_that_claims_a_vip_is_answered_with_a_defense_and_reported() {
     let holder_mac = node(&holder).interfaces[0].mac.to_lowercase();
     let observer = st.nodes.iter().find(|n| n.name != holder).expect("two nodes").netns.clone();
     let (client, client_if) = (st.client_netns.clone(), st.client_interface.clone());
-    let impostor_mac = mac_of(&client, &client_if);
+    let impostor_mac = sb.topo.client.mac.to_lowercase();
     let metric = |name: &str| st.speaker_metric(&holder, name);
 
     // The observer resolves both VIPs the ordinary way (its kernel, by ping).
@@ -97,9 +82,7 @@ fn a_host_that_claims_a_vip_is_answered_with_a_defense_and_reported() {
 
     // IPv6: an unsolicited NA with the override flag, from the client's MAC.
     let before = metric("ferrolb_speaker_ip_conflicts_total");
-    let mac = ferrolb_speaker::wire::Mac::from_slice(
-        &impostor_mac.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect::<Vec<_>>(),
-    );
+    let mac: ferrolb_speaker::wire::Mac = impostor_mac.parse().expect("a MAC");
     let na = ferrolb_speaker::frames::unsolicited_advert(mac, VIP6.parse().expect("literal"), None);
     let iface = client_if.clone();
     ferrolb_e2e::netns::in_netns(&format!("/run/netns/{client}"), move || {

@@ -37,6 +37,39 @@ impl Env {
         st.arp_replies(&self.ip, count).into_iter().map(|mac| st.node_of_mac(&mac).unwrap_or(mac)).collect()
     }
 
+    /// Who answered `count` ARP requests for each of `ips`, asked in parallel.
+    fn answering_each(&self, ips: &[String], count: u32) -> Vec<Vec<String>> {
+        let st = &self.sb().state;
+        std::thread::scope(|s| {
+            let asks: Vec<_> = ips
+                .iter()
+                .map(|ip| {
+                    s.spawn(move || {
+                        st.arp_replies(ip, count).into_iter().map(|m| st.node_of_mac(&m).unwrap_or(m)).collect()
+                    })
+                })
+                .collect();
+            asks.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    /// Apply `action` (`drop`, `reject with tcp reset`) to every speaker's packets to
+    /// the API server, on every node.
+    fn cut_speakers_from_api(&self, action: &str) {
+        let kc = std::fs::read_to_string(&self.sb().state.speaker_kubeconfig).unwrap();
+        let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
+        let (host, port) = server.trim_start_matches("https://").trim_end_matches('/').rsplit_once(':').unwrap();
+        for n in self.nodes() {
+            nft(
+                self,
+                &n,
+                &format!(
+                    "table inet flbtest {{\n chain output {{\n  type filter hook output priority 0;\n  ip daddr {host} tcp dport {port} counter {action}\n }}\n}}\n"
+                ),
+            );
+        }
+    }
+
     fn holder_status(&self) -> Option<String> {
         let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(self.sb().client.clone(), NS);
         self.rt.block_on(api.get_opt("default.web")).ok().flatten()?.status.map(|s| s.node).filter(|n| !n.is_empty())
@@ -286,21 +319,10 @@ fn one_lossy_link_between_two_speakers_moves_nothing() {
 fn speakers_keep_announcing_while_the_api_server_is_unreachable() {
     // 3 s Leases: without heartbeats every speaker would see every Lease expire and withdraw.
     let (env, holder) = setup(3);
-    let kc = std::fs::read_to_string(&env.sb().state.speaker_kubeconfig).unwrap();
-    let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
-    let port = server.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
     let takeovers: Vec<f64> = env.nodes().iter().map(|n| env.metric(n, "ferrolb_speaker_takeovers_total")).collect();
     let failures = |n: &str| env.metric(n, "ferrolb_speaker_lease_renewal_failures_total");
     let failed_before: Vec<f64> = env.nodes().iter().map(|n| failures(n)).collect();
-    for n in env.nodes() {
-        nft(
-            &env,
-            &n,
-            &format!(
-                "table inet flbtest {{\n chain output {{\n  type filter hook output priority 0;\n  ip daddr 198.51.100.3 tcp dport {port} counter reject with tcp reset\n }}\n}}\n"
-            ),
-        );
-    }
+    env.cut_speakers_from_api("reject with tcp reset");
     eventually(
         "every speaker failed to renew its Lease for longer than the Lease lasts",
         Duration::from_secs(30),
@@ -377,20 +399,7 @@ fn a_speaker_with_another_heartbeat_key_never_makes_two_nodes_answer() {
     };
     let before = eventually("all twelve announced", Duration::from_secs(30), announced);
     // Every IP: one node answers, asked three times.
-    let answers: Vec<(String, Vec<String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = ips
-            .iter()
-            .map(|ip| {
-                let st = &env.sb().state;
-                s.spawn(move || {
-                    let macs = st.arp_replies(ip, 3);
-                    (ip.clone(), macs.into_iter().map(|m| st.node_of_mac(&m).unwrap_or(m)).collect::<Vec<_>>())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (ip, nodes) in &answers {
+    for (ip, nodes) in ips.iter().zip(env.answering_each(&ips, 3)) {
         let distinct: std::collections::BTreeSet<&String> = nodes.iter().collect();
         assert_eq!(distinct.len(), 1, "{ip} answered by exactly one node: {nodes:?}");
     }
@@ -470,47 +479,21 @@ fn a_hanging_api_server_delays_no_takeover() {
         "{second} holds a right IP: {before:?}"
     );
     // The API server stops answering the speakers: their packets to it vanish.
-    let kc = std::fs::read_to_string(&env.sb().state.speaker_kubeconfig).unwrap();
-    let server = kc.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
-    let port = server.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
-    let host = server.trim_start_matches("https://").rsplit_once(':').unwrap().0.to_string();
-    for n in &nodes {
-        nft(
-            &env,
-            n,
-            &format!(
-                "table inet flbtest {{\n chain output {{\n  type filter hook output priority 0;\n  ip daddr {host} tcp dport {port} counter drop\n }}\n}}\n"
-            ),
-        );
-    }
+    env.cut_speakers_from_api("drop");
     let timeouts = |n: &str| {
         metric_sum(&env.sb().state.speaker_metrics(n), "ferrolb_speaker_api_failures_total", Some(("kind", "timeout")))
     };
     eventually("every speaker's API requests time out", Duration::from_secs(45), || {
         nodes.iter().all(|n| timeouts(n) >= 1.0).then_some(())
     });
-    let answered_by = |ips: &[String]| -> Vec<Vec<String>> {
-        std::thread::scope(|s| {
-            let hs: Vec<_> = ips
-                .iter()
-                .map(|ip| {
-                    let st = &env.sb().state;
-                    s.spawn(move || {
-                        st.arp_replies(ip, 1).into_iter().map(|m| st.node_of_mac(&m).unwrap_or(m)).collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        })
-    };
     // First failure: the survivor takes the left pool (and writes statuses that hang).
     env.sb().signal_pod(&format!("speaker/{first}"), "-KILL", true).unwrap();
     eventually("the survivor answers every left IP", Duration::from_secs(15), || {
-        answered_by(&left).iter().all(|a| *a == [survivor.clone()]).then_some(())
+        env.answering_each(&left, 1).iter().all(|a| *a == [survivor.clone()]).then_some(())
     });
     // Second failure, during the hang: the survivor takes the right pool too.
     env.sb().signal_pod(&format!("speaker/{second}"), "-KILL", true).unwrap();
     eventually("the survivor answers every right IP", Duration::from_secs(15), || {
-        answered_by(&right).iter().all(|a| *a == [survivor.clone()]).then_some(())
+        env.answering_each(&right, 1).iter().all(|a| *a == [survivor.clone()]).then_some(())
     });
 }

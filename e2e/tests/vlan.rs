@@ -16,35 +16,20 @@ use std::time::Duration;
 
 use ferrolb_crds::ServiceL2Status;
 use ferrolb_e2e::harness::Harness;
-use ferrolb_e2e::sandbox::{NS, Options, create, metric_sum, pool_and_advertisement};
+use ferrolb_e2e::sandbox::{NS, Options, dual_stack_web, metric_sum};
 use ferrolb_e2e::wait::eventually;
 use ferrolb_speaker::wire::{Mac, arp, icmpv6, solicited_node};
-use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
-use serde_json::json;
 
 const VIP4: &str = "198.51.100.100";
 const VIP6: &str = "fd42:f1b::100";
-
-fn mac(s: &str) -> Mac {
-    Mac::from_slice(&s.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect::<Vec<_>>())
-}
 
 #[test]
 fn requests_tagged_with_another_vlan_are_not_answered_into_the_native_one() {
     let h = Harness::up(&Options { nodes: 2, ..Options::default() });
     let st = h.sb().state.clone();
     let c = h.sb().client.clone();
-    h.rt.block_on(async {
-        pool_and_advertisement(&c, "p", &[&format!("{VIP4}/32"), &format!("{VIP6}/128")], "all").await.unwrap();
-        create(
-            &Api::<Service>::namespaced(c.clone(), "default"),
-            json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack",
-                   "ipFamilies": ["IPv4", "IPv6"], "ports": [{"port": 80}]}}),
-        )
-        .await
-        .unwrap();
-    });
+    h.rt.block_on(dual_stack_web(&c, VIP4, VIP6)).unwrap();
     let statuses: Api<ServiceL2Status> = Api::namespaced(c.clone(), NS);
     let holder = eventually("web announced", Duration::from_secs(30), || {
         h.rt.block_on(statuses.get_opt("default.web")).ok().flatten()?.status.map(|s| s.node).filter(|n| !n.is_empty())
@@ -53,13 +38,7 @@ fn requests_tagged_with_another_vlan_are_not_answered_into_the_native_one() {
         (!st.arp_replies(VIP4, 1).is_empty()).then_some(())
     });
     let client = &st.client_netns;
-    let me = mac(&{
-        let v: serde_json::Value = serde_json::from_slice(
-            &Command::new("ip").args(["-n", client, "-j", "link", "show", "eth0"]).output().unwrap().stdout,
-        )
-        .unwrap();
-        v[0]["address"].as_str().unwrap().to_string()
-    });
+    let me: Mac = h.sb().topo.client.mac.parse().expect("a MAC");
     let (vip4, vip6): (Ipv4Addr, Ipv6Addr) = (VIP4.parse().unwrap(), VIP6.parse().unwrap());
     let client4 = Ipv4Addr::new(198, 51, 100, 2);
     let client6: Ipv6Addr = "fd42:f1b::2".parse().unwrap();

@@ -7,50 +7,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-struct Emulator {
-    child: Child,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
+mod binary;
 
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_emulator() -> Emulator {
-    start_emulator_with(|_| Vec::new())
-}
-
-/// Start the binary with extra arguments computed from its temporary directory.
-fn start_emulator_with(extra: impl FnOnce(&Path) -> Vec<String>) -> Emulator {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolb-emulator"))
-        .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args(extra(dir.path()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(20)).expect("emulator announced its address");
-    assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
-    Emulator { child, kubeconfig, _dir: dir }
-}
+use binary::{Emulator, start as start_emulator, start_with as start_emulator_with};
 
 struct Kubectl {
     bin: PathBuf,
@@ -60,7 +23,7 @@ struct Kubectl {
 impl Kubectl {
     fn cmd(&self, emu: &Emulator, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
-        c.env("KUBECONFIG", &emu.kubeconfig).env("HOME", emu._dir.path()).args(args);
+        c.env("KUBECONFIG", &emu.kubeconfig).env("HOME", emu.dir.path()).args(args);
         c
     }
 
@@ -277,7 +240,7 @@ subjects:
 fn token_client(emu: &Emulator, token: &str) -> kube::Client {
     let text = std::fs::read_to_string(&emu.kubeconfig).unwrap();
     let server = text.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap().to_string();
-    let path = emu._dir.path().join(format!("kubeconfig-{token}"));
+    let path = emu.dir.path().join(format!("kubeconfig-{token}"));
     ferrolb_emulator::write_kubeconfig_with_token(&path, &server, Some(token)).unwrap();
     let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
     let rt = tokio::runtime::Handle::current();
