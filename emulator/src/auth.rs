@@ -187,16 +187,37 @@ fn unrestricted(auth: &Auth, user: &User) -> bool {
     auth.mode == Mode::AlwaysAllow || user.groups.iter().any(|g| g == "system:masters")
 }
 
-/// Whether `path` (a non-resource URL) may be read by `user`.
-pub fn allows_non_resource(auth: &Auth, user: &User, path: &str) -> bool {
+/// Whether `user` may `verb` the non-resource URL `path`, as kube-apiserver's RBAC
+/// authorizer decides it: the default `system:public-info-viewer` binding (health and
+/// version, for everyone), `system:discovery` (discovery and OpenAPI, for the
+/// authenticated), then the `nonResourceURLs` rules of the ClusterRoles that
+/// ClusterRoleBindings grant (a RoleBinding never grants a non-resource URL).
+pub fn allows_non_resource(auth: &Auth, st: &State, user: &User, verb: &str, path: &str) -> bool {
     if unrestricted(auth, user) {
         return true;
     }
-    let public = ["/healthz", "/livez", "/readyz", "/version"];
-    if public.iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) {
-        return true;
+    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+    if verb == "get" {
+        if ["/healthz", "/livez", "/readyz", "/version"].into_iter().any(under) {
+            return true;
+        }
+        if user.is_authenticated() && (path == "/" || ["/api", "/apis", "/openapi"].into_iter().any(under)) {
+            return true;
+        }
     }
-    user.is_authenticated()
+    const RBAC: &str = "rbac.authorization.k8s.io";
+    st.stored(RBAC, "clusterrolebindings")
+        .filter(|b| binds(b, user, None))
+        .filter(|b| b["roleRef"]["kind"] == "ClusterRole")
+        .filter_map(|b| st.stored_one(RBAC, "clusterroles", "", b["roleRef"]["name"].as_str()?))
+        .flat_map(|role| role["rules"].as_array().into_iter().flatten())
+        .any(|rule| {
+            strings(&rule["verbs"]).any(|v| v == "*" || v == verb)
+                && strings(&rule["nonResourceURLs"]).any(|u| match u.strip_suffix('*') {
+                    Some(prefix) => path.starts_with(prefix),
+                    None => u == path,
+                })
+        })
 }
 
 /// Whether `user` may do `a`, by the roles and bindings stored in `st`.
@@ -358,12 +379,41 @@ mod tests {
     }
 
     #[test]
-    fn non_resource_urls_need_authentication_except_health() {
+    fn non_resource_urls_follow_the_default_bindings_and_cluster_roles() {
+        let mut st = state();
         let auth = Auth::new(Mode::Rbac);
-        assert!(allows_non_resource(&auth, &User::anonymous(), "/version"));
-        assert!(allows_non_resource(&auth, &User::anonymous(), "/readyz"));
-        assert!(!allows_non_resource(&auth, &User::anonymous(), "/apis"));
-        assert!(allows_non_resource(&auth, &User::service_account("a", "b"), "/apis"));
+        let get = |st: &State, u: &User, path: &str| allows_non_resource(&auth, st, u, "get", path);
+        let (anon, sa) = (User::anonymous(), User::service_account("sys", "prom"));
+        assert!(get(&st, &anon, "/version") && get(&st, &anon, "/readyz"));
+        assert!(!get(&st, &anon, "/apis"));
+        assert!(get(&st, &sa, "/apis") && get(&st, &sa, "/openapi/v3"));
+        assert!(!get(&st, &sa, "/metrics"), "no default binding grants /metrics");
+        put(
+            &mut st,
+            "clusterroles",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "reader"},
+                   "rules": [{"nonResourceURLs": ["/metrics", "/debug/*"], "verbs": ["get"]}]}),
+        );
+        // Bound by a RoleBinding: non-resource rules do not apply.
+        put(
+            &mut st,
+            "rolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "r", "namespace": "sys"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "prom"}]}),
+        );
+        assert!(!get(&st, &sa, "/metrics"));
+        put(
+            &mut st,
+            "clusterrolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "reader"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "prom", "namespace": "sys"}]}),
+        );
+        assert!(get(&st, &sa, "/metrics") && get(&st, &sa, "/debug/pprof"));
+        assert!(!get(&st, &sa, "/metricsx") && !get(&st, &sa, "/debug"));
+        assert!(!allows_non_resource(&auth, &st, &sa, "post", "/metrics"), "the verb counts");
+        assert!(!get(&st, &User::service_account("sys", "other"), "/metrics"));
     }
 
     #[test]

@@ -204,6 +204,68 @@ fn require_typed(body: &Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// Authorize `attrs` for the request's user, record the decision in the access log, and
+/// answer 403 as upstream when it is refused.
+fn authorize_attrs(inner: &Arc<Inner>, req: &Req, attrs: &Attributes) -> ApiResult<()> {
+    let allowed = match (&inner.config.auth, &req.user) {
+        (Some(auth), Some(user)) => crate::auth::allows(auth, &lock(inner), user, attrs),
+        _ => true,
+    };
+    inner.access.lock().unwrap_or_else(|p| p.into_inner()).push(crate::Access {
+        peer: req.peer,
+        user: req.user.as_ref().map(|u| u.name.clone()),
+        allowed,
+        verb: attrs.verb.into(),
+        group: attrs.group.into(),
+        resource: match attrs.subresource {
+            Some(sub) => format!("{}/{sub}", attrs.resource),
+            None => attrs.resource.to_string(),
+        },
+    });
+    match (allowed, &req.user) {
+        (true, _) => Ok(()),
+        (false, Some(user)) => Err(ApiError::forbidden(attrs.forbidden_message(user))),
+        (false, None) => Err(ApiError::forbidden("forbidden")),
+    }
+}
+
+/// A TokenReview or SubjectAccessReview, authorized as a `create` of it.
+fn review(inner: &Arc<Inner>, req: &Req, group: &str, resource: &str) -> ApiResult<Response> {
+    let attrs = Attributes { verb: "create", group, resource, subresource: None, namespace: None, name: None };
+    authorize_attrs(inner, req, &attrs)?;
+    let body = req.decode_body()?;
+    let (kind, api_version) = match resource {
+        "tokenreviews" => ("TokenReview", "authentication.k8s.io/v1"),
+        _ => ("SubjectAccessReview", "authorization.k8s.io/v1"),
+    };
+    let body = typed_as(body, kind, api_version)?;
+    let no_auth = crate::auth::Auth::default();
+    let auth = inner.config.auth.as_ref().unwrap_or(&no_auth);
+    let out = match resource {
+        "tokenreviews" => crate::reviews::token_review(auth, body)?,
+        _ => crate::reviews::subject_access_review(auth, &lock(inner), body)?,
+    };
+    Ok(json_response(201, &out, &[]))
+}
+
+/// A review body's kind and apiVersion: filled from the URL when missing, refused when
+/// they name something else.
+fn typed_as(mut body: Value, kind: &str, api_version: &str) -> ApiResult<Value> {
+    let Some(o) = body.as_object_mut() else { return Err(ApiError::bad_request("the body is not an object")) };
+    for (k, want) in [("kind", kind), ("apiVersion", api_version)] {
+        match o.get(k).and_then(|v| v.as_str()).filter(|v| !v.is_empty()) {
+            None => {
+                o.insert(k.into(), json!(want));
+            }
+            Some(got) if got != want => {
+                return Err(ApiError::bad_request(format!("the body's {k} is {got:?}; this URL takes {want:?}")));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(body)
+}
+
 async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
     let segs: Vec<String> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).map(String::from).collect();
     let s: Vec<&str> = segs.iter().map(|s| s.as_str()).collect();
@@ -211,7 +273,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
     let resource_path = matches!(s.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]);
     if !resource_path
         && let (Some(auth), Some(user)) = (&inner.config.auth, &req.user)
-        && !crate::auth::allows_non_resource(auth, user, &req.path)
+        && !crate::auth::allows_non_resource(auth, &lock(inner), user, &req.method.as_str().to_lowercase(), &req.path)
     {
         return Err(ApiError::forbidden(format!(
             "forbidden: User {:?} cannot {} path {:?}",
@@ -273,6 +335,16 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
         }
         _ => {}
     }
+    if let [
+        "apis",
+        g @ ("authentication.k8s.io" | "authorization.k8s.io"),
+        "v1",
+        r @ ("tokenreviews" | "subjectaccessreviews"),
+    ] = s.as_slice()
+        && req.method == Method::POST
+    {
+        return review(inner, &req, g, r);
+    }
     let (group, version, rest) = match s.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
@@ -310,26 +382,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             namespace: target.namespace.as_deref().filter(|_| target.rt.namespaced),
             name: target.name.as_deref(),
         };
-        let allowed = match (&inner.config.auth, &req.user) {
-            (Some(auth), Some(user)) => crate::auth::allows(auth, &lock(inner), user, &attrs),
-            _ => true,
-        };
-        inner.access.lock().unwrap_or_else(|p| p.into_inner()).push(crate::Access {
-            peer: req.peer,
-            user: req.user.as_ref().map(|u| u.name.clone()),
-            allowed,
-            verb: verb.into(),
-            group: group.clone(),
-            resource: match &target.subresource {
-                Some(sub) => format!("{resource}/{sub}"),
-                None => resource.clone(),
-            },
-        });
-        match (allowed, &req.user) {
-            (true, _) => Ok(()),
-            (false, Some(user)) => Err(ApiError::forbidden(attrs.forbidden_message(user))),
-            (false, None) => Err(ApiError::forbidden("forbidden")),
-        }
+        authorize_attrs(inner, &req, &attrs)
     };
     authorize(match (&req.method, target.name.is_some()) {
         (&Method::GET, _) if is_watch => "watch",

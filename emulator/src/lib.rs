@@ -24,6 +24,7 @@ mod events;
 mod http;
 pub mod patch;
 pub mod resources;
+pub mod reviews;
 pub mod selectors;
 pub mod services;
 pub mod store;
