@@ -2,6 +2,9 @@
 //! and the listen address flag they share.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use crate::secure::{Decision, MetricsProtection, Reviewer};
 
 /// Where to listen. `:7472` (as the chart and Go programs write it) means every
 /// address of both families; `0.0.0.0:7472` or `[::1]:7472` exactly that.
@@ -54,18 +57,95 @@ impl ListenAddr {
     }
 }
 
+/// `/metrics` over HTTPS for authorized scrapers (see [`crate::secure`]).
+#[derive(Clone)]
+pub struct Secure {
+    /// The TLS configuration (certificate).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Who may read `/metrics`.
+    pub reviewer: Arc<Reviewer>,
+}
+
+impl MetricsProtection {
+    /// The listen address: `addr`, on the bind address when one is set.
+    pub fn listen_addr(&self, addr: ListenAddr) -> anyhow::Result<ListenAddr> {
+        Ok(match (self.bind_address()?, addr) {
+            (Some(ip), ListenAddr::Any(port)) => ListenAddr::Exact(SocketAddr::new(ip, port)),
+            (Some(ip), ListenAddr::Exact(a)) => ListenAddr::Exact(SocketAddr::new(ip, a.port())),
+            (None, a) => a,
+        })
+    }
+
+    /// With --metrics-secure, how to serve: the certificate (from the directory, or
+    /// self-signed for `who`, localhost and the address `addr` names) and a reviewer
+    /// asking through `client`.
+    pub fn secure(&self, client: &kube::Client, who: &str, addr: ListenAddr) -> anyhow::Result<Option<Secure>> {
+        if !self.metrics_secure {
+            return Ok(None);
+        }
+        let mut names = vec![who.to_string(), "localhost".to_string()];
+        if let ListenAddr::Exact(a) = addr
+            && !a.ip().is_unspecified()
+        {
+            names.push(a.ip().to_string());
+        }
+        let cert = match self.metrics_tls_dir.trim() {
+            "" => crate::secure::Certificate::self_signed(&names)?,
+            dir => crate::secure::Certificate::from_dir(std::path::Path::new(dir))
+                .map_err(|e| anyhow::anyhow!("--metrics-tls-dir: {e}"))?,
+        };
+        Ok(Some(Secure {
+            tls: crate::secure::server_config(Arc::new(cert))?,
+            reviewer: Arc::new(Reviewer::new(client.clone())),
+        }))
+    }
+}
+
 /// Serve `/metrics` (from `render`), `/healthz` (the process runs) and `/readyz`
-/// (`ready()` says so) on `listener` until the process ends.
+/// (`ready()` says so) on `listener` until the process ends: in plain HTTP, or, with
+/// `secure`, over HTTPS with `/metrics` for authorized bearer tokens only.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     render: impl Fn() -> String + Clone + Send + Sync + 'static,
     ready: impl Fn() -> bool + Clone + Send + Sync + 'static,
+    secure: Option<Secure>,
 ) -> anyhow::Result<()> {
+    use axum::response::IntoResponse;
     use axum::routing::get;
-    let app = axum::Router::new()
-        .route("/metrics", get(move || std::future::ready(render())))
-        .route("/healthz", get(|| std::future::ready("ok")))
-        .route(
+    let reviewer = secure.as_ref().map(|s| s.reviewer.clone());
+    let metrics = move |headers: http::HeaderMap| {
+        let (render, reviewer) = (render.clone(), reviewer.clone());
+        async move {
+            let Some(reviewer) = reviewer else { return render().into_response() };
+            let token = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("")
+                .trim();
+            match reviewer.decide(token, "/metrics").await {
+                Ok(Decision::Allowed) => render().into_response(),
+                Ok(Decision::Unauthenticated) => (
+                    http::StatusCode::UNAUTHORIZED,
+                    [(http::header::WWW_AUTHENTICATE, "Bearer")],
+                    "Unauthorized: a bearer token the API server authenticates is required\n",
+                )
+                    .into_response(),
+                Ok(Decision::Forbidden(user)) => (
+                    http::StatusCode::FORBIDDEN,
+                    format!("Forbidden (user={user}, verb=get, nonResourceURL=/metrics)\n"),
+                )
+                    .into_response(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a metrics request could not be authorized");
+                    (http::StatusCode::SERVICE_UNAVAILABLE, "the API server could not review the token\n")
+                        .into_response()
+                }
+            }
+        }
+    };
+    let app =
+        axum::Router::new().route("/metrics", get(metrics)).route("/healthz", get(|| std::future::ready("ok"))).route(
             "/readyz",
             get(move || {
                 std::future::ready(if ready() {
@@ -75,6 +155,9 @@ pub async fn serve(
                 })
             }),
         );
+    if let Some(s) = secure {
+        return crate::secure::serve_tls(listener, s.tls, app, "metrics and health").await;
+    }
     tracing::info!(addr = %listener.local_addr()?, "serving metrics and health");
     axum::serve(listener, app).await?;
     Ok(())
@@ -105,7 +188,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
         let ready = Arc::new(AtomicBool::new(false));
         let r = ready.clone();
-        tokio::spawn(serve(l, || "m 1\n".to_string(), move || r.load(Ordering::SeqCst)));
+        tokio::spawn(serve(l, || "m 1\n".to_string(), move || r.load(Ordering::SeqCst), None));
         let get = |path: &'static str| async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();

@@ -3,6 +3,7 @@
 pub mod events;
 pub mod flags;
 pub mod http;
+pub mod secure;
 pub mod wait;
 
 use std::sync::Arc;

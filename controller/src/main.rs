@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use ferrolb_common::flags::duration_between;
 use ferrolb_common::http::{ListenAddr, serve};
+use ferrolb_common::secure::MetricsProtection;
 use ferrolb_controller::ProcessState;
 use ferrolb_controller::leadership::run;
 use ferrolb_controller::settings::Settings;
@@ -37,6 +38,8 @@ struct Args {
     /// Address for /metrics, /healthz and /readyz: `:7472` (every address) or `IP:PORT`.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = ":7472")]
     metrics_addr: ListenAddr,
+    #[command(flatten)]
+    metrics: MetricsProtection,
     /// Log format.
     #[arg(long, env = "FERROLB_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -89,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         leader_elect,
         lease_duration,
         metrics_addr,
+        metrics,
         log_format,
         log_level,
         ignore_exclude_lb,
@@ -96,10 +100,12 @@ async fn main() -> anyhow::Result<()> {
         webhook,
     } = Args::parse();
     ferrolb_common::init_logging(&log_format, &log_level)?;
+    let metrics_addr = metrics.listen_addr(metrics_addr)?;
     let listener = metrics_addr.bind().await.map_err(|e| anyhow::anyhow!("--metrics-addr {metrics_addr}: {e}"))?;
     let client = ferrolb_common::client().await?;
     let state = ProcessState::new();
     let identity = identity.unwrap_or_else(|| format!("ferrolb-controller-{}", std::process::id()));
+    let secure = metrics.secure(&client, &identity, metrics_addr)?;
     let webhook_ready = Arc::new(AtomicBool::new(!webhook.enabled));
     let hook = webhook.enabled.then(|| {
         let s = WebhookSettings {
@@ -132,13 +138,13 @@ async fn main() -> anyhow::Result<()> {
     let settings =
         Settings { namespace, lb_class, identity, leader_elect, lease_duration, metrics_addr, ignore_exclude_lb };
     let stop_rx = ferrolb_common::shutdown_signal("shutting down");
-    let metrics = state.metrics.clone();
+    let rendered = state.metrics.clone();
     let ready = {
         let (r, w) = (state.ready.clone(), webhook_ready);
         move || r.load(Ordering::SeqCst) && w.load(Ordering::SeqCst)
     };
     tokio::select! {
-        r = serve(listener, move || metrics.render(), ready).instrument(tracing::info_span!("http")) => r,
+        r = serve(listener, move || rendered.render(), ready, secure).instrument(tracing::info_span!("http")) => r,
         r = run(client, settings, state, stop_rx).instrument(tracing::info_span!("controller")) => r,
         r = hook => r,
         r = key => r,

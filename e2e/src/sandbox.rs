@@ -191,6 +191,14 @@ pub struct State {
     /// The controller replicas' Pod networks (namespace, IPv4), replica 0 first.
     #[serde(default)]
     pub controller_pods: Vec<(String, String)>,
+    /// The sandbox administrator's bearer token (kubeconfig), which may read everything,
+    /// `/metrics` included.
+    #[serde(default)]
+    pub admin_token: String,
+    /// A bearer token of the ServiceAccount `monitoring/prometheus`, as a Prometheus in
+    /// the cluster would carry: it may read `/metrics` once bound (`metrics.reader`).
+    #[serde(default)]
+    pub prometheus_token: String,
     /// The path of the speaker binary (for `start speaker`).
     pub speaker_binary: PathBuf,
     /// The path of the controller binary (for `start controller`).
@@ -340,7 +348,27 @@ impl State {
 
     /// `node`'s speaker metrics (the text exposition; empty when unreachable).
     pub fn speaker_metrics(&self, node: &str) -> String {
-        self.node_exec(node, &["curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"]).unwrap_or_default()
+        let Some(n) = self.nodes.iter().find(|n| n.name == node) else { return String::new() };
+        let ip = n.interfaces.first().map(|i| i.ipv4.as_str()).unwrap_or_default();
+        self.scrape(&n.netns, &format!("{ip}:7473")).unwrap_or_default()
+    }
+
+    /// Whether the chart serves metrics over HTTPS to authorized tokens only
+    /// (`metrics.secure`).
+    pub fn metrics_secure(&self) -> bool {
+        self.values["metrics"]["secure"] == true
+    }
+
+    /// `/metrics` of `target` (`IP:PORT`), fetched from the namespace `netns` as the
+    /// chart serves it: plain HTTP, or HTTPS with a token allowed to read it.
+    pub fn scrape(&self, netns: &str, target: &str) -> Option<String> {
+        if self.metrics_secure() {
+            let auth = format!("Authorization: Bearer {}", self.admin_token);
+            let url = format!("https://{target}/metrics");
+            netns_exec(netns, &["curl", "-sk", "--fail", "--max-time", "2", "-H", &auth, &url])
+        } else {
+            netns_exec(netns, &["curl", "-s", "--max-time", "2", &format!("http://{target}/metrics")])
+        }
     }
 
     /// Every speaker counts every other one alive by heartbeats
@@ -368,9 +396,7 @@ impl State {
     pub fn controller_leader_metrics(&self) -> String {
         let mut first = None;
         for target in self.controller_targets() {
-            let url = format!("http://{target}/metrics");
-            let text =
-                netns_exec(&self.control_plane_netns, &["curl", "-s", "--max-time", "2", &url]).unwrap_or_default();
+            let text = self.scrape(&self.control_plane_netns, &target).unwrap_or_default();
             if metric_sum(&text, "ferrolb_controller_leader", None) == 1.0 {
                 return text;
             }
@@ -455,11 +481,13 @@ impl Sandbox {
         use ferrolb_emulator::auth::{Auth, Mode, User};
         let token = |who: &str| format!("{who}-{}-{}", topo.suffix, std::process::id());
         let (ctl_token, spk_token, admin_token) = (token("controller"), token("speaker"), token("admin"));
+        let prometheus_token = token("prometheus");
         let auth = Auth::new(if opts.rbac { Mode::Rbac } else { Mode::AlwaysAllow })
             .anonymous_admin()
             .with_token(&admin_token, User::admin("kubernetes-admin"))
             .with_token(&ctl_token, User::service_account(NS, CONTROLLER_SA))
-            .with_token(&spk_token, User::service_account(NS, SPEAKER_SA));
+            .with_token(&spk_token, User::service_account(NS, SPEAKER_SA))
+            .with_token(&prometheus_token, User::service_account("monitoring", "prometheus"));
         // `kubectl logs` of ferrolb's Pods reads their containers' output files.
         let logs: LogFiles = Default::default();
         let source = logs.clone();
@@ -569,6 +597,8 @@ impl Sandbox {
             control_plane_netns: topo.control_plane.netns.name.clone(),
             controller_metrics: "198.51.100.4:7472".to_string(),
             controller_pods: Vec::new(),
+            admin_token: admin_token.clone(),
+            prometheus_token,
             speaker_binary,
             controller_binary,
             launches: BTreeMap::new(),

@@ -88,37 +88,9 @@ fn prometheus_scrapes_controller_and_speakers() {
         quoted(&controller_targets),
         quoted(&speaker_targets)
     );
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, config).unwrap();
-    let data = dir.path().join("tsdb");
     let cp = st.control_plane_netns.clone();
-    let _prom = Proc(
-        Command::new("ip")
-            .args(["netns", "exec", &cp, "prometheus"])
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .args(["--web.listen-address=127.0.0.1:9090"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package `prometheus`)"),
-    );
-    let query = |q: &str| -> Option<Value> {
-        let out = in_ns(
-            &cp,
-            &[
-                "curl",
-                "-s",
-                "--max-time",
-                "2",
-                "--data-urlencode",
-                &format!("query={q}"),
-                "http://127.0.0.1:9090/api/v1/query",
-            ],
-        )?;
-        let v: Value = serde_json::from_str(&out).ok()?;
-        (v["status"] == "success").then(|| v["data"]["result"].clone())
-    };
+    let _prom = prometheus(&cp, dir.path(), &config);
+    let query = |q: &str| query(&cp, q).map(Value::Array);
     let total = eventually("Prometheus has the pool gauge", Duration::from_secs(30), || {
         let r = query("ferrolb_allocator_addresses{pool=\"p\"}")?;
         r.as_array().filter(|a| !a.is_empty()).map(|a| a[0]["value"][1].as_str().unwrap_or("").to_string())
@@ -166,4 +138,122 @@ fn prometheus_scrapes_controller_and_speakers() {
     assert!(phantom.is_empty(), "documented but not exported: {phantom:?}");
     let _g = rt.enter();
     drop(sb);
+}
+
+/// `metrics.secure`: both components serve HTTPS, and `/metrics` only to tokens the API
+/// server authenticates and authorizes (TokenReview, SubjectAccessReview, with the
+/// emulator's RBAC in force); a real Prometheus scrapes every target with the token of a
+/// ServiceAccount bound by `metrics.reader`, and with another ServiceAccount's token gets
+/// nothing. Probes pass over HTTPS (the Pods are Ready), and a speaker listens on its
+/// node's address only.
+#[test]
+fn secure_metrics_answer_only_authorized_tokens() {
+    use ferrolb_e2e::harness::Harness;
+    use ferrolb_e2e::sandbox::Options;
+    let values =
+        json!({"metrics": {"secure": true, "reader": {"serviceAccount": "prometheus", "namespace": "monitoring"}}});
+    let h = Harness::up(&Options { nodes: 2, rbac: true, values, ..Options::default() });
+    let st = h.sb().state.clone();
+    let cp = st.control_plane_netns.clone();
+    let speaker_targets: Vec<String> = st.nodes.iter().map(|n| format!("{}:7473", n.interfaces[0].ipv4)).collect();
+    let controller_targets = st.controller_targets();
+    let speaker_token = std::fs::read_to_string(st.run_dir.join("serviceaccounts/ferrolb-speaker/token")).unwrap();
+    let code = |url: &str, token: Option<&str>| status_code(&cp, url, token);
+    // The witness that the kubelet's HTTPS probes pass: every Pod Ready.
+    for pod in st.pods.values() {
+        h.rt.block_on(h.sb().until_ready(pod)).expect("Ready over HTTPS probes");
+    }
+    for t in controller_targets.iter().chain(&speaker_targets) {
+        let m = format!("https://{t}/metrics");
+        assert_eq!(code(&m, None), "401", "{t}: no token");
+        assert_eq!(code(&m, Some("made-up")), "401", "{t}: a token nobody issued");
+        assert_eq!(code(&m, Some(speaker_token.trim())), "403", "{t}: a ServiceAccount not bound to the reader role");
+        assert_eq!(code(&m, Some(&st.prometheus_token)), "200", "{t}: Prometheus's token");
+        assert_eq!(code(&format!("https://{t}/healthz"), None), "200", "{t}: health stays open for the kubelet");
+        assert_eq!(code(&format!("http://{t}/metrics"), None), "000", "{t}: no plain HTTP");
+    }
+    // Bound to the node's address, not to every address of the node.
+    let n1 = &st.nodes[0];
+    let loopback = status_code(&n1.netns, "https://127.0.0.1:7473/healthz", None);
+    assert_eq!(loopback, "000", "the speaker listens on its node's address only");
+
+    // A real Prometheus: one job with the bound ServiceAccount's token, one with the
+    // speaker's; certificates are self-signed, so not verified (the chart's default).
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("prometheus.token"), dir.path().join("speaker.token"));
+    std::fs::write(&good, &st.prometheus_token).unwrap();
+    std::fs::write(&bad, speaker_token.trim()).unwrap();
+    let targets: Vec<String> = controller_targets.iter().chain(&speaker_targets).map(|t| format!("'{t}'")).collect();
+    let job = |name: &str, token: &Path| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    bearer_token_file: {}\n    tls_config: {{insecure_skip_verify: true}}\n    static_configs: [{{targets: [{}]}}]\n",
+            token.display(),
+            targets.join(", ")
+        )
+    };
+    let config = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n{}{}",
+        job("ferrolb", &good),
+        job("intruder", &bad)
+    );
+    let _prom = prometheus(&cp, dir.path(), &config);
+    let query = |q: &str| query(&cp, q);
+    let want = targets.len();
+    let scraped = |job: &'static str, value: &'static str| {
+        let q = format!("up{{job=\"{job}\"}}");
+        move || query(&q).filter(|a| a.len() == want && a.iter().all(|s| s["value"][1] == value))
+    };
+    eventually("every target up with the bound token", Duration::from_secs(30), scraped("ferrolb", "1"));
+    eventually("every target refuses the other token", Duration::from_secs(30), scraped("intruder", "0"));
+    let speakers = eventually("speaker series scraped", Duration::from_secs(30), || {
+        query("count(ferrolb_speaker_members{job=\"ferrolb\"})").filter(|a| !a.is_empty())
+    });
+    assert_eq!(speakers[0]["value"][1], st.nodes.len().to_string(), "every speaker's metrics, scraped over HTTPS");
+}
+
+/// A Prometheus server (Debian's) in the namespace `netns` on 127.0.0.1:9090, with
+/// `config` (written to `dir/prometheus.yml`) and its database in `dir/tsdb`.
+fn prometheus(netns: &str, dir: &Path, config: &str) -> Proc {
+    std::fs::write(dir.join("prometheus.yml"), config).expect("prometheus.yml");
+    Proc(
+        Command::new("ip")
+            .args(["netns", "exec", netns, "prometheus"])
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .args(["--web.listen-address=127.0.0.1:9090"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package `prometheus`)"),
+    )
+}
+
+/// The result vector of the instant query `q` to the Prometheus in `netns`.
+fn query(netns: &str, q: &str) -> Option<Vec<Value>> {
+    let out = in_ns(
+        netns,
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "2",
+            "--data-urlencode",
+            &format!("query={q}"),
+            "http://127.0.0.1:9090/api/v1/query",
+        ],
+    )?;
+    let v: Value = serde_json::from_str(&out).ok()?;
+    (v["status"] == "success").then(|| v["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+/// The HTTP status of a GET of `url` with `token`, from the namespace `netns` ("000":
+/// no HTTP answer at all).
+fn status_code(netns: &str, url: &str, token: Option<&str>) -> String {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}")).unwrap_or_else(|| "X-No-Token: 1".into());
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3"])
+        .args(["-H", &auth, url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -94,13 +94,7 @@ fn speakers_announce_fail_over_and_respect_advertisements() {
     assert!(body.starts_with("web-"), "a backend answered: {body}");
 
     // Only the announcing speaker exports the announcement; it counted the requests it answered.
-    let scrape = |i: usize| {
-        ferrolb_e2e::sandbox::netns_exec(
-            &netns_of(i),
-            &["curl", "-s", "--max-time", "2", "http://127.0.0.1:7473/metrics"],
-        )
-        .unwrap_or_default()
-    };
+    let scrape = |i: usize| sb.state.speaker_metrics(names[i]);
     let holder_idx = names.iter().position(|n| *n == first).unwrap();
     let m = eventually("holder metrics", Duration::from_secs(10), || {
         Some(scrape(holder_idx)).filter(|m| m.contains("ferrolb_speaker_announced"))

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use ferrolb_common::flags::duration_between;
 use ferrolb_common::http::{ListenAddr, serve};
+use ferrolb_common::secure::MetricsProtection;
 use ferrolb_speaker::forward::Forwarding;
 use ferrolb_speaker::l2::GratuitousTiming;
 use ferrolb_speaker::metrics::Metrics;
@@ -85,6 +86,8 @@ struct Args {
     /// Address for /metrics, /healthz and /readyz: `:7473` (every address) or `IP:PORT`.
     #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = ":7473")]
     metrics_addr: ListenAddr,
+    #[command(flatten)]
+    metrics: MetricsProtection,
     /// Log format.
     #[arg(long, env = "FERROLB_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -113,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         memberlist_additional_secret,
         memberlist_legacy_heartbeats,
         metrics_addr,
+        metrics,
         log_format,
         log_level,
     } = Args::parse();
@@ -131,8 +135,10 @@ async fn main() -> anyhow::Result<()> {
     }
     .settings()
     .map_err(anyhow::Error::msg)?;
+    let metrics_addr = metrics.listen_addr(metrics_addr)?;
     let listener = metrics_addr.bind().await.map_err(|e| anyhow::anyhow!("--metrics-addr {metrics_addr}: {e}"))?;
     let client = ferrolb_common::client().await?;
+    let secure = metrics.secure(&client, &node_name, metrics_addr)?;
     let settings = Settings {
         node: node_name,
         namespace,
@@ -146,12 +152,12 @@ async fn main() -> anyhow::Result<()> {
         metrics_addr,
         heartbeats,
     };
-    let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Metrics::new();
     let stop_rx = ferrolb_common::shutdown_signal("shutting down: handing over");
     let m = metrics.clone();
     tokio::select! {
-        r = serve(listener, move || m.render(), { let r = ready.clone(); move || r.load(std::sync::atomic::Ordering::SeqCst) }).instrument(tracing::info_span!("http")) => r,
+        r = serve(listener, move || m.render(), { let r = ready.clone(); move || r.load(std::sync::atomic::Ordering::SeqCst) }, secure).instrument(tracing::info_span!("http")) => r,
         r = run(client, settings, metrics, ready, stop_rx).instrument(tracing::info_span!("speaker")) => r,
     }
 }

@@ -68,3 +68,39 @@ says the chart's name (`helm install ferrolb` gives ferrolb-controller), else
 {{- define "ferrolb.webhookManagesCert" -}}
 {{- and .Values.webhook.manageCertificate (not .Values.webhook.certManager.enabled) -}}
 {{- end -}}
+
+{{/* The metrics endpoint's flags, shared by both components (values: metrics.*). */}}
+{{- define "ferrolb.metricsArgs" -}}
+- --metrics-secure={{ .Values.metrics.secure }}
+{{- if eq .Values.metrics.bindAddress "podIP" }}
+- --metrics-bind-address=$(POD_IP)
+{{- end }}
+{{- if and .Values.metrics.secure .Values.metrics.tlsSecret }}
+- --metrics-tls-dir=/etc/ferrolb/metrics-tls
+{{- end }}
+{{- end }}
+
+{{- define "ferrolb.metricsEnv" -}}
+{{- if eq .Values.metrics.bindAddress "podIP" }}
+- name: POD_IP
+  valueFrom: {fieldRef: {fieldPath: status.podIP}}
+{{- end }}
+{{- end }}
+
+{{/* The probes' scheme: the metrics port serves HTTPS when metrics.secure. */}}
+{{- define "ferrolb.probeScheme" -}}
+{{ if .Values.metrics.secure }}HTTPS{{ else }}HTTP{{ end }}
+{{- end }}
+
+{{- define "ferrolb.metricsTLSMount" -}}
+{{- if and .Values.metrics.secure .Values.metrics.tlsSecret }}
+- {name: metrics-tls, mountPath: /etc/ferrolb/metrics-tls, readOnly: true}
+{{- end }}
+{{- end }}
+
+{{- define "ferrolb.metricsTLSVolume" -}}
+{{- if and .Values.metrics.secure .Values.metrics.tlsSecret }}
+- name: metrics-tls
+  secret: {secretName: {{ .Values.metrics.tlsSecret }}}
+{{- end }}
+{{- end }}

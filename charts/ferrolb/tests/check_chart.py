@@ -49,7 +49,9 @@ ALL_ON = {
     "speaker": {"forwarding": "nodeport", "revertive": True, "priorityClassName": "system-node-critical"},
     "controller": {"priorityClassName": "system-cluster-critical", "nodeSelector": {"kubernetes.io/os": "linux"}},
     "prometheus": {"labels": {"release": "kube-prometheus-stack"}, "serviceMonitor": {"enabled": True},
-                   "podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+                   "podMonitor": {"enabled": True, "bearerTokenSecret": {"name": "prom-token", "key": "token"}},
+                   "prometheusRule": {"enabled": True}},
+    "metrics": {"secure": True, "tlsSecret": "metrics-tls", "reader": {"serviceAccount": "prometheus", "namespace": "monitoring"}},
     "samples": {"pool": {"enabled": True, "addresses": ["198.51.100.240/28"]}, "advertisement": {"enabled": True}},
     "grafana": {"dashboard": {"enabled": True}},
     "webhook": {"certManager": {"enabled": True}},
@@ -314,6 +316,53 @@ def probes_and_rollout_defaults():
     assert spk["securityContext"]["runAsUser"] == 0, "added capabilities work for root only"
 
 
+def metrics_protection_reaches_flags_probes_rbac_and_monitors():
+    def containers(values):
+        r = [d for _, d in docs(render(values))]
+        return r, [d["spec"]["template"]["spec"] for d in r if d["kind"] in ("Deployment", "DaemonSet")]
+
+    # Default: plain HTTP, on the Pod's address from the downward API; no review rights.
+    r, pods = containers({})
+    for p in pods:
+        c = p["containers"][0]
+        assert "--metrics-secure=false" in c["args"] and "--metrics-bind-address=$(POD_IP)" in c["args"], c["args"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        assert c["livenessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert not any("tokenreviews" in json.dumps(d) for d in r if d["kind"] == "ClusterRole")
+    r, pods = containers({"metrics": {"bindAddress": "all"}})
+    assert not any("--metrics-bind-address=$(POD_IP)" in p["containers"][0]["args"] for p in pods)
+
+    # Secure: HTTPS probes, the mounted certificate, review rights for both, the reader role
+    # bound to Prometheus, monitors scraping over HTTPS with a token.
+    r, pods = containers(ALL_ON)
+    for p in pods:
+        c = p["containers"][0]
+        assert "--metrics-secure=true" in c["args"] and "--metrics-tls-dir=/etc/ferrolb/metrics-tls" in c["args"]
+        assert {c[k]["httpGet"]["scheme"] for k in ("startupProbe", "livenessProbe", "readinessProbe")} == {"HTTPS"}
+        assert c["volumeMounts"] == [{"name": "metrics-tls", "mountPath": "/etc/ferrolb/metrics-tls", "readOnly": True}]
+        assert p["volumes"] == [{"name": "metrics-tls", "secret": {"secretName": "metrics-tls"}}]
+    roles = {d["metadata"]["name"]: d for d in r if d["kind"] == "ClusterRole"}
+    for who in ("lb-ferrolb-controller", "lb-ferrolb-speaker"):
+        rules = roles[who]["rules"]
+        assert {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]} in rules, who
+        assert {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]} in rules
+    assert roles["lb-ferrolb-metrics-reader"]["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    crb = next(d for d in r if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"] == "lb-ferrolb-metrics-reader")
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}]
+    sm = next(d for d in r if d["kind"] == "ServiceMonitor")["spec"]["endpoints"][0]
+    assert sm["scheme"] == "https" and sm["bearerTokenFile"].endswith("/token") and sm["tlsConfig"] == {"insecureSkipVerify": True}
+    pm = next(d for d in r if d["kind"] == "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+    assert pm["scheme"] == "https" and pm["authorization"]["credentials"] == {"name": "prom-token", "key": "token"}
+    bad = {"metrics": {"bindAddress": "everywhere"}}
+    try:
+        render(bad)
+    except Exception as e:  # noqa: BLE001
+        assert "bindAddress" in str(e), e
+    else:
+        raise AssertionError("metrics.bindAddress=everywhere rendered")
+
+
 def overrides_reach_the_objects():
     values = {"fullnameOverride": "edge-lb",
               "controller": {"podLabels": {"team": "net"}, "podAnnotations": {"a": "b"},
@@ -355,5 +404,6 @@ check("the heartbeat key and flags reach the speakers", memberlist_key_and_flags
 check("the containers get the environment the sandbox measures with", containers_get_the_environment_the_sandbox_measures_with)
 check("probes and rollout defaults", probes_and_rollout_defaults)
 check("name, labels, annotations, strategies and securityContext overrides", overrides_reach_the_objects)
+check("metrics: bind address, HTTPS with token review, RBAC and monitors", metrics_protection_reaches_flags_probes_rbac_and_monitors)
 print(f"chart: {passed} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)

@@ -25,8 +25,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde_json::Value;
@@ -69,12 +67,7 @@ impl Resolver {
         if self.0.read().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|(c, _)| c == cert_pem) {
             return Ok(false);
         }
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>()?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-        let provider = rustls::crypto::ring::default_provider();
-        let signing = provider.key_provider.load_private_key(key)?;
-        let ck = Arc::new(CertifiedKey::new(chain, signing));
+        let ck = ferrolb_common::secure::certified(cert_pem, key_pem)?;
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some((cert_pem.to_string(), ck));
         Ok(true)
     }
@@ -209,13 +202,6 @@ async fn patch_ca_bundle(api: &Api<ValidatingWebhookConfiguration>, name: &str, 
 }
 
 async fn serve(listener: tokio::net::TcpListener, resolver: Arc<Resolver>, caches: Arc<Caches>) -> anyhow::Result<()> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let app = {
         let (c1, c2) = (caches.clone(), caches);
         axum::Router::new()
@@ -225,29 +211,8 @@ async fn serve(listener: tokio::net::TcpListener, resolver: Arc<Resolver>, cache
                 axum::routing::post(move |body: axum::body::Bytes| answer(c2.clone(), Kind::Advertisement, body)),
             )
     };
-    tracing::info!(addr = %listener.local_addr()?, "serving the validating webhook");
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a webhook connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "webhook TLS handshake timed out"),
-            };
-            let svc = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                .await;
-        });
-    }
+    let config = ferrolb_common::secure::server_config(resolver)?;
+    ferrolb_common::secure::serve_tls(listener, config, app, "the validating webhook").await
 }
 
 #[derive(Clone, Copy)]
