@@ -52,7 +52,7 @@ pub(crate) enum Operation {
 }
 
 impl Operation {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Operation::Create => "CREATE",
             Operation::Update => "UPDATE",
@@ -136,7 +136,7 @@ pub(crate) fn calls(st: &State, t: &Target, op: Operation, object: &Value, old: 
 }
 
 /// `plural` or `plural/subresource`, as rules name resources.
-fn resource_of(t: &Target) -> String {
+pub(crate) fn resource_of(t: &Target) -> String {
     match &t.subresource {
         Some(s) => format!("{}/{s}", t.rt.plural),
         None => t.rt.plural.clone(),
@@ -151,7 +151,9 @@ fn listed(list: &Value, want: &str) -> bool {
     list.as_array().into_iter().flatten().filter_map(|v| v.as_str()).any(|v| v == "*" || v == want)
 }
 
-fn rule_matches(r: &Value, t: &Target, resource: &str, op: Operation) -> bool {
+/// A rule (`RuleWithOperations`, or a policy's `NamedRuleWithOperations` with
+/// `resourceNames`) against the request.
+pub(crate) fn rule_matches(r: &Value, t: &Target, resource: &str, op: Operation) -> bool {
     let scope_ok = match r["scope"].as_str().unwrap_or("*") {
         "Cluster" => !t.rt.namespaced,
         "Namespaced" => t.rt.namespaced,
@@ -162,8 +164,11 @@ fn rule_matches(r: &Value, t: &Target, resource: &str, op: Operation) -> bool {
         let (gr, gs) = resource.split_once('/').unwrap_or((resource, ""));
         (wr == "*" || wr == gr) && (ws == gs || (ws == "*" && !gs.is_empty()) || (want == "*/*"))
     });
+    let names = r["resourceNames"].as_array().filter(|a| !a.is_empty());
+    let name_ok = names.is_none_or(|n| t.name.as_deref().is_some_and(|x| n.iter().any(|v| v == x)));
     scope_ok
         && resource_ok
+        && name_ok
         && listed(&r["apiGroups"], &t.rt.group)
         && listed(&r["apiVersions"], &t.version)
         && listed(&r["operations"], op.as_str())
@@ -297,7 +302,7 @@ pub(crate) fn request(
     let mut r = json!({
         "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
         "name": name, "operation": op.as_str(),
-        "userInfo": user.map(|u| json!({"username": u.name, "groups": u.groups})).unwrap_or_else(|| json!({"username": "system:apiserver", "groups": ["system:masters"]})),
+        "userInfo": user.map(|u| json!({"username": u.name, "groups": u.groups, "extra": u.extra})).unwrap_or_else(|| json!({"username": "system:apiserver", "groups": ["system:masters"], "extra": {}})),
         "object": object, "oldObject": old, "dryRun": dry_run,
         "options": {"kind": options_kind, "apiVersion": "meta.k8s.io/v1", "fieldManager": field_manager},
     });

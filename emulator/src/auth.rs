@@ -19,18 +19,25 @@ use serde_json::Value;
 use crate::store::State;
 
 /// Who made a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct User {
     /// User name (`system:serviceaccount:<ns>:<name>` for a ServiceAccount).
     pub name: String,
     /// Groups, including `system:authenticated` for anyone with a valid token.
     pub groups: Vec<String>,
+    /// Extra attributes (`authentication.kubernetes.io/node-name` for the token of a
+    /// Pod's ServiceAccount: the node the Pod runs on, since Kubernetes 1.30).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl User {
     /// A cluster administrator (`system:masters`): allowed everything.
     pub fn admin(name: &str) -> Self {
-        User { name: name.into(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
+        User {
+            name: name.into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+            ..Default::default()
+        }
     }
 
     /// The user a ServiceAccount's token authenticates as.
@@ -42,12 +49,21 @@ impl User {
                 format!("system:serviceaccounts:{namespace}"),
                 "system:authenticated".into(),
             ],
+            ..Default::default()
         }
+    }
+
+    /// The user a Pod's ServiceAccount token authenticates as, bound to the node it runs on
+    /// (the token's `authentication.kubernetes.io/node-name` extra, Kubernetes 1.30+).
+    pub fn service_account_on_node(namespace: &str, name: &str, node: &str) -> Self {
+        let mut u = Self::service_account(namespace, name);
+        u.extra.insert("authentication.kubernetes.io/node-name".into(), vec![node.to_string()]);
+        u
     }
 
     /// The user of a request without credentials.
     pub fn anonymous() -> Self {
-        User { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] }
+        User { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()], ..Default::default() }
     }
 
     fn is_authenticated(&self) -> bool {
@@ -130,7 +146,11 @@ impl Auth {
                 .map(String::from)
                 .collect();
             groups.push("system:authenticated".into());
-            if auth.tokens.insert(token.to_string(), User { name: name.to_string(), groups }).is_some() {
+            if auth
+                .tokens
+                .insert(token.to_string(), User { name: name.to_string(), groups, ..Default::default() })
+                .is_some()
+            {
                 return Err(format!("token file line {line}: duplicate token"));
             }
         }
@@ -365,7 +385,11 @@ mod tests {
         // Same ServiceAccount name in another namespace: nothing.
         assert!(!allows(&auth, &st, &other, &attrs("list", "services", None, None)));
         // Groups bind too.
-        let ops = User { name: "alice".into(), groups: vec!["ops".into(), "system:authenticated".into()] };
+        let ops = User {
+            name: "alice".into(),
+            groups: vec!["ops".into(), "system:authenticated".into()],
+            ..Default::default()
+        };
         assert!(allows(&auth, &st, &ops, &attrs("get", "secrets", None, Some("sys"))));
         // resourceNames restrict to the named object; a create has no name and never matches.
         assert!(!allows(&auth, &st, &ctl, &attrs("get", "configmaps", None, Some("sys"))));

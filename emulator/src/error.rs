@@ -87,6 +87,24 @@ impl ApiError {
         e
     }
 
+    /// A write a ValidatingAdmissionPolicy refused, worded as kube-apiserver words it:
+    /// `reason` Forbidden (403), Unauthorized (401), RequestEntityTooLarge (413) or
+    /// Invalid (422, the default), about `resource.group "name"`.
+    pub fn policy_denied(reason: &str, resource: &str, group: &str, name: &str, message: &str) -> Self {
+        let what = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
+        match reason {
+            "Forbidden" => Self::new(403, "Forbidden", format!("{what} \"{name}\" is forbidden: {message}")),
+            "Unauthorized" => Self::new(401, "Unauthorized", message.to_string()),
+            "RequestEntityTooLarge" => Self::new(413, "RequestEntityTooLarge", message.to_string()),
+            _ => {
+                let mut e = Self::new(422, "Invalid", format!("{what} \"{name}\" is invalid: : {message}"));
+                e.details = Some(json!({"name": name, "group": group, "kind": resource,
+                                        "causes": [{"reason": "FieldValueInvalid", "message": message, "field": ""}]}));
+                e
+            }
+        }
+    }
+
     /// 405 Method Not Allowed.
     pub fn method_not_allowed() -> Self {
         Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")

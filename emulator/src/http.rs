@@ -534,11 +534,12 @@ async fn admitted(
     let whole = Target { subresource: None, ..target.clone() };
     let version = |v: &Value| v["metadata"]["resourceVersion"].as_str().map(String::from);
     for _ in 0..5 {
+        let policy_warnings;
         let (calls, request, seen) = {
             let mut st = lock(inner);
             let ops: &[Operation] =
                 if creating { &[Operation::Create] } else { &[Operation::Create, Operation::Update] };
-            if !admission::may_apply(&st, target, ops) {
+            if !admission::may_apply(&st, target, ops) && !crate::policy::may_apply(&st, target, ops) {
                 drop(st);
                 return mutate(inner, |st| write(st, &opts));
             }
@@ -546,8 +547,8 @@ async fn admitted(
             let candidate = write(&mut st, &WriteOpts { dry_run: true, ..opts.clone() })?;
             let op = if old.is_some() { Operation::Update } else { Operation::Create };
             let old = old.unwrap_or(Value::Null);
-            let calls = admission::calls(&st, target, op, &candidate.object, &old);
             let name = candidate.object["metadata"]["name"].as_str().unwrap_or_default();
+            let calls = admission::calls(&st, target, op, &candidate.object, &old);
             let request = admission::request(
                 target,
                 op,
@@ -558,12 +559,18 @@ async fn admitted(
                 opts.dry_run,
                 &opts.field_manager,
             );
+            // ValidatingAdmissionPolicies first: a refusal needs no webhook call.
+            policy_warnings = crate::policy::evaluate(&st, target, op, &request)?;
             (calls, request, version(&old))
         };
         if calls.is_empty() {
-            return mutate(inner, |st| write(st, &opts));
+            return mutate(inner, |st| write(st, &opts)).map(|mut w| {
+                w.warnings.extend(policy_warnings);
+                w
+            });
         }
-        let warnings = admission::review(calls, &request, inner.config.webhook_dialer.as_ref()).await?;
+        let mut warnings = policy_warnings;
+        warnings.extend(admission::review(calls, &request, inner.config.webhook_dialer.as_ref()).await?);
         let done = mutate(inner, |st| {
             if !creating && st.get(&whole).ok().as_ref().and_then(version) != seen {
                 return Ok(None);
@@ -583,7 +590,9 @@ async fn admit_delete(inner: &Arc<Inner>, req: &Req, target: &Target, dry_run: b
     use crate::admission::{self, Operation};
     let (calls, request) = {
         let st = lock(inner);
-        if !admission::may_apply(&st, target, &[Operation::Delete]) {
+        if !admission::may_apply(&st, target, &[Operation::Delete])
+            && !crate::policy::may_apply(&st, target, &[Operation::Delete])
+        {
             return Ok(());
         }
         let old = st.get(target)?;
@@ -600,6 +609,7 @@ async fn admit_delete(inner: &Arc<Inner>, req: &Req, target: &Target, dry_run: b
             dry_run,
             &manager,
         );
+        crate::policy::evaluate(&st, target, Operation::Delete, &request)?;
         (calls, request)
     };
     if !calls.is_empty() {

@@ -23,6 +23,7 @@ pub mod error;
 mod events;
 mod http;
 pub mod patch;
+mod policy;
 pub mod resources;
 pub mod reviews;
 pub mod selectors;

@@ -18,7 +18,7 @@ pub fn token_review(auth: &Auth, mut body: Value) -> ApiResult<Value> {
         return Err(ApiError::bad_request("token is required for TokenReview in authentication"));
     }
     let status = match auth.user_for(token) {
-        Some(u) => json!({"authenticated": true, "user": {"username": u.name, "groups": u.groups}}),
+        Some(u) => json!({"authenticated": true, "user": {"username": u.name, "groups": u.groups, "extra": u.extra}}),
         None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
     };
     body["status"] = status;
@@ -32,6 +32,7 @@ pub fn subject_access_review(auth: &Auth, st: &State, mut body: Value) -> ApiRes
     let user = User {
         name: spec["user"].as_str().unwrap_or("").to_string(),
         groups: spec["groups"].as_array().into_iter().flatten().filter_map(|g| g.as_str()).map(String::from).collect(),
+        extra: serde_json::from_value(spec["extra"].clone()).unwrap_or_default(),
     };
     let (res, non) = (spec.get("resourceAttributes"), spec.get("nonResourceAttributes"));
     let mut causes = Vec::new();

@@ -437,7 +437,20 @@ impl State {
                     return Err(invalid(errs));
                 }
             }
+            ("admissionregistration.k8s.io", "validatingadmissionpolicies") => {
+                let errs = crate::policy::validate_policy(obj);
+                if !errs.is_empty() {
+                    return Err(invalid(errs));
+                }
+            }
             ("", "namespaces") => {
+                // As kube-apiserver since 1.21: every namespace is labelled with its name,
+                // so that namespaceSelectors can pick one.
+                let name = obj["metadata"]["name"].clone();
+                if !obj["metadata"]["labels"].is_object() {
+                    obj["metadata"]["labels"] = json!({});
+                }
+                obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
                 if obj["status"]["phase"].is_null() {
                     obj["status"] = json!({"phase": "Active"});
                 }
