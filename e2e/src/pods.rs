@@ -229,9 +229,14 @@ fn pod_for<K: Resource<DynamicType = ()>>(
         Some("ferrolb-speaker") => state.speaker_binary.clone(),
         other => anyhow::bail!("Pod {name} runs {other:?}, which is not a ferrolb binary"),
     };
-    let kubeconfig = match sa.as_str() {
-        CONTROLLER_SA => &state.controller_kubeconfig,
-        SPEAKER_SA => &state.speaker_kubeconfig,
+    // A speaker's token is bound to its node (as the kubelet projects it).
+    let (kubeconfig, service_account_dir) = match sa.as_str() {
+        CONTROLLER_SA => (state.controller_kubeconfig.clone(), state.run_dir.join("serviceaccounts").join(&sa)),
+        SPEAKER_SA if !node.is_empty() => (
+            state.run_dir.join(format!("kubeconfig-speaker-{node}")),
+            state.run_dir.join("serviceaccounts").join(&sa).join(node),
+        ),
+        SPEAKER_SA => (state.speaker_kubeconfig.clone(), state.run_dir.join("serviceaccounts").join(&sa)),
         other => anyhow::bail!("Pod {name} runs as ServiceAccount {other:?}, which has no token in the sandbox"),
     };
     // The image's environment first (the runtime merges it under the container's), then
@@ -257,7 +262,7 @@ fn pod_for<K: Resource<DynamicType = ()>>(
         args: l.args,
         env,
         log,
-        service_account_dir: state.run_dir.join("serviceaccounts").join(&sa),
+        service_account_dir,
         api_server: state.api_server.clone(),
     };
     Ok((pod, Ok(launch)))

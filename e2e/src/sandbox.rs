@@ -488,6 +488,14 @@ impl Sandbox {
             .with_token(&ctl_token, User::service_account(NS, CONTROLLER_SA))
             .with_token(&spk_token, User::service_account(NS, SPEAKER_SA))
             .with_token(&prometheus_token, User::service_account("monitoring", "prometheus"));
+        // Each speaker Pod's token names its node, as a kubelet's projected token does
+        // (Kubernetes 1.30+); ferrolb's ValidatingAdmissionPolicy keys on it.
+        let node_names: Vec<String> = (1..=nodes).map(|i| format!("node-{i}")).collect();
+        let node_tokens: Vec<String> = node_names.iter().map(|n| token(&format!("speaker-{n}"))).collect();
+        let auth = node_names
+            .iter()
+            .zip(&node_tokens)
+            .fold(auth, |auth, (n, t)| auth.with_token(t, User::service_account_on_node(NS, SPEAKER_SA, n)));
         // `kubectl logs` of ferrolb's Pods reads their containers' output files.
         let logs: LogFiles = Default::default();
         let source = logs.clone();
@@ -533,8 +541,13 @@ impl Sandbox {
         kubeconfig_for(&controller_kubeconfig, &bridge_url, ca, Some(&ctl_token))?;
         kubeconfig_for(&speaker_kubeconfig, &bridge_url, ca, Some(&spk_token))?;
         // What the kubelet projects into a Pod of each ServiceAccount (in-cluster config).
-        for (sa, tok) in [(CONTROLLER_SA, &ctl_token), (SPEAKER_SA, &spk_token)] {
-            let dir = run_dir.join("serviceaccounts").join(sa);
+        let mut projected = vec![(run_dir.join("serviceaccounts").join(CONTROLLER_SA), &ctl_token)];
+        projected.push((run_dir.join("serviceaccounts").join(SPEAKER_SA), &spk_token));
+        for (n, t) in node_names.iter().zip(&node_tokens) {
+            kubeconfig_for(&run_dir.join(format!("kubeconfig-speaker-{n}")), &bridge_url, ca, Some(t))?;
+            projected.push((run_dir.join("serviceaccounts").join(SPEAKER_SA).join(n), t));
+        }
+        for (dir, tok) in projected {
             std::fs::create_dir_all(&dir)?;
             std::fs::write(dir.join("token"), tok)?;
             std::fs::write(dir.join("ca.crt"), &cert.ca_pem)?;

@@ -226,3 +226,69 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
         assert!(unused.is_empty(), "{who}'s RBAC grants what it never calls: {unused:?}");
     }
 }
+
+/// RBAC lets every speaker write every Lease in the namespace (a Role cannot say "the
+/// Lease of your own node"); the chart's ValidatingAdmissionPolicy narrows that, from
+/// the node name in each speaker Pod's token: the speakers still hold their own Leases,
+/// but node-1's token can neither take the controller's leader Lease nor touch
+/// node-2's, each refusal naming both. Real kubectl, with the emulator's RBAC and
+/// policy evaluation in force.
+#[test]
+fn a_speaker_may_write_only_its_own_nodes_lease() {
+    use ferrolb_e2e::harness::Harness;
+    use k8s_openapi::api::coordination::v1::Lease;
+    assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
+    let h = Harness::up(&Options { nodes: 2, rbac: true, ..Options::default() });
+    let st = h.sb().state.clone();
+    let api: Api<Lease> = Api::namespaced(h.sb().client.clone(), NS);
+    let is_speaker =
+        |l: &Lease| l.metadata.labels.as_ref().is_some_and(|m| m.contains_key("app.kubernetes.io/component"));
+    // Witness: both speakers took their Leases through the policy, and a controller leads.
+    let leader = eventually("speaker Leases held and a leader elected", Duration::from_secs(30), || {
+        let leases = h.rt.block_on(api.list(&Default::default())).ok()?.items;
+        let held = |n: &str| {
+            leases.iter().any(|l| {
+                l.metadata.name.as_deref() == Some(n) && is_speaker(l) && {
+                    l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(n)
+                }
+            })
+        };
+        let leader =
+            leases.iter().find(|l| !is_speaker(l) && l.spec.as_ref().is_some_and(|s| s.holder_identity.is_some()));
+        (held("node-1") && held("node-2")).then_some(())?;
+        leader.and_then(|l| l.metadata.name.clone())
+    });
+    let token =
+        std::fs::read_to_string(st.run_dir.join("serviceaccounts").join(SPEAKER_SA).join("node-1/token")).unwrap();
+    // node-1's speaker, as its token authenticates it: a merge patch (the speakers may
+    // patch Leases, not get them).
+    let as_node1 = {
+        let kc = kube::config::Kubeconfig::read_from(&st.kubeconfig).unwrap();
+        let mut cfg = h.rt.block_on(kube::Config::from_custom_kubeconfig(kc, &Default::default())).unwrap();
+        cfg.auth_info.token = Some(token.trim().to_string().into());
+        let _g = h.rt.enter();
+        kube::Client::try_from(cfg).unwrap()
+    };
+    let spk: Api<Lease> = Api::namespaced(as_node1, NS);
+    let annotate = |lease: &str| {
+        let patch = serde_json::json!({"metadata": {"annotations": {"example.com/touched": "yes"}}});
+        match h.rt.block_on(spk.patch(lease, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))) {
+            Ok(_) => (true, String::new()),
+            Err(kube::Error::Api(e)) => (false, format!("{} {}", e.code, e.message)),
+            Err(e) => (false, e.to_string()),
+        }
+    };
+    let (ok, err) = annotate("node-1");
+    assert!(ok, "its own Lease: {err}");
+    for other in [leader.as_str(), "node-2"] {
+        let (ok, err) = annotate(other);
+        assert!(!ok, "node-1's speaker wrote the Lease {other}");
+        assert!(
+            err.contains(&format!("a speaker may write only the Lease of its own node node-1, not {other}")),
+            "{other}: {err}"
+        );
+        assert!(err.starts_with("403 ") && err.contains("ValidatingAdmissionPolicy 'ferrolb-speaker-leases'"), "{err}");
+    }
+    let untouched = h.rt.block_on(api.get(&leader)).unwrap();
+    assert!(!untouched.metadata.annotations.unwrap_or_default().contains_key("example.com/touched"));
+}

@@ -363,6 +363,23 @@ def metrics_protection_reaches_flags_probes_rbac_and_monitors():
         raise AssertionError("metrics.bindAddress=everywhere rendered")
 
 
+def lease_policy_names_the_speaker_and_its_namespace():
+    r = [d for _, d in docs(render({}))]
+    sa = next(d for d in r if d["kind"] == "ServiceAccount" and d["metadata"]["name"].endswith("-speaker"))
+    ds = next(d for d in r if d["kind"] == "DaemonSet")
+    assert ds["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    pol = next(d for d in r if d["kind"] == "ValidatingAdmissionPolicy")
+    user = f"system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}"
+    assert pol["spec"]["matchConditions"][0]["expression"] == f"request.userInfo.username == '{user}'", pol
+    assert pol["spec"]["failurePolicy"] == "Fail"
+    b = next(d for d in r if d["kind"] == "ValidatingAdmissionPolicyBinding")
+    assert b["spec"]["policyName"] == pol["metadata"]["name"] and b["spec"]["validationActions"] == ["Deny"]
+    assert b["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": sa["metadata"]["namespace"]}
+    off = kinds({"speaker": {"leasePolicy": {"enabled": False}}})
+    assert not any(k in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding") for k, _ in off)
+
+
 def overrides_reach_the_objects():
     values = {"fullnameOverride": "edge-lb",
               "controller": {"podLabels": {"team": "net"}, "podAnnotations": {"a": "b"},
@@ -405,5 +422,6 @@ check("the containers get the environment the sandbox measures with", containers
 check("probes and rollout defaults", probes_and_rollout_defaults)
 check("name, labels, annotations, strategies and securityContext overrides", overrides_reach_the_objects)
 check("metrics: bind address, HTTPS with token review, RBAC and monitors", metrics_protection_reaches_flags_probes_rbac_and_monitors)
+check("the speaker Lease policy names the speaker's ServiceAccount and namespace", lease_policy_names_the_speaker_and_its_namespace)
 print(f"chart: {passed} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)
