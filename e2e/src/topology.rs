@@ -228,9 +228,10 @@ impl Topology {
 }
 
 impl Topology {
-    /// A second network: bridge `br1`, and an `eth1` on it for the client and every node,
-    /// with addresses from 203.0.113.0/24. Returns each node's `eth1` MAC, in node order.
-    pub fn add_second_network(&self) -> Result<Vec<String>, Error> {
+    /// A second network: bridge `br1`, and an interface `iface` on it for the client and
+    /// every node, with addresses from 203.0.113.0/24. Returns each node's `iface` MAC,
+    /// in node order.
+    pub fn add_second_network(&self, iface: &str) -> Result<Vec<String>, Error> {
         self.switch.exec(&["ip", "link", "add", "br1", "type", "bridge"])?;
         self.switch.exec(&["ip", "link", "set", "br1", "type", "bridge", "forward_delay", "0"])?;
         self.switch.exec(&["ip", "link", "set", "br1", "up"])?;
@@ -247,15 +248,15 @@ impl Topology {
                 "veth",
                 "peer",
                 "name",
-                "eth1",
+                iface,
                 "netns",
                 &h.netns.name,
             ])?;
             self.switch.exec(&["ip", "link", "set", &port, "master", "br1", "up"])?;
-            h.netns.exec(&["ip", "link", "set", "eth1", "up"])?;
-            h.netns.exec(&["ip", "addr", "add", &format!("203.0.113.{last}/24"), "dev", "eth1"])?;
+            h.netns.exec(&["ip", "link", "set", iface, "up"])?;
+            h.netns.exec(&["ip", "addr", "add", &format!("203.0.113.{last}/24"), "dev", iface])?;
             if port != "c1" {
-                macs.push(Host::read_mac(&h.netns, "eth1")?);
+                macs.push(Host::read_mac(&h.netns, iface)?);
             }
         }
         Ok(macs)

@@ -465,7 +465,7 @@ fn preferred_nodes_announce_and_others_stand_in() {
 #[test]
 fn interface_selection_with_two_nics() {
     let e = env(2);
-    let eth1_macs = e.sb().topo.add_second_network().expect("second network");
+    let eth1_macs = e.sb().topo.add_second_network("eth1").expect("second network");
     e.pool("second", json!({"addresses": ["203.0.113.100-203.0.113.110"]}));
     e.adv("eth1-only", json!({"ipAddressPools": ["second"], "interfaces": ["eth1"]}));
     e.svc(svc("nic"));

@@ -6,8 +6,11 @@
 //! on its trunk: only the control is answered, and the holder counts the tagged ones
 //! as `vlan_tagged` (left to a VLAN 10 interface, which these nodes do not have).
 //!
-//! Answering from a node's `eth0.10` cannot be tested on this machine: its kernel
-//! has no 802.1Q support (`CONFIG_VLAN_8021Q` unset, no bridge VLAN filtering).
+//! A real `eth0.10` cannot be made on this machine: its kernel has no 802.1Q support
+//! (`CONFIG_VLAN_8021Q` unset, no bridge VLAN filtering). The second test stands a
+//! veth named `eth0.10` on a segment of its own in for it: to a packet socket, a VLAN
+//! device is an Ethernet interface that carries its VLAN's frames untagged, which is
+//! what a veth on a separate bridge carries.
 
 use std::io::Read;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -129,4 +132,44 @@ fn requests_tagged_with_another_vlan_are_not_answered_into_the_native_one() {
     assert_eq!(arp_replies.len(), 1, "only the untagged control is answered: {arp_replies:?}");
     assert!(!arp_replies[0].contains("vlan"), "{arp_replies:?}");
     assert!(na.is_empty(), "the tagged solicitation is not answered: {na:?}");
+}
+
+/// An advertisement that names only the VLAN interface: the VIPs are answered there
+/// (ARP and NDP, with that interface's MAC) and not on the native segment.
+#[test]
+fn an_advertisement_naming_the_vlan_interface_answers_only_there() {
+    let h = Harness::up(&Options { nodes: 2, ..Options::default() });
+    let c = h.sb().client.clone();
+    let macs = h.sb().topo.add_second_network("eth0.10").expect("the VLAN 10 stand-in");
+    let (vip4, vip6) = ("203.0.113.100", "fd42:f1b:10::100");
+    let objects = [
+        serde_json::json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "IPAddressPool", "metadata": {"name": "vlan10", "namespace": NS},
+            "spec": {"addresses": [format!("{vip4}/32"), format!("{vip6}/128")], "autoAssign": false}}),
+        serde_json::json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "L2Advertisement", "metadata": {"name": "vlan10", "namespace": NS},
+            "spec": {"ipAddressPools": ["vlan10"], "interfaces": ["eth0.10"]}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web10", "namespace": "default", "annotations": {"ferrolb.io/address-pool": "vlan10"}},
+            "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv4", "IPv6"],
+                     "ports": [{"port": 80}]}}),
+    ];
+    let stream: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
+    h.sb().kubectl_apply(&stream.join("\n---\n")).expect("kubectl apply");
+    let statuses: Api<ServiceL2Status> = Api::namespaced(c, NS);
+    let holder = eventually("web10 announced", Duration::from_secs(30), || {
+        h.rt.block_on(statuses.get_opt("default.web10"))
+            .ok()
+            .flatten()?
+            .status
+            .map(|s| s.node)
+            .filter(|n| !n.is_empty())
+    });
+    let idx: usize = holder.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
+    let st = &h.sb().state;
+    let on_vlan = ferrolb_e2e::client::ClientHost::new(&st.client_netns, "eth0.10");
+    for vip in [vip4, vip6] {
+        let got =
+            eventually(&format!("{vip} answered on VLAN 10"), Duration::from_secs(15), || on_vlan.answering_mac(vip));
+        assert_eq!(got, macs[idx], "{vip}: answered with the holder's eth0.10 MAC");
+        assert_eq!(st.client().answering_mac(vip), None, "{vip}: not answered on the native segment");
+    }
 }
