@@ -1,0 +1,210 @@
+//! A session over TCP: dials the peer (from a source address when given), frames
+//! messages with netgauze's codec, runs the [`Session`] on its outputs and timers,
+//! and keeps the peer's view of our routes equal to the routes wanted: everything
+//! at Established (then End-of-RIB), then only the differences.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use ipnet::IpNet;
+use netgauze_bgp_pkt::BgpMessage;
+use netgauze_bgp_pkt::codec::BgpCodec;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+
+use crate::session::{Config, Down, Input, Output, Session, State};
+use crate::update::{Peering, Route, announce, end_of_rib, withdraw};
+
+/// Where the peer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The peer's address and port (179).
+    pub peer: SocketAddr,
+    /// Dial from this local address.
+    pub source: Option<IpAddr>,
+}
+
+/// What the driver reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The session's state.
+    pub state: State,
+    /// Why it last went down, if it did.
+    pub last_down: Option<String>,
+    /// Prefixes the peer has from us now.
+    pub advertised: usize,
+}
+
+/// Run a session with `endpoint` until `stop` turns true, advertising what `routes`
+/// holds; `status` follows the session.
+pub async fn run(
+    endpoint: Endpoint,
+    cfg: Config,
+    peering: Peering,
+    mut routes: watch::Receiver<Vec<Route>>,
+    mut stop: watch::Receiver<bool>,
+    status: watch::Sender<Status>,
+) {
+    let connect_timeout = cfg.connect_retry;
+    let mut session = Session::new(cfg);
+    let mut conn: Option<Framed<TcpStream, BgpCodec>> = None;
+    let mut sent: BTreeMap<IpNet, Route> = BTreeMap::new();
+    let mut pending = session.handle(Instant::now().into_std(), Input::Start);
+    let mut last_down = None;
+    loop {
+        // Carry out what the session said.
+        while !pending.is_empty() {
+            let outs = std::mem::take(&mut pending);
+            for out in outs {
+                match out {
+                    Output::Connect => {
+                        let input = match tokio::time::timeout(connect_timeout, dial(&endpoint)).await {
+                            Ok(Ok(s)) => {
+                                conn = Some(Framed::new(s, BgpCodec::new(true)));
+                                Input::Connected
+                            }
+                            Ok(Err(e)) => Input::ConnectFailed(e.to_string()),
+                            Err(_) => Input::ConnectFailed("timed out".into()),
+                        };
+                        pending.extend(session.handle(Instant::now().into_std(), input));
+                    }
+                    Output::Send(m) => {
+                        if let Some(c) = conn.as_mut()
+                            && let Err(e) = c.send(m).await
+                        {
+                            conn = None;
+                            pending
+                                .extend(session.handle(Instant::now().into_std(), Input::ConnectFailed(e.to_string())));
+                        }
+                    }
+                    Output::Close => {
+                        if let Some(c) = conn.take() {
+                            close(c).await;
+                        }
+                        sent.clear();
+                    }
+                    Output::Up(n) => {
+                        let want = routes.borrow_and_update().clone();
+                        let mut msgs = announce(&peering, &want);
+                        msgs.extend(end_of_rib(n.ipv4, n.ipv6));
+                        if let Some(c) = conn.as_mut() {
+                            for m in msgs {
+                                let _ = c.feed(m).await;
+                            }
+                            let _ = c.flush().await;
+                        }
+                        sent = want.into_iter().map(|r| (r.prefix, r)).collect();
+                    }
+                    Output::Down(d) => {
+                        // Whatever the connection was, it is over (a Close before this sent
+                        // what had to be sent).
+                        conn = None;
+                        tracing::info!(peer = %endpoint.peer, why = %d, "BGP session down");
+                        last_down = Some(d.to_string());
+                        sent.clear();
+                        if d == Down::Stopped {
+                            status.send_replace(Status {
+                                state: State::Idle,
+                                last_down: last_down.clone(),
+                                advertised: 0,
+                            });
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        status.send_if_modified(|s| {
+            let now = Status { state: session.state(), last_down: last_down.clone(), advertised: sent.len() };
+            let changed = *s != now;
+            *s = now;
+            changed
+        });
+        let deadline = session.deadline().map(Instant::from_std);
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => pending = session.tick(Instant::now().into_std()),
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    pending = session.handle(Instant::now().into_std(), Input::Stop);
+                }
+            }
+            m = next(&mut conn) => {
+                let now = Instant::now().into_std();
+                pending = match m {
+                    Some(Ok(msg)) => session.handle(now, Input::Received(msg)),
+                    Some(Err(e)) => {
+                        tracing::warn!(peer = %endpoint.peer, error = %e, "malformed BGP message");
+                        session.handle(now, Input::Undecodable(e))
+                    }
+                    None => session.handle(now, Input::Closed),
+                };
+            }
+            r = routes.changed(), if session.state() == State::Established => {
+                if r.is_err() {
+                    pending = session.handle(Instant::now().into_std(), Input::Stop);
+                    continue;
+                }
+                let want: BTreeMap<IpNet, Route> = routes.borrow_and_update().iter().map(|r| (r.prefix, r.clone())).collect();
+                let gone: Vec<IpNet> = sent.keys().filter(|p| !want.contains_key(p)).copied().collect();
+                let changed: Vec<Route> = want.values().filter(|r| sent.get(&r.prefix) != Some(r)).cloned().collect();
+                let mut msgs = withdraw(&gone);
+                msgs.extend(announce(&peering, &changed));
+                if let Some(c) = conn.as_mut() {
+                    for m in msgs {
+                        let _ = c.feed(m).await;
+                    }
+                    let _ = c.flush().await;
+                }
+                sent = want;
+            }
+        }
+    }
+}
+
+/// Close so that what was sent last (a NOTIFICATION) reaches the peer: flush, end our
+/// side, and read until the peer closes (at most a second). Closing with unread
+/// data would send a reset, and the peer's stack would drop our NOTIFICATION with it.
+async fn close(mut c: Framed<TcpStream, BgpCodec>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = c.flush().await;
+    let mut io = c.into_inner();
+    let _ = io.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = io.read(&mut buf).await
+            && n > 0
+        {}
+    })
+    .await;
+}
+
+async fn next(
+    conn: &mut Option<Framed<TcpStream, BgpCodec>>,
+) -> Option<Result<BgpMessage, netgauze_bgp_pkt::codec::BgpCodecDecoderError>> {
+    match conn {
+        Some(c) => c.next().await.map(|r| r.map(|(m, _ignored)| m)),
+        None => std::future::pending().await,
+    }
+}
+
+async fn dial(e: &Endpoint) -> std::io::Result<TcpStream> {
+    let socket = if e.peer.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_nodelay(true)?;
+    if let Some(src) = e.source {
+        socket.bind(SocketAddr::new(src, 0))?;
+    }
+    socket.connect(e.peer).await
+}
+
+/// The default connect-retry time (RFC 4271 suggests 120 s; MetalLB's FRR uses 10 s).
+pub const CONNECT_RETRY: Duration = Duration::from_secs(10);
