@@ -26,6 +26,8 @@ pub struct Endpoint {
     pub peer: SocketAddr,
     /// Dial from this local address.
     pub source: Option<IpAddr>,
+    /// Sign the session's TCP segments with this key (RFC 2385, TCP MD5).
+    pub password: Option<String>,
 }
 
 /// What the driver reports.
@@ -68,6 +70,11 @@ pub async fn run(
                                 Input::Connected
                             }
                             Ok(Err(e)) => Input::ConnectFailed(e.to_string()),
+                            Err(_) if endpoint.password.is_some() => Input::ConnectFailed(
+                                "timed out; with a TCP MD5 password, a peer that has another one (or none) \
+                                 drops every segment: check the password on both sides"
+                                    .into(),
+                            ),
                             Err(_) => Input::ConnectFailed("timed out".into()),
                         };
                         pending.extend(session.handle(Instant::now().into_std(), input));
@@ -200,6 +207,10 @@ async fn next(
 async fn dial(e: &Endpoint) -> std::io::Result<TcpStream> {
     let socket = if e.peer.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_nodelay(true)?;
+    if let Some(pw) = &e.password {
+        use std::os::fd::AsRawFd;
+        ferrolb_speaker_sys::set_tcp_md5(socket.as_raw_fd(), e.peer, pw.as_bytes())?;
+    }
     if let Some(src) = e.source {
         socket.bind(SocketAddr::new(src, 0))?;
     }

@@ -1,8 +1,9 @@
 //! ferrolb's BGP session (its pure state machine over TCP, messages by
-//! netgauze-bgp-pkt) against a real router: FRR's bgpd (Debian's FRR 8.4) in a network
-//! namespace, peering over a veth with ferrolb's side in another. Not yet the speaker
-//! (its CRDs and its use of these sessions come next): this proves the wire and the
-//! state machine against the daemon operators run. Runs as root.
+//! netgauze-bgp-pkt) against real routers: FRR's bgpd (Debian's FRR 8.4) and BIRD
+//! (Debian's 2.0.12), each in a network namespace, peering over a veth with ferrolb's
+//! side in another. Not yet the speaker (its CRDs and its use of these sessions come
+//! next): this proves the wire and the state machine against the daemons operators
+//! run. Runs as root.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -16,15 +17,36 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 /// Two namespaces joined by a veth: ferrolb's side (203.0.113.2, fd42:f1b:bb::2) and
-/// the router's (203.0.113.1, fd42:f1b:bb::1), which runs bgpd with `config`.
+/// the router's (203.0.113.1, fd42:f1b:bb::1), which runs FRR or BIRD in AS 64512.
 struct Lab {
     speaker: Netns,
     router: Netns,
     dir: tempfile::TempDir,
+    kind: Router,
+    /// The TCP MD5 password ferrolb's side signs with.
+    password: Option<String>,
+}
+
+/// The routing daemon on the router's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Router {
+    Frr,
+    /// FRR whose IPv4 neighbor has `password md5-secret`.
+    FrrWithPassword,
+    Bird,
+}
+
+/// A prefix as the router has it from ferrolb.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Seen {
+    next_hop: String,
+    as_path: String,
+    communities: String,
+    large_communities: String,
 }
 
 impl Lab {
-    fn new(config: &str) -> Lab {
+    fn new(router_kind: Router) -> Lab {
         assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
         let sfx = unique_suffix();
         let speaker = Netns::create(&format!("flbbgs{sfx}")).unwrap();
@@ -38,26 +60,101 @@ impl Lab {
             ns.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("bgpd.conf"), config).unwrap();
         let d = dir.path().display().to_string();
-        router
-            .exec(&[
-                "/usr/lib/frr/bgpd",
-                "-d",
-                "-S",
-                "-Z",
-                "-n",
-                "-f",
-                &format!("{d}/bgpd.conf"),
-                "-i",
-                &format!("{d}/bgpd.pid"),
-                "--vty_socket",
-                &d,
-                "--log",
-                &format!("file:{d}/bgpd.log"),
-            ])
-            .expect("bgpd (Debian package frr)");
-        Lab { speaker, router, dir }
+        match router_kind {
+            Router::Frr | Router::FrrWithPassword => {
+                let config = if router_kind == Router::Frr { FRR.to_string() } else { FRR_MD5.to_string() };
+                std::fs::write(dir.path().join("bgpd.conf"), config).unwrap();
+                router
+                    .exec(&[
+                        "/usr/lib/frr/bgpd",
+                        "-d",
+                        "-S",
+                        "-Z",
+                        "-n",
+                        "-f",
+                        &format!("{d}/bgpd.conf"),
+                        "-i",
+                        &format!("{d}/bgpd.pid"),
+                        "--vty_socket",
+                        &d,
+                        "--log",
+                        &format!("file:{d}/bgpd.log"),
+                    ])
+                    .expect("bgpd (Debian package frr)");
+            }
+            Router::Bird => {
+                std::fs::write(dir.path().join("bird.conf"), BIRD).unwrap();
+                router
+                    .exec(&[
+                        "bird",
+                        "-c",
+                        &format!("{d}/bird.conf"),
+                        "-s",
+                        &format!("{d}/bird.ctl"),
+                        "-P",
+                        &format!("{d}/bird.pid"),
+                    ])
+                    .expect("bird (Debian package bird2)");
+            }
+        }
+        Lab { speaker, router, dir, kind: router_kind, password: None }
+    }
+
+    /// The route the router has for `prefix` (`ipv4` or `ipv6` family), if any.
+    fn seen(&self, family: &str, prefix: &str) -> Option<Seen> {
+        match self.kind {
+            Router::Frr | Router::FrrWithPassword => {
+                let v = self.vtysh(&format!("show bgp {family} unicast {prefix} json"))?;
+                let p = v["paths"].as_array()?.first()?.clone();
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                Some(Seen {
+                    next_hop: s(&p["nexthops"][0]["ip"]),
+                    as_path: s(&p["aspath"]["string"]),
+                    communities: s(&p["community"]["string"]),
+                    large_communities: s(&p["largeCommunity"]["string"]),
+                })
+            }
+            Router::Bird => {
+                let out = self.birdc(&format!("show route all for {prefix}"))?;
+                let exact = out.lines().any(|l| l.starts_with(prefix));
+                let attr = |name: &str| {
+                    out.lines()
+                        .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim_start_matches(':').trim().to_string()))
+                        .unwrap_or_default()
+                };
+                exact.then(|| Seen {
+                    next_hop: attr("BGP.next_hop"),
+                    as_path: attr("BGP.as_path"),
+                    communities: attr("BGP.community"),
+                    large_communities: attr("BGP.large_community"),
+                })
+            }
+        }
+    }
+
+    /// Why the router last took the session to ferrolb's `peer` down, as it says it.
+    fn last_error(&self, peer: &str) -> Option<String> {
+        match self.kind {
+            Router::Frr | Router::FrrWithPassword => {
+                let v = self.vtysh(&format!("show bgp neighbors {peer} json"))?;
+                let r = v[peer]["lastNotificationReason"].as_str()?.to_string();
+                (v[peer]["bgpState"] != "Established").then_some(r)
+            }
+            Router::Bird => {
+                let name = if peer.contains(':') { "ferrolb6" } else { "ferrolb4" };
+                let out = self.birdc(&format!("show protocols all {name}"))?;
+                out.lines().find_map(|l| l.trim().strip_prefix("Last error:").map(|e| e.trim().to_string()))
+            }
+        }
+    }
+
+    /// `birdc command` against the router's BIRD.
+    fn birdc(&self, command: &str) -> Option<String> {
+        let sock = self.dir.path().join("bird.ctl").display().to_string();
+        let mut args = vec!["birdc", "-s", &sock];
+        args.extend(command.split(' '));
+        self.router.exec(&args).ok()
     }
 
     /// `vtysh -c command` against the router's bgpd, as JSON.
@@ -72,7 +169,7 @@ impl Lab {
         let (routes_tx, routes_rx) = watch::channel(routes);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (status_tx, status_rx) = watch::channel(Status { state: State::Idle, last_down: None, advertised: 0 });
-        let endpoint = Endpoint { peer: SocketAddr::new(peer, 179), source: None };
+        let endpoint = Endpoint { peer: SocketAddr::new(peer, 179), source: None, password: self.password.clone() };
         let thread = ferrolb_e2e::netns::in_netns(&self.speaker.path(), move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(run(endpoint, cfg, peering, routes_rx, stop_rx, status_tx));
@@ -129,6 +226,13 @@ fn route(prefix: &str) -> Route {
     }
 }
 
+const BIRD: &str = "router id 203.0.113.1;\nprotocol device {}\n\
+    protocol bgp ferrolb4 { local 203.0.113.1 as 64512; neighbor 203.0.113.2 as 64513; ipv4 { import all; export none; }; }\n\
+    protocol bgp ferrolb6 { local fd42:f1b:bb::1 as 64512; neighbor fd42:f1b:bb::2 as 64513; ipv6 { import all; export none; }; }\n";
+
+const FRR_MD5: &str = "frr defaults datacenter\nhostname r\nrouter bgp 64512\n bgp router-id 203.0.113.1\n \
+    no bgp ebgp-requires-policy\n neighbor 203.0.113.2 remote-as 64513\n neighbor 203.0.113.2 password md5-secret\n";
+
 const FRR: &str = "frr defaults datacenter\nhostname r\nrouter bgp 64512\n bgp router-id 203.0.113.1\n \
     no bgp ebgp-requires-policy\n neighbor 203.0.113.2 remote-as 64513\n neighbor fd42:f1b:bb::2 remote-as 64513\n \
     address-family ipv6 unicast\n  neighbor fd42:f1b:bb::2 activate\n exit-address-family\n";
@@ -142,9 +246,11 @@ fn peering() -> Peering {
     }
 }
 
-#[test]
-fn frr_learns_advertised_prefixes_with_communities_and_loses_withdrawn_ones() {
-    let lab = Lab::new(FRR);
+/// Both families come up; the router has the prefixes with ferrolb's next hop, AS
+/// path and communities; a withdrawn prefix leaves its table while the other stays;
+/// a stop reaches it as Cease / Administrative Shutdown.
+fn advertise_withdraw_and_stop(router: Router) {
+    let lab = Lab::new(router);
     let mut v4 = lab.session(
         "203.0.113.1".parse().unwrap(),
         cfg(64512, true, false),
@@ -160,40 +266,56 @@ fn frr_learns_advertised_prefixes_with_communities_and_loses_withdrawn_ones() {
     eventually("both sessions Established", Duration::from_secs(20), || {
         (v4.status().state == State::Established && v6.status().state == State::Established).then_some(())
     });
-    // The router has the prefixes, from ferrolb's address, with the communities.
-    let path = |family: &str, prefix: &str| -> Option<Value> {
-        let v = lab.vtysh(&format!("show bgp {family} unicast {prefix} json"))?;
-        v["paths"].as_array()?.first().cloned()
+    let p = eventually("198.51.100.100/32 at the router", Duration::from_secs(10), || {
+        lab.seen("ipv4", "198.51.100.100/32")
+    });
+    let (community, large) = match router {
+        Router::Frr | Router::FrrWithPassword => ("64512:100", "64512:1:2"),
+        Router::Bird => ("(64512,100)", "(64512, 1, 2)"),
     };
-    let p =
-        eventually("198.51.100.100/32 at the router", Duration::from_secs(10), || path("ipv4", "198.51.100.100/32"));
-    assert_eq!(p["nexthops"][0]["ip"], "203.0.113.2", "{p}");
-    assert_eq!(p["community"]["string"], "64512:100", "{p}");
-    assert_eq!(p["largeCommunity"]["string"], "64512:1:2", "{p}");
-    assert_eq!(p["aspath"]["string"], "64513", "{p}");
-    let p6 =
-        eventually("fd42:f1b::100/128 at the router", Duration::from_secs(10), || path("ipv6", "fd42:f1b::100/128"));
-    assert_eq!(p6["nexthops"][0]["ip"], "fd42:f1b:bb::2", "{p6}");
+    assert_eq!(
+        p,
+        Seen {
+            next_hop: "203.0.113.2".into(),
+            as_path: "64513".into(),
+            communities: community.into(),
+            large_communities: large.into()
+        }
+    );
+    let p6 = eventually("fd42:f1b::100/128 at the router", Duration::from_secs(10), || {
+        lab.seen("ipv6", "fd42:f1b::100/128")
+    });
+    assert!(p6.next_hop.starts_with("fd42:f1b:bb::2"), "{p6:?}");
     // A withdrawn prefix leaves the router's table; the other stays.
     v4.routes.send_replace(vec![route("198.51.100.101/32")]);
     eventually("198.51.100.100/32 withdrawn", Duration::from_secs(10), || {
-        path("ipv4", "198.51.100.100/32").is_none().then_some(())
+        lab.seen("ipv4", "198.51.100.100/32").is_none().then_some(())
     });
-    assert!(path("ipv4", "198.51.100.101/32").is_some());
+    assert!(lab.seen("ipv4", "198.51.100.101/32").is_some());
     // A stop says goodbye with Cease / Administrative Shutdown.
     v4.stop();
-    let n = eventually("the router saw the Cease", Duration::from_secs(10), || {
-        let v = lab.vtysh("show bgp neighbors 203.0.113.2 json")?;
-        let r = v["203.0.113.2"]["lastNotificationReason"].as_str()?.to_string();
-        (v["203.0.113.2"]["bgpState"] != "Established").then_some(r)
-    });
-    assert!(n.contains("Cease/Administrative Shutdown"), "{n}");
+    let n = eventually("the router saw the Cease", Duration::from_secs(10), || lab.last_error("203.0.113.2"));
+    let want = match router {
+        Router::Frr | Router::FrrWithPassword => "Cease/Administrative Shutdown",
+        Router::Bird => "Received: Administrative shutdown",
+    };
+    assert!(n.contains(want), "{n}");
     v6.stop();
 }
 
 #[test]
+fn frr_learns_advertised_prefixes_with_communities_and_loses_withdrawn_ones() {
+    advertise_withdraw_and_stop(Router::Frr);
+}
+
+#[test]
+fn bird_learns_advertised_prefixes_with_communities_and_loses_withdrawn_ones() {
+    advertise_withdraw_and_stop(Router::Bird);
+}
+
+#[test]
 fn a_wrong_peer_as_is_refused_with_bad_peer_as_at_both_ends() {
-    let lab = Lab::new(FRR);
+    let lab = Lab::new(Router::Frr);
     // ferrolb expects AS 64999; the router is 64512.
     let s = lab.session(
         "203.0.113.1".parse().unwrap(),
@@ -214,4 +336,39 @@ fn a_wrong_peer_as_is_refused_with_bad_peer_as_at_both_ends() {
             .then_some(())
     });
     assert_ne!(s.status().state, State::Established);
+}
+
+/// TCP MD5 (RFC 2385): with the router's password the session comes up and carries
+/// routes; with another, the router's kernel drops every segment, the session never
+/// comes up, and ferrolb says to check the password.
+#[test]
+fn a_tcp_md5_password_must_match_the_routers() {
+    let mut lab = Lab::new(Router::FrrWithPassword);
+    lab.password = Some("md5-secret".into());
+    let s = lab.session(
+        "203.0.113.1".parse().unwrap(),
+        cfg(64512, true, false),
+        peering(),
+        vec![route("198.51.100.100/32")],
+    );
+    eventually("Established with the password", Duration::from_secs(20), || {
+        (s.status().state == State::Established).then_some(())
+    });
+    eventually("the route at the router", Duration::from_secs(10), || lab.seen("ipv4", "198.51.100.100/32"));
+    drop(s);
+
+    let mut lab = Lab::new(Router::FrrWithPassword);
+    lab.password = Some("not-the-secret".into());
+    let s = lab.session(
+        "203.0.113.1".parse().unwrap(),
+        cfg(64512, true, false),
+        peering(),
+        vec![route("198.51.100.100/32")],
+    );
+    let down = eventually("the dial times out", Duration::from_secs(20), || {
+        s.status().last_down.filter(|d| d.contains("timed out"))
+    });
+    assert!(down.contains("check the password on both sides"), "{down}");
+    assert_ne!(s.status().state, State::Established);
+    assert!(lab.seen("ipv4", "198.51.100.100/32").is_none());
 }

@@ -205,6 +205,66 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// `struct tcp_md5sig` of `<linux/tcp.h>` (libc does not define it).
+#[repr(C)]
+struct TcpMd5Sig {
+    addr: libc::sockaddr_storage,
+    flags: u8,
+    prefixlen: u8,
+    keylen: u16,
+    ifindex: libc::c_int,
+    key: [u8; TCP_MD5SIG_MAXKEYLEN],
+}
+
+/// The longest TCP MD5 key the kernel takes.
+pub const TCP_MD5SIG_MAXKEYLEN: usize = 80;
+
+/// Sign every TCP segment to and from `peer` on socket `fd` with `key` (RFC 2385,
+/// `TCP_MD5SIG`), as BGP sessions with a password do. Set before `connect`.
+pub fn set_tcp_md5(fd: RawFd, peer: std::net::SocketAddr, key: &[u8]) -> io::Result<()> {
+    if key.is_empty() || key.len() > TCP_MD5SIG_MAXKEYLEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a TCP MD5 key has 1 to {TCP_MD5SIG_MAXKEYLEN} bytes, not {}", key.len()),
+        ));
+    }
+    // SAFETY: sockaddr_storage is plain data for which all zeroes is a valid value.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match peer {
+        std::net::SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write(&mut addr as *mut _ as *mut libc::sockaddr_in, sin) };
+        }
+        std::net::SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: 0,
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write(&mut addr as *mut _ as *mut libc::sockaddr_in6, sin6) };
+        }
+    }
+    let mut sig = TcpMd5Sig {
+        addr,
+        flags: 0,
+        prefixlen: 0,
+        keylen: key.len() as u16,
+        ifindex: 0,
+        key: [0; TCP_MD5SIG_MAXKEYLEN],
+    };
+    sig.key[..key.len()].copy_from_slice(key);
+    setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_MD5SIG, &sig)
+}
+
 /// The 802.1Q tag (TPID, TCI) the kernel reported for a received frame, if it had one.
 fn vlan_of(msg: &libc::msghdr) -> Option<[u8; 4]> {
     // SAFETY: `msg` was filled by recvmsg; the CMSG macros walk its control buffer
@@ -422,5 +482,25 @@ pub async fn watch_links(changed: std::sync::Arc<tokio::sync::Notify>) -> io::Re
         // The content does not matter: any link message means "rescan".
         let _ = sock.recv_from_full().await?;
         changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod md5_tests {
+    use std::os::fd::AsRawFd;
+
+    use super::{TCP_MD5SIG_MAXKEYLEN, set_tcp_md5};
+
+    #[test]
+    fn the_kernel_takes_a_key_per_peer_of_either_family_and_long_keys_are_refused() {
+        let s4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_tcp_md5(s4.as_raw_fd(), "127.0.0.2:179".parse().unwrap(), b"secret").unwrap();
+        if let Ok(s6) = std::net::TcpListener::bind("[::1]:0") {
+            set_tcp_md5(s6.as_raw_fd(), "[::1]:179".parse().unwrap(), b"secret").unwrap();
+        }
+        let long = vec![b'k'; TCP_MD5SIG_MAXKEYLEN + 1];
+        let e = set_tcp_md5(s4.as_raw_fd(), "127.0.0.2:179".parse().unwrap(), &long).unwrap_err();
+        assert!(e.to_string().contains("1 to 80 bytes, not 81"), "{e}");
+        assert!(set_tcp_md5(s4.as_raw_fd(), "127.0.0.2:179".parse().unwrap(), b"").is_err());
     }
 }
