@@ -41,14 +41,26 @@ pub struct Status {
     pub advertised: usize,
 }
 
-/// Run a session with `endpoint` until `stop` turns true, advertising what `routes`
-/// holds; `status` follows the session.
+/// How a running session is to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep running.
+    Run,
+    /// End with Cease: the peer withdraws our routes (a deleted peer, a node leaving).
+    Withdraw,
+    /// End without a NOTIFICATION: a peer that agreed to graceful restart keeps our
+    /// routes until the next session's End-of-RIB (a speaker restarting).
+    Restart,
+}
+
+/// Run a session with `endpoint` until `stop` says otherwise than [`Stop::Run`],
+/// advertising what `routes` holds; `status` follows the session.
 pub async fn run(
     endpoint: Endpoint,
     cfg: Config,
     peering: Peering,
     mut routes: watch::Receiver<Vec<Route>>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     status: watch::Sender<Status>,
 ) {
     let connect_timeout = cfg.connect_retry;
@@ -140,9 +152,16 @@ pub async fn run(
         };
         tokio::select! {
             _ = sleep => pending = session.tick(Instant::now().into_std()),
-            _ = stop.changed() => {
-                if *stop.borrow() {
-                    pending = session.handle(Instant::now().into_std(), Input::Stop);
+            r = stop.changed() => {
+                // Nobody left to say otherwise: withdraw.
+                let now_wanted = if r.is_err() { Stop::Withdraw } else { *stop.borrow() };
+                let input = match now_wanted {
+                    Stop::Run => None,
+                    Stop::Withdraw => Some(Input::Stop),
+                    Stop::Restart => Some(Input::Restart),
+                };
+                if let Some(input) = input {
+                    pending = session.handle(Instant::now().into_std(), input);
                 }
             }
             m = next(&mut conn) => {

@@ -15,7 +15,10 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use netgauze_bgp_pkt::BgpMessage;
-use netgauze_bgp_pkt::capabilities::{BgpCapability, FourOctetAsCapability, MultiProtocolExtensionsCapability};
+use netgauze_bgp_pkt::capabilities::{
+    BgpCapability, FourOctetAsCapability, GracefulRestartAddressFamily, GracefulRestartCapability,
+    MultiProtocolExtensionsCapability,
+};
 use netgauze_bgp_pkt::codec::BgpCodecDecoderError;
 use netgauze_bgp_pkt::notification::{
     BgpNotificationMessage, CeaseError, FiniteStateMachineError, HoldTimerExpiredError, MessageHeaderError,
@@ -48,6 +51,11 @@ pub struct Config {
     pub ipv4: bool,
     /// Offer IPv6 unicast (multiprotocol, RFC 4760).
     pub ipv6: bool,
+    /// Offer graceful restart (RFC 4724) with this restart time (at most 4095 s): a
+    /// peer that takes it keeps our routes, marked stale, for that long after the
+    /// connection ends without a NOTIFICATION (a speaker restarting), until a new
+    /// session's End-of-RIB.
+    pub graceful_restart: Option<Duration>,
 }
 
 /// RFC 4271's states (Active folds into Connect: this side always dials).
@@ -80,8 +88,11 @@ pub enum Input {
     Received(BgpMessage),
     /// Bytes from the peer that do not decode (netgauze's verdict).
     Undecodable(BgpCodecDecoderError),
-    /// Stop for good (a deleted peer, a shutdown).
+    /// Stop for good (a deleted peer, a shutdown): Cease, and the peer withdraws our routes.
     Stop,
+    /// Stop for a restart: close without a NOTIFICATION, so that a peer that agreed to
+    /// graceful restart keeps our routes until we are back.
+    Restart,
 }
 
 /// What the caller must do, in order.
@@ -116,6 +127,8 @@ pub struct Negotiated {
     pub ipv6: bool,
     /// The peer can ask for our routes again (RFC 2918).
     pub route_refresh: bool,
+    /// Both sides offered graceful restart: the peer keeps our routes across a restart.
+    pub graceful_restart: bool,
 }
 
 /// Why a session is not up.
@@ -202,6 +215,19 @@ impl Session {
                     ))));
                 }
                 self.reset(None);
+                if was != State::Idle {
+                    out.push(Output::Close);
+                }
+                if !already || was != State::Idle {
+                    out.push(Output::Down(Down::Stopped));
+                }
+                out
+            }
+            (_, Input::Restart) => {
+                let (was, already) = (self.state, self.stopped);
+                self.stopped = true;
+                self.reset(None);
+                let mut out = Vec::new();
                 if was != State::Idle {
                     out.push(Output::Close);
                 }
@@ -350,6 +376,18 @@ impl Session {
             )));
         }
         caps.push(BgpCapability::RouteRefresh);
+        if let Some(t) = self.cfg.graceful_restart {
+            let families: Vec<GracefulRestartAddressFamily> =
+                [(self.cfg.ipv4, AddressType::Ipv4Unicast), (self.cfg.ipv6, AddressType::Ipv6Unicast)]
+                    .into_iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, t)| GracefulRestartAddressFamily::new(true, t))
+                    .collect();
+            let secs = u16::try_from(t.as_secs()).unwrap_or(u16::MAX).min(4095);
+            caps.push(BgpCapability::GracefulRestartCapability(GracefulRestartCapability::new(
+                false, false, secs, families,
+            )));
+        }
         let my_as = u16::try_from(self.cfg.local_asn).unwrap_or(AS_TRANS);
         let hold = u16::try_from(self.cfg.hold_time.as_secs()).unwrap_or(u16::MAX);
         BgpOpenMessage::new(my_as, hold, self.cfg.router_id, vec![BgpOpenMessageParameter::Capabilities(caps.into())])
@@ -401,6 +439,8 @@ impl Session {
             ipv4: self.cfg.ipv4 && (no_mp || offers(AddressType::Ipv4Unicast)),
             ipv6: self.cfg.ipv6 && offers(AddressType::Ipv6Unicast),
             route_refresh: caps.iter().any(|c| matches!(c, BgpCapability::RouteRefresh)),
+            graceful_restart: self.cfg.graceful_restart.is_some()
+                && caps.iter().any(|c| matches!(c, BgpCapability::GracefulRestartCapability(_))),
         })
     }
 }
@@ -477,6 +517,7 @@ mod tests {
             connect_retry: Duration::from_secs(5),
             ipv4: true,
             ipv6: true,
+            graceful_restart: None,
         }
     }
 
@@ -630,6 +671,27 @@ mod tests {
         assert_eq!(s.tick(t0 + Duration::from_secs(5)), [Output::Connect]);
         s.handle(t0, Input::Connected);
         assert!(matches!(s.handle(t0, Input::Closed)[..], [Output::Down(Down::Transport(_))]));
+    }
+
+    #[test]
+    fn graceful_restart_is_offered_and_a_restart_ends_without_a_notification() {
+        let t0 = Instant::now();
+        let mut s = Session::new(Config { graceful_restart: Some(Duration::from_secs(120)), ..cfg() });
+        s.handle(t0, Input::Start);
+        let out = s.handle(t0, Input::Connected);
+        let Output::Send(open) = &out[0] else { panic!("{out:?}") };
+        let b = wire(open.clone());
+        // Capability 64, length 2 + 2 families x 4: flags 0, time 120, IPv4 and IPv6
+        // unicast with forwarding state kept.
+        let gr = [64, 10, 0x00, 120, 0, 1, 1, 0x80, 0, 2, 1, 0x80];
+        assert!(b.windows(gr.len()).any(|w| w == gr), "{b:02x?}");
+        // A peer that does not offer it: not negotiated.
+        s.handle(t0, Input::Received(parse(&peer_open(4, 64512, 90, [203, 0, 113, 1]))));
+        let out = s.handle(t0, Input::Received(BgpMessage::KeepAlive));
+        let [Output::Up(n)] = out.as_slice() else { panic!("{out:?}") };
+        assert!(!n.graceful_restart);
+        assert_eq!(s.handle(t0, Input::Restart), [Output::Close, Output::Down(Down::Stopped)], "no Cease");
+        assert_eq!(s.deadline(), None);
     }
 
     proptest::proptest! {

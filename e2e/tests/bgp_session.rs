@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use ferrolb_bgp::driver::{Endpoint, Status, run};
+use ferrolb_bgp::driver::{Endpoint, Status, Stop, run};
 use ferrolb_bgp::session::{Config, State};
 use ferrolb_bgp::update::{Peering, Route};
 use ferrolb_e2e::topology::{Netns, privileged, unique_suffix};
@@ -167,7 +167,7 @@ impl Lab {
     /// Run a session from ferrolb's side until the returned stop sender says so.
     fn session(&self, peer: IpAddr, cfg: Config, peering: Peering, routes: Vec<Route>) -> Running {
         let (routes_tx, routes_rx) = watch::channel(routes);
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
         let (status_tx, status_rx) = watch::channel(Status { state: State::Idle, last_down: None, advertised: 0 });
         let endpoint = Endpoint { peer: SocketAddr::new(peer, 179), source: None, password: self.password.clone() };
         let thread = ferrolb_e2e::netns::in_netns(&self.speaker.path(), move || {
@@ -181,7 +181,7 @@ impl Lab {
 
 struct Running {
     routes: watch::Sender<Vec<Route>>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     status: watch::Receiver<Status>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
@@ -191,7 +191,10 @@ impl Running {
         self.status.borrow().clone()
     }
     fn stop(&mut self) {
-        let _ = self.stop.send(true);
+        self.end(Stop::Withdraw);
+    }
+    fn end(&mut self, how: Stop) {
+        let _ = self.stop.send(how);
         if let Some(t) = self.thread.take() {
             t.join().unwrap().unwrap();
         }
@@ -214,6 +217,7 @@ fn cfg(peer_asn: u32, ipv4: bool, ipv6: bool) -> Config {
         connect_retry: Duration::from_secs(1),
         ipv4,
         ipv6,
+        graceful_restart: None,
     }
 }
 
@@ -371,4 +375,38 @@ fn a_tcp_md5_password_must_match_the_routers() {
     assert!(down.contains("check the password on both sides"), "{down}");
     assert_ne!(s.status().state, State::Established);
     assert!(lab.seen("ipv4", "198.51.100.100/32").is_none());
+}
+
+/// Graceful restart (RFC 4724): a session that offered it and ends without a
+/// NOTIFICATION (a speaker restarting) leaves its routes at the router, marked stale,
+/// and the next session's routes and End-of-RIB make them fresh again. Without it,
+/// the same end takes the routes away at once.
+#[test]
+fn a_graceful_restart_keeps_the_routes_at_the_router() {
+    let lab = Lab::new(Router::Frr);
+    let stale = |lab: &Lab| -> Option<bool> {
+        let v = lab.vtysh("show bgp ipv4 unicast 198.51.100.100/32 json")?;
+        let p = v["paths"].as_array()?.first()?.clone();
+        Some(p["stale"].as_bool().unwrap_or(false))
+    };
+    let gr = Config { graceful_restart: Some(Duration::from_secs(60)), ..cfg(64512, true, false) };
+    let peer: IpAddr = "203.0.113.1".parse().unwrap();
+    let mut s = lab.session(peer, gr.clone(), peering(), vec![route("198.51.100.100/32")]);
+    eventually("advertised", Duration::from_secs(20), || (stale(&lab) == Some(false)).then_some(()));
+    s.end(Stop::Restart);
+    eventually("kept, stale, while ferrolb restarts", Duration::from_secs(10), || {
+        (stale(&lab) == Some(true)).then_some(())
+    });
+    let _back = lab.session(peer, gr, peering(), vec![route("198.51.100.100/32")]);
+    eventually("fresh again after the new session's End-of-RIB", Duration::from_secs(20), || {
+        (stale(&lab) == Some(false)).then_some(())
+    });
+    drop(_back);
+
+    // Without graceful restart, the same end withdraws at once.
+    let lab = Lab::new(Router::Frr);
+    let mut s = lab.session(peer, cfg(64512, true, false), peering(), vec![route("198.51.100.100/32")]);
+    eventually("advertised", Duration::from_secs(20), || stale(&lab).map(|_| ()));
+    s.end(Stop::Restart);
+    eventually("gone", Duration::from_secs(10), || stale(&lab).is_none().then_some(()));
 }

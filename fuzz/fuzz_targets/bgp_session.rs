@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         connect_retry: Duration::from_secs(1),
         ipv4: true,
         ipv6: true,
+        graceful_restart: Some(Duration::from_secs(120)),
     };
     let mut s = Session::new(cfg);
     s.handle(t0, Input::Start);
