@@ -28,6 +28,9 @@ pub struct Endpoint {
     pub source: Option<IpAddr>,
     /// Sign the session's TCP segments with this key (RFC 2385, TCP MD5).
     pub password: Option<String>,
+    /// The IP TTL (hop limit) of our segments: 1 for an external peer on the same
+    /// link, 255 with eBGP multihop; `None` keeps the system's default (internal peers).
+    pub ttl: Option<u32>,
 }
 
 /// What the driver reports.
@@ -229,6 +232,10 @@ async fn dial(e: &Endpoint) -> std::io::Result<TcpStream> {
     if let Some(pw) = &e.password {
         use std::os::fd::AsRawFd;
         ferrolb_speaker_sys::set_tcp_md5(socket.as_raw_fd(), e.peer, pw.as_bytes())?;
+    }
+    if let Some(ttl) = e.ttl {
+        let s = socket2::SockRef::from(&socket);
+        if e.peer.is_ipv4() { s.set_ttl_v4(ttl)? } else { s.set_unicast_hops_v6(ttl)? }
     }
     if let Some(src) = e.source {
         socket.bind(SocketAddr::new(src, 0))?;

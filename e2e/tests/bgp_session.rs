@@ -25,6 +25,8 @@ struct Lab {
     kind: Router,
     /// The TCP MD5 password ferrolb's side signs with.
     password: Option<String>,
+    /// The TTL of ferrolb's side's segments.
+    ttl: Option<u32>,
 }
 
 /// The routing daemon on the router's side.
@@ -33,6 +35,8 @@ enum Router {
     Frr,
     /// FRR whose IPv4 neighbor has `password md5-secret`.
     FrrWithPassword,
+    /// FRR at 198.51.100.2 with ferrolb's side two hops away (`ebgp-multihop 2`).
+    FrrMultihop,
     Bird,
 }
 
@@ -62,8 +66,12 @@ impl Lab {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         match router_kind {
-            Router::Frr | Router::FrrWithPassword => {
-                let config = if router_kind == Router::Frr { FRR.to_string() } else { FRR_MD5.to_string() };
+            Router::Frr | Router::FrrWithPassword | Router::FrrMultihop => {
+                let config = match router_kind {
+                    Router::FrrWithPassword => FRR_MD5,
+                    Router::FrrMultihop => FRR_MULTIHOP,
+                    _ => FRR,
+                };
                 std::fs::write(dir.path().join("bgpd.conf"), config).unwrap();
                 router
                     .exec(&[
@@ -98,13 +106,13 @@ impl Lab {
                     .expect("bird (Debian package bird2)");
             }
         }
-        Lab { speaker, router, dir, kind: router_kind, password: None }
+        Lab { speaker, router, dir, kind: router_kind, password: None, ttl: None }
     }
 
     /// The route the router has for `prefix` (`ipv4` or `ipv6` family), if any.
     fn seen(&self, family: &str, prefix: &str) -> Option<Seen> {
         match self.kind {
-            Router::Frr | Router::FrrWithPassword => {
+            Router::Frr | Router::FrrWithPassword | Router::FrrMultihop => {
                 let v = self.vtysh(&format!("show bgp {family} unicast {prefix} json"))?;
                 let p = v["paths"].as_array()?.first()?.clone();
                 let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
@@ -136,7 +144,7 @@ impl Lab {
     /// Why the router last took the session to ferrolb's `peer` down, as it says it.
     fn last_error(&self, peer: &str) -> Option<String> {
         match self.kind {
-            Router::Frr | Router::FrrWithPassword => {
+            Router::Frr | Router::FrrWithPassword | Router::FrrMultihop => {
                 let v = self.vtysh(&format!("show bgp neighbors {peer} json"))?;
                 let r = v[peer]["lastNotificationReason"].as_str()?.to_string();
                 (v[peer]["bgpState"] != "Established").then_some(r)
@@ -169,7 +177,8 @@ impl Lab {
         let (routes_tx, routes_rx) = watch::channel(routes);
         let (stop_tx, stop_rx) = watch::channel(Stop::Run);
         let (status_tx, status_rx) = watch::channel(Status { state: State::Idle, last_down: None, advertised: 0 });
-        let endpoint = Endpoint { peer: SocketAddr::new(peer, 179), source: None, password: self.password.clone() };
+        let endpoint =
+            Endpoint { peer: SocketAddr::new(peer, 179), source: None, password: self.password.clone(), ttl: self.ttl };
         let thread = ferrolb_e2e::netns::in_netns(&self.speaker.path(), move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(run(endpoint, cfg, peering, routes_rx, stop_rx, status_tx));
@@ -237,6 +246,9 @@ const BIRD: &str = "router id 203.0.113.1;\nprotocol device {}\n\
 const FRR_MD5: &str = "frr defaults datacenter\nhostname r\nrouter bgp 64512\n bgp router-id 203.0.113.1\n \
     no bgp ebgp-requires-policy\n neighbor 203.0.113.2 remote-as 64513\n neighbor 203.0.113.2 password md5-secret\n";
 
+const FRR_MULTIHOP: &str = "frr defaults datacenter\nhostname r\nrouter bgp 64512\n bgp router-id 198.51.100.2\n \
+    no bgp ebgp-requires-policy\n neighbor 203.0.113.2 remote-as 64513\n neighbor 203.0.113.2 ebgp-multihop 2\n";
+
 const FRR: &str = "frr defaults datacenter\nhostname r\nrouter bgp 64512\n bgp router-id 203.0.113.1\n \
     no bgp ebgp-requires-policy\n neighbor 203.0.113.2 remote-as 64513\n neighbor fd42:f1b:bb::2 remote-as 64513\n \
     address-family ipv6 unicast\n  neighbor fd42:f1b:bb::2 activate\n exit-address-family\n";
@@ -274,7 +286,7 @@ fn advertise_withdraw_and_stop(router: Router) {
         lab.seen("ipv4", "198.51.100.100/32")
     });
     let (community, large) = match router {
-        Router::Frr | Router::FrrWithPassword => ("64512:100", "64512:1:2"),
+        Router::Frr | Router::FrrWithPassword | Router::FrrMultihop => ("64512:100", "64512:1:2"),
         Router::Bird => ("(64512,100)", "(64512, 1, 2)"),
     };
     assert_eq!(
@@ -300,7 +312,7 @@ fn advertise_withdraw_and_stop(router: Router) {
     v4.stop();
     let n = eventually("the router saw the Cease", Duration::from_secs(10), || lab.last_error("203.0.113.2"));
     let want = match router {
-        Router::Frr | Router::FrrWithPassword => "Cease/Administrative Shutdown",
+        Router::Frr | Router::FrrWithPassword | Router::FrrMultihop => "Cease/Administrative Shutdown",
         Router::Bird => "Received: Administrative shutdown",
     };
     assert!(n.contains(want), "{n}");
@@ -409,4 +421,46 @@ fn a_graceful_restart_keeps_the_routes_at_the_router() {
     eventually("advertised", Duration::from_secs(20), || stale(&lab).map(|_| ()));
     s.end(Stop::Restart);
     eventually("gone", Duration::from_secs(10), || stale(&lab).is_none().then_some(()));
+}
+
+/// eBGP multihop: with the router two hops away (a forwarding namespace between), a
+/// session sent with TTL 1 (an external peer expected on the link) never reaches it,
+/// and one sent with TTL 255 (multihop) comes up.
+#[test]
+fn an_external_peer_two_hops_away_needs_multihop() {
+    let mut lab = Lab::new(Router::FrrMultihop);
+    // Move the router behind a middle namespace: speaker 203.0.113.2 - .1 middle
+    // 198.51.100.1 - 198.51.100.2 router.
+    let middle = Netns::create(&format!("flbbgm{}", unique_suffix())).unwrap();
+    lab.router.exec(&["ip", "link", "set", "eth0", "netns", &middle.name]).unwrap();
+    middle.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
+    middle.exec(&["ip", "addr", "add", "203.0.113.1/24", "dev", "eth0"]).unwrap();
+    middle
+        .exec(&["ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &lab.router.name])
+        .unwrap();
+    middle.exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", "eth1"]).unwrap();
+    middle.exec(&["ip", "link", "set", "eth1", "up"]).unwrap();
+    middle.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    lab.router.exec(&["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"]).unwrap();
+    lab.router.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
+    lab.router.exec(&["ip", "route", "add", "default", "via", "198.51.100.1"]).unwrap();
+    lab.speaker.exec(&["ip", "route", "add", "default", "via", "203.0.113.1"]).unwrap();
+    let peer: IpAddr = "198.51.100.2".parse().unwrap();
+
+    lab.ttl = Some(1);
+    let one = lab.session(peer, cfg(64512, true, false), peering(), vec![route("203.0.113.100/32")]);
+    let down = eventually("TTL 1 dies on the way", Duration::from_secs(20), || one.status().last_down);
+    assert!(down.starts_with("connection:"), "{down}");
+    assert_ne!(one.status().state, State::Established);
+    drop(one);
+
+    lab.ttl = Some(255);
+    let multi = lab.session(peer, cfg(64512, true, false), peering(), vec![route("203.0.113.100/32")]);
+    eventually("Established two hops away", Duration::from_secs(20), || {
+        (multi.status().state == State::Established).then_some(())
+    });
+    let seen = eventually("the route at the router", Duration::from_secs(10), || lab.seen("ipv4", "203.0.113.100/32"));
+    assert_eq!(seen.next_hop, "203.0.113.2");
+    drop(multi);
+    drop(middle);
 }
