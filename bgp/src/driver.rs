@@ -110,16 +110,11 @@ pub async fn run(
                         sent.clear();
                     }
                     Output::Up(n) => {
+                        // `sent` is empty here (every session ends with a Down that clears it).
                         let want = routes.borrow_and_update().clone();
-                        let mut msgs = announce(&peering, &want);
+                        let mut msgs = sync(&peering, &mut sent, &want);
                         msgs.extend(end_of_rib(n.ipv4, n.ipv6));
-                        if let Some(c) = conn.as_mut() {
-                            for m in msgs {
-                                let _ = c.feed(m).await;
-                            }
-                            let _ = c.flush().await;
-                        }
-                        sent = want.into_iter().map(|r| (r.prefix, r)).collect();
+                        write(&mut conn, msgs).await;
                     }
                     Output::Down(d) => {
                         // Whatever the connection was, it is over (a Close before this sent
@@ -183,20 +178,33 @@ pub async fn run(
                     pending = session.handle(Instant::now().into_std(), Input::Stop);
                     continue;
                 }
-                let want: BTreeMap<IpNet, Route> = routes.borrow_and_update().iter().map(|r| (r.prefix, r.clone())).collect();
-                let gone: Vec<IpNet> = sent.keys().filter(|p| !want.contains_key(p)).copied().collect();
-                let changed: Vec<Route> = want.values().filter(|r| sent.get(&r.prefix) != Some(r)).cloned().collect();
-                let mut msgs = withdraw(&gone);
-                msgs.extend(announce(&peering, &changed));
-                if let Some(c) = conn.as_mut() {
-                    for m in msgs {
-                        let _ = c.feed(m).await;
-                    }
-                    let _ = c.flush().await;
-                }
-                sent = want;
+                let want = routes.borrow_and_update().clone();
+                let msgs = sync(&peering, &mut sent, &want);
+                write(&mut conn, msgs).await;
             }
         }
+    }
+}
+
+/// The UPDATEs that turn what the peer has from us (`sent`) into `want`: withdrawals of
+/// what is gone, announcements of what is new or changed; `sent` becomes `want`.
+fn sync(peering: &Peering, sent: &mut BTreeMap<IpNet, Route>, want: &[Route]) -> Vec<BgpMessage> {
+    let want: BTreeMap<IpNet, Route> = want.iter().map(|r| (r.prefix, r.clone())).collect();
+    let gone: Vec<IpNet> = sent.keys().filter(|p| !want.contains_key(p)).copied().collect();
+    let changed: Vec<Route> = want.values().filter(|r| sent.get(&r.prefix) != Some(r)).cloned().collect();
+    let mut msgs = withdraw(&gone);
+    msgs.extend(announce(peering, &changed));
+    *sent = want;
+    msgs
+}
+
+/// Queue `msgs` and flush them; a write that fails shows as the connection ending.
+async fn write(conn: &mut Option<Framed<TcpStream, BgpCodec>>, msgs: Vec<BgpMessage>) {
+    if let Some(c) = conn.as_mut() {
+        for m in msgs {
+            let _ = c.feed(m).await;
+        }
+        let _ = c.flush().await;
     }
 }
 
@@ -242,6 +250,3 @@ async fn dial(e: &Endpoint) -> std::io::Result<TcpStream> {
     }
     socket.connect(e.peer).await
 }
-
-/// The default connect-retry time (RFC 4271 suggests 120 s; MetalLB's FRR uses 10 s).
-pub const CONNECT_RETRY: Duration = Duration::from_secs(10);

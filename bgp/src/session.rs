@@ -192,11 +192,6 @@ impl Session {
         self.state
     }
 
-    /// The parameters, once Established.
-    pub fn negotiated(&self) -> Option<&Negotiated> {
-        self.negotiated.as_ref().filter(|_| self.state == State::Established)
-    }
-
     /// The next time [`Session::tick`] has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         [self.connect_retry_at, self.hold_at, self.keepalive_at].into_iter().flatten().min()
@@ -205,29 +200,18 @@ impl Session {
     /// Handle `input` at `now`.
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Output> {
         match (self.state, input) {
-            (_, Input::Stop) => {
+            (_, input @ (Input::Stop | Input::Restart)) => {
                 let (was, already) = (self.state, self.stopped);
                 self.stopped = true;
                 let mut out = Vec::new();
-                if matches!(was, State::OpenSent | State::OpenConfirm | State::Established) {
+                // A stop says goodbye (the peer withdraws our routes); a restart does not
+                // (a peer that agreed to graceful restart keeps them).
+                if input == Input::Stop && matches!(was, State::OpenSent | State::OpenConfirm | State::Established) {
                     out.push(Output::Send(BgpMessage::Notification(BgpNotificationMessage::CeaseError(
                         CeaseError::AdministrativeShutdown { value: Box::new([]) },
                     ))));
                 }
                 self.reset(None);
-                if was != State::Idle {
-                    out.push(Output::Close);
-                }
-                if !already || was != State::Idle {
-                    out.push(Output::Down(Down::Stopped));
-                }
-                out
-            }
-            (_, Input::Restart) => {
-                let (was, already) = (self.state, self.stopped);
-                self.stopped = true;
-                self.reset(None);
-                let mut out = Vec::new();
                 if was != State::Idle {
                     out.push(Output::Close);
                 }

@@ -7,7 +7,7 @@
 //! message stays under BGP's 4096 bytes.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use netgauze_bgp_pkt::BgpMessage;
@@ -165,14 +165,6 @@ pub fn end_of_rib(ipv4: bool, ipv6: bool) -> Vec<BgpMessage> {
         )));
     }
     out
-}
-
-/// The next hop of `ip`'s family from `p`, as an address.
-pub fn next_hop_for(p: &Peering, ip: IpAddr) -> Option<IpAddr> {
-    match ip {
-        IpAddr::V4(_) => p.next_hop_v4.map(IpAddr::V4),
-        IpAddr::V6(_) => p.next_hop_v6.map(IpAddr::V6),
-    }
 }
 
 #[cfg(test)]

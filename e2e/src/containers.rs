@@ -811,8 +811,14 @@ async fn probe(ip: &str, spec: &ProbeSpec) -> bool {
     }
 }
 
-/// A TLS client that accepts any server certificate (the kubelet's probes check none).
+/// A TLS client that accepts any server certificate (the kubelet's probes check none),
+/// made once for every probe.
 fn any_certificate() -> std::sync::Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(any_certificate_config).clone()
+}
+
+fn any_certificate_config() -> std::sync::Arc<rustls::ClientConfig> {
     use rustls::DigitallySignedStruct;
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
