@@ -95,12 +95,15 @@ pub async fn run(
                         pending.extend(session.handle(Instant::now().into_std(), input));
                     }
                     Output::Send(m) => {
+                        // A write that fails (EPIPE, ECONNRESET) is the connection ending, in
+                        // whatever state: ConnectFailed would be ignored past Connect, and the
+                        // session would wait for its hold timer on a dead connection.
                         if let Some(c) = conn.as_mut()
                             && let Err(e) = c.send(m).await
                         {
+                            tracing::debug!(peer = %endpoint.peer, error = %e, "BGP write failed");
                             conn = None;
-                            pending
-                                .extend(session.handle(Instant::now().into_std(), Input::ConnectFailed(e.to_string())));
+                            pending.extend(session.handle(Instant::now().into_std(), Input::Closed));
                         }
                     }
                     Output::Close => {
