@@ -2,9 +2,8 @@
 //! and the listen address flag they share.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 
-use crate::secure::{Decision, MetricsProtection, Reviewer};
+use crate::secure::{Decision, Secure};
 
 /// Where to listen. `:7472` (as the chart and Go programs write it) means every
 /// address of both families; `0.0.0.0:7472` or `[::1]:7472` exactly that.
@@ -54,50 +53,6 @@ impl ListenAddr {
                 }
             }
         }
-    }
-}
-
-/// `/metrics` over HTTPS for authorized scrapers (see [`crate::secure`]).
-#[derive(Clone)]
-pub struct Secure {
-    /// The TLS configuration (certificate).
-    pub tls: Arc<rustls::ServerConfig>,
-    /// Who may read `/metrics`.
-    pub reviewer: Arc<Reviewer>,
-}
-
-impl MetricsProtection {
-    /// The listen address: `addr`, on the bind address when one is set.
-    pub fn listen_addr(&self, addr: ListenAddr) -> anyhow::Result<ListenAddr> {
-        Ok(match (self.bind_address()?, addr) {
-            (Some(ip), ListenAddr::Any(port)) => ListenAddr::Exact(SocketAddr::new(ip, port)),
-            (Some(ip), ListenAddr::Exact(a)) => ListenAddr::Exact(SocketAddr::new(ip, a.port())),
-            (None, a) => a,
-        })
-    }
-
-    /// With --metrics-secure, how to serve: the certificate (from the directory, or
-    /// self-signed for `who`, localhost and the address `addr` names) and a reviewer
-    /// asking through `client`.
-    pub fn secure(&self, client: &kube::Client, who: &str, addr: ListenAddr) -> anyhow::Result<Option<Secure>> {
-        if !self.metrics_secure {
-            return Ok(None);
-        }
-        let mut names = vec![who.to_string(), "localhost".to_string()];
-        if let ListenAddr::Exact(a) = addr
-            && !a.ip().is_unspecified()
-        {
-            names.push(a.ip().to_string());
-        }
-        let cert = match self.metrics_tls_dir.trim() {
-            "" => crate::secure::Certificate::self_signed(&names)?,
-            dir => crate::secure::Certificate::from_dir(std::path::Path::new(dir))
-                .map_err(|e| anyhow::anyhow!("--metrics-tls-dir: {e}"))?,
-        };
-        Ok(Some(Secure {
-            tls: crate::secure::server_config(Arc::new(cert))?,
-            reviewer: Arc::new(Reviewer::new(client.clone())),
-        }))
     }
 }
 

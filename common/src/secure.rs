@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,6 +23,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+use crate::http::ListenAddr;
 
 /// How long an answer for a token is reused.
 pub const DECISION_TTL: Duration = Duration::from_secs(10);
@@ -59,6 +61,47 @@ impl MetricsProtection {
             return Ok(None);
         }
         s.parse().map(Some).map_err(|_| anyhow::anyhow!("--metrics-bind-address {s:?}: not an IP address"))
+    }
+}
+
+/// `/metrics` over HTTPS for authorized scrapers.
+#[derive(Clone)]
+pub struct Secure {
+    /// The TLS configuration (certificate).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Who may read `/metrics`.
+    pub reviewer: Arc<Reviewer>,
+}
+
+impl MetricsProtection {
+    /// The listen address: `addr`, on the bind address when one is set.
+    pub fn listen_addr(&self, addr: ListenAddr) -> anyhow::Result<ListenAddr> {
+        Ok(match (self.bind_address()?, addr) {
+            (Some(ip), ListenAddr::Any(port)) => ListenAddr::Exact(SocketAddr::new(ip, port)),
+            (Some(ip), ListenAddr::Exact(a)) => ListenAddr::Exact(SocketAddr::new(ip, a.port())),
+            (None, a) => a,
+        })
+    }
+
+    /// With --metrics-secure, how to serve: the certificate (from the directory, or
+    /// self-signed for `who`, localhost and the address `addr` names) and a reviewer
+    /// asking through `client`.
+    pub fn secure(&self, client: &kube::Client, who: &str, addr: ListenAddr) -> anyhow::Result<Option<Secure>> {
+        if !self.metrics_secure {
+            return Ok(None);
+        }
+        let mut names = vec![who.to_string(), "localhost".to_string()];
+        if let ListenAddr::Exact(a) = addr
+            && !a.ip().is_unspecified()
+        {
+            names.push(a.ip().to_string());
+        }
+        let cert = match self.metrics_tls_dir.trim() {
+            "" => Certificate::self_signed(&names)?,
+            dir => Certificate::from_dir(std::path::Path::new(dir))
+                .map_err(|e| anyhow::anyhow!("--metrics-tls-dir: {e}"))?,
+        };
+        Ok(Some(Secure { tls: server_config(Arc::new(cert))?, reviewer: Arc::new(Reviewer::new(client.clone())) }))
     }
 }
 
