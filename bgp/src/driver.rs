@@ -61,7 +61,7 @@ pub enum Stop {
 pub async fn run(
     endpoint: Endpoint,
     cfg: Config,
-    peering: Peering,
+    mut peering: Peering,
     mut routes: watch::Receiver<Vec<Route>>,
     mut stop: watch::Receiver<Stop>,
     status: watch::Sender<Status>,
@@ -115,6 +115,10 @@ pub async fn run(
                     Output::Up(n) => {
                         // `sent` is empty here (every session ends with a Down that clears it).
                         let want = routes.borrow_and_update().clone();
+                        // The session's own local address is the next hop of its family:
+                        // the address the peer reaches this node at.
+                        let local = conn.as_ref().and_then(|c| c.get_ref().local_addr().ok()).map(|a| a.ip());
+                        peering = with_next_hop(peering, local);
                         let mut msgs = sync(&peering, &mut sent, &want);
                         msgs.extend(end_of_rib(n.ipv4, n.ipv6));
                         write(&mut conn, msgs).await;
@@ -199,6 +203,16 @@ fn sync(peering: &Peering, sent: &mut BTreeMap<IpNet, Route>, want: &[Route]) ->
     msgs.extend(announce(peering, &changed));
     *sent = want;
     msgs
+}
+
+/// `peering` with `local` (the connection's local address) as the next hop of its family.
+fn with_next_hop(mut peering: Peering, local: Option<IpAddr>) -> Peering {
+    match local {
+        Some(IpAddr::V4(a)) => peering.next_hop_v4 = Some(a),
+        Some(IpAddr::V6(a)) => peering.next_hop_v6 = Some(a),
+        None => {}
+    }
+    peering
 }
 
 /// Queue `msgs` and flush them; a write that fails shows as the connection ending.

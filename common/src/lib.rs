@@ -44,6 +44,11 @@ where
     reflect_with(api, watcher::Config::default(), changed)
 }
 
+/// Every object of a cache, cloned.
+pub fn all<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> Vec<K> {
+    store.state().iter().map(|x| (**x).clone()).collect()
+}
+
 /// [`reflect`] the objects `config` selects (a label selector, say).
 pub fn reflect_with<K>(
     api: Api<K>,

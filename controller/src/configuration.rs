@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_common::events::{Event, EventType};
-use ferrolb_common::{AbortOnDrop, lock, reflect};
+use ferrolb_common::{AbortOnDrop, all, lock, reflect};
 use ferrolb_crds::conditions::event;
-use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_crds::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 use ferrolb_model::{Config, ingress_ips};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::runtime::reflector::Store;
@@ -26,6 +26,13 @@ pub struct Readers {
     pub advertisements: Store<L2Advertisement>,
     /// Namespaces, for pools' namespace selectors.
     pub namespaces: Store<Namespace>,
+    /// BGPPeers of the controller's namespace.
+    pub bgp_peers: Store<BGPPeer>,
+    /// BGPAdvertisements of the controller's namespace.
+    pub bgp_advertisements: Store<BGPAdvertisement>,
+    /// Communities of the controller's namespace.
+    pub communities: Store<Community>,
+    namespace: String,
     _watches: AbortOnDrop,
 }
 
@@ -35,8 +42,21 @@ impl Readers {
         let (pools, t1) = reflect(Api::<IPAddressPool>::namespaced(client.clone(), namespace), changed.clone());
         let (advertisements, t2) =
             reflect(Api::<L2Advertisement>::namespaced(client.clone(), namespace), changed.clone());
-        let (namespaces, t3) = reflect(Api::<Namespace>::all(client.clone()), changed);
-        Readers { pools, advertisements, namespaces, _watches: AbortOnDrop(vec![t1, t2, t3]) }
+        let (namespaces, t3) = reflect(Api::<Namespace>::all(client.clone()), changed.clone());
+        let (bgp_peers, t4) = reflect(Api::<BGPPeer>::namespaced(client.clone(), namespace), changed.clone());
+        let (bgp_advertisements, t5) =
+            reflect(Api::<BGPAdvertisement>::namespaced(client.clone(), namespace), changed.clone());
+        let (communities, t6) = reflect(Api::<Community>::namespaced(client.clone(), namespace), changed);
+        Readers {
+            pools,
+            advertisements,
+            namespaces,
+            bgp_peers,
+            bgp_advertisements,
+            communities,
+            namespace: namespace.to_string(),
+            _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6]),
+        }
     }
 
     /// Wait until every cache holds a full list.
@@ -45,6 +65,9 @@ impl Readers {
             self.pools.wait_until_ready().await?;
             self.advertisements.wait_until_ready().await?;
             self.namespaces.wait_until_ready().await?;
+            self.bgp_peers.wait_until_ready().await?;
+            self.bgp_advertisements.wait_until_ready().await?;
+            self.communities.wait_until_ready().await?;
             Ok::<_, anyhow::Error>(())
         })
         .await
@@ -56,12 +79,26 @@ impl Readers {
         let pools: Vec<IPAddressPool> = self.pools.state().iter().map(|p| (**p).clone()).collect();
         let advs: Vec<L2Advertisement> = self.advertisements.state().iter().map(|a| (**a).clone()).collect();
         let ns = self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect::<BTreeMap<_, _>>();
-        let cfg = Config::build(&pools, &advs, ns);
+        let cfg = Config::build(&pools, &advs, ns).with_bgp(
+            &self.namespace,
+            &all(&self.bgp_peers),
+            &all(&self.bgp_advertisements),
+            &all(&self.communities),
+        );
         for e in cfg.invalid_pools.values() {
             tracing::warn!(error = %e, "invalid IPAddressPool skipped");
         }
         for (name, why) in &cfg.invalid_advertisements {
             tracing::warn!(advertisement = %name, error = %why, "invalid L2Advertisement skipped");
+        }
+        for (name, why) in &cfg.invalid_bgp_advertisements {
+            tracing::warn!(advertisement = %name, error = %why, "invalid BGPAdvertisement skipped");
+        }
+        for (name, why) in &cfg.invalid_bgp_peers {
+            tracing::warn!(peer = %name, error = %why, "invalid BGPPeer skipped");
+        }
+        for (name, why) in &cfg.invalid_communities {
+            tracing::warn!(community = %name, error = %why, "invalid Community aliases skipped");
         }
         cfg
     }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use ferrolb_common::events::{Event, EventType, Events};
 use ferrolb_common::lock;
 use ferrolb_crds::conditions::{event, pool as pool_cond, reason, status};
-use ferrolb_crds::{API_VERSION, IPAddressPool, IPAddressPoolStatus, L2Advertisement, saturating_count};
+use ferrolb_crds::{
+    API_VERSION, BGPAdvertisement, BGPPeer, IPAddressPool, IPAddressPoolStatus, L2Advertisement, saturating_count,
+};
 use ferrolb_model::conditions::{self, Want, same};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -19,6 +21,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::alloc::Allocator;
+use crate::configuration::Readers;
 use crate::reconcile::Ctx;
 
 /// The status a pool should have: exact counts and `Valid`, plus the error when invalid.
@@ -66,19 +69,55 @@ fn same_status(a: &IPAddressPoolStatus, b: &IPAddressPoolStatus) -> bool {
         && same(&a.conditions, &b.conditions)
 }
 
+/// Write `Valid` on every object of `store` whose condition differs: False with the
+/// reason from `invalid` (keyed by name), True with `ok` otherwise.
+async fn write_valid<K>(
+    ctx: &Ctx,
+    pp: &PatchParams,
+    api: &Api<K>,
+    store: &Store<K>,
+    invalid: &std::collections::BTreeMap<String, String>,
+    ok: &str,
+    now: &Time,
+) where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    for obj in store.state() {
+        let name = obj.name_any();
+        let want = match invalid.get(&name) {
+            Some(why) => Want::new(pool_cond::VALID, false, reason::INVALID_SPEC, why.clone()),
+            None => Want::new(pool_cond::VALID, true, reason::ADVERTISEMENT_VALID, ok),
+        };
+        let current: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> = serde_json::to_value(&*obj)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["status"]["conditions"].clone()).ok())
+            .unwrap_or_default();
+        if current.iter().any(|c| c.type_ == want.type_ && c.status == want.status() && c.message == want.message) {
+            continue;
+        }
+        let body = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()),
+                          "status": {"conditions": [want.set(&current, None, now)]}});
+        ctx.metrics.updates.inc();
+        if let Err(e) = api.patch_status(&name, pp, &Patch::Apply(&body)).await {
+            ctx.metrics.update_errors.inc();
+            tracing::warn!(kind = %K::kind(&()), %name, error = %e, "could not write the Valid condition");
+        }
+    }
+}
+
 /// Keep every pool's status (counts and `Valid`) and every advertisement's `Valid`
 /// current, writing only changes.
 pub async fn pool_status_loop(
     client: Client,
     namespace: String,
     ctx: Arc<Ctx>,
-    pools: Store<IPAddressPool>,
-    advs: Store<L2Advertisement>,
+    readers: Arc<Readers>,
     events: Events,
     dirty: Arc<Notify>,
 ) -> anyhow::Result<()> {
+    let pools = readers.pools.clone();
     let api: Api<IPAddressPool> = Api::namespaced(client.clone(), &namespace);
-    let adv_api: Api<L2Advertisement> = Api::namespaced(client, &namespace);
+    let adv_api: Api<L2Advertisement> = Api::namespaced(client.clone(), &namespace);
     let pp = PatchParams::apply(&ctx.field_manager).force();
     let mut written: HashMap<String, IPAddressPoolStatus> = HashMap::new();
     loop {
@@ -123,26 +162,16 @@ pub async fn pool_status_loop(
                 let _ = events.publish(&ev, &p.object_ref(&())).await;
             }
         }
-        // L2Advertisements: a Valid condition saying why one is ignored.
-        let invalid = lock(&ctx.alloc).config().invalid_advertisements.clone();
-        for a in advs.state() {
-            let name = a.name_any();
-            let want = match invalid.get(&name) {
-                Some(why) => Want::new(pool_cond::VALID, false, reason::INVALID_SELECTOR, why.clone()),
-                None => Want::new(pool_cond::VALID, true, reason::ADVERTISEMENT_VALID, "the advertisement is valid"),
-            };
-            let current = a.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-            if current.iter().any(|c| c.type_ == want.type_ && c.status == want.status() && c.message == want.message) {
-                continue;
-            }
-            let body = json!({"apiVersion": API_VERSION, "kind": "L2Advertisement",
-                              "status": {"conditions": [want.set(current, None, &now)]}});
-            ctx.metrics.updates.inc();
-            if let Err(e) = adv_api.patch_status(&name, &pp, &Patch::Apply(&body)).await {
-                ctx.metrics.update_errors.inc();
-                tracing::warn!(advertisement = %name, error = %e, "could not write advertisement status");
-            }
-        }
+        // Advertisements and peers: a Valid condition saying why one is ignored.
+        let cfg = lock(&ctx.alloc).config().clone();
+        let invalid_ok = "the advertisement is valid";
+        write_valid(&ctx, &pp, &adv_api, &readers.advertisements, &cfg.invalid_advertisements, invalid_ok, &now).await;
+        let bgp_adv_api: Api<BGPAdvertisement> = Api::namespaced(client.clone(), &namespace);
+        let bgp_invalid = &cfg.invalid_bgp_advertisements;
+        write_valid(&ctx, &pp, &bgp_adv_api, &readers.bgp_advertisements, bgp_invalid, invalid_ok, &now).await;
+        let peer_api: Api<BGPPeer> = Api::namespaced(client.clone(), &namespace);
+        let peer_ok = "the peer is valid; the speakers of the nodes it selects open sessions with it";
+        write_valid(&ctx, &pp, &peer_api, &readers.bgp_peers, &cfg.invalid_bgp_peers, peer_ok, &now).await;
         // Wait for the next change, then let a burst settle briefly before writing.
         dirty.notified().await;
         tokio::time::sleep(Duration::from_millis(100)).await;

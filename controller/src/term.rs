@@ -99,16 +99,9 @@ pub async fn lead(client: Client, settings: Settings, state: ProcessState) -> an
 
     let config_task = config_loop(ctx.clone(), readers.clone(), svc_store.clone(), config_changed, all_tx)
         .instrument(tracing::info_span!("config"));
-    let status_task = pool_status_loop(
-        client.clone(),
-        settings.namespace.clone(),
-        ctx.clone(),
-        readers.pools.clone(),
-        readers.advertisements.clone(),
-        events,
-        pools_dirty,
-    )
-    .instrument(tracing::info_span!("pool_status"));
+    let status_task =
+        pool_status_loop(client.clone(), settings.namespace.clone(), ctx.clone(), readers.clone(), events, pools_dirty)
+            .instrument(tracing::info_span!("pool_status"));
     let presence_task = presence_loop(presence, svc_store.clone(), statuses_rx, presence_changed, ctx.wake.clone())
         .instrument(tracing::info_span!("presence"));
     let run = controller

@@ -65,6 +65,8 @@ pub mod reason {
     pub const INTERFACE_MISSING: &str = "InterfaceMissing";
     /// No L2Advertisement covers the Service's pool: allocated but never announced.
     pub const NO_L2_ADVERTISEMENT: &str = "NoL2Advertisement";
+    /// A field of the object's spec is invalid (the message names it): not used.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The advertisement's selectors parse: it is used.
     pub const ADVERTISEMENT_VALID: &str = "Valid";
     /// The pool spec parses and does not overlap another pool.
@@ -109,4 +111,11 @@ pub mod event {
     /// Another host on the segment claimed the Service's IP (gratuitous ARP or an
     /// unsolicited NA from its MAC); the speaker re-announced it (on the Service).
     pub const IP_CONFLICT: &str = "IPConflict";
+    /// A speaker's BGP session with the peer is Established (on the BGPPeer; the note
+    /// names the node).
+    pub const BGP_SESSION_ESTABLISHED: &str = "BGPSessionEstablished";
+    /// A speaker's BGP session with the peer is down, or cannot start (on the BGPPeer;
+    /// the note names the node and the cause: a NOTIFICATION, a timeout, a refused
+    /// connection, a missing password Secret).
+    pub const BGP_SESSION_DOWN: &str = "BGPSessionDown";
 }

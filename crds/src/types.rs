@@ -258,7 +258,7 @@ fn interfaces_schema(_: &mut SchemaGenerator) -> Schema {
 }
 
 /// `metav1.Condition` list, as a map keyed by `type` (the upstream convention).
-fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
+pub(crate) fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let item = generator.subschema_for::<Condition>();
     json_schema!({
         "type": "array",

@@ -11,6 +11,7 @@ pub mod harness;
 pub mod kubelet;
 pub mod netns;
 pub mod pods;
+pub mod router;
 pub mod sandbox;
 pub mod standin;
 pub mod topology;

@@ -52,6 +52,8 @@ pub struct Options {
     pub values: serde_json::Value,
     /// Watch events the emulator keeps for resuming watches (its default when `None`).
     pub history_limit: Option<usize>,
+    /// A BGP router between the nodes and an outside client (`--bgp frr|bird`).
+    pub bgp: Option<crate::router::Daemon>,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             heartbeats: true,
             values: serde_json::Value::Null,
             history_limit: None,
+            bgp: None,
         }
     }
 }
@@ -90,6 +93,33 @@ pub async fn pool_and_advertisement(client: &Client, name: &str, addresses: &[&s
     create(
         &Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
         json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "L2Advertisement", "metadata": {"name": adv}, "spec": {}}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// For a sandbox with a router: BGPPeer `router` (every node peers with it, hold time
+/// 9 s, reconnecting every second), IPAddressPool `bgp` of VIPs that lie on no segment
+/// ([`crate::router::BGP_POOL_V4`], [`crate::router::BGP_POOL_V6`]) and a
+/// BGPAdvertisement `bgp` advertising it to every peer.
+pub async fn bgp_objects(client: &Client) -> anyhow::Result<()> {
+    use crate::router::{BGP_POOL_V4, BGP_POOL_V6, NODE_ASN, ROUTER_ASN, ROUTER_V4};
+    create(
+        &Api::<ferrolb_crds::BGPPeer>::namespaced(client.clone(), NS),
+        json!({"apiVersion": "ferrolb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "router"},
+            "spec": {"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_V4, "holdTime": "9s", "connectTime": "1s"}}),
+    )
+    .await?;
+    create(
+        &Api::<ferrolb_crds::IPAddressPool>::namespaced(client.clone(), NS),
+        json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "IPAddressPool", "metadata": {"name": "bgp"},
+            "spec": {"addresses": [BGP_POOL_V4, BGP_POOL_V6]}}),
+    )
+    .await?;
+    create(
+        &Api::<ferrolb_crds::BGPAdvertisement>::namespaced(client.clone(), NS),
+        json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "BGPAdvertisement", "metadata": {"name": "bgp"},
+            "spec": {"ipAddressPools": ["bgp"]}}),
     )
     .await?;
     Ok(())
@@ -215,6 +245,9 @@ pub struct State {
     /// The chart values of the release as installed or last upgraded.
     #[serde(default)]
     pub values: serde_json::Value,
+    /// The BGP router, when the sandbox has one.
+    #[serde(default)]
+    pub router: Option<crate::router::RouterState>,
 }
 
 /// A running sandbox. Dropping it tears everything down.
@@ -229,6 +262,8 @@ pub struct Sandbox {
     pub emulator: ferrolb_emulator::Emulator,
     /// The kubelet running ferrolb's Pods' containers.
     pub kubelet: crate::containers::Kubelet,
+    /// The BGP router (`Options::bgp`).
+    pub router: Option<crate::router::Router>,
     stop: watch::Sender<bool>,
     logs: LogFiles,
 }
@@ -467,6 +502,12 @@ impl Sandbox {
         let (controller_binary, speaker_binary) = binaries()?;
         std::fs::create_dir_all(run_dir)?;
         let topo = Topology::new(nodes).context("building the network namespaces (are you root?)")?;
+        let router = match opts.bgp {
+            Some(d) => Some(
+                crate::router::Router::start(&topo, d, &run_dir.join("router")).context("starting the BGP router")?,
+            ),
+            None => None,
+        };
         let cidrs: Vec<&str> = match families {
             Families::V4 => vec!["10.96.0.0/16"],
             Families::V6 => vec!["fd42:f1b:96::/112", "10.96.0.0/16"],
@@ -618,6 +659,7 @@ impl Sandbox {
             pods: BTreeMap::new(),
             runtime: String::new(),
             values: serde_json::Value::Null,
+            router: router.as_ref().map(|r| r.state.clone()),
         };
         // ferrolb as an operator installs it: the chart rendered by Helm's engine and
         // applied with kubectl; its Deployment and DaemonSet become Pods, whose
@@ -652,7 +694,7 @@ impl Sandbox {
             state.nodes.iter().map(|n| NodeNet { name: n.name.clone(), netns: n.netns.clone() }).collect();
         kubelet.run(client.clone(), state.clone(), &state.control_plane_netns, stop_rx.clone())?;
         tokio::spawn(run_standins(client.clone(), standin_nodes, stop_rx));
-        let mut sb = Sandbox { topo, state, client, kubelet, stop, emulator: emu, logs };
+        let mut sb = Sandbox { topo, state, client, kubelet, router, stop, emulator: emu, logs };
         for p in plans {
             sb.create_pod(p).await?;
         }

@@ -110,6 +110,11 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
         "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: p, namespace: {NS}}}\n\
          spec: {{addresses: [198.51.100.100/30]}}\n---\n\
          apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: all, namespace: {NS}}}\n---\n\
+         apiVersion: ferrolb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: r, namespace: {NS}}}\n\
+         spec: {{myASN: 64513, peerASN: 64512, peerAddress: 198.51.100.1, passwordSecret: {{name: r-md5}}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: r-md5, namespace: {NS}}}\ntype: kubernetes.io/basic-auth\n\
+         stringData: {{password: s3cret}}\n---\n\
+         apiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: all, namespace: {NS}}}\n---\n\
          apiVersion: v1\nkind: Pod\nmetadata: {{name: web-1, labels: {{app: web}}}}\n\
          spec: {{nodeName: node-1, containers: [{{name: c, image: any, ports: [{{containerPort: 8080}}]}}]}}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
@@ -137,6 +142,13 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
     assert!(body.contains("web-1"), "{body}");
     let holder = eventually("web announced", Duration::from_secs(20), || holder_of("web"));
     eventually("gone announced", Duration::from_secs(20), || holder_of("gone"));
+    // The BGP objects are read and judged (their Valid conditions written).
+    for kind in ["bgppeer/r", "bgpadvertisement/all"] {
+        eventually(&format!("{kind} Valid"), Duration::from_secs(20), || {
+            let out = kubectl(&st, &["get", "-n", NS, kind, "-o", "jsonpath={.status.conditions[0].status}"]);
+            (out.trim() == "True").then_some(())
+        });
+    }
     // A Service that goes away: the controller releases its IP, the announcer removes its status.
     kubectl(&st, &["delete", "svc", "gone"]);
     eventually("gone's status removed", Duration::from_secs(20), || holder_of("gone").is_none().then_some(()));

@@ -6,7 +6,7 @@
 //! An invalid object is reported (with the field and value at fault) and left
 //! out; every other object keeps working.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrolb_crds::IPAddressPool;
@@ -211,6 +211,16 @@ pub struct Config {
     pub invalid_advertisements: BTreeMap<String, String>,
     /// Namespace labels by namespace name.
     pub namespaces: BTreeMap<String, Labels>,
+    /// Valid BGPPeers, by name.
+    pub bgp_peers: Vec<crate::bgp::BgpPeer>,
+    /// Invalid BGPPeers by name, with why.
+    pub invalid_bgp_peers: BTreeMap<String, String>,
+    /// Valid BGPAdvertisements, by name.
+    pub bgp_advertisements: Vec<crate::bgp::BgpAdvertisement>,
+    /// Invalid BGPAdvertisements by name, with why.
+    pub invalid_bgp_advertisements: BTreeMap<String, String>,
+    /// Invalid Communities by name, with why (their valid aliases are used).
+    pub invalid_communities: BTreeMap<String, String>,
 }
 
 fn parse_pool(p: &IPAddressPool) -> Result<Pool, PoolError> {
@@ -394,6 +404,78 @@ impl Config {
         cfg.l2_advertisements.retain(|a| !refused.contains_key(&a.name));
         cfg.invalid_advertisements.extend(refused);
         cfg
+    }
+
+    /// Add the BGP objects of `namespace` (ferrolb's): peers, advertisements (checked
+    /// against the pools they cover) and community aliases. An alias defined twice with
+    /// different values is refused in every Community that defines it.
+    pub fn with_bgp(
+        mut self,
+        namespace: &str,
+        peers: &[ferrolb_crds::BGPPeer],
+        advertisements: &[ferrolb_crds::BGPAdvertisement],
+        communities: &[ferrolb_crds::Community],
+    ) -> Config {
+        use crate::bgp::{BgpAdvertisement, BgpPeer, CommunityValue, parse_community};
+        let mut aliases: BTreeMap<String, (CommunityValue, String)> = BTreeMap::new();
+        let mut clashes: BTreeSet<String> = BTreeSet::new();
+        for c in communities {
+            for (i, a) in c.spec.communities.iter().enumerate() {
+                match parse_community(&a.value) {
+                    Err(e) => {
+                        self.invalid_communities
+                            .entry(c.name_any())
+                            .or_insert(format!("spec.communities[{i}].value {e}"));
+                    }
+                    Ok(v) => match aliases.get(&a.name) {
+                        Some((other, owner)) if *other != v => {
+                            clashes.insert(a.name.clone());
+                            self.invalid_communities.entry(c.name_any()).or_insert(format!(
+                                "spec.communities[{i}].name {:?} is defined with another value in Community {owner}",
+                                a.name
+                            ));
+                        }
+                        Some(_) => {}
+                        None => {
+                            aliases.insert(a.name.clone(), (v, c.name_any()));
+                        }
+                    },
+                }
+            }
+        }
+        let aliases: BTreeMap<String, CommunityValue> =
+            aliases.into_iter().filter(|(n, _)| !clashes.contains(n)).map(|(n, (v, _))| (n, v)).collect();
+        for p in peers {
+            match BgpPeer::parse(p, namespace) {
+                Ok(peer) => self.bgp_peers.push(peer),
+                Err(why) => {
+                    self.invalid_bgp_peers.insert(p.name_any(), why);
+                }
+            }
+        }
+        self.bgp_peers.sort_by(|a, b| a.name.cmp(&b.name));
+        for a in advertisements {
+            let verdict = BgpAdvertisement::parse(a, &aliases).and_then(|adv| {
+                let misfit = self
+                    .pools
+                    .values()
+                    .filter(|p| adv.covers(&p.name, &p.labels))
+                    .flat_map(|p| p.ranges.iter().map(move |r| (p, r)))
+                    .find_map(|(p, r)| adv.aggregation_misfit(&p.name, r));
+                match misfit {
+                    Some(why) => Err(why),
+                    None => Ok(adv),
+                }
+            });
+            match verdict {
+                Ok(adv) => self.bgp_advertisements.push(adv),
+                Err(why) => {
+                    self.invalid_bgp_advertisements.insert(a.name_any(), why);
+                }
+            }
+        }
+        self.bgp_advertisements.sort_by(|a, b| a.name.cmp(&b.name));
+        self
     }
 
     /// The advertisement whose preferences order the nodes for `pool` (at most one).

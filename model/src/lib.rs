@@ -10,6 +10,7 @@
 //! `crds` so that `crdgen` and the API reference depend on the shapes alone.
 
 pub mod announce;
+pub mod bgp;
 pub mod conditions;
 pub mod config;
 pub mod range;

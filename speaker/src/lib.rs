@@ -19,6 +19,7 @@
 //! live in `ferrolb-speaker-sys`; this crate has no `unsafe`.
 
 pub mod api;
+pub mod bgp;
 pub mod effects;
 pub mod election;
 pub mod forward;

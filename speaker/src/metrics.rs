@@ -44,6 +44,10 @@ pub struct Metrics {
     pub ip_conflicts: IntCounter,
     /// API requests that failed or timed out, by kind.
     pub api_failures: IntCounterVec,
+    /// 1 per BGP peer whose session is Established.
+    pub bgp_session_up: IntGaugeVec,
+    /// Prefixes each BGP peer has from this node.
+    pub bgp_announced_prefixes: IntGaugeVec,
 }
 
 /// What heartbeats say of a member (the `state` label of `ferrolb_memberlist_peers`).
@@ -154,8 +158,15 @@ impl Metrics {
         for k in crate::api::KINDS {
             api_failures.with_label_values(&[k]);
         }
+        let per_peer = |n: &str, h: &str| IntGaugeVec::new(Opts::new(n, h), &["peer"]).expect("static definition");
+        let bgp_session_up =
+            per_peer("ferrolb_bgp_session_up", "1 while the BGP session with the peer is Established, else 0.");
+        let bgp_announced_prefixes =
+            per_peer("ferrolb_bgp_announced_prefixes_total", "Prefixes the BGP peer has from this node now.");
         for c in [
             Box::new(announced.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(bgp_session_up.clone()),
+            Box::new(bgp_announced_prefixes.clone()),
             Box::new(api_failures.clone()),
             Box::new(ip_conflicts.clone()),
             Box::new(planned.clone()),
@@ -196,6 +207,8 @@ impl Metrics {
             usable_nodes,
             ip_conflicts,
             api_failures,
+            bgp_session_up,
+            bgp_announced_prefixes,
         }
     }
 

@@ -174,7 +174,8 @@ pub fn members(leases: &[Lease], liveness: &BTreeMap<String, Liveness>, now: Dat
         .collect()
 }
 
-fn ready_nodes(svc: &K8sService, slices: &[EndpointSlice]) -> BTreeSet<String> {
+/// The nodes with a ready endpoint of `svc`.
+pub fn ready_nodes(svc: &K8sService, slices: &[EndpointSlice]) -> BTreeSet<String> {
     let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
     slices
         .iter()

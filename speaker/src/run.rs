@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ferrolb_common::events::{Event, EventType, Events};
-use ferrolb_common::{AbortOnDrop, lock, reflect};
+use ferrolb_common::{AbortOnDrop, all, lock, reflect};
 use ferrolb_crds::conditions::reason;
-use ferrolb_crds::{IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceL2Status};
+use ferrolb_crds::{
+    BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceL2Status,
+};
 use ferrolb_model::{Config, ServiceKey};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -42,6 +44,12 @@ struct Caches {
     adverts: Store<L2Advertisement>,
     leases: Store<Lease>,
     statuses: Store<ServiceL2Status>,
+    bgp_peers: Store<BGPPeer>,
+    bgp_adverts: Store<BGPAdvertisement>,
+    communities: Store<Community>,
+    /// `kubernetes.io/basic-auth` Secrets of ferrolb's namespace (BGP passwords).
+    secrets: Store<Secret>,
+    namespace: String,
     _watches: AbortOnDrop,
 }
 
@@ -60,6 +68,14 @@ impl Caches {
             changed.clone(),
         );
         let (statuses, t7) = reflect(Api::<ServiceL2Status>::namespaced(c.clone(), namespace), changed.clone());
+        let (bgp_peers, t8) = reflect(Api::<BGPPeer>::namespaced(c.clone(), namespace), changed.clone());
+        let (bgp_adverts, t9) = reflect(Api::<BGPAdvertisement>::namespaced(c.clone(), namespace), changed.clone());
+        let (communities, t10) = reflect(Api::<Community>::namespaced(c.clone(), namespace), changed.clone());
+        let (secrets, t11) = ferrolb_common::reflect_with(
+            Api::<Secret>::namespaced(c.clone(), namespace),
+            kube::runtime::watcher::Config::default().fields("type=kubernetes.io/basic-auth"),
+            changed.clone(),
+        );
         let c = Caches {
             services,
             slices,
@@ -68,7 +84,12 @@ impl Caches {
             adverts,
             leases,
             statuses,
-            _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7]),
+            bgp_peers,
+            bgp_adverts,
+            communities,
+            secrets,
+            namespace: namespace.to_string(),
+            _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11]),
         };
         c.services.wait_until_ready().await?;
         c.slices.wait_until_ready().await?;
@@ -77,6 +98,10 @@ impl Caches {
         c.adverts.wait_until_ready().await?;
         c.leases.wait_until_ready().await?;
         c.statuses.wait_until_ready().await?;
+        c.bgp_peers.wait_until_ready().await?;
+        c.bgp_adverts.wait_until_ready().await?;
+        c.communities.wait_until_ready().await?;
+        c.secrets.wait_until_ready().await?;
         Ok(c)
     }
 
@@ -87,7 +112,12 @@ impl Caches {
             services: all(&self.services),
             slices: all(&self.slices),
             nodes: all(&self.nodes),
-            config: Config::build(&pools, &adverts, Default::default()),
+            config: Config::build(&pools, &adverts, Default::default()).with_bgp(
+                &self.namespace,
+                &all(&self.bgp_peers),
+                &all(&self.bgp_adverts),
+                &all(&self.communities),
+            ),
             leases: all(&self.leases),
             statuses: all(&self.statuses),
             liveness: membership.map(|m| m.liveness(node, Instant::now())).unwrap_or_default(),
@@ -96,9 +126,23 @@ impl Caches {
     }
 }
 
-/// Every object of a cache, cloned.
-fn all<K: kube::Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> Vec<K> {
-    store.state().iter().map(|x| (**x).clone()).collect()
+impl Caches {
+    /// The `password` key of each basic-auth Secret (`None`: the Secret lacks it).
+    fn passwords(&self) -> BTreeMap<String, Option<String>> {
+        self.secrets
+            .state()
+            .iter()
+            .map(|s| {
+                let pw = s
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("password"))
+                    .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                    .filter(|p| !p.is_empty());
+                (s.name_any(), pw)
+            })
+            .collect()
+    }
 }
 
 /// Run the speaker until `shutdown` fires. `ready` turns true once it holds its
@@ -171,6 +215,8 @@ pub async fn run(
         },
         metrics.api_failures.with_label_values(&["event_dropped"]),
     );
+    let mut sessions = crate::bgp::Sessions::new(metrics.clone(), changed.clone());
+    let mut bgp_reported = crate::bgp::Reported::new();
     let mut effects = Effects::new(&node, writer.clone(), metrics.clone(), membership.clone());
     effects.apply(first, &Plan::default());
     let links_changed = Arc::new(Notify::new());
@@ -242,6 +288,18 @@ pub async fn run(
             metrics.planned.with_label_values(&[who]).set(n as i64);
         }
         metrics.usable_nodes.set(p.usable_nodes.len() as i64);
+        // BGP: every session this node should have, with its routes.
+        let (routes, addrs) =
+            crate::bgp::node_routes(&snap, &node, settings.lb_class.as_deref(), settings.ignore_exclude_lb);
+        let (want_sessions, refused) =
+            crate::bgp::wanted(&node, &addrs, &snap.config.bgp_peers, &routes, &caches.passwords());
+        sessions.apply(want_sessions);
+        let mut down = sessions.down_reasons();
+        down.extend(refused);
+        for (peer, up, why) in crate::bgp::transitions(&mut bgp_reported, &sessions.report(), &down) {
+            publish_session_event(&events, &caches, &node, &peer, up, why);
+        }
+        let bgp_ips: BTreeSet<IpAddr> = routes.ips.keys().copied().collect();
         let mut desired = p.desired_on(&node, &responders.names());
         if membership.as_deref().is_some_and(|m| m.rejoining(Instant::now())) {
             // Back from a lost link: keep what is announced, start nothing new yet (the
@@ -272,12 +330,12 @@ pub async fn run(
         // and stop only once it is no longer announced: the rules cover both sets while
         // the announcer switches.
         if settings.forwarding == Forwarding::NodePort {
-            program(&wanted.iter().chain(announcer.table().ips()).copied().collect());
+            program(&wanted.iter().chain(announcer.table().ips()).chain(&bgp_ips).copied().collect());
         }
         notes.extend(announcer.apply(&desired.ips, Instant::now()));
         notes.extend(announcer.tick(Instant::now()));
         if settings.forwarding == Forwarding::NodePort {
-            program(&wanted);
+            program(&wanted.union(&bgp_ips).copied().collect());
         }
         // Events and statuses go to the writer task: no API call delays this loop.
         effects.apply(notes, &p);
@@ -302,6 +360,9 @@ pub async fn run(
         writer.want(Wanted { mine: p.services_on(&desired.ips), reports });
     }
     ready.store(false, Ordering::SeqCst);
+    // BGP first: the routers withdraw this node's routes (or, with graceful restart,
+    // keep them) while it still forwards.
+    let kept_for_restart = sessions.shutdown(Duration::from_secs(3)).await;
     // Graceful: hand over, then stop answering, clean up, give the Lease back.
     if let (Some(m), Some(task)) = (&membership, &mut heartbeat_task) {
         let p = || {
@@ -328,7 +389,12 @@ pub async fn run(
     if tokio::time::timeout(crate::api::TIMEOUT, writer_task).await.is_err() {
         tracing::warn!("the last status writes did not finish in time");
     }
-    if settings.forwarding == Forwarding::NodePort
+    if settings.forwarding == Forwarding::NodePort && kept_for_restart {
+        // Routers that agreed to graceful restart keep sending this node traffic for
+        // the advertised IPs until the next speaker is back: its rules stay until that
+        // speaker replaces them.
+        tracing::info!("BGP routes kept for a graceful restart: the nftables table stays for the next speaker");
+    } else if settings.forwarding == Forwarding::NodePort
         && let Err(e) = forward::remove()
     {
         tracing::warn!(error = %e, "could not remove the nftables table");
@@ -341,6 +407,29 @@ pub async fn run(
         tracing::warn!(error = %e, "could not release the membership Lease");
     }
     Ok(())
+}
+
+/// An Event on the BGPPeer for a session of this node that came up or went down.
+fn publish_session_event(events: &Events, caches: &Caches, node: &str, peer: &str, up: bool, why: Option<String>) {
+    let Some(obj) = caches.bgp_peers.get(&ObjectRef::new(peer).within(&caches.namespace)) else { return };
+    let (type_, reason, note) = if up {
+        (
+            EventType::Normal,
+            ferrolb_crds::conditions::event::BGP_SESSION_ESTABLISHED,
+            format!("node {node}: session Established"),
+        )
+    } else {
+        let why = why.unwrap_or_default();
+        tracing::warn!(%peer, %why, "BGP session down");
+        (EventType::Warning, ferrolb_crds::conditions::event::BGP_SESSION_DOWN, format!("node {node}: {why}"))
+    };
+    let ev = Event { type_, reason: reason.into(), note: Some(note), action: "Peer".into(), secondary: None };
+    let (events, regarding) = (events.clone(), obj.object_ref(&()));
+    tokio::spawn(async move {
+        if let Err(e) = events.publish(&ev, &regarding).await {
+            tracing::warn!(error = %e, "could not publish a BGP session event");
+        }
+    });
 }
 
 /// A Warning Event on this node's Node when another speaker's heartbeats fail

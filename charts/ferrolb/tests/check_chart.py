@@ -93,7 +93,10 @@ def defaults_render_the_components():
 
 def crds_are_the_generated_ones():
     files = sorted(p.name for p in (CHART / "files" / "crds").glob("*.yaml"))
-    assert files == ["ipaddresspools.ferrolb.io.yaml", "l2advertisements.ferrolb.io.yaml", "servicel2statuses.ferrolb.io.yaml"], files
+    assert files == sorted([
+        "ipaddresspools.ferrolb.io.yaml", "l2advertisements.ferrolb.io.yaml", "servicel2statuses.ferrolb.io.yaml",
+        "bgppeers.ferrolb.io.yaml", "bgpadvertisements.ferrolb.io.yaml", "communities.ferrolb.io.yaml",
+    ]), files
     generated = {}
     for p in (CHART / "files" / "crds").glob("*.yaml"):
         crd = [d for d in yaml.safe_load_all(p.read_text()) if d][0]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use ferrolb_common::http::ListenAddr;
 use ferrolb_common::{AbortOnDrop, reflect};
-use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_crds::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -34,6 +34,10 @@ use tokio::sync::Notify;
 pub const POOL_PATH: &str = "/validate-ferrolb-io-v1beta1-ipaddresspool";
 /// See [`POOL_PATH`].
 pub const ADVERTISEMENT_PATH: &str = "/validate-ferrolb-io-v1beta1-l2advertisement";
+/// See [`POOL_PATH`].
+pub const BGP_PEER_PATH: &str = "/validate-ferrolb-io-v1beta2-bgppeer";
+/// See [`POOL_PATH`].
+pub const BGP_ADVERTISEMENT_PATH: &str = "/validate-ferrolb-io-v1beta1-bgpadvertisement";
 
 /// Where and as what the webhook serves.
 #[derive(Debug, Clone)]
@@ -77,6 +81,7 @@ struct Caches {
     namespace: String,
     pools: Store<IPAddressPool>,
     advertisements: Store<L2Advertisement>,
+    communities: Store<Community>,
 }
 
 /// Serve the webhook until the process ends; `ready` says when it can answer.
@@ -89,9 +94,10 @@ pub async fn run(
     let listener = settings.addr.bind().await.map_err(|e| anyhow::anyhow!("--webhook-addr {}: {e}", settings.addr))?;
     let changed = Arc::new(Notify::new());
     let (pools, t1) = reflect(Api::<IPAddressPool>::namespaced(client.clone(), &namespace), changed.clone());
-    let (advertisements, t2) = reflect(Api::<L2Advertisement>::namespaced(client.clone(), &namespace), changed);
-    let _watches = AbortOnDrop(vec![t1, t2]);
-    let caches = Arc::new(Caches { namespace: namespace.clone(), pools, advertisements });
+    let (advertisements, t2) = reflect(Api::<L2Advertisement>::namespaced(client.clone(), &namespace), changed.clone());
+    let (communities, t3) = reflect(Api::<Community>::namespaced(client.clone(), &namespace), changed);
+    let _watches = AbortOnDrop(vec![t1, t2, t3]);
+    let caches = Arc::new(Caches { namespace: namespace.clone(), pools, advertisements, communities });
     let resolver = Arc::new(Resolver::default());
     let certs = cert_loop(client, namespace, settings.clone(), resolver.clone(), caches.clone(), ready);
     tokio::select! {
@@ -203,13 +209,15 @@ async fn patch_ca_bundle(api: &Api<ValidatingWebhookConfiguration>, name: &str, 
 
 async fn serve(listener: tokio::net::TcpListener, resolver: Arc<Resolver>, caches: Arc<Caches>) -> anyhow::Result<()> {
     let app = {
-        let (c1, c2) = (caches.clone(), caches);
+        let route = |kind: Kind| {
+            let c = caches.clone();
+            axum::routing::post(move |body: axum::body::Bytes| answer(c.clone(), kind, body))
+        };
         axum::Router::new()
-            .route(POOL_PATH, axum::routing::post(move |body: axum::body::Bytes| answer(c1.clone(), Kind::Pool, body)))
-            .route(
-                ADVERTISEMENT_PATH,
-                axum::routing::post(move |body: axum::body::Bytes| answer(c2.clone(), Kind::Advertisement, body)),
-            )
+            .route(POOL_PATH, route(Kind::Pool))
+            .route(ADVERTISEMENT_PATH, route(Kind::Advertisement))
+            .route(BGP_PEER_PATH, route(Kind::BgpPeer))
+            .route(BGP_ADVERTISEMENT_PATH, route(Kind::BgpAdvertisement))
     };
     let config = ferrolb_common::secure::server_config(resolver)?;
     ferrolb_common::secure::serve_tls(listener, config, app, "the validating webhook").await
@@ -219,6 +227,8 @@ async fn serve(listener: tokio::net::TcpListener, resolver: Arc<Resolver>, cache
 enum Kind {
     Pool,
     Advertisement,
+    BgpPeer,
+    BgpAdvertisement,
 }
 
 async fn answer(caches: Arc<Caches>, kind: Kind, body: axum::body::Bytes) -> axum::response::Response {
@@ -261,6 +271,18 @@ fn decide(caches: &Caches, kind: Kind, review: &Value) -> review::Verdict {
             Ok(a) if same_ns(kube::ResourceExt::namespace(&a)) => {
                 let advs: Vec<L2Advertisement> = caches.advertisements.state().iter().map(|a| (**a).clone()).collect();
                 review::l2_advertisement(&a, &advs, &pools, now)
+            }
+            Ok(a) => foreign(&caches.namespace, kube::ResourceExt::namespace(&a)),
+            Err(e) => refuse(e),
+        },
+        Kind::BgpPeer => match serde_json::from_value::<BGPPeer>(object) {
+            Ok(p) if same_ns(kube::ResourceExt::namespace(&p)) => review::bgp_peer(&p, &caches.namespace),
+            Ok(p) => foreign(&caches.namespace, kube::ResourceExt::namespace(&p)),
+            Err(e) => refuse(e),
+        },
+        Kind::BgpAdvertisement => match serde_json::from_value::<BGPAdvertisement>(object) {
+            Ok(a) if same_ns(kube::ResourceExt::namespace(&a)) => {
+                review::bgp_advertisement(&a, &pools, &ferrolb_common::all(&caches.communities), &caches.namespace)
             }
             Ok(a) => foreign(&caches.namespace, kube::ResourceExt::namespace(&a)),
             Err(e) => refuse(e),

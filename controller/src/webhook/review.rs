@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_crds::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 use ferrolb_model::Config;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -80,6 +80,44 @@ pub fn l2_advertisement(
     Verdict { denied, warnings }
 }
 
+/// Review a BGPPeer: every field as the speakers would read it.
+pub fn bgp_peer(candidate: &BGPPeer, namespace: &str) -> Verdict {
+    let name = candidate.name_any();
+    let denied =
+        ferrolb_model::bgp::BgpPeer::parse(candidate, namespace).err().map(|why| format!("BGPPeer {name}: {why}"));
+    Verdict { denied, warnings: Vec::new() }
+}
+
+/// Review a BGPAdvertisement: selectors, communities (aliases from the namespace's
+/// Communities) and aggregation lengths against the pools it covers; pools it names
+/// that do not exist are warnings.
+pub fn bgp_advertisement(
+    candidate: &BGPAdvertisement,
+    pools: &[IPAddressPool],
+    communities: &[Community],
+    namespace: &str,
+) -> Verdict {
+    let name = candidate.name_any();
+    let cfg = Config::build(pools, &[], BTreeMap::new()).with_bgp(
+        namespace,
+        &[],
+        std::slice::from_ref(candidate),
+        communities,
+    );
+    let denied = cfg.invalid_bgp_advertisements.get(&name).map(|why| format!("BGPAdvertisement {name}: {why}"));
+    let warnings = candidate
+        .spec
+        .ip_address_pools
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !pools.iter().any(|x| x.name_any() == **p))
+        .map(|(i, p)| {
+            format!("spec.ipAddressPools[{i}]: IPAddressPool {p:?} does not exist in namespace {namespace}; nothing is advertised for it until it does")
+        })
+        .collect();
+    Verdict { denied, warnings }
+}
+
 /// The `AdmissionReview` answering `review` (its uid echoed) with `verdict`; refusals
 /// are 403 Forbidden, as controller-runtime's webhooks (MetalLB's) answer.
 pub fn respond(review: &Value, verdict: &Verdict) -> Value {
@@ -119,6 +157,32 @@ mod tests {
         // An edit of prod itself is checked against the others, not against itself.
         let grown = created(testing::pool("prod", &["198.51.100.0/23"]), 0);
         assert_eq!(ip_address_pool(&grown, &[prod], at(100)).denied, None);
+    }
+
+    #[test]
+    fn bgp_objects_are_refused_with_the_field_at_fault() {
+        use ferrolb_crds::{BGPAdvertisementSpec, BGPPeerSpec, CommunityAlias, CommunitySpec};
+        let spec =
+            BGPPeerSpec { my_asn: 64513, peer_asn: 64512, peer_address: "198.51.100.1".into(), ..Default::default() };
+        assert_eq!(bgp_peer(&BGPPeer::new("r", spec.clone()), "ferrolb-system"), Verdict::default());
+        let short = BGPPeerSpec { hold_time: Some("1s".into()), ..spec };
+        let msg = bgp_peer(&BGPPeer::new("r", short), "ferrolb-system").denied.expect("refused");
+        assert!(msg.starts_with("BGPPeer r: spec.holdTime"), "{msg}");
+        let pools = [testing::pool("p", &["198.51.100.64/27"])];
+        let alias = Community::new(
+            "c",
+            CommunitySpec { communities: vec![CommunityAlias { name: "edge".into(), value: "64513:1".into() }] },
+        );
+        let adv = |spec: BGPAdvertisementSpec| BGPAdvertisement::new("a", spec);
+        let ok = adv(BGPAdvertisementSpec { communities: vec!["edge".into()], ..Default::default() });
+        assert_eq!(bgp_advertisement(&ok, &pools, std::slice::from_ref(&alias), "ns").denied, None);
+        let v = bgp_advertisement(&ok, &pools, &[], "ns");
+        assert!(v.denied.expect("refused").contains("spec.communities[0] \"edge\""));
+        let wide = adv(BGPAdvertisementSpec { aggregation_length: Some(24), ..Default::default() });
+        let msg = bgp_advertisement(&wide, &pools, &[], "ns").denied.expect("refused");
+        assert!(msg.contains("spec.aggregationLength 24") && msg.contains("IPAddressPool p"), "{msg}");
+        let missing = adv(BGPAdvertisementSpec { ip_address_pools: vec!["q".into()], ..Default::default() });
+        assert_eq!(bgp_advertisement(&missing, &pools, &[], "ns").warnings.len(), 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferrolb_e2e::client::{Prober, any_failed, outage};
 use ferrolb_e2e::containers::Kubelet;
+use ferrolb_e2e::router::{BGP_POOL_V4, BGP_POOL_V6, Daemon};
 use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, State, pool_and_advertisement, process_running};
 use ferrolb_e2e::topology::privileged;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -39,6 +40,10 @@ enum Cmd {
         /// A chart value for the install, as `helm install --set` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Put a BGP router (`frr` or `bird`) between the nodes and an outside client, and
+        /// configure ferrolb to peer with it.
+        #[arg(long, value_name = "DAEMON")]
+        bgp: Option<Daemon>,
     },
     /// Build a sandbox, show a Service getting an IP, answering and failing over, tear down.
     Demo {
@@ -50,6 +55,10 @@ enum Cmd {
         /// A chart value for the install, as `helm install --set` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// The BGP variant: a router (`frr` or `bird`) between the nodes and an outside
+        /// client, every node advertising the VIP.
+        #[arg(long, value_name = "DAEMON")]
+        bgp: Option<Daemon>,
     },
     /// Stop a Pod's container with SIGTERM and keep it stopped (as when its node loses
     /// its kubelet): `controller`, or `speaker NODE`.
@@ -183,6 +192,9 @@ async fn demo(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     {
         println!("\n$ kubectl get pods -n {NS} -o wide\n{}", String::from_utf8_lossy(&out.stdout));
     }
+    if opts.bgp.is_some() {
+        return bgp_demo(sb, state_file).await;
+    }
     let c = sb.client.clone();
     pool_and_advertisement(&c, "demo", &["198.51.100.100-198.51.100.150", "fd42:f1b::100-fd42:f1b::150"], "demo")
         .await?;
@@ -277,6 +289,109 @@ async fn demo(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The BGP variant of the demo, from a sandbox whose Pods are Ready: every node
+/// advertises the VIP to the router, the outside client reaches it through the router,
+/// and a speaker stopping withdraws its node's route before it goes.
+async fn bgp_demo(sb: Sandbox, state_file: &Path) -> anyhow::Result<()> {
+    let st = sb.state.clone();
+    let router = st.router.clone().context("the sandbox has a router")?;
+    let c = sb.client.clone();
+    ferrolb_e2e::sandbox::bgp_objects(&c).await?;
+    step(
+        true,
+        &format!(
+            "BGPPeer router ({:?}, AS {}), IPAddressPool bgp ({BGP_POOL_V4}, {BGP_POOL_V6}) and a BGPAdvertisement applied",
+            router.daemon, router.asn
+        ),
+    )?;
+    let nodes = st.nodes.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while router.established() < nodes {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the router has {} of {nodes} sessions after 30 s",
+            router.established()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    step(true, &format!("the router has a BGP session Established with each of the {nodes} nodes"))?;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    for i in 1..=nodes.min(3) {
+        pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("web-{i}"), "labels": {"app": "web"}},
+            "spec": {"nodeName": format!("node-{i}"), "containers": [{"name": "web", "image": "any", "ports": [{"containerPort": 8080}]}]}}))?)
+            .await?;
+    }
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    svcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}))?,
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let vip = loop {
+        if let Some(ip) = ferrolb_model::ingress_ips(&svcs.get("web").await?).first() {
+            break ip.to_string();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the Service got no IP in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    step(true, &format!("Service web got EXTERNAL-IP {vip}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while router.next_hops(&vip).len() < nodes {
+        anyhow::ensure!(Instant::now() < deadline, "the router has {:?} for {vip} after 30 s", router.next_hops(&vip));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Ok(out) = Command::new("ip").args(["netns", "exec", &router.netns, "ip", "route", "show", &vip]).output() {
+        println!("\n$ ip netns exec {} ip route show {vip}\n{}", router.netns, String::from_utf8_lossy(&out.stdout));
+    }
+    step(true, &format!("the router's kernel routes {vip} to all {nodes} nodes (ECMP)"))?;
+    let outside = ferrolb_e2e::client::ClientHost::new(&router.outside_netns, "eth0");
+    let url = ferrolb_e2e::client::url(&vip, 80);
+    let mut answer = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while answer.is_none() && Instant::now() < deadline {
+        answer = outside.curl(&url, Duration::from_secs(1));
+    }
+    let answer = answer.context("curl from outside got no answer")?;
+    println!("$ ip netns exec {} curl {url}\n{answer}", router.outside_netns);
+    step(true, "curl from the outside client reached a backend through the router")?;
+    // A speaker stops (SIGTERM, as in a rolling upgrade) while the outside client opens
+    // a connection every 20 ms: its node's route is withdrawn first.
+    let target = std::net::SocketAddr::new(vip.parse()?, 80);
+    let prober = Prober::start(
+        &format!("/run/netns/{}", router.outside_netns),
+        target,
+        Duration::from_millis(20),
+        Duration::from_millis(1000),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = st.nodes[nodes - 1].name.clone();
+    sb.kill_pod(&format!("speaker/{stopped}"), "-TERM", true)?;
+    println!("\nStopped the speaker on {stopped} (SIGTERM)...");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while router.next_hops(&vip).len() != nodes - 1 {
+        anyhow::ensure!(Instant::now() < deadline, "the router still has {:?}", router.next_hops(&vip));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let results = prober.stop();
+    let failed = results.iter().filter(|p| !p.ok).count();
+    step(
+        failed == 0,
+        &format!(
+            "{stopped} withdrew its route before stopping: the router has {} next hops; {failed} of {} connections failed",
+            nodes - 1,
+            results.len()
+        ),
+    )?;
+    println!("\nTearing down...");
+    drop(sb);
+    let _ = std::fs::remove_file(state_file);
+    step(true, "sandbox removed")?;
+    Ok(())
+}
+
 async fn up(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     let run_dir = std::env::temp_dir().join(format!("ferrolb-sandbox-{}", std::process::id()));
     let sb = Sandbox::up_opts(&opts, &run_dir).await?;
@@ -285,17 +400,39 @@ async fn up(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     println!("ferrolb sandbox is up ({} nodes). State: {}", st.nodes.len(), state_file.display());
     println!("  export KUBECONFIG={}", st.kubeconfig.display());
     println!("  client namespace: {} (interface {})", st.client_netns, st.client_interface);
-    println!("Try:");
-    println!(
-        "  kubectl apply -f - <<'EOF'\n  apiVersion: ferrolb.io/v1beta1\n  kind: IPAddressPool\n  metadata: {{name: demo, namespace: {NS}}}\n  spec: {{addresses: [198.51.100.100-198.51.100.150]}}\n  ---\n  apiVersion: ferrolb.io/v1beta1\n  kind: L2Advertisement\n  metadata: {{name: demo, namespace: {NS}}}\n  EOF"
-    );
-    println!("  kubectl run web-1 --image=any --labels=app=web --port=8080");
-    println!(
-        "  kubectl apply -f - <<'EOF'\n  apiVersion: v1\n  kind: Service\n  metadata: {{name: web}}\n  spec: {{type: LoadBalancer, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n  EOF"
-    );
-    println!("  kubectl get svc web");
-    println!("  ip netns exec {} curl http://198.51.100.100/", st.client_netns);
-    println!("Ctrl-C tears everything down.");
+    if let Some(r) = &st.router {
+        ferrolb_e2e::sandbox::bgp_objects(&sb.client).await?;
+        println!(
+            "  BGP router: {:?} in namespace {} (AS {}, {}); outside client: namespace {} ({})",
+            r.daemon,
+            r.netns,
+            r.asn,
+            r.addresses.join(", "),
+            r.outside_netns,
+            r.outside_addresses.join(", ")
+        );
+        println!("  applied: BGPPeer router, IPAddressPool bgp ({BGP_POOL_V4}, {BGP_POOL_V6}), BGPAdvertisement bgp");
+        println!("Try:");
+        println!("  kubectl run web-1 --image=any --labels=app=web --port=8080");
+        println!(
+            "  kubectl apply -f - <<'EOF'\n  apiVersion: v1\n  kind: Service\n  metadata: {{name: web}}\n  spec: {{type: LoadBalancer, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n  EOF"
+        );
+        println!("  ip netns exec {} ip route show 203.0.113.64", r.netns);
+        println!("  ip netns exec {} curl http://203.0.113.64/", r.outside_netns);
+        println!("Ctrl-C tears everything down.");
+    } else {
+        println!("Try:");
+        println!(
+            "  kubectl apply -f - <<'EOF'\n  apiVersion: ferrolb.io/v1beta1\n  kind: IPAddressPool\n  metadata: {{name: demo, namespace: {NS}}}\n  spec: {{addresses: [198.51.100.100-198.51.100.150]}}\n  ---\n  apiVersion: ferrolb.io/v1beta1\n  kind: L2Advertisement\n  metadata: {{name: demo, namespace: {NS}}}\n  EOF"
+        );
+        println!("  kubectl run web-1 --image=any --labels=app=web --port=8080");
+        println!(
+            "  kubectl apply -f - <<'EOF'\n  apiVersion: v1\n  kind: Service\n  metadata: {{name: web}}\n  spec: {{type: LoadBalancer, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n  EOF"
+        );
+        println!("  kubectl get svc web");
+        println!("  ip netns exec {} curl http://198.51.100.100/", st.client_netns);
+        println!("Ctrl-C tears everything down.");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -351,12 +488,12 @@ fn main() -> anyhow::Result<()> {
     let needs_root = !matches!(args.cmd, Cmd::Status);
     anyhow::ensure!(!needs_root || privileged(), "the sandbox creates network namespaces: run it as root");
     match args.cmd {
-        Cmd::Demo { nodes, fam, set } => {
-            let opts = options(nodes, fam.families(), &set)?;
+        Cmd::Demo { nodes, fam, set, bgp } => {
+            let opts = Options { bgp, ..options(nodes, fam.families(), &set)? };
             tokio::runtime::Runtime::new()?.block_on(demo(opts, &args.state_file))
         }
-        Cmd::Up { nodes, fam, set } => {
-            let opts = options(nodes, fam.families(), &set)?;
+        Cmd::Up { nodes, fam, set, bgp } => {
+            let opts = Options { bgp, ..options(nodes, fam.families(), &set)? };
             tokio::runtime::Runtime::new()?.block_on(up(opts, &args.state_file))
         }
         Cmd::Down => down(&args.state_file),
