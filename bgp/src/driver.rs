@@ -72,6 +72,7 @@ pub async fn run(
     let mut sent: BTreeMap<IpNet, Route> = BTreeMap::new();
     let mut pending = session.handle(Instant::now().into_std(), Input::Start);
     let mut last_down = None;
+    let mut routes_open = true;
     loop {
         // Carry out what the session said.
         while !pending.is_empty() {
@@ -180,9 +181,13 @@ pub async fn run(
                     None => session.handle(now, Input::Closed),
                 };
             }
-            r = routes.changed(), if session.state() == State::Established => {
+            r = routes.changed(), if session.state() == State::Established && routes_open => {
                 if r.is_err() {
-                    pending = session.handle(Instant::now().into_std(), Input::Stop);
+                    // The routes stay as they are; only `stop` ends the session (a closed
+                    // route channel read as a stop would send Cease where a restart was
+                    // asked for: found when a stopping speaker's routes were withdrawn
+                    // despite graceful restart).
+                    routes_open = false;
                     continue;
                 }
                 let want = routes.borrow_and_update().clone();

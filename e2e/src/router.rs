@@ -289,6 +289,67 @@ impl RouterState {
         }
     }
 
+    /// Make the router require TCP MD5 `password` from every node (or none), as an
+    /// operator reconfigures a running router: FRR through vtysh, BIRD by its
+    /// configuration file and `birdc configure`. Sessions restart.
+    pub fn set_password(&self, password: Option<&str>) -> Result<(), String> {
+        match self.daemon {
+            Daemon::Frr => {
+                let d = self.dir.display().to_string();
+                let line = match password {
+                    Some(p) => format!("neighbor NODES password {p}"),
+                    None => "no neighbor NODES password".to_string(),
+                };
+                let bgp = format!("router bgp {ROUTER_ASN}");
+                let args = ["vtysh", "--vty_socket", &d, "-c", "configure terminal", "-c", &bgp, "-c", &line];
+                self.exec(&args).map(|_| ()).ok_or_else(|| format!("vtysh {line} failed"))
+            }
+            Daemon::Bird => {
+                let path = self.dir.join("bird.conf");
+                let conf = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+                let mut lines: Vec<String> = conf
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("template bgp nodes") {
+                            let base = l.split(" password ").next().unwrap_or(l).trim_end_matches(" }").to_string();
+                            match password {
+                                Some(p) => format!("{base} password \"{p}\"; }}"),
+                                None => format!("{base} }}"),
+                            }
+                        } else {
+                            l.to_string()
+                        }
+                    })
+                    .collect();
+                lines.push(String::new());
+                std::fs::write(&path, lines.join("\n")).map_err(|e| e.to_string())?;
+                let out = self.birdc("configure").ok_or("birdc configure failed")?;
+                if out.contains("Reconfigured") || out.contains("Reconfiguration in progress") {
+                    Ok(())
+                } else {
+                    Err(format!("birdc configure: {out}"))
+                }
+            }
+        }
+    }
+
+    /// What the daemon says of its sessions and the end of its log, for a failure message.
+    pub fn diagnostics(&self) -> String {
+        let log = |name: &str| {
+            let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        match self.daemon {
+            Daemon::Frr => format!(
+                "{}\n--- bgpd.log ---\n{}",
+                self.vtysh("show bgp neighbors json").map(|v| v.to_string()).unwrap_or_default(),
+                log("bgpd.log")
+            ),
+            Daemon::Bird => self.birdc("show protocols all").unwrap_or_default(),
+        }
+    }
+
     /// `vtysh -c command` (FRR), as JSON.
     pub fn vtysh(&self, command: &str) -> Option<Value> {
         let d = self.dir.display().to_string();

@@ -78,14 +78,29 @@ fn ips(h: &Harness, name: &str) -> (String, String) {
     })
 }
 
-fn bgp_sandbox(daemon: Daemon) -> Harness {
-    let h = Harness::up(&Options { nodes: 3, families: Families::Dual, bgp: Some(daemon), ..Options::default() });
+/// BGPPeer `router` with `extra` fields over the sandbox's.
+fn peer(h: &Harness, extra: Value) {
+    let mut spec = json!({"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_V4,
+        "holdTime": "9s", "connectTime": "1s"});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        spec[k] = v.clone();
+    }
     apply(
-        &h,
+        h,
         json!({"apiVersion": "ferrolb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "router", "namespace": NS},
-            "spec": {"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_V4,
-                "holdTime": "9s", "connectTime": "1s"}}),
+            "spec": spec}),
     );
+}
+
+fn bgp_sandbox(daemon: Daemon) -> Harness {
+    bgp_sandbox_with(daemon, json!({}), 3)
+}
+
+/// A sandbox with a `daemon` router, the peer (with `extra`), pool, community and
+/// advertisement; returns once `sessions` sessions are Established at the router.
+fn bgp_sandbox_with(daemon: Daemon, extra: Value, sessions: usize) -> Harness {
+    let h = Harness::up(&Options { nodes: 3, families: Families::Dual, bgp: Some(daemon), ..Options::default() });
+    peer(&h, extra);
     apply(
         &h,
         json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "bgp", "namespace": NS},
@@ -101,8 +116,8 @@ fn bgp_sandbox(daemon: Daemon) -> Harness {
         json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BGPAdvertisement", "metadata": {"name": "bgp", "namespace": NS},
             "spec": {"ipAddressPools": ["bgp"], "communities": ["64513:100", "edge"]}}),
     );
-    eventually("every node's session Established at the router", Duration::from_secs(30), || {
-        (router(&h).established() == 3).then_some(())
+    eventually(&format!("{sessions} sessions Established at the router"), Duration::from_secs(30), || {
+        (router(&h).established() == sessions).then_some(())
     });
     h
 }
@@ -129,6 +144,14 @@ fn advertise_follow_and_withdraw(daemon: Daemon) {
         Daemon::Bird => ("(64513,100)", "(64513, 1, 2)"),
     };
     assert_eq!((community.as_str(), large.as_str()), (want_c, want_l));
+    // The speakers' metrics say so.
+    let st = &h.sb().state;
+    eventually("node-1's metrics: session up, the VIP advertised", Duration::from_secs(10), || {
+        let text = st.speaker_metrics("node-1");
+        let up = text.lines().any(|l| l == "ferrolb_bgp_session_up{peer=\"router\"} 1");
+        let vip = text.lines().any(|l| l == format!("ferrolb_bgp_advertised{{ip=\"{web4}\"}} 1"));
+        (up && vip).then_some(())
+    });
     // From outside, through the router, over both families.
     let out = outside(&h);
     for ip in [&web4, &web6, &loc4] {
@@ -167,4 +190,111 @@ fn frr_routes_to_every_eligible_node_and_loses_a_stopping_one() {
 #[test]
 fn bird_routes_to_every_eligible_node_and_loses_a_stopping_one() {
     advertise_follow_and_withdraw(Daemon::Bird);
+}
+
+/// With graceful restart agreed, a speaker that stops keeps its routes at the router
+/// (stale) and its forwarding in place until the next one is back: no connection from
+/// outside fails across the restart, and the new session takes over the routes.
+fn graceful_restart_keeps_traffic_flowing(daemon: Daemon) {
+    let h = bgp_sandbox_with(daemon, json!({"enableGracefulRestart": true}), 3);
+    pod(&h, "web-1", "node-1");
+    service(&h, "web", "Cluster");
+    let (web4, _) = ips(&h, "web");
+    until_hops(&h, &web4, &[1, 2, 3]);
+    let target: SocketAddr = format!("{web4}:80").parse().unwrap();
+    let outside_ns = format!("/run/netns/{}", router(&h).outside_netns);
+    let prober = Prober::start(&outside_ns, target, Duration::from_millis(20), Duration::from_secs(1)).unwrap();
+    eventually("the prober connects", Duration::from_secs(10), || prober.results().iter().any(|p| p.ok).then_some(()));
+    let stop_at = prober.now();
+    h.sb().kill_pod("speaker/node-3", "-TERM", true).unwrap();
+    let gone_at = prober.now();
+    // The speaker is gone and its session down, yet the router still routes to it.
+    eventually("the router sees node-3's session down", Duration::from_secs(10), || {
+        (router(&h).established() == 2).then_some(())
+    });
+    let kept = hops(&h, &web4);
+    assert_eq!(
+        kept.len(),
+        3,
+        "graceful restart keeps node-3's route while its speaker is away: {kept:?}\n{}",
+        router(&h).diagnostics()
+    );
+    let down = prober.now();
+    eventually("probes while node-3's speaker is away", Duration::from_secs(10), || {
+        (prober.results().iter().filter(|p| p.at > down).count() >= 25).then_some(())
+    });
+    let start_at = prober.now();
+    h.sb().start_pod("speaker/node-3").unwrap();
+    eventually("node-3's session back", Duration::from_secs(30), || (router(&h).established() == 3).then_some(()));
+    let back_at = prober.now();
+    until_hops(&h, &web4, &[1, 2, 3]);
+    let probes = prober.stop();
+    let failed: Vec<Duration> = probes.iter().filter(|p| !p.ok).map(|p| p.at).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections failed across node-3's speaker restart, started at {failed:?}; SIGTERM at {stop_at:?}, \
+         exited by {gone_at:?}, started again at {start_at:?}, session back by {back_at:?}",
+        failed.len(),
+        probes.len()
+    );
+}
+
+#[test]
+fn frr_keeps_the_routes_of_a_gracefully_restarting_speaker() {
+    graceful_restart_keeps_traffic_flowing(Daemon::Frr);
+}
+
+#[test]
+fn bird_keeps_the_routes_of_a_gracefully_restarting_speaker() {
+    graceful_restart_keeps_traffic_flowing(Daemon::Bird);
+}
+
+/// The notes of the `reason` Events on BGPPeer `router`.
+fn peer_events(h: &Harness, reason: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.sb().client.clone(), NS);
+    let list = h.rt.block_on(api.list(&Default::default())).unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("router"))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+/// A peer's TCP MD5 password comes from its Secret: missing, the speakers say so and do
+/// not dial; wrong, the router drops every segment and the event says to check the
+/// password; right, every session comes up.
+fn password_from_a_secret(daemon: Daemon) {
+    let h = bgp_sandbox_with(daemon, json!({"passwordSecret": {"name": "router-md5"}}), 0);
+    router(&h).set_password(Some("s3cret")).unwrap();
+    let missing = eventually("an event names the missing Secret", Duration::from_secs(20), || {
+        peer_events(&h, "BGPSessionDown").into_iter().find(|n| n.contains("\"router-md5\" does not exist"))
+    });
+    assert!(missing.starts_with("node node-"), "{missing}");
+    let secret = |pw: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "router-md5", "namespace": NS},
+            "type": "kubernetes.io/basic-auth", "stringData": {"password": pw}})
+    };
+    apply(&h, secret("wrong"));
+    eventually("an event says to check the password", Duration::from_secs(30), || {
+        peer_events(&h, "BGPSessionDown").into_iter().find(|n| n.contains("check the password"))
+    });
+    assert_eq!(router(&h).established(), 0, "no session with the wrong password");
+    apply(&h, secret("s3cret"));
+    eventually("every session up with the right password", Duration::from_secs(30), || {
+        (router(&h).established() == 3).then_some(())
+    });
+    eventually("an event says Established", Duration::from_secs(10), || {
+        peer_events(&h, "BGPSessionEstablished").into_iter().next()
+    });
+}
+
+#[test]
+fn frr_peers_only_with_the_password_of_the_secret() {
+    password_from_a_secret(Daemon::Frr);
+}
+
+#[test]
+fn bird_peers_only_with_the_password_of_the_secret() {
+    password_from_a_secret(Daemon::Bird);
 }

@@ -60,10 +60,23 @@ fn prometheus_scrapes_controller_and_speakers() {
     assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sb = rt.block_on(Sandbox::up(2, dir.path())).expect("sandbox");
+    // With a BGP router too, and pool p advertised both ways (layer 2 and BGP), so the
+    // BGP series exist.
+    let opts =
+        ferrolb_e2e::sandbox::Options { nodes: 2, bgp: Some(ferrolb_e2e::router::Daemon::Frr), ..Default::default() };
+    let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
     let c = sb.client.clone();
     rt.block_on(async {
         pool_and_advertisement(&c, "p", &["198.51.100.100/30"], "all").await.unwrap();
+        use ferrolb_e2e::router::{NODE_ASN, ROUTER_ASN, ROUTER_V4};
+        let peer = json!({"apiVersion": "ferrolb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "router"},
+            "spec": {"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_V4, "connectTime": "1s"}});
+        ferrolb_e2e::sandbox::create(&Api::<ferrolb_crds::BGPPeer>::namespaced(c.clone(), NS), peer).await.unwrap();
+        let adv = json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BGPAdvertisement", "metadata": {"name": "p"},
+            "spec": {"ipAddressPools": ["p"]}});
+        ferrolb_e2e::sandbox::create(&Api::<ferrolb_crds::BGPAdvertisement>::namespaced(c.clone(), NS), adv)
+            .await
+            .unwrap();
         let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
         svcs.create(
             &PostParams::default(),
@@ -118,6 +131,13 @@ fn prometheus_scrapes_controller_and_speakers() {
     });
     assert_eq!(up.len(), want, "both controller replicas and every speaker");
 
+    // Both nodes advertise it over BGP as well (the router's kernel routes it to both).
+    let bgp = eventually("both nodes advertise over BGP", Duration::from_secs(30), || {
+        let r = query("ferrolb_bgp_advertised{ip=\"198.51.100.100\"}")?;
+        r.as_array().filter(|a| a.len() == 2).cloned()
+    });
+    assert_eq!(bgp.len(), 2);
+    assert_eq!(st.router.as_ref().unwrap().next_hops("198.51.100.100").len(), 2);
     // Some ARP traffic, so the per-IP request/response counters exist.
     let replies = st.arp_replies("198.51.100.100", 2);
     assert!(!replies.is_empty(), "the VIP answers ARP");

@@ -66,7 +66,7 @@ fn kubectl_apply_of_a_bad_object_is_refused_naming_the_field() {
     let h = Harness::up(&Options { nodes: 1, ..Options::default() });
     // The controller made the certificate and gave the API server its CA.
     let (b, ca) = bundles(&h);
-    assert_eq!(b.len(), 2, "both webhooks carry a caBundle");
+    assert_eq!(b.len(), 4, "every webhook carries a caBundle");
     assert!(b.iter().all(|x| *x == ca) && String::from_utf8_lossy(&ca).starts_with("-----BEGIN CERTIFICATE-----"));
 
     let (ok, err) = apply(&h, &pool("prod", &["198.51.100.240/28"]));
@@ -104,6 +104,24 @@ fn kubectl_apply_of_a_bad_object_is_refused_naming_the_field() {
         ),
         "{err}"
     );
+
+    // BGP objects: a hold time BGP forbids, an alias no Community defines, an
+    // aggregation that would claim addresses outside prod.
+    let peer = json!({"apiVersion": "ferrolb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "tor", "namespace": NS},
+        "spec": {"myASN": 64513, "peerASN": 64512, "peerAddress": "198.51.100.1", "holdTime": "2s"}});
+    let why = refused(&h, &peer, "bgppeer.validation.ferrolb.io");
+    assert!(why.starts_with("BGPPeer tor: spec.holdTime 2s: must be 0 or at least 3s"), "{why}");
+    let bgp_adv = |spec: Value| json!({"apiVersion": API_VERSION, "kind": "BGPAdvertisement", "metadata": {"name": "b", "namespace": NS}, "spec": spec});
+    let why = refused(&h, &bgp_adv(json!({"communities": ["edge"]})), "bgpadvertisement.validation.ferrolb.io");
+    assert!(why.contains("spec.communities[0] \"edge\": no Community defines this alias"), "{why}");
+    let why = refused(
+        &h,
+        &bgp_adv(json!({"ipAddressPools": ["prod"], "aggregationLength": 24})),
+        "bgpadvertisement.validation.ferrolb.io",
+    );
+    assert!(why.contains("spec.aggregationLength 24: IPAddressPool prod range 198.51.100.240-198.51.100.255"), "{why}");
+    let (ok, err) = apply(&h, &bgp_adv(json!({"ipAddressPools": ["prod"], "aggregationLength": 28})));
+    assert!(ok, "{err}");
 }
 
 /// A certificate near its end is renewed by a controller replica at start: the new CA
@@ -123,7 +141,7 @@ fn the_controller_renews_the_webhook_certificate() {
         let (b, ca) = bundles(&h);
         (ca != old_ca && b.iter().all(|x| *x == ca)).then_some((b, ca))
     });
-    assert_eq!(b.len(), 2);
+    assert_eq!(b.len(), 4);
     let text = String::from_utf8_lossy(&ca).to_string();
     assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 2, "new CA, then the previous one");
     assert!(text.ends_with(String::from_utf8_lossy(&old_ca).as_ref()), "the previous CA is kept after the new one");

@@ -154,12 +154,10 @@ pub fn password_of(peer: &BgpPeer, secrets: &BTreeMap<String, Option<String>>) -
         Some(Password::Secret(name)) => match secrets.get(name) {
             Some(Some(p)) => Ok(Some(p.clone())),
             Some(None) => Err(format!(
-                "BGPPeer {}: spec.passwordSecret {name:?} has no key \"password\" (a kubernetes.io/basic-auth Secret)",
-                peer.name
+                "spec.passwordSecret {name:?} has no key \"password\" (a kubernetes.io/basic-auth Secret); the session is not started"
             )),
             None => Err(format!(
-                "BGPPeer {}: spec.passwordSecret {name:?} does not exist (or is not of type kubernetes.io/basic-auth)",
-                peer.name
+                "spec.passwordSecret {name:?} does not exist (or is not of type kubernetes.io/basic-auth); the session is not started"
             )),
         },
     }
@@ -292,19 +290,23 @@ impl Sessions {
     pub async fn shutdown(mut self, within: Duration) -> bool {
         let mut kept = false;
         let mut withdrawn = false;
-        for (name, r) in std::mem::take(&mut self.running) {
+        // Each session's channels stay open until it has ended.
+        let mut ending = Vec::new();
+        for (name, mut r) in std::mem::take(&mut self.running) {
             let restart = r.spec.config.graceful_restart.is_some() && r.status.borrow().state == State::Established;
             let how = if restart { Stop::Restart } else { Stop::Withdraw };
             kept |= restart;
             withdrawn |= !restart && r.status.borrow().advertised > 0;
             tracing::info!(peer = %name, ?how, "ending BGP session for shutdown");
             r.stop.send_replace(how);
-            self.ending.push(r.task);
+            self.ending.push(std::mem::replace(&mut r.task, tokio::spawn(async {})));
+            ending.push(r);
         }
         let all = futures::future::join_all(std::mem::take(&mut self.ending));
         if tokio::time::timeout(within, all).await.is_err() {
             tracing::warn!("BGP sessions did not end in time");
         }
+        drop(ending);
         if withdrawn {
             tokio::time::sleep(DRAIN).await;
         }

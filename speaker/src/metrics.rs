@@ -48,6 +48,8 @@ pub struct Metrics {
     pub bgp_session_up: IntGaugeVec,
     /// Prefixes each BGP peer has from this node.
     pub bgp_announced_prefixes: IntGaugeVec,
+    /// 1 per Service IP this node advertises to at least one Established BGP peer.
+    pub bgp_advertised: IntGaugeVec,
 }
 
 /// What heartbeats say of a member (the `state` label of `ferrolb_memberlist_peers`).
@@ -162,9 +164,18 @@ impl Metrics {
         let bgp_session_up =
             per_peer("ferrolb_bgp_session_up", "1 while the BGP session with the peer is Established, else 0.");
         let bgp_announced_prefixes =
-            per_peer("ferrolb_bgp_announced_prefixes_total", "Prefixes the BGP peer has from this node now.");
+            per_peer("ferrolb_bgp_announced_prefixes", "Prefixes the BGP peer has from this node now.");
+        let bgp_advertised = IntGaugeVec::new(
+            Opts::new(
+                "ferrolb_bgp_advertised",
+                "1 for each Service IP this node advertises to at least one Established BGP peer.",
+            ),
+            &["ip"],
+        )
+        .expect("static definition");
         for c in [
             Box::new(announced.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(bgp_advertised.clone()),
             Box::new(bgp_session_up.clone()),
             Box::new(bgp_announced_prefixes.clone()),
             Box::new(api_failures.clone()),
@@ -209,6 +220,7 @@ impl Metrics {
             api_failures,
             bgp_session_up,
             bgp_announced_prefixes,
+            bgp_advertised,
         }
     }
 

@@ -217,6 +217,7 @@ pub async fn run(
     );
     let mut sessions = crate::bgp::Sessions::new(metrics.clone(), changed.clone());
     let mut bgp_reported = crate::bgp::Reported::new();
+    let mut bgp_advertised: BTreeSet<IpAddr> = BTreeSet::new();
     let mut effects = Effects::new(&node, writer.clone(), metrics.clone(), membership.clone());
     effects.apply(first, &Plan::default());
     let links_changed = Arc::new(Notify::new());
@@ -296,9 +297,19 @@ pub async fn run(
         sessions.apply(want_sessions);
         let mut down = sessions.down_reasons();
         down.extend(refused);
-        for (peer, up, why) in crate::bgp::transitions(&mut bgp_reported, &sessions.report(), &down) {
-            publish_session_event(&events, &caches, &node, &peer, up, why);
+        let up = sessions.report();
+        for (peer, is_up, why) in crate::bgp::transitions(&mut bgp_reported, &up, &down) {
+            publish_session_event(&events, &caches, &node, &peer, is_up, why);
         }
+        let advertised: BTreeSet<IpAddr> =
+            routes.ips.iter().filter(|(_, peers)| !peers.is_disjoint(&up)).map(|(ip, _)| *ip).collect();
+        for ip in bgp_advertised.difference(&advertised) {
+            let _ = metrics.bgp_advertised.remove_label_values(&[&ip.to_string()]);
+        }
+        for ip in &advertised {
+            metrics.bgp_advertised.with_label_values(&[&ip.to_string()]).set(1);
+        }
+        bgp_advertised = advertised;
         let bgp_ips: BTreeSet<IpAddr> = routes.ips.keys().copied().collect();
         let mut desired = p.desired_on(&node, &responders.names());
         if membership.as_deref().is_some_and(|m| m.rejoining(Instant::now())) {

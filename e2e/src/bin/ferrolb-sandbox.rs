@@ -520,6 +520,18 @@ fn main() -> anyhow::Result<()> {
                     pod(&format!("speaker/{}", n.name))
                 );
             }
+            if let Some(r) = &st.router {
+                println!(
+                    "  BGP router: {:?} in {} (AS {}, {}), {} sessions Established; outside client {} ({})",
+                    r.daemon,
+                    r.netns,
+                    r.asn,
+                    r.addresses.join(", "),
+                    r.established(),
+                    r.outside_netns,
+                    r.outside_addresses.join(", ")
+                );
+            }
             Ok(())
         }
         Cmd::Stop { component, node } => {
