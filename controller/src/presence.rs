@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_common::{AbortOnDrop, reflect, reflect_with};
-use ferrolb_crds::ServiceL2Status;
 use ferrolb_crds::annotations::{NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL};
+use ferrolb_crds::{ServiceBGPStatus, ServiceL2Status};
 use ferrolb_model::announce::{NodeView, lease_current};
 use ferrolb_model::{ServiceKey, ingress_ips};
 use futures::StreamExt;
@@ -33,6 +33,7 @@ const SPEAKER_LEASES: &str = "app.kubernetes.io/component=speaker";
 pub struct Presence {
     namespace: String,
     statuses: Store<PartialObjectMeta<ServiceL2Status>>,
+    bgp_statuses: Store<PartialObjectMeta<ServiceBGPStatus>>,
     leases: Store<Lease>,
     nodes: Store<Node>,
     /// The speakers run with `--ignore-exclude-lb`.
@@ -50,6 +51,7 @@ impl Presence {
         statuses_changed: mpsc::UnboundedSender<ServiceKey>,
         others_changed: Arc<Notify>,
     ) -> Presence {
+        let bgp_changed = statuses_changed.clone();
         let (statuses, writer) = reflector::store();
         let api: Api<PartialObjectMeta<ServiceL2Status>> = Api::namespaced(client.clone(), namespace);
         // Metadata only (`PartialObjectMeta`): the labels name the Service and the node.
@@ -71,6 +73,28 @@ impl Presence {
                 })
                 .await;
         });
+        // ServiceBGPStatuses the same way: one per Service and advertising node.
+        let (bgp_statuses, bgp_writer) = reflector::store();
+        let bgp_api: Api<PartialObjectMeta<ServiceBGPStatus>> = Api::namespaced(client.clone(), namespace);
+        let bgp_stream =
+            reflector::reflector(bgp_writer, ferrolb_common::relisting(bgp_api, watcher::Config::default()))
+                .default_backoff()
+                .touched_objects();
+        let t4 = tokio::spawn(async move {
+            bgp_stream
+                .for_each(|r| {
+                    match r {
+                        Ok(st) => {
+                            if let Some(key) = service_of(&st) {
+                                let _ = bgp_changed.send(key);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "ServiceBGPStatus watch error; retrying"),
+                    }
+                    std::future::ready(())
+                })
+                .await;
+        });
         let (leases, t2) = reflect_with(
             Api::<Lease>::namespaced(client.clone(), namespace),
             watcher::Config::default().labels(SPEAKER_LEASES),
@@ -80,16 +104,18 @@ impl Presence {
         Presence {
             namespace: namespace.to_string(),
             statuses,
+            bgp_statuses,
             leases,
             nodes,
             ignore_exclude_lb,
-            _watches: AbortOnDrop(vec![t1, t2, t3]),
+            _watches: AbortOnDrop(vec![t1, t2, t3, t4]),
         }
     }
 
     /// Wait until every cache holds a full list.
     pub async fn synced(&self) -> anyhow::Result<()> {
         self.statuses.wait_until_ready().await?;
+        self.bgp_statuses.wait_until_ready().await?;
         self.leases.wait_until_ready().await?;
         self.nodes.wait_until_ready().await?;
         Ok(())
@@ -103,6 +129,18 @@ impl Presence {
             .and_then(|s| s.labels().get(NODE_LABEL).cloned())
             .filter(|n| !n.is_empty())
             .into_iter()
+            .collect()
+    }
+
+    /// The nodes whose speaker reports advertising Service `key` over BGP (their
+    /// ServiceBGPStatuses, labelled with the Service and the node).
+    pub fn bgp_advertisers(&self, key: &ServiceKey) -> BTreeSet<String> {
+        self.bgp_statuses
+            .state()
+            .iter()
+            .filter(|s| service_of(s).as_ref() == Some(key))
+            .filter_map(|s| s.labels().get(NODE_LABEL).cloned())
+            .filter(|n| !n.is_empty())
             .collect()
     }
 
@@ -152,8 +190,8 @@ impl Presence {
     }
 }
 
-fn service_of(st: &PartialObjectMeta<ServiceL2Status>) -> Option<ServiceKey> {
-    let l = st.labels();
+fn service_of<K>(st: &PartialObjectMeta<K>) -> Option<ServiceKey> {
+    let l = st.metadata.labels.as_ref()?;
     Some(ServiceKey::new(l.get(SERVICE_NAMESPACE_LABEL)?, l.get(SERVICE_NAME_LABEL)?))
 }
 

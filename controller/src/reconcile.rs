@@ -316,8 +316,13 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
     // Who announces it; the nodes matter only when nobody live does.
     let p = &ctx.presence;
     let announcers = p.announcers(&key);
+    let bgp_advertisers = p.bgp_advertisers(&key);
     let live = p.live(k8s_openapi::jiff::Timestamp::now());
-    let (nodes, report) = if announcers.is_disjoint(&live) { (p.nodes(), p.report(&key)) } else { (Vec::new(), None) };
+    let (nodes, report) = if announcers.is_disjoint(&live) && bgp_advertisers.is_disjoint(&live) {
+        (p.nodes(), p.report(&key))
+    } else {
+        (Vec::new(), None)
+    };
     let (answer, sharing_changed) = {
         let mut alloc = lock(&ctx.alloc);
         let before = alloc.sharing(key.as_str()).cloned();
@@ -334,6 +339,7 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
                 ignore_exclude: p.ignore_exclude_lb,
                 live: &live,
                 announcers: &announcers,
+                bgp_advertisers: &bgp_advertisers,
                 report: report.as_ref().map(|(n, r, m)| (n.as_str(), r.as_str(), m.as_str())),
             };
             ferrolb_model::announce::judge(cfg, &a.pool, svc.labels(), local, &sp)

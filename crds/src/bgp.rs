@@ -202,6 +202,44 @@ pub struct CommunityAlias {
     pub value: String,
 }
 
+/// To which BGP peers one node advertises a Service's IPs. Written by that node's speaker.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ferrolb.io",
+    version = "v1beta1",
+    kind = "ServiceBGPStatus",
+    namespaced,
+    status = "ServiceBGPStatusStatus",
+    derive = "PartialEq",
+    shortname = "bgpstatus",
+    category = "ferrolb",
+    doc = "ServiceBGPStatus reports the BGP peers a node advertises a Service's IPs to.",
+    printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
+    printcolumn(name = "Service Name", type_ = "string", json_path = ".status.serviceName"),
+    printcolumn(name = "Service Namespace", type_ = "string", json_path = ".status.serviceNamespace"),
+    printcolumn(name = "Peers", type_ = "string", json_path = ".status.peers"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+pub struct ServiceBGPStatusSpec {}
+
+/// The advertisement a ServiceBGPStatus describes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceBGPStatusStatus {
+    /// The advertising node.
+    #[serde(default)]
+    pub node: String,
+    /// Name of the Service.
+    #[serde(default)]
+    pub service_name: String,
+    /// Namespace of the Service.
+    #[serde(default)]
+    pub service_namespace: String,
+    /// The BGPPeers whose Established session has the Service's prefixes from this node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+}
+
 fn ip_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",

@@ -49,6 +49,16 @@ fn until_hops(h: &Harness, ip: &str, want: &[usize]) {
     });
 }
 
+/// Wait until Service `name`'s `ferrolb.io/Announced` condition is True with `message`.
+fn until_announced(h: &Harness, name: &str, message: &str) {
+    let api: Api<Service> = Api::namespaced(h.sb().client.clone(), "default");
+    eventually(&format!("{name}: Announced, {message}"), Duration::from_secs(30), || {
+        let s = h.rt.block_on(api.get_opt(name)).ok()??;
+        let c = s.status?.conditions?.into_iter().find(|c| c.type_ == "ferrolb.io/Announced")?;
+        (c.status == "True" && c.message == message).then_some(())
+    });
+}
+
 fn pod(h: &Harness, name: &str, node: &str) {
     apply(
         h,
@@ -137,6 +147,12 @@ fn advertise_follow_and_withdraw(daemon: Daemon) {
     until_hops(&h, &web4, &[1, 2, 3]);
     until_hops(&h, &web6, &[1, 2, 3]);
     until_hops(&h, &loc4, &[1, 2]);
+    // The controller says so, from the speakers' ServiceBGPStatuses.
+    until_announced(&h, "web", "advertised over BGP by node-1, node-2, node-3");
+    until_announced(&h, "loc", "advertised over BGP by node-1, node-2");
+    let statuses: Api<ferrolb_crds::ServiceBGPStatus> = Api::namespaced(h.sb().client.clone(), NS);
+    let st1 = h.rt.block_on(statuses.get("default.web.node-1")).unwrap().status.unwrap();
+    assert_eq!((st1.node.as_str(), st1.peers.as_slice()), ("node-1", &["router".to_string()][..]));
     // The advertisement's communities, literal and by alias, reach the router.
     let (community, large, _) = router(&h).attributes("ipv4", &format!("{web4}/32")).expect("the router has the route");
     let (want_c, want_l) = match daemon {
@@ -164,6 +180,7 @@ fn advertise_follow_and_withdraw(daemon: Daemon) {
     let pods: Api<Pod> = Api::namespaced(h.sb().client.clone(), "default");
     h.rt.block_on(pods.delete("web-2", &DeleteParams::default())).unwrap();
     until_hops(&h, &loc4, &[1]);
+    until_announced(&h, "loc", "advertised over BGP by node-1");
     assert_eq!(hops(&h, &web4).len(), 3, "Cluster Services stay on every node");
     // A speaker stopping (SIGTERM, as in a rolling upgrade) withdraws first: the
     // router drops its next hop, and no connection from outside fails meanwhile.

@@ -73,7 +73,14 @@ fn apply_args(file: &str) -> Vec<String> {
 #[test]
 fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
     assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
-    let opts = Options { nodes: 2, rbac: true, start_components: false, ..Options::default() };
+    // With a BGP router, so the speakers' BGP calls (ServiceBGPStatus) happen too.
+    let opts = Options {
+        nodes: 2,
+        rbac: true,
+        start_components: false,
+        bgp: Some(ferrolb_e2e::router::Daemon::Frr),
+        ..Options::default()
+    };
     let docs = ferrolb_e2e::chart::documents(&ferrolb_e2e::chart::render("ferrolb", NS, &chart_values(&opts)).unwrap());
     let ctl_rules = granted(&docs, CONTROLLER_SA);
     let spk_rules = granted(&docs, SPEAKER_SA);
@@ -111,7 +118,7 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
          spec: {{addresses: [198.51.100.100/30]}}\n---\n\
          apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: all, namespace: {NS}}}\n---\n\
          apiVersion: ferrolb.io/v1beta2\nkind: BGPPeer\nmetadata: {{name: r, namespace: {NS}}}\n\
-         spec: {{myASN: 64513, peerASN: 64512, peerAddress: 198.51.100.1, passwordSecret: {{name: r-md5}}}}\n---\n\
+         spec: {{myASN: 64513, peerASN: 64512, peerAddress: 198.51.100.1, connectTime: 1s}}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: r-md5, namespace: {NS}}}\ntype: kubernetes.io/basic-auth\n\
          stringData: {{password: s3cret}}\n---\n\
          apiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: all, namespace: {NS}}}\n---\n\
@@ -142,6 +149,10 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
     assert!(body.contains("web-1"), "{body}");
     let holder = eventually("web announced", Duration::from_secs(20), || holder_of("web"));
     eventually("gone announced", Duration::from_secs(20), || holder_of("gone"));
+    eventually("gone advertised over BGP by both nodes", Duration::from_secs(20), || {
+        let out = kubectl(&st, &["get", "-n", NS, "servicebgpstatuses", "-o", "name"]);
+        (out.lines().filter(|l| l.contains("default.gone.")).count() == 2).then_some(())
+    });
     // The BGP objects are read and judged (their Valid conditions written).
     for kind in ["bgppeer/r", "bgpadvertisement/all"] {
         eventually(&format!("{kind} Valid"), Duration::from_secs(20), || {
@@ -152,6 +163,10 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
     // A Service that goes away: the controller releases its IP, the announcer removes its status.
     kubectl(&st, &["delete", "svc", "gone"]);
     eventually("gone's status removed", Duration::from_secs(20), || holder_of("gone").is_none().then_some(()));
+    eventually("gone's BGP statuses removed", Duration::from_secs(20), || {
+        let out = kubectl(&st, &["get", "-n", NS, "servicebgpstatuses", "-o", "name"]);
+        (!out.contains("default.gone.")).then_some(())
+    });
 
     // Take the controller's right to write Service status away: a new Service stays
     // pending, refused at exactly that call; give it back and the Service gets its IP.

@@ -102,8 +102,10 @@ pub struct Speakers<'a> {
     pub ignore_exclude: bool,
     /// Nodes whose speaker holds a current Lease.
     pub live: &'a BTreeSet<String>,
-    /// Nodes whose speaker reports announcing this Service.
+    /// Nodes whose speaker reports announcing this Service (layer 2).
     pub announcers: &'a BTreeSet<String>,
+    /// Nodes whose speaker reports advertising it to a BGP peer (ServiceBGPStatus).
+    pub bgp_advertisers: &'a BTreeSet<String>,
     /// A speaker's report that it is not announced, and why: (node, reason, message).
     pub report: Option<(&'a str, &'a str, &'a str)>,
 }
@@ -111,26 +113,42 @@ pub struct Speakers<'a> {
 /// The verdict for an IP of pool `pool` held by a Service with `svc_labels`
 /// (`local`: `externalTrafficPolicy: Local`).
 pub fn judge(cfg: &Config, pool: &str, svc_labels: &Labels, local: bool, sp: &Speakers) -> Verdict {
-    let Speakers { nodes, ignore_exclude, live, announcers, report } = *sp;
+    let Speakers { nodes, ignore_exclude, live, announcers, bgp_advertisers, report } = *sp;
     let pool_labels = cfg.pools.get(pool).map(|p| p.labels.clone()).unwrap_or_default();
     let advs: Vec<_> = cfg.l2_advertisements.iter().filter(|a| a.covers(pool, &pool_labels, svc_labels)).collect();
-    if advs.is_empty() {
+    let bgp = cfg.bgp_advertisements.iter().any(|a| a.covers(pool, &pool_labels));
+    if advs.is_empty() && !bgp {
         return Verdict {
             announced: false,
             reason: reason::NO_L2_ADVERTISEMENT,
             message: format!(
-                "no L2Advertisement selects IPAddressPool {pool} for this Service: the IP is allocated but no node announces it"
+                "no L2Advertisement selects IPAddressPool {pool} for this Service, nor does a BGPAdvertisement: the IP is allocated but no node announces it"
             ),
         };
     }
     // A report from a node whose speaker is gone (crashed; nobody removed it) is stale.
     let announcing: BTreeSet<String> = announcers.intersection(live).cloned().collect();
-    if !announcing.is_empty() {
-        return Verdict {
-            announced: true,
-            reason: reason::ANNOUNCED,
-            message: format!("announced by {}", list(&announcing)),
+    let advertising: BTreeSet<String> = bgp_advertisers.intersection(live).cloned().collect();
+    if !announcing.is_empty() || !advertising.is_empty() {
+        let mut said = Vec::new();
+        if !announcing.is_empty() {
+            said.push(format!("announced by {}", list(&announcing)));
+        }
+        if !advertising.is_empty() {
+            said.push(format!("advertised over BGP by {}", list(&advertising)));
+        }
+        return Verdict { announced: true, reason: reason::ANNOUNCED, message: said.join("; ") };
+    }
+    if advs.is_empty() {
+        let message = if local {
+            "no node advertises it over BGP: only nodes with a ready endpoint of the Service do \
+             (externalTrafficPolicy Local), and only to BGPPeers whose session is Established \
+             (see the BGPPeers' BGPSessionDown events)"
+        } else {
+            "no node advertises it over BGP: no node that may has an Established session with a BGPPeer \
+             (see the BGPPeers' BGPSessionDown events)"
         };
+        return Verdict { announced: false, reason: reason::NOT_ANNOUNCED, message: message.into() };
     }
     let adv_names: BTreeSet<String> = advs.iter().map(|a| a.name.clone()).collect();
     let selected: Vec<&NodeView> = nodes.iter().filter(|n| advs.iter().any(|a| a.selects_node(&n.labels))).collect();
@@ -210,7 +228,14 @@ mod tests {
         announcers: &BTreeSet<String>,
         local: bool,
     ) -> Verdict {
-        judge(cfg, pool, svc, local, &Speakers { nodes, ignore_exclude, live, announcers, report: None })
+        let none = BTreeSet::new();
+        judge(
+            cfg,
+            pool,
+            svc,
+            local,
+            &Speakers { nodes, ignore_exclude, live, announcers, bgp_advertisers: &none, report: None },
+        )
     }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -250,6 +275,7 @@ mod tests {
                 ignore_exclude: false,
                 live: &set(&["n1"]),
                 announcers: &set(&["n2"]),
+                bgp_advertisers: &set(&[]),
                 report: None,
             },
         );
@@ -257,6 +283,42 @@ mod tests {
         let v = j(&cfg, "p", &Labels::new(), &nodes, false, &set(&["n1", "n2"]), &set(&[]), true);
         assert_eq!((v.announced, v.reason), (false, reason::NOT_ANNOUNCED));
         assert!(v.message.contains("externalTrafficPolicy Local"), "{}", v.message);
+    }
+
+    #[test]
+    fn bgp_advertisers_count_and_a_bgp_only_pool_says_why_not() {
+        use ferrolb_crds::{BGPAdvertisement, BGPAdvertisementSpec};
+        let pools = [testing::pool("p", &["198.51.100.0/24"])];
+        let cfg = Config::build(&pools, &[], Default::default()).with_bgp(
+            "ns",
+            &[],
+            &[BGPAdvertisement::new("b", BGPAdvertisementSpec::default())],
+            &[],
+        );
+        let nodes = [node("n1", &[]), node("n2", &[])];
+        let live = set(&["n1", "n2"]);
+        let sp = |bgp: &BTreeSet<String>, local: bool| {
+            judge(
+                &cfg,
+                "p",
+                &Labels::new(),
+                local,
+                &Speakers {
+                    nodes: &nodes,
+                    ignore_exclude: false,
+                    live: &live,
+                    announcers: &set(&[]),
+                    bgp_advertisers: bgp,
+                    report: None,
+                },
+            )
+        };
+        let v = sp(&set(&["n1", "n2", "gone"]), false);
+        assert_eq!((v.announced, v.message.as_str()), (true, "advertised over BGP by n1, n2"));
+        let v = sp(&set(&[]), false);
+        assert_eq!((v.announced, v.reason), (false, reason::NOT_ANNOUNCED));
+        assert!(v.message.contains("Established session with a BGPPeer"), "{}", v.message);
+        assert!(sp(&set(&[]), true).message.contains("externalTrafficPolicy Local"));
     }
 
     #[test]
@@ -269,7 +331,14 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &nodes, ignore_exclude: false, live: &live, announcers: &set(&[]), report: None },
+            &Speakers {
+                nodes: &nodes,
+                ignore_exclude: false,
+                live: &live,
+                announcers: &set(&[]),
+                bgp_advertisers: &set(&[]),
+                report: None,
+            },
         );
         assert_eq!(v.reason, reason::NO_L2_ADVERTISEMENT);
 
@@ -283,7 +352,14 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &excl, ignore_exclude: false, live: &live, announcers: &set(&[]), report: None },
+            &Speakers {
+                nodes: &excl,
+                ignore_exclude: false,
+                live: &live,
+                announcers: &set(&[]),
+                bgp_advertisers: &set(&[]),
+                report: None,
+            },
         );
         assert_eq!(v.reason, reason::NO_ELIGIBLE_NODE);
         assert!(
@@ -297,7 +373,14 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &excl, ignore_exclude: true, live: &live, announcers: &set(&[]), report: None },
+            &Speakers {
+                nodes: &excl,
+                ignore_exclude: true,
+                live: &live,
+                announcers: &set(&[]),
+                bgp_advertisers: &set(&[]),
+                report: None,
+            },
         );
         assert_eq!(v.reason, reason::NOT_ANNOUNCED);
 
@@ -308,7 +391,14 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &[down], ignore_exclude: false, live: &live, announcers: &set(&[]), report: None },
+            &Speakers {
+                nodes: &[down],
+                ignore_exclude: false,
+                live: &live,
+                announcers: &set(&[]),
+                bgp_advertisers: &set(&[]),
+                report: None,
+            },
         );
         assert!(v.message.contains("n1 NetworkUnavailable"), "{}", v.message);
 
@@ -317,7 +407,14 @@ mod tests {
             "p",
             &Labels::new(),
             false,
-            &Speakers { nodes: &nodes, ignore_exclude: false, live: &set(&[]), announcers: &set(&[]), report: None },
+            &Speakers {
+                nodes: &nodes,
+                ignore_exclude: false,
+                live: &set(&[]),
+                announcers: &set(&[]),
+                bgp_advertisers: &set(&[]),
+                report: None,
+            },
         );
         assert_eq!(v.reason, reason::NO_LIVE_SPEAKER);
         assert_eq!(v.message, "no speaker is running on the nodes that may announce it (n1)");
@@ -329,7 +426,14 @@ mod tests {
         let nodes = [node("n1", &[]), node("n2", &[])];
         let live = set(&["n1", "n2"]);
         let none = set(&[]);
-        let sp = |report| Speakers { nodes: &nodes, ignore_exclude: false, live: &live, announcers: &none, report };
+        let sp = |report| Speakers {
+            nodes: &nodes,
+            ignore_exclude: false,
+            live: &live,
+            announcers: &none,
+            bgp_advertisers: &none,
+            report,
+        };
         let v = judge(&cfg, "p", &Labels::new(), true, &sp(Some(("n1", reason::NO_READY_ENDPOINT, "no endpoint"))));
         assert_eq!((v.reason, v.message.as_str()), (reason::NO_READY_ENDPOINT, "no endpoint (reported by n1)"));
         let v = judge(&cfg, "p", &Labels::new(), false, &sp(Some(("n2", reason::INTERFACE_MISSING, "no eth9"))));

@@ -350,6 +350,26 @@ pub fn node_routes(
     (routes, NodeAddrs::of(me))
 }
 
+/// The Services whose IPs this node advertises to at least one peer in `up`, each
+/// with those peers.
+pub fn services_advertised(
+    services: &[k8s_openapi::api::core::v1::Service],
+    routes: &NodeRoutes,
+    up: &BTreeSet<String>,
+) -> BTreeMap<ferrolb_model::ServiceKey, BTreeSet<String>> {
+    let mut out: BTreeMap<ferrolb_model::ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    for svc in services {
+        for ip in ingress_ips(svc) {
+            let Some(peers) = routes.ips.get(&ip) else { continue };
+            let live: BTreeSet<String> = peers.intersection(up).cloned().collect();
+            if !live.is_empty() {
+                out.entry(ferrolb_model::ServiceKey::of(svc)).or_default().extend(live);
+            }
+        }
+    }
+    out
+}
+
 /// What one pass gives the sessions: per selected peer, the session and its routes;
 /// the peers left out for want of their password Secret, with why.
 pub fn wanted(

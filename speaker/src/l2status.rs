@@ -59,10 +59,13 @@ pub async fn sync(
 
 /// Delete `st` only as this node last saw it (uid and resourceVersion preconditions):
 /// another speaker may have rewritten it since. Already gone or changed is fine.
-async fn delete_unchanged(api: &Api<ServiceL2Status>, st: &ServiceL2Status, health: &Health) -> Result<(), Failure> {
+pub async fn delete_unchanged<K>(api: &Api<K>, st: &K, health: &Health) -> Result<(), Failure>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let pre = Preconditions { uid: st.uid(), resource_version: st.resource_version() };
     let dp = DeleteParams { preconditions: Some(pre), ..Default::default() };
-    match health.call("remove a ServiceL2Status", api.delete(&st.name_any(), &dp)).await {
+    match health.call("remove a status", api.delete(&st.name_any(), &dp)).await {
         Ok(_) => Ok(()),
         Err(Failure::Api(kube::Error::Api(e))) if e.code == 409 || e.code == 404 => Ok(()),
         Err(e) => Err(e),

@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod bgp;
+pub mod bgpstatus;
 pub mod effects;
 pub mod election;
 pub mod forward;

@@ -13,7 +13,8 @@ use ferrolb_common::events::{Event, EventType, Events};
 use ferrolb_common::{AbortOnDrop, all, lock, reflect};
 use ferrolb_crds::conditions::reason;
 use ferrolb_crds::{
-    BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceL2Status,
+    BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceBGPStatus,
+    ServiceL2Status,
 };
 use ferrolb_model::{Config, ServiceKey};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -49,12 +50,14 @@ struct Caches {
     communities: Store<Community>,
     /// `kubernetes.io/basic-auth` Secrets of ferrolb's namespace (BGP passwords).
     secrets: Store<Secret>,
+    /// This node's ServiceBGPStatuses.
+    bgp_statuses: Store<ServiceBGPStatus>,
     namespace: String,
     _watches: AbortOnDrop,
 }
 
 impl Caches {
-    async fn start(client: &Client, namespace: &str, changed: &Arc<Notify>) -> anyhow::Result<Caches> {
+    async fn start(client: &Client, namespace: &str, node: &str, changed: &Arc<Notify>) -> anyhow::Result<Caches> {
         let c = client;
         let (services, t1) = reflect(Api::<Service>::all(c.clone()), changed.clone());
         let (slices, t2) = reflect(Api::<EndpointSlice>::all(c.clone()), changed.clone());
@@ -76,6 +79,12 @@ impl Caches {
             kube::runtime::watcher::Config::default().fields("type=kubernetes.io/basic-auth"),
             changed.clone(),
         );
+        let (bgp_statuses, t12) = ferrolb_common::reflect_with(
+            Api::<ServiceBGPStatus>::namespaced(c.clone(), namespace),
+            kube::runtime::watcher::Config::default()
+                .labels(&format!("{}={node}", ferrolb_crds::annotations::NODE_LABEL)),
+            changed.clone(),
+        );
         let c = Caches {
             services,
             slices,
@@ -88,8 +97,9 @@ impl Caches {
             bgp_adverts,
             communities,
             secrets,
+            bgp_statuses,
             namespace: namespace.to_string(),
-            _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11]),
+            _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12]),
         };
         c.services.wait_until_ready().await?;
         c.slices.wait_until_ready().await?;
@@ -102,6 +112,7 @@ impl Caches {
         c.bgp_adverts.wait_until_ready().await?;
         c.communities.wait_until_ready().await?;
         c.secrets.wait_until_ready().await?;
+        c.bgp_statuses.wait_until_ready().await?;
         Ok(c)
     }
 
@@ -168,7 +179,7 @@ pub async fn run(
         health.clone(),
     );
     let changed = Arc::new(Notify::new());
-    let caches = Caches::start(&client, &settings.namespace, &changed).await?;
+    let caches = Caches::start(&client, &settings.namespace, &node, &changed).await?;
     let status_api: Api<ServiceL2Status> = Api::namespaced(client.clone(), &settings.namespace);
 
     let mut announcer = Announcer::new(SysIo::default(), settings.gratuitous);
@@ -209,6 +220,8 @@ pub async fn run(
             services: caches.services.clone(),
             api: status_api.clone(),
             statuses: caches.statuses.clone(),
+            bgp_api: Api::namespaced(client.clone(), &settings.namespace),
+            bgp_statuses: caches.bgp_statuses.clone(),
             namespace: settings.namespace.clone(),
             node: node.clone(),
             health: health.clone(),
@@ -309,6 +322,7 @@ pub async fn run(
         for ip in &advertised {
             metrics.bgp_advertised.with_label_values(&[&ip.to_string()]).set(1);
         }
+        let bgp_mine = crate::bgp::services_advertised(&snap.services, &routes, &up);
         bgp_advertised = advertised;
         let bgp_ips: BTreeSet<IpAddr> = routes.ips.keys().copied().collect();
         let mut desired = p.desired_on(&node, &responders.names());
@@ -368,7 +382,7 @@ pub async fn run(
                 reports.insert(k.clone(), (reason::NO_READY_ENDPOINT, m.clone()));
             }
         }
-        writer.want(Wanted { mine: p.services_on(&desired.ips), reports });
+        writer.want(Wanted { mine: p.services_on(&desired.ips), reports, bgp: bgp_mine });
     }
     ready.store(false, Ordering::SeqCst);
     // BGP first: the routers withdraw this node's routes (or, with graceful restart,

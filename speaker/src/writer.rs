@@ -1,5 +1,5 @@
-//! The speaker's writes to the API server (Events, `ServiceL2Status` objects and
-//! not-announced reports), on a task of their own. The planning loop only hands them
+//! The speaker's writes to the API server (Events, `ServiceL2Status` and
+//! `ServiceBGPStatus` objects and not-announced reports), on a task of their own. The planning loop only hands them
 //! over and never waits for the API server, so an API server that hangs delays a
 //! status, never a takeover: a second failure is handled as fast as the first.
 //!
@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ferrolb_common::events::{Event, Events};
-use ferrolb_crds::ServiceL2Status;
+use ferrolb_crds::{ServiceBGPStatus, ServiceL2Status};
 use ferrolb_model::ServiceKey;
 use k8s_openapi::api::core::v1::Service;
 use kube::Resource;
@@ -36,6 +36,8 @@ pub struct Wanted {
     pub mine: BTreeMap<ServiceKey, BTreeSet<String>>,
     /// Services this node reports as not announced, with the reason and message.
     pub reports: BTreeMap<ServiceKey, (&'static str, String)>,
+    /// Services this node advertises over BGP, with the peers that have them.
+    pub bgp: BTreeMap<ServiceKey, BTreeSet<String>>,
 }
 
 /// What the writer task needs.
@@ -48,6 +50,10 @@ pub struct Ctx {
     pub api: Api<ServiceL2Status>,
     /// The ServiceL2Status cache.
     pub statuses: Store<ServiceL2Status>,
+    /// The ServiceBGPStatus API.
+    pub bgp_api: Api<ServiceBGPStatus>,
+    /// This node's ServiceBGPStatuses.
+    pub bgp_statuses: Store<ServiceBGPStatus>,
     /// Namespace of the statuses.
     pub namespace: String,
     /// This node.
@@ -135,4 +141,5 @@ async fn sync(ctx: &Ctx, w: Option<&Wanted>) {
     let Some(w) = w else { return };
     l2status::sync(&ctx.api, &ctx.statuses, &ctx.namespace, &ctx.node, &w.mine, &ctx.health).await;
     l2status::sync_reports(&ctx.api, &ctx.statuses, &ctx.namespace, &ctx.node, &w.reports, &ctx.health).await;
+    crate::bgpstatus::sync(&ctx.bgp_api, &ctx.bgp_statuses, &ctx.namespace, &ctx.node, &w.bgp, &ctx.health).await;
 }
