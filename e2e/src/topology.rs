@@ -185,8 +185,17 @@ impl Topology {
                 )
             };
             let netns = Netns::create(&ns_name)?;
-            // Accept no DAD delay: addresses are usable at once.
-            netns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])?;
+            // Accept no DAD delay: addresses are usable at once. Keep IPv6 addresses while
+            // a link is down (as a host's network configuration would put them back), so a
+            // node whose link comes back up has its IPv6 address again.
+            netns.exec(&[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv6.conf.all.keep_addr_on_down=1",
+                "net.ipv6.conf.default.keep_addr_on_down=1",
+            ])?;
             switch.exec(&["ip", "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns_name])?;
             switch.exec(&["ip", "link", "set", &port, "master", "br0", "up"])?;
             netns.exec(&["ip", "link", "set", "eth0", "up"])?;
