@@ -4,6 +4,7 @@
 //! encoded and decoded by `netgauze-bgp-pkt`; the state machine and the choice of
 //! attributes are ferrolb's.
 
+pub mod bfd;
 pub mod driver;
 pub mod session;
 pub mod update;

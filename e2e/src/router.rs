@@ -39,6 +39,9 @@ pub enum Daemon {
     Frr,
     /// BIRD 2.0.
     Bird,
+    /// GoBGP 3.10: routes in its RIB only (`gobgp global rib`), none in a kernel table,
+    /// so the outside client cannot reach the VIPs through it.
+    Gobgp,
 }
 
 impl FromStr for Daemon {
@@ -47,10 +50,8 @@ impl FromStr for Daemon {
         match s {
             "frr" => Ok(Daemon::Frr),
             "bird" => Ok(Daemon::Bird),
-            "gobgp" => Err("gobgp: not available (Debian's gobgpd cannot install routes in a kernel table \
-                            without zebra; use frr or bird)"
-                .into()),
-            other => Err(format!("{other:?}: want frr or bird")),
+            "gobgp" => Ok(Daemon::Gobgp),
+            other => Err(format!("{other:?}: want frr, bird or gobgp")),
         }
     }
 }
@@ -105,6 +106,22 @@ fn bird_config(nodes: &[(String, String)]) -> String {
     );
     for (i, (v4, _)) in nodes.iter().enumerate() {
         c.push_str(&format!("protocol bgp node{} from nodes {{ neighbor {v4} as {NODE_ASN}; }}\n", i + 1));
+    }
+    c
+}
+
+fn gobgp_config(nodes: &[(String, String)]) -> String {
+    let mut c = format!(
+        "[global.config]\n  as = {ROUTER_ASN}\n  router-id = \"{ROUTER_V4}\"\n  local-address-list = [\"{ROUTER_V4}\"]\n\
+         [global.use-multiple-paths.config]\n  enabled = true\n"
+    );
+    for (v4, _) in nodes {
+        c.push_str(&format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{v4}\"\n    peer-as = {NODE_ASN}\n\
+             [neighbors.transport.config]\n    passive-mode = true\n\
+             [[neighbors.afi-safis]]\n  [neighbors.afi-safis.config]\n    afi-safi-name = \"ipv4-unicast\"\n\
+             [[neighbors.afi-safis]]\n  [neighbors.afi-safis.config]\n    afi-safi-name = \"ipv6-unicast\"\n"
+        ));
     }
     c
 }
@@ -204,6 +221,7 @@ impl Router {
                     &format!("file:{d}/bgpd.log"),
                 ])?;
             }
+            Daemon::Gobgp => {}
             Daemon::Bird => {
                 std::fs::write(dir.join("bird.conf"), bird_config(&nodes)).map_err(io)?;
                 router.exec(&[
@@ -216,6 +234,26 @@ impl Router {
                     &format!("{d}/bird.pid"),
                 ])?;
             }
+        }
+        if daemon == Daemon::Gobgp {
+            std::fs::write(dir.join("gobgpd.toml"), gobgp_config(&nodes)).map_err(io)?;
+            let log = std::fs::File::create(dir.join("gobgpd.log")).map_err(io)?;
+            let err = log.try_clone().map_err(io)?;
+            router
+                .command("gobgpd")
+                .args([
+                    "-f",
+                    &format!("{d}/gobgpd.toml"),
+                    "-t",
+                    "toml",
+                    "--api-hosts",
+                    "127.0.0.1:50051",
+                    "--log-plain",
+                ])
+                .stdout(log)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| Error::Command { cmd: "gobgpd (Debian package gobgpd)".into(), why: e.to_string() })?;
         }
         let state = RouterState {
             netns: router.name.clone(),
@@ -238,6 +276,9 @@ impl RouterState {
     /// The next hops of the kernel route for exactly `prefix` in the router's table
     /// (the routes the daemon installed), sorted.
     pub fn next_hops(&self, prefix: &str) -> Vec<IpAddr> {
+        if self.daemon == Daemon::Gobgp {
+            return self.rib_next_hops(prefix);
+        }
         let family = if prefix.contains(':') { "-6" } else { "-4" };
         let Some(out) = self.exec(&["ip", family, "-j", "route", "show", "exact", prefix]) else { return vec![] };
         let routes: Vec<Value> = serde_json::from_str(&out).unwrap_or_default();
@@ -253,6 +294,38 @@ impl RouterState {
         hops
     }
 
+    /// GoBGP: the next hops of every path its RIB has for the host route of `ip`, sorted.
+    fn rib_next_hops(&self, ip: &str) -> Vec<IpAddr> {
+        let (family, len) = if ip.contains(':') { ("ipv6", 128) } else { ("ipv4", 32) };
+        let prefix = if ip.contains('/') { ip.to_string() } else { format!("{ip}/{len}") };
+        let Some(v) = self.gobgp(&["global", "rib", "-a", family, &prefix]) else { return vec![] };
+        let mut hops: Vec<IpAddr> = v[&prefix]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|path| path["attrs"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| {
+                a["nexthop"]
+                    .as_str()
+                    .or_else(|| a["nexthop"][0].as_str())
+                    .or_else(|| a["nexthops"][0].as_str())
+                    .map(String::from)
+            })
+            .filter_map(|g| g.parse().ok())
+            .collect();
+        hops.sort();
+        hops.dedup();
+        hops
+    }
+
+    /// `gobgp ARGS -j` against the router's gobgpd, as JSON.
+    pub fn gobgp(&self, args: &[&str]) -> Option<Value> {
+        let mut full = vec!["gobgp", "-u", "127.0.0.1", "-p", "50051"];
+        full.extend_from_slice(args);
+        full.push("-j");
+        serde_json::from_str(&self.exec(&full)?).ok()
+    }
+
     /// How many BGP sessions the daemon has Established.
     pub fn established(&self) -> usize {
         match self.daemon {
@@ -263,6 +336,14 @@ impl RouterState {
             Daemon::Bird => self
                 .birdc("show protocols")
                 .map_or(0, |o| o.lines().filter(|l| l.starts_with("node") && l.contains("Established")).count()),
+            Daemon::Gobgp => self.gobgp(&["neighbor"]).and_then(|v| v.as_array().cloned()).map_or(0, |ns| {
+                ns.iter()
+                    .filter(|n| {
+                        let s = &n["state"]["session_state"];
+                        s == "established" || s == 6
+                    })
+                    .count()
+            }),
         }
     }
 
@@ -275,6 +356,36 @@ impl RouterState {
                 let p = v["paths"].as_array()?.first()?.clone();
                 let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
                 Some((s(&p["community"]["string"]), s(&p["largeCommunity"]["string"]), p["locPrf"].as_u64()))
+            }
+            Daemon::Gobgp => {
+                let v = self.gobgp(&["global", "rib", "-a", family, prefix])?;
+                let attrs = v[prefix].as_array()?.first()?["attrs"].as_array()?.clone();
+                let find = |t: u64| attrs.iter().find(|a| a["type"] == t).cloned();
+                let communities = find(8)
+                    .and_then(|a| a["communities"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let large = find(32)
+                    .and_then(|a| a["value"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| {
+                        // GoBGP prints its Go field names.
+                        let f = |a: &str, b: &str| c[a].as_u64().or_else(|| c[b].as_u64()).unwrap_or_default();
+                        format!(
+                            "{}:{}:{}",
+                            f("ASN", "global_admin"),
+                            f("LocalData1", "local_data1"),
+                            f("LocalData2", "local_data2")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Some((communities, large, find(5).and_then(|a| a["value"].as_u64())))
             }
             Daemon::Bird => {
                 let out = self.birdc(&format!("show route all for {prefix}"))?;
@@ -294,6 +405,7 @@ impl RouterState {
     /// configuration file and `birdc configure`. Sessions restart.
     pub fn set_password(&self, password: Option<&str>) -> Result<(), String> {
         match self.daemon {
+            Daemon::Gobgp => Err(format!("the sandbox's GoBGP has no password setting ({password:?} not set)")),
             Daemon::Frr => {
                 let d = self.dir.display().to_string();
                 let line = match password {
@@ -347,6 +459,7 @@ impl RouterState {
                 log("bgpd.log")
             ),
             Daemon::Bird => self.birdc("show protocols all").unwrap_or_default(),
+            Daemon::Gobgp => self.gobgp(&["neighbor"]).map(|v| v.to_string()).unwrap_or_default(),
         }
     }
 

@@ -156,7 +156,7 @@ fn advertise_follow_and_withdraw(daemon: Daemon) {
     // The advertisement's communities, literal and by alias, reach the router.
     let (community, large, _) = router(&h).attributes("ipv4", &format!("{web4}/32")).expect("the router has the route");
     let (want_c, want_l) = match daemon {
-        Daemon::Frr => ("64513:100", "64513:1:2"),
+        Daemon::Frr | Daemon::Gobgp => ("64513:100", "64513:1:2"),
         Daemon::Bird => ("(64513,100)", "(64513, 1, 2)"),
     };
     assert_eq!((community.as_str(), large.as_str()), (want_c, want_l));
@@ -314,4 +314,26 @@ fn frr_peers_only_with_the_password_of_the_secret() {
 #[test]
 fn bird_peers_only_with_the_password_of_the_secret() {
     password_from_a_secret(Daemon::Bird);
+}
+
+/// GoBGP keeps routes in its RIB only (no kernel table, so no traffic through it): its
+/// RIB has a path from every node for a Cluster Service and from the endpoint nodes for
+/// a Local one, follows the endpoints, and carries the communities.
+#[test]
+fn gobgp_learns_routes_from_every_eligible_node() {
+    let h = bgp_sandbox(Daemon::Gobgp);
+    pod(&h, "web-1", "node-1");
+    pod(&h, "web-2", "node-2");
+    service(&h, "web", "Cluster");
+    service(&h, "loc", "Local");
+    let (web4, web6) = ips(&h, "web");
+    let (loc4, _) = ips(&h, "loc");
+    until_hops(&h, &web4, &[1, 2, 3]);
+    until_hops(&h, &web6, &[1, 2, 3]);
+    until_hops(&h, &loc4, &[1, 2]);
+    let (community, large, _) = router(&h).attributes("ipv4", &format!("{web4}/32")).expect("the RIB has the route");
+    assert_eq!((community.as_str(), large.as_str()), ("64513:100", "64513:1:2"));
+    let pods: Api<Pod> = Api::namespaced(h.sb().client.clone(), "default");
+    h.rt.block_on(pods.delete("web-2", &DeleteParams::default())).unwrap();
+    until_hops(&h, &loc4, &[1]);
 }

@@ -40,8 +40,8 @@ enum Cmd {
         /// A chart value for the install, as `helm install --set` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// Put a BGP router (`frr` or `bird`) between the nodes and an outside client, and
-        /// configure ferrolb to peer with it.
+        /// Put a BGP router (`frr`, `bird` or `gobgp`) between the nodes and an outside
+        /// client, and configure ferrolb to peer with it.
         #[arg(long, value_name = "DAEMON")]
         bgp: Option<Daemon>,
     },
@@ -489,6 +489,11 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(!needs_root || privileged(), "the sandbox creates network namespaces: run it as root");
     match args.cmd {
         Cmd::Demo { nodes, fam, set, bgp } => {
+            anyhow::ensure!(
+                bgp != Some(Daemon::Gobgp),
+                "demo --bgp gobgp: GoBGP keeps routes in its RIB and installs none in a kernel table, so the \
+                 outside client cannot reach the VIP through it; use frr or bird (`up --bgp gobgp` works)"
+            );
             let opts = Options { bgp, ..options(nodes, fam.families(), &set)? };
             tokio::runtime::Runtime::new()?.block_on(demo(opts, &args.state_file))
         }
