@@ -498,6 +498,9 @@ mod tests {
         assert!(f.contains("neighbor 198.51.100.11 peer-group NODES") && f.contains("maximum-paths 16"));
         let b = bird_config(&nodes);
         assert!(b.contains("neighbor 198.51.100.11 as 64513") && b.contains("merge paths on"));
-        assert!("gobgp".parse::<Daemon>().unwrap_err().contains("frr or bird"));
+        let g = gobgp_config(&nodes);
+        assert!(g.contains("neighbor-address = \"198.51.100.11\"") && g.contains("peer-as = 64513"), "{g}");
+        assert_eq!("gobgp".parse::<Daemon>(), Ok(Daemon::Gobgp));
+        assert!("quagga".parse::<Daemon>().unwrap_err().contains("want frr, bird or gobgp"));
     }
 }
