@@ -124,6 +124,14 @@ pub async fn run(
                         msgs.extend(end_of_rib(n.ipv4, n.ipv6));
                         write(&mut conn, msgs).await;
                     }
+                    Output::Refresh => {
+                        // What changed first, then every route again.
+                        let want = routes.borrow_and_update().clone();
+                        let mut msgs = sync(&peering, &mut sent, &want);
+                        msgs.extend(announce(&peering, &want));
+                        tracing::debug!(peer = %endpoint.peer, routes = want.len(), "route refresh answered");
+                        write(&mut conn, msgs).await;
+                    }
                     Output::Down(d) => {
                         // Whatever the connection was, it is over (a Close before this sent
                         // what had to be sent).

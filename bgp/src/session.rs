@@ -108,6 +108,8 @@ pub enum Output {
     Up(Negotiated),
     /// The session ended (it was Established or tried to be), and why.
     Down(Down),
+    /// The peer sent ROUTE-REFRESH (RFC 2918): send every route again.
+    Refresh,
 }
 
 /// What the OPENs agreed.
@@ -264,7 +266,13 @@ impl Session {
                 }
                 Vec::new()
             }
-            (State::Established, Input::Received(BgpMessage::RouteRefresh(_))) => Vec::new(),
+            (State::Established, Input::Received(BgpMessage::RouteRefresh(_))) => {
+                // The peer asks for our routes again (RFC 2918): all of them.
+                if let Some(n) = &self.negotiated {
+                    self.hold_at = hold_deadline(now, n);
+                }
+                vec![Output::Refresh]
+            }
             (state, Input::Received(m)) => {
                 let (subcode, err) = match state {
                     State::OpenSent => {
@@ -642,6 +650,17 @@ mod tests {
         s.handle(t0, Input::Start);
         s.handle(t0, Input::ConnectFailed("refused".into()));
         assert_eq!(s.handle(t0, Input::Stop), [Output::Down(Down::Stopped)]);
+    }
+
+    #[test]
+    fn a_route_refresh_asks_for_every_route_again() {
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg());
+        established(&mut s, t0);
+        // ROUTE-REFRESH for IPv4 unicast (RFC 2918): type 5, AFI 1, reserved, SAFI 1.
+        let rr = [&[0xffu8; 16][..], &[0, 23, 5, 0, 1, 0, 1]].concat();
+        assert_eq!(s.handle(t0, Input::Received(parse(&rr))), [Output::Refresh]);
+        assert_eq!(s.state(), State::Established);
     }
 
     #[test]

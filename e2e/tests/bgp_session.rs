@@ -423,6 +423,31 @@ fn a_graceful_restart_keeps_the_routes_at_the_router() {
     eventually("gone", Duration::from_secs(10), || stale(&lab).is_none().then_some(()));
 }
 
+/// A router that asks for our routes again (ROUTE-REFRESH, RFC 2918, sent by FRR's
+/// `clear bgp ... soft in`) gets them again: its count of UPDATEs received from
+/// ferrolb grows, and the session stays up.
+#[test]
+fn a_route_refresh_gets_every_route_again() {
+    let lab = Lab::new(Router::Frr);
+    let peer: IpAddr = "203.0.113.1".parse().unwrap();
+    let s = lab.session(peer, cfg(64512, true, false), peering(), vec![route("198.51.100.100/32")]);
+    eventually("advertised", Duration::from_secs(20), || lab.seen("ipv4", "198.51.100.100/32"));
+    let stats = |lab: &Lab| -> Option<(u64, u64)> {
+        let v = lab.vtysh("show bgp neighbors 203.0.113.2 json")?;
+        let m = &v["203.0.113.2"]["messageStats"];
+        Some((m["updatesRecv"].as_u64()?, m["routeRefreshSent"].as_u64()?))
+    };
+    let (updates, refreshes) = stats(&lab).expect("FRR's counters");
+    let d = lab.dir.path().display().to_string();
+    lab.router.exec(&["vtysh", "--vty_socket", &d, "-c", "clear bgp ipv4 unicast 203.0.113.2 soft in"]).unwrap();
+    eventually("FRR asked and got the routes again", Duration::from_secs(10), || {
+        let (u, r) = stats(&lab)?;
+        (r > refreshes && u > updates).then_some(())
+    });
+    assert_eq!(s.status().state, State::Established);
+    assert!(lab.seen("ipv4", "198.51.100.100/32").is_some());
+}
+
 /// eBGP multihop: with the router two hops away (a forwarding namespace between), a
 /// session sent with TTL 1 (an external peer expected on the link) never reaches it,
 /// and one sent with TTL 255 (multihop) comes up.
