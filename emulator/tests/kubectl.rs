@@ -117,7 +117,7 @@ fn exercise(k: &Kubectl) {
     let emu = start_emulator();
     let crds = crd_dir();
     let out = k.ok(&emu, &k.apply_args(&["-f", crds.to_str().unwrap()]), None);
-    assert_eq!(out.matches("created").count(), 3, "{out}");
+    assert_eq!(out.matches("created").count(), ferrolb_crds::crds().len(), "{out}");
     let out = k.ok(&emu, &["get", "crd"], None);
     assert!(out.contains("ipaddresspools.ferrolb.io") && out.contains("l2advertisements.ferrolb.io"), "{out}");
 
