@@ -291,22 +291,21 @@ impl Sessions {
         let mut kept = false;
         let mut withdrawn = false;
         // Each session's channels stay open until it has ended.
-        let mut ending = Vec::new();
-        for (name, mut r) in std::mem::take(&mut self.running) {
+        let mut stopping: Vec<Running> = Vec::new();
+        for (name, r) in std::mem::take(&mut self.running) {
             let restart = r.spec.config.graceful_restart.is_some() && r.status.borrow().state == State::Established;
             let how = if restart { Stop::Restart } else { Stop::Withdraw };
             kept |= restart;
             withdrawn |= !restart && r.status.borrow().advertised > 0;
             tracing::info!(peer = %name, ?how, "ending BGP session for shutdown");
             r.stop.send_replace(how);
-            self.ending.push(std::mem::replace(&mut r.task, tokio::spawn(async {})));
-            ending.push(r);
+            stopping.push(r);
         }
-        let all = futures::future::join_all(std::mem::take(&mut self.ending));
-        if tokio::time::timeout(within, all).await.is_err() {
+        let tasks = stopping.iter_mut().map(|r| &mut r.task).chain(self.ending.iter_mut());
+        if tokio::time::timeout(within, futures::future::join_all(tasks)).await.is_err() {
             tracing::warn!("BGP sessions did not end in time");
         }
-        drop(ending);
+        drop(stopping);
         if withdrawn {
             tokio::time::sleep(DRAIN).await;
         }

@@ -9,7 +9,7 @@ use ferrolb_model::ServiceKey;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::api::{Failure, Health};
 
@@ -22,44 +22,73 @@ pub async fn sync(
     mine: &BTreeMap<ServiceKey, BTreeSet<String>>,
     health: &Health,
 ) {
-    for (key, ifaces) in mine {
-        let name = key.dotted();
-        let want = json!({"node": node, "serviceName": key.name(), "serviceNamespace": key.namespace(),
-                          "interfaces": ifaces.iter().map(|i| json!({"name": i})).collect::<Vec<_>>()});
-        let current = store.get(&ObjectRef::new(&name).within(namespace));
-        if current.as_ref().and_then(|c| serde_json::to_value(&c.status).ok()).as_ref() == Some(&want) {
+    let wanted = mine
+        .iter()
+        .map(|(key, ifaces)| {
+            let status = json!({"node": node, "serviceName": key.name(), "serviceNamespace": key.namespace(),
+                                "interfaces": ifaces.iter().map(|i| json!({"name": i})).collect::<Vec<_>>()});
+            (key.clone(), (key.dotted(), status))
+        })
+        .collect();
+    sync_owned(api, store, namespace, node, &wanted, health).await;
+}
+
+/// Make the status objects of kind `K` (ServiceL2Status, ServiceBGPStatus: a `status`
+/// with `node`, `serviceName` and `serviceNamespace`) that name `node` exactly
+/// `wanted` (Service -> (object name, status)): each written by server-side apply
+/// (labels naming the Service and the node, then the status) when its status differs,
+/// every other one naming `node` removed.
+pub async fn sync_owned<K>(
+    api: &Api<K>,
+    store: &Store<K>,
+    namespace: &str,
+    node: &str,
+    wanted: &BTreeMap<ServiceKey, (String, Value)>,
+    health: &Health,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let kind = K::kind(&());
+    let status_of = |obj: &K| serde_json::to_value(obj).ok().map(|v| v["status"].clone());
+    for (key, (name, want)) in wanted {
+        let current = store.get(&ObjectRef::new(name).within(namespace));
+        if current.as_deref().and_then(status_of).as_ref() == Some(want) {
             continue;
         }
         let pp = PatchParams::apply(SPEAKER_FIELD_MANAGER).force();
-        let meta = json!({"apiVersion": API_VERSION, "kind": "ServiceL2Status",
+        let meta = json!({"apiVersion": API_VERSION, "kind": kind,
             "metadata": {"name": name, "labels": {SERVICE_NAME_LABEL: key.name(), SERVICE_NAMESPACE_LABEL: key.namespace(), NODE_LABEL: node}},
             "spec": {}});
-        let status = json!({"apiVersion": API_VERSION, "kind": "ServiceL2Status", "status": want});
+        let status = json!({"apiVersion": API_VERSION, "kind": kind, "status": want});
+        let what = format!("write a {kind}");
         let r = async {
-            health.call("write a ServiceL2Status", api.patch(&name, &pp, &Patch::Apply(&meta))).await?;
-            health.call("write a ServiceL2Status", api.patch_status(&name, &pp, &Patch::Apply(&status))).await
+            health.call(&what, api.patch(name, &pp, &Patch::Apply(&meta))).await?;
+            health.call(&what, api.patch_status(name, &pp, &Patch::Apply(&status))).await
         }
         .await;
         if let Err(e) = r {
-            tracing::debug!(service = %key, error = %e, "could not write ServiceL2Status");
+            tracing::debug!(service = %key, error = %e, "could not write {kind}");
         }
     }
     for st in store.state() {
-        let Some(s) = st.status.as_ref().filter(|s| s.node == node) else { continue };
-        let key = ServiceKey::new(&s.service_namespace, &s.service_name);
-        if mine.contains_key(&key) {
+        let Some(s) = status_of(&st).filter(|s| s["node"] == node) else { continue };
+        let key = ServiceKey::new(
+            s["serviceNamespace"].as_str().unwrap_or_default(),
+            s["serviceName"].as_str().unwrap_or_default(),
+        );
+        if wanted.contains_key(&key) {
             continue;
         }
         // Only delete the version that still names this node: a new holder may have taken it.
         if let Err(e) = delete_unchanged(api, &st, health).await {
-            tracing::debug!(service = %key, error = %e, "could not remove ServiceL2Status");
+            tracing::debug!(service = %key, error = %e, "could not remove {kind}");
         }
     }
 }
 
 /// Delete `st` only as this node last saw it (uid and resourceVersion preconditions):
 /// another speaker may have rewritten it since. Already gone or changed is fine.
-pub async fn delete_unchanged<K>(api: &Api<K>, st: &K, health: &Health) -> Result<(), Failure>
+async fn delete_unchanged<K>(api: &Api<K>, st: &K, health: &Health) -> Result<(), Failure>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {

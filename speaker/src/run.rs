@@ -319,7 +319,7 @@ pub async fn run(
         for ip in bgp_advertised.difference(&advertised) {
             let _ = metrics.bgp_advertised.remove_label_values(&[&ip.to_string()]);
         }
-        for ip in &advertised {
+        for ip in advertised.difference(&bgp_advertised) {
             metrics.bgp_advertised.with_label_values(&[&ip.to_string()]).set(1);
         }
         let bgp_mine = crate::bgp::services_advertised(&snap.services, &routes, &up);
