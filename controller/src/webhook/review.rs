@@ -65,19 +65,24 @@ pub fn l2_advertisement(
     let cfg = Config::build(pools, &with_candidate(candidate, existing, now), BTreeMap::new());
     let denied = cfg.invalid_advertisements.get(&name).map(|why| format!("L2Advertisement {name}: {why}"));
     let ns = candidate.namespace().unwrap_or_default();
-    let warnings = candidate
-        .spec
-        .ip_address_pools
+    let warnings = missing_pools(&candidate.spec.ip_address_pools, pools, &ns, "announced");
+    Verdict { denied, warnings }
+}
+
+/// A warning for each of an advertisement's `spec.ipAddressPools` that names no pool of
+/// `namespace` (nothing is `done` for it until it exists): not a refusal, so that
+/// advertisement and pool can be applied in either order.
+fn missing_pools(named: &[String], pools: &[IPAddressPool], namespace: &str, done: &str) -> Vec<String> {
+    named
         .iter()
         .enumerate()
         .filter(|(_, p)| !pools.iter().any(|x| x.name_any() == **p))
         .map(|(i, p)| {
             format!(
-                "spec.ipAddressPools[{i}]: IPAddressPool {p:?} does not exist in namespace {ns}; nothing is announced for it until it does"
+                "spec.ipAddressPools[{i}]: IPAddressPool {p:?} does not exist in namespace {namespace}; nothing is {done} for it until it does"
             )
         })
-        .collect();
-    Verdict { denied, warnings }
+        .collect()
 }
 
 /// Review a BGPPeer: every field as the speakers would read it.
@@ -105,16 +110,7 @@ pub fn bgp_advertisement(
         communities,
     );
     let denied = cfg.invalid_bgp_advertisements.get(&name).map(|why| format!("BGPAdvertisement {name}: {why}"));
-    let warnings = candidate
-        .spec
-        .ip_address_pools
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| !pools.iter().any(|x| x.name_any() == **p))
-        .map(|(i, p)| {
-            format!("spec.ipAddressPools[{i}]: IPAddressPool {p:?} does not exist in namespace {namespace}; nothing is advertised for it until it does")
-        })
-        .collect();
+    let warnings = missing_pools(&candidate.spec.ip_address_pools, pools, namespace, "advertised");
     Verdict { denied, warnings }
 }
 
