@@ -199,19 +199,7 @@ async fn demo(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     pool_and_advertisement(&c, "demo", &["198.51.100.100-198.51.100.150", "fd42:f1b::100-fd42:f1b::150"], "demo")
         .await?;
     step(true, "IPAddressPool 198.51.100.100-150 + fd42:f1b::100-150 and an L2Advertisement applied")?;
-    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
-    for i in 1..=nodes.min(3) {
-        pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("web-{i}"), "labels": {"app": "web"}},
-            "spec": {"nodeName": format!("node-{i}"), "containers": [{"name": "web", "image": "any", "ports": [{"containerPort": 8080}]}]}}))?)
-            .await?;
-    }
-    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
-    svcs.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "web"},
-        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}))?,
-    )
-    .await?;
+    let svcs = web_pods_and_service(&c, nodes).await?;
     step(true, "Pods web-1.. and a LoadBalancer Service `web` created")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let vip = loop {
@@ -289,6 +277,25 @@ async fn demo(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The demo's backends: Pods `web-1`.. (one per node, at most 3) serving on 8080, and
+/// the LoadBalancer Service `web` (port 80) in front of them; the Services API.
+async fn web_pods_and_service(c: &kube::Client, nodes: usize) -> anyhow::Result<Api<Service>> {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    for i in 1..=nodes.min(3) {
+        pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("web-{i}"), "labels": {"app": "web"}},
+            "spec": {"nodeName": format!("node-{i}"), "containers": [{"name": "web", "image": "any", "ports": [{"containerPort": 8080}]}]}}))?)
+            .await?;
+    }
+    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
+    svcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}))?,
+    )
+    .await?;
+    Ok(svcs)
+}
+
 /// The BGP variant of the demo, from a sandbox whose Pods are Ready: every node
 /// advertises the VIP to the router, the outside client reaches it through the router,
 /// and a speaker stopping withdraws its node's route before it goes.
@@ -315,19 +322,7 @@ async fn bgp_demo(sb: Sandbox, state_file: &Path) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     step(true, &format!("the router has a BGP session Established with each of the {nodes} nodes"))?;
-    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
-    for i in 1..=nodes.min(3) {
-        pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("web-{i}"), "labels": {"app": "web"}},
-            "spec": {"nodeName": format!("node-{i}"), "containers": [{"name": "web", "image": "any", "ports": [{"containerPort": 8080}]}]}}))?)
-            .await?;
-    }
-    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
-    svcs.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "web"},
-        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}))?,
-    )
-    .await?;
+    let svcs = web_pods_and_service(&c, nodes).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let vip = loop {
         if let Some(ip) = ferrolb_model::ingress_ips(&svcs.get("web").await?).first() {
