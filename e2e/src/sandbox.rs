@@ -498,7 +498,8 @@ impl Sandbox {
     /// Build everything as `opts` says.
     pub async fn up_opts(opts: &Options, run_dir: &Path) -> anyhow::Result<Sandbox> {
         let (nodes, families) = (opts.nodes, opts.families);
-        anyhow::ensure!((1..=20).contains(&nodes), "--nodes must be 1-20");
+        // Node addresses are 198.51.100.11-50 (tests use .96 and up for Services).
+        anyhow::ensure!((1..=40).contains(&nodes), "--nodes must be 1-40");
         let (controller_binary, speaker_binary) = binaries()?;
         std::fs::create_dir_all(run_dir)?;
         let topo = Topology::new(nodes).context("building the network namespaces (are you root?)")?;

@@ -103,7 +103,12 @@ impl Env {
 /// agree and every speaker hears every other one: a peer that has not been heard yet
 /// is judged by its Lease alone, and every fault below is meant to be seen by heartbeats.
 fn setup(lease: u32) -> (Env, String) {
-    let (env, holder) = setup_with(lease, |_| {});
+    setup_nodes(3, lease)
+}
+
+/// [`setup`] with `nodes` nodes.
+fn setup_nodes(nodes: usize, lease: u32) -> (Env, String) {
+    let (env, holder) = setup_with_nodes(nodes, lease, |_| {});
     eventually("every speaker hears every other one", Duration::from_secs(10), || {
         env.sb().state.speakers_hear_each_other().then_some(())
     });
@@ -112,11 +117,15 @@ fn setup(lease: u32) -> (Env, String) {
 
 /// [`setup`], running `before_start` on the sandbox before the components start.
 fn setup_with(lease: u32, before_start: impl FnOnce(&Env)) -> (Env, String) {
+    setup_with_nodes(3, lease, before_start)
+}
+
+fn setup_with_nodes(nodes: usize, lease: u32, before_start: impl FnOnce(&Env)) -> (Env, String) {
     assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
-        nodes: 3,
+        nodes,
         speaker_lease_seconds: lease,
         families: ferrolb_e2e::sandbox::Families::V4,
         start_components: false,
@@ -176,6 +185,39 @@ fn a_crashed_speaker_is_replaced_long_before_its_lease_expires() {
             "{n} counts {holder} dead"
         );
     }
+}
+
+#[test]
+fn with_twenty_two_nodes_each_speaker_watches_a_few_and_a_crashed_holder_has_one_successor() {
+    let nodes = 22;
+    let (env, holder) = setup_nodes(nodes, 30);
+    // Each speaker sends its heartbeats to four observers only, not to 21 peers.
+    for n in env.nodes() {
+        let m = env.sb().state.speaker_metrics(&n);
+        let observers = metric_sum(&m, "ferrolb_memberlist_ring", Some(("role", "observers")));
+        assert_eq!(observers, ferrolb_speaker::membership::detector::OBSERVERS as f64, "{n}'s observers");
+    }
+    let others: Vec<String> = env.nodes().into_iter().filter(|n| *n != holder).collect();
+    env.sb().signal_pod(&format!("speaker/{holder}"), "-KILL", true).unwrap();
+    let (new, took) = new_holder(&env, &holder);
+    eprintln!("SIGKILL of {holder} among {nodes} nodes: {new} answers after {took:?} (Lease: 30 s)");
+    assert!(took < Duration::from_secs(10), "took over by heartbeats, not Lease expiry ({took:?})");
+    // Every node learnt it (by its observers' broadcasts, most never heard from it),
+    // so they all agree on one successor: exactly one node answers.
+    eventually("every other node counts the holder dead", Duration::from_secs(10), || {
+        others
+            .iter()
+            .all(|n| {
+                let m = env.sb().state.speaker_metrics(n);
+                metric_sum(&m, "ferrolb_memberlist_peers", Some(("state", "dead"))) == 1.0
+            })
+            .then_some(())
+    });
+    let answers = env.answering(5);
+    assert!(!answers.is_empty() && answers.iter().all(|h| *h == new), "only {new} answers: {answers:?}");
+    eventually("the status names the successor", Duration::from_secs(10), || {
+        (env.holder_status().as_deref() == Some(new.as_str())).then_some(())
+    });
 }
 
 /// SIGTERM the holder (then run `after_signal`), then check that the new holder answers and that the old one

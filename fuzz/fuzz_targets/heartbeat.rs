@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use ferrolb_speaker::membership::HeartbeatTiming;
-use ferrolb_speaker::membership::detector::{Detector, open, seal_raw};
+use ferrolb_speaker::membership::detector::{Detector, Local, open, seal_raw};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -21,5 +21,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let later = now + Duration::from_millis(250);
+    let _ = d.poll(later, 1_800_000_000_250, &Local { ready: true, ..Local::default() });
     let _ = (d.view(later), d.heard(later), d.claims(later), d.mismatched(later));
 });

@@ -61,12 +61,13 @@ struct Args {
     /// off and leaves failure detection to the Leases.
     #[arg(long, env = "FERROLB_MEMBERLIST_PORT", default_value_t = 7946)]
     memberlist_port: u16,
-    /// Time between heartbeats (e.g. `100ms`).
-    #[arg(long, env = "FERROLB_HEARTBEAT_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    /// Time between heartbeats to this speaker's observers (e.g. `50ms`).
+    #[arg(long, env = "FERROLB_HEARTBEAT_INTERVAL", default_value = "50ms", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
-    /// A speaker nobody heard from for this long is dead and its IPs move (e.g. `300ms`);
-    /// at least twice the heartbeat interval.
-    #[arg(long, env = "FERROLB_SUSPECT_AFTER", default_value = "300ms", value_parser = humantime::parse_duration)]
+    /// An observer that has not heard a speaker for this long suspects it; once every
+    /// observer does, it is dead and its IPs move (e.g. `200ms`); at least twice the
+    /// heartbeat interval.
+    #[arg(long, env = "FERROLB_SUSPECT_AFTER", default_value = "200ms", value_parser = humantime::parse_duration)]
     suspect_after: Duration,
     /// File holding the heartbeats' shared HMAC key (the chart mounts it from a Secret).
     #[arg(long, env = "FERROLB_MEMBERLIST_SECRET_FILE")]

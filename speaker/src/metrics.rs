@@ -26,6 +26,11 @@ pub struct Metrics {
     pub heartbeats_sent: IntCounter,
     /// Heartbeats accepted.
     pub heartbeats_received: IntCounter,
+    /// Bytes of memberlist datagrams sent and received (UDP payload).
+    pub heartbeat_bytes_sent: IntCounter,
+    pub heartbeat_bytes_received: IntCounter,
+    /// This speaker's observers and subjects on the heartbeat rings.
+    pub ring: IntGaugeVec,
     /// Datagrams on the memberlist port not accepted, by reason.
     pub heartbeats_rejected: IntCounterVec,
     /// Times a peer was judged dead by heartbeats.
@@ -95,6 +100,26 @@ impl Metrics {
         let heartbeats_received =
             IntCounter::new("ferrolb_memberlist_heartbeats_received_total", "Authenticated heartbeats accepted.")
                 .expect("static definition");
+        let heartbeat_bytes_sent =
+            IntCounter::new("ferrolb_memberlist_sent_bytes_total", "Bytes of memberlist datagrams sent (UDP payload).")
+                .expect("static definition");
+        let heartbeat_bytes_received = IntCounter::new(
+            "ferrolb_memberlist_received_bytes_total",
+            "Bytes of memberlist datagrams received (UDP payload), accepted or not.",
+        )
+        .expect("static definition");
+        let ring = IntGaugeVec::new(
+            Opts::new(
+                "ferrolb_memberlist_ring",
+                "This speaker's place on the heartbeat rings: role=observers (the members its heartbeats go to) and \
+                 role=subjects (the members it watches).",
+            ),
+            &["role"],
+        )
+        .expect("static definition");
+        for role in ["observers", "subjects"] {
+            ring.with_label_values(&[role]);
+        }
         let heartbeats_rejected = IntCounterVec::new(
             Opts::new("ferrolb_memberlist_heartbeats_rejected_total", "Memberlist datagrams not accepted, by reason."),
             &["reason"],
@@ -192,6 +217,9 @@ impl Metrics {
             Box::new(takeovers.clone()),
             Box::new(heartbeats_sent.clone()),
             Box::new(heartbeats_received.clone()),
+            Box::new(heartbeat_bytes_sent.clone()),
+            Box::new(heartbeat_bytes_received.clone()),
+            Box::new(ring.clone()),
             Box::new(heartbeats_rejected.clone()),
             Box::new(peers_dead.clone()),
             Box::new(peers.clone()),
@@ -209,6 +237,9 @@ impl Metrics {
             takeovers,
             heartbeats_sent,
             heartbeats_received,
+            heartbeat_bytes_sent,
+            heartbeat_bytes_received,
+            ring,
             heartbeats_rejected,
             peers_dead,
             peers,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ferrolb_common::events::{Event, EventType, Events};
-use ferrolb_common::{AbortOnDrop, all, lock, reflect};
+use ferrolb_common::{AbortOnDrop, all, reflect};
 use ferrolb_crds::conditions::reason;
 use ferrolb_crds::{
     BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceBGPStatus,
@@ -168,13 +168,14 @@ pub async fn run(
     let node = settings.node.clone();
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
     let health = crate::api::Health::new(metrics.api_failures.clone());
-    if !lease::acquire(&lease_api, &node, settings.lease_duration, &health, &mut shutdown).await {
+    let spec = lease::Spec { duration: settings.lease_duration, ring: settings.heartbeats.is_some() };
+    if !lease::acquire(&lease_api, &node, spec, &health, &mut shutdown).await {
         return Ok(());
     }
     let renewal = lease::spawn_renewal(
         lease_api.clone(),
         node.clone(),
-        settings.lease_duration,
+        spec,
         metrics.lease_renewal_failures.clone(),
         health.clone(),
     );
@@ -199,7 +200,6 @@ pub async fn run(
             let task = membership::socket::spawn(
                 socket,
                 membership::socket::Loop {
-                    me: node.clone(),
                     settings: hb.clone(),
                     membership: m.clone(),
                     peers: Box::new(peer_addrs(node.clone(), hb.port, caches.nodes.clone(), caches.leases.clone())),
@@ -253,7 +253,7 @@ pub async fn run(
         ready.store(!responders.is_empty(), Ordering::SeqCst);
         // The announcer's next frame, or the end of a rejoin window (new announcements
         // may start then), whichever comes first.
-        let rejoin_end = membership.as_deref().and_then(|m| *lock(&m.rejoining_until)).filter(|t| *t > Instant::now());
+        let rejoin_end = membership.as_deref().and_then(|m| m.rejoin_deadline(Instant::now()));
         let due = announcer.next_due().into_iter().chain(rejoin_end).min();
         let sleep_due = async move {
             match due {
@@ -425,10 +425,7 @@ pub async fn run(
         tracing::warn!(error = %e, "could not remove the nftables table");
     }
     drop(helpers);
-    if let Err(e) = health
-        .call("release the membership Lease", lease::write(&lease_api, &node, settings.lease_duration, None))
-        .await
-    {
+    if let Err(e) = health.call("release the membership Lease", lease::write(&lease_api, &node, spec, None)).await {
         tracing::warn!(error = %e, "could not release the membership Lease");
     }
     Ok(())
@@ -492,18 +489,27 @@ fn peer_addrs(
     port: u16,
     nodes: Store<Node>,
     leases: Store<Lease>,
-) -> impl Fn() -> Vec<(String, SocketAddr)> + Send + 'static {
+) -> impl Fn() -> Vec<membership::socket::Target> + Send + 'static {
+    use membership::detector::{RING_ANNOTATION, RING_VALUE};
     move || {
-        let members: BTreeSet<String> =
-            leases.state().iter().filter_map(|l| ferrolb_model::announce::speaker_of(l).map(str::to_string)).collect();
+        // Member -> whether its Lease says it speaks the ring protocol.
+        let members: BTreeMap<String, bool> = leases
+            .state()
+            .iter()
+            .filter_map(|l| {
+                let ring = l.annotations().get(RING_ANNOTATION).is_some_and(|v| v == RING_VALUE);
+                ferrolb_model::announce::speaker_of(l).map(|n| (n.to_string(), ring))
+            })
+            .collect();
         nodes
             .state()
             .iter()
-            .filter(|n| n.name_any() != me && members.contains(&n.name_any()))
+            .filter(|n| n.name_any() != me)
             .filter_map(|n| {
+                let ring = *members.get(&n.name_any())?;
                 let addrs = n.status.as_ref()?.addresses.as_ref()?;
                 let ip = addrs.iter().find(|a| a.type_ == "InternalIP")?.address.parse::<IpAddr>().ok()?;
-                Some((n.name_any(), SocketAddr::new(ip, port)))
+                Some(membership::socket::Target { name: n.name_any(), addr: SocketAddr::new(ip, port), ring })
             })
             .collect()
     }

@@ -223,7 +223,7 @@ def memberlist_key_and_flags_reach_the_speakers():
         secrets = {d["metadata"]["name"]: d for d in kind("Secret")}
         return ds["args"], env, secrets, ds["ports"], ctl["args"], role["rules"]
     args, env, secrets, ports, ctl_args, rules = rendered({})
-    assert {"--memberlist-port=7946", "--heartbeat-interval=100ms", "--suspect-after=300ms",
+    assert {"--memberlist-port=7946", "--heartbeat-interval=50ms", "--suspect-after=200ms",
             "--memberlist-legacy-heartbeats=true"} <= set(args), args
     ref = env["FERROLB_MEMBERLIST_SECRET"]["valueFrom"]["secretKeyRef"]
     extra = env["FERROLB_MEMBERLIST_ADDITIONAL_SECRET"]["valueFrom"]["secretKeyRef"]

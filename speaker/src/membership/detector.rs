@@ -1,56 +1,95 @@
-//! Fast failure detection between speakers: authenticated UDP heartbeats.
+//! Fast failure detection between speakers at a per-node cost independent of the
+//! cluster size: each member is watched by [`ring::OBSERVERS`] observers (its
+//! successors on as many hash rings, the same on every node), and declared dead only
+//! when **every** live observer has lost it.
 //!
-//! Every speaker sends a small heartbeat to every other member each
-//! `interval`. A heartbeat carries, besides who sent it, how long ago the sender
-//! last heard each other member directly, and the IPs the sender took over in
-//! the last few seconds (its *claims*). A peer is **dead** only when nobody has
-//! heard from it for `suspect_after`: neither this speaker directly nor any
-//! member reporting it in their heartbeats. That is SWIM's indirect probe
-//! without the extra round trip (every member reports continuously, so a lossy
-//! link between two nodes does not fail anyone over while a third still hears
-//! the peer), and with a fixed detection bound: `suspect_after` plus at most one
-//! interval, whatever the cluster size.
+//! - **Heartbeats** go only to the sender's observers, every `interval`: a node sends
+//!   and receives about `OBSERVERS / interval` datagrams per second (80 at the 50 ms
+//!   default) whether the cluster has 3 members or 3,000.
+//! - **Suspicion**: an observer that has not heard a subject for `suspect_after`
+//!   broadcasts it (to every member, three times, then once a second while it holds).
+//! - **Consensus**: a member is dead at a node once every one of its observers (as
+//!   that node computes them; one already dead abstains) suspects it at its current
+//!   incarnation. One observer behind a lossy or broken link cannot fail anyone over
+//!   while the others still hear it, and random loss must hit every observer at once.
+//!   Detection is `suspect_after` (minus up to one interval) plus one broadcast hop,
+//!   whatever the cluster size; a graceful leave is one broadcast.
+//! - **Refutation**: an observer that hears a member it holds dead tells it so; the
+//!   member takes a new incarnation and broadcasts that it is alive (SWIM's
+//!   incarnation rule), and every member re-sends it the IPs it holds.
 //!
-//! Why not `foca` (SWIM): it probes one random member per period, so detection
-//! grows with the member count, and a death spreads by gossip over further
-//! periods; its 1.5 s default period alone exceeds the sub-second target. Layer-2
-//! clusters are one segment of tens of nodes, where all-to-all heartbeats at 10 Hz
-//! cost a few hundred small datagrams per second in total.
+//! Why not SWIM (`foca`, memberlist): one probe per period and dissemination by
+//! gossip put detection at seconds. Why not every-node-to-every-node (the previous
+//! release): `10 x (N-1)` datagrams per second per node, each with the full heard
+//! list. Rapid's K observers on expander rings keep the cost constant; broadcasting
+//! the (rare) suspicions instead of gossiping them keeps detection sub-second.
 //!
 //! The Lease stays the source of truth for membership (joining, graceful leave);
-//! heartbeats only decide *alive* vs *dead* faster, and keep members alive while
-//! the API server is unreachable (fail-static). This module is pure: time is
-//! passed in and the socket lives in [`super::socket`].
+//! heartbeats only decide *alive* vs *dead* faster, and keep members alive while the
+//! API server is unreachable (fail-static). Speakers of the previous release (their
+//! Lease lacks [`RING_ANNOTATION`]) are sent and judged as before: every interval,
+//! all-to-all, with the heard list (a rolling upgrade never fails anyone over).
 //!
-//! What a heartbeat must prove before it counts:
+//! What a datagram must prove before it counts:
 //! - the key: an HMAC-SHA256 tag over the whole datagram (any of the accepted keys,
 //!   so a key can be rotated without a split);
 //! - freshness: the sender's wall clock (format `FLB2`) within
 //!   [`HeartbeatTiming::max_clock_skew`] of the receiver's, and a (incarnation,
 //!   sequence) newer than the sender's high-water mark, which is kept as long as the
-//!   sender holds a Lease (so a replay of captured heartbeats is refused however long
+//!   sender holds a Lease (a replay of captured datagrams is refused however long
 //!   after the capture it comes);
-//! - membership: the sender, and every member its heard list vouches for, holds a
+//! - membership: the sender, and every member it vouches for or suspects, holds a
 //!   Lease; nothing is learnt about anyone else.
 //!
 //! A member whose datagrams arrive but fail authentication (a key mismatch) is
-//! neither alive nor dead to heartbeats: it is judged by its Lease, on both sides,
-//! so a mismatch slows failover to Lease expiry and never makes two nodes answer.
+//! neither alive nor dead to heartbeats: its observer reports it *unverifiable*, and
+//! every node leaves it to its Lease, as it does on its side; a mismatch slows
+//! failover to Lease expiry and never makes two nodes answer.
+//!
+//! This module is pure (sans-IO): time is passed in, [`Detector::receive`] takes
+//! datagrams and [`Detector::poll`] says what to send; the socket lives in
+//! [`super::socket`], and the simulator (`speaker/benches/membership.rs`) drives the
+//! same code over a simulated network.
 
-use std::collections::BTreeMap;
+pub mod ring;
+mod wire;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+pub use ring::{OBSERVERS, Rings};
+pub use wire::{Claim, Format, Heartbeat, MAX_DATAGRAM, Reject, Suspicion, heartbeats, open, seal, seal_raw};
+
+/// The annotation on a speaker's Lease saying it speaks the ring protocol (observers,
+/// suspicion broadcasts); speakers without it are sent the previous release's
+/// all-to-all heartbeats.
+pub const RING_ANNOTATION: &str = "ferrolb.io/heartbeats";
+/// Its value.
+pub const RING_VALUE: &str = "ring-v1";
+
+/// A suspicion broadcast is repeated while it holds, first after this, then at
+/// doubling intervals up to [`SUSPICION_REFRESH_MAX`]: a member that missed it (three
+/// lost datagrams) learns it within a second, and a member that stays dead (its
+/// Lease lingers after a crash) costs its observers one broadcast a minute.
+pub const SUSPICION_REFRESH: Duration = Duration::from_secs(1);
+pub const SUSPICION_REFRESH_MAX: Duration = Duration::from_secs(60);
+/// A suspicion list not refreshed for this long is forgotten (its observer is gone
+/// or its broadcasts are lost).
+pub const SUSPICION_TTL: Duration = Duration::from_secs(150);
+/// How many times a broadcast (a state change, a takeover, a new suspicion list, a
+/// refutation) is sent, one interval apart: one lost datagram loses nothing.
+pub const BROADCAST_REPEATS: u8 = 3;
+/// The previous release's speakers heartbeat every 100 ms; they are judged dead after
+/// at least this much silence, whatever this node's own `suspect_after`.
+pub const LEGACY_SUSPECT_AFTER: Duration = Duration::from_millis(300);
 
 /// Heartbeat timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeartbeatTiming {
     /// Time between heartbeats.
     pub interval: Duration,
-    /// A member nobody heard from for this long is dead.
+    /// An observer that has not heard a subject for this long suspects it.
     pub suspect_after: Duration,
     /// How long a takeover is repeated in heartbeats (and trusted by receivers).
     pub claim_window: Duration,
@@ -63,165 +102,30 @@ pub struct HeartbeatTiming {
 impl Default for HeartbeatTiming {
     fn default() -> Self {
         HeartbeatTiming {
-            interval: Duration::from_millis(100),
-            suspect_after: Duration::from_millis(300),
+            interval: Duration::from_millis(50),
+            suspect_after: Duration::from_millis(200),
             claim_window: Duration::from_secs(2),
             max_clock_skew: Duration::from_secs(5),
         }
     }
 }
 
-/// "I now answer for `ip`, since `since_ms`" (milliseconds since the Unix epoch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claim {
-    pub ip: IpAddr,
-    /// When the sender started answering for it.
-    pub since_ms: u64,
-}
-
-/// One heartbeat datagram's content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// Sender's node name.
-    pub node: String,
-    /// Sender's process start (ms since the epoch); a restart is a new incarnation.
-    pub incarnation: u64,
-    /// Sequence number within the incarnation.
-    pub seq: u64,
-    /// The sender can announce (it has at least one usable interface).
-    pub ready: bool,
-    /// The sender is shutting down and hands its IPs over.
-    pub leaving: bool,
-    /// Milliseconds since the sender last heard each member directly.
-    pub heard: Vec<(String, u32)>,
-    /// IPs the sender took over recently.
-    pub claims: Vec<Claim>,
-    /// When it was sent (ms since the epoch, the sender's clock); `FLB2` only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sent_ms: Option<u64>,
-}
-
-/// The datagram format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// `FLB1`: no sending time. Spoken by the previous release; accepted (without the
-    /// freshness check) only while `--memberlist-legacy-heartbeats` allows it.
-    V1,
-    /// `FLB2`: with the sending time.
-    V2,
-}
-
-/// Why a datagram was not used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Reject {
-    /// Too short to hold a tag, or not our format.
-    #[error("malformed heartbeat ({0})")]
-    Malformed(String),
-    /// The HMAC does not verify: wrong key or tampered.
-    #[error("heartbeat authentication failed (different memberlist key?)")]
-    BadTag,
-    /// Sent by this node (reflected or looped back).
-    #[error("heartbeat from this node")]
-    FromSelf,
-    /// Not newer than what was already seen from the sender.
-    #[error("replayed or reordered heartbeat")]
-    Replay,
-    /// Sent too long ago (or in the future) by the receiver's clock.
-    #[error("stale heartbeat (sent {0} ms from this node's clock; clocks out of sync, or a replay)")]
-    Stale(i64),
-    /// The sender holds no Lease.
-    #[error("heartbeat from a node that holds no speaker Lease")]
-    NotMember,
-    /// `FLB1` while legacy heartbeats are refused.
-    #[error("FLB1 heartbeat while --memberlist-legacy-heartbeats=false")]
-    Legacy,
-}
-
-impl Reject {
-    /// The metric label.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Reject::Malformed(_) => "malformed",
-            Reject::BadTag => "bad_tag",
-            Reject::FromSelf => "from_self",
-            Reject::Replay => "replay",
-            Reject::Stale(_) => "stale",
-            Reject::NotMember => "not_member",
-            Reject::Legacy => "legacy",
-        }
-    }
-}
-
-const MAGIC_V1: &[u8; 4] = b"FLB1";
-const MAGIC_V2: &[u8; 4] = b"FLB2";
-const MAGIC_LEN: usize = 4;
-const TAG_LEN: usize = 32;
-
-/// Seal a heartbeat: magic, JSON body, HMAC-SHA256 over both. `FLB2` carries
-/// `sent_ms` (set to `now_ms` when absent); `FLB1` never does.
-pub fn seal(key: &[u8], hb: &Heartbeat, format: Format, now_ms: u64) -> Vec<u8> {
-    let (magic, sent_ms) = match format {
-        Format::V1 => (MAGIC_V1, None),
-        Format::V2 => (MAGIC_V2, Some(hb.sent_ms.unwrap_or(now_ms))),
-    };
-    let mut out = magic.to_vec();
-    if hb.sent_ms == sent_ms {
-        out.extend(serde_json::to_vec(hb).expect("a heartbeat always serializes"));
-    } else {
-        out.extend(serde_json::to_vec(&Heartbeat { sent_ms, ..hb.clone() }).expect("a heartbeat always serializes"));
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(&out);
-    out.extend(mac.finalize().into_bytes());
-    out
-}
-
-/// An `FLB2` datagram carrying `body` as it is (valid JSON or not), tagged with
-/// `key`: what a holder of the key could send. For fuzzing and tests.
-pub fn seal_raw(key: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut out = MAGIC_V2.to_vec();
-    out.extend(body);
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(&out);
-    out.extend(mac.finalize().into_bytes());
-    out
-}
-
-/// Verify (with any of `keys`) and decode a datagram.
-pub fn open<K: AsRef<[u8]>>(keys: &[K], datagram: &[u8]) -> Result<(Heartbeat, Format), Reject> {
-    let format = match datagram.get(..MAGIC_LEN) {
-        Some(m) if m == MAGIC_V1 => Format::V1,
-        Some(m) if m == MAGIC_V2 => Format::V2,
-        _ => return Err(Reject::Malformed(format!("{} bytes without an FLB1 or FLB2 header", datagram.len()))),
-    };
-    if datagram.len() < MAGIC_LEN + TAG_LEN {
-        return Err(Reject::Malformed(format!("{} bytes: too short for a tag", datagram.len())));
-    }
-    let (body, tag) = datagram.split_at(datagram.len() - TAG_LEN);
-    let verified = keys.iter().any(|key| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_ref()).expect("HMAC takes any key length");
-        mac.update(body);
-        mac.verify_slice(tag).is_ok()
-    });
-    if !verified {
-        return Err(Reject::BadTag);
-    }
-    let hb: Heartbeat = serde_json::from_slice(&body[MAGIC_LEN..]).map_err(|e| Reject::Malformed(e.to_string()))?;
-    match (format, hb.sent_ms) {
-        (Format::V2, None) => Err(Reject::Malformed("FLB2 heartbeat without sent_ms".into())),
-        (Format::V1, Some(_)) => Err(Reject::Malformed("FLB1 heartbeat with sent_ms".into())),
-        _ => Ok((hb, format)),
+impl HeartbeatTiming {
+    /// How often [`Detector::poll`] should run: four times per interval, so a silence
+    /// is judged within a quarter interval of `suspect_after`.
+    pub fn poll_every(&self) -> Duration {
+        self.interval / 4
     }
 }
 
 /// What heartbeats say about a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
-    /// Heard (directly or through another member) within `suspect_after`.
+    /// Heard, and not declared dead.
     Alive,
-    /// Nobody heard it for `suspect_after`, it said it is leaving, or it cannot announce.
+    /// Its observers lost it, it said it is leaving, or it cannot announce.
     Dead,
-    /// Never heard: heartbeats have no opinion (the Lease decides).
+    /// Never heard, or unverifiable: heartbeats have no opinion (the Lease decides).
     Unknown,
 }
 
@@ -229,9 +133,9 @@ pub enum Liveness {
 struct Peer {
     incarnation: u64,
     seq: u64,
-    /// Freshest evidence of life, direct or reported.
+    /// Freshest evidence of life, direct or reported (previous-release members).
     last_any: Instant,
-    /// Last datagram received from it.
+    /// Last datagram received from it (this incarnation).
     last_direct: Option<Instant>,
     ready: bool,
     leaving: bool,
@@ -239,24 +143,111 @@ struct Peer {
     format: Format,
 }
 
+/// An observer's current (non-empty) suspicion list, as last broadcast.
+#[derive(Debug, Clone)]
+struct Report {
+    received: Instant,
+    /// Subject -> (incarnation, unverifiable).
+    entries: BTreeMap<String, (u64, bool)>,
+}
+
+impl Report {
+    fn new(received: Instant) -> Self {
+        Report { received, entries: BTreeMap::new() }
+    }
+}
+
+/// This node's own state, as the rest of the speaker sets it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Local {
+    /// It can announce (it has a usable interface).
+    pub ready: bool,
+    /// It is shutting down and hands its IPs over.
+    pub leaving: bool,
+    /// Every IP it answers for: since when (ms since the epoch), and when locally.
+    pub claims: Vec<(Claim, Instant)>,
+}
+
+/// Datagrams to send: `parts` (each one datagram, with its own sequence number) to
+/// each of `to`, in `format`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: Vec<String>,
+    pub parts: Vec<Heartbeat>,
+    pub format: Format,
+}
+
 /// The heartbeat state of one speaker.
 #[derive(Debug)]
 pub struct Detector {
     me: String,
     timing: HeartbeatTiming,
-    /// When this speaker (re)started listening: nobody is judged dead on heartbeats
-    /// before `suspect_after` has passed since, so a speaker that starts or whose link
-    /// comes back does not take everything over before it hears anyone.
+    incarnation: u64,
+    seq: u64,
+    /// When this speaker (re)started listening: nobody is suspected before
+    /// `suspect_after` has passed since, so a speaker that starts or whose link comes
+    /// back does not suspect anyone before it could hear them.
     listening_since: Instant,
     peers: BTreeMap<String, Peer>,
     /// Newest claim per IP from peers: (node, since_ms, received).
     claims: BTreeMap<IpAddr, (String, u64, Instant)>,
     /// The nodes holding a speaker Lease (this one aside): the only senders heard.
-    members: std::collections::BTreeSet<String>,
+    members: BTreeSet<String>,
+    /// Those of them that speak only the previous release's all-to-all heartbeats.
+    legacy: BTreeSet<String>,
     /// Last datagram from a member's address that failed authentication.
     auth_failed: BTreeMap<String, Instant>,
     /// Whether `FLB1` heartbeats are accepted.
-    legacy: bool,
+    accept_v1: bool,
+    /// The rings over the ring members and this node.
+    rings: Rings,
+    /// Members skipped as observers: dead or leaving, as last judged.
+    skip: BTreeSet<String>,
+    /// The members this node observes, and since when.
+    subjects: BTreeMap<String, Instant>,
+    /// This node's observers (where its heartbeats go).
+    observers: Vec<String>,
+    /// This node's verdicts on its subjects: subject -> (incarnation, unverifiable).
+    verdicts: BTreeMap<String, (u64, bool)>,
+    /// Other observers' suspicion lists, and the generation of each one's last.
+    reports: BTreeMap<String, Report>,
+    generations: BTreeMap<String, u64>,
+    /// Ring members that said they are leaving.
+    leaving: BTreeSet<String>,
+    /// Members dead by consensus, and those some observer cannot authenticate.
+    dead: BTreeSet<String>,
+    vetoed: BTreeSet<String>,
+    /// When a datagram was last accepted.
+    last_accepted: Option<Instant>,
+    /// When the last judgement ran, and until when no new suspicion is raised (this
+    /// node's own loop was stalled: what looks like silence may be its own delay).
+    last_judged: Option<Instant>,
+    last_polled: Option<Instant>,
+    quiet_until: Option<Instant>,
+    // What to send next.
+    next_beat: Option<Instant>,
+    broadcasts_left: u8,
+    next_broadcast: Option<Instant>,
+    last_broadcast: Option<Instant>,
+    /// The current interval between refreshes of a held suspicion list.
+    refresh_every: Duration,
+    /// The flags and claims last broadcast.
+    announced: (bool, bool, BTreeSet<(IpAddr, u64)>),
+    /// Members to send every claim this node holds (they came back), and how often;
+    /// only while it holds any.
+    welcome: BTreeMap<String, u8>,
+    holds_claims: bool,
+    /// Members that joined since this node started, to greet, and how often.
+    hello: BTreeMap<String, u8>,
+    /// Whether this node's first broadcasts (which greet every member) are done.
+    greeted_all: bool,
+    /// Members that greeted this node, to answer once; and the (member, incarnation)
+    /// pairs already answered.
+    greet_back: BTreeSet<String>,
+    answered: BTreeSet<(String, u64)>,
+    /// Members to tell they are dead, and when each was last told.
+    notices: BTreeSet<String>,
+    noticed: BTreeMap<String, Instant>,
 }
 
 impl Detector {
@@ -265,28 +256,119 @@ impl Detector {
         Detector {
             me: me.into(),
             timing,
+            incarnation: 0,
+            seq: 0,
             listening_since: now,
             peers: BTreeMap::new(),
             claims: BTreeMap::new(),
-            members: Default::default(),
+            members: BTreeSet::new(),
+            legacy: BTreeSet::new(),
             auth_failed: BTreeMap::new(),
-            legacy: true,
+            accept_v1: true,
+            rings: Rings::new([&me.to_string()]),
+            skip: BTreeSet::new(),
+            subjects: BTreeMap::new(),
+            observers: Vec::new(),
+            verdicts: BTreeMap::new(),
+            reports: BTreeMap::new(),
+            generations: BTreeMap::new(),
+            leaving: BTreeSet::new(),
+            dead: BTreeSet::new(),
+            vetoed: BTreeSet::new(),
+            last_accepted: None,
+            last_judged: None,
+            last_polled: None,
+            quiet_until: None,
+            next_beat: None,
+            broadcasts_left: 0,
+            next_broadcast: None,
+            last_broadcast: None,
+            refresh_every: SUSPICION_REFRESH,
+            announced: (false, false, BTreeSet::new()),
+            welcome: BTreeMap::new(),
+            holds_claims: false,
+            hello: BTreeMap::new(),
+            greeted_all: false,
+            greet_back: BTreeSet::new(),
+            answered: BTreeSet::new(),
+            notices: BTreeSet::new(),
+            noticed: BTreeMap::new(),
         }
+    }
+
+    /// This process's incarnation (its start, ms since the epoch): a restart is a new
+    /// incarnation, whose heartbeats its peers take although its sequence restarts.
+    pub fn set_incarnation(&mut self, incarnation: u64) {
+        self.incarnation = incarnation;
+    }
+
+    /// The current incarnation (it grows when this node refutes its death).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// Accept `FLB1` heartbeats (from speakers of the previous release) or not.
     pub fn accept_legacy(&mut self, on: bool) {
-        self.legacy = on;
+        self.accept_v1 = on;
     }
 
-    /// The nodes that hold a speaker Lease, this one aside. A node that no longer holds
-    /// one is forgotten: its high-water mark, claims and evidence about it.
+    /// The nodes that hold a speaker Lease, this one aside, all speaking the ring
+    /// protocol. See [`Detector::set_members_with_legacy`].
     pub fn set_members(&mut self, members: impl IntoIterator<Item = String>) {
-        self.members = members.into_iter().filter(|m| *m != self.me).collect();
+        self.set_members_with_legacy(members, std::iter::empty());
+    }
+
+    /// The nodes that hold a speaker Lease, this one aside: `ring` speak the ring
+    /// protocol, `legacy` only the previous release's all-to-all heartbeats. A node
+    /// that no longer holds one is forgotten: its high-water mark, claims, reports and
+    /// evidence about it.
+    pub fn set_members_with_legacy(
+        &mut self,
+        ring: impl IntoIterator<Item = String>,
+        legacy: impl IntoIterator<Item = String>,
+    ) {
+        let legacy: BTreeSet<String> = legacy.into_iter().filter(|m| *m != self.me).collect();
+        let ring: BTreeSet<String> = ring.into_iter().filter(|m| *m != self.me && !legacy.contains(m)).collect();
+        let members: BTreeSet<String> = ring.union(&legacy).cloned().collect();
+        if members == self.members && legacy == self.legacy {
+            return;
+        }
+        // A member that joined after this node's first broadcast hears from it directly
+        // once (its heartbeats go only to its observers): every member knows every
+        // other as alive, which keeps them alive while the API server is unreachable.
+        if self.last_polled.is_some() {
+            for m in ring.iter().filter(|m| !self.members.contains(*m)) {
+                self.hello.insert(m.clone(), BROADCAST_REPEATS);
+            }
+        }
+        self.members = members;
+        self.legacy = legacy;
         let members = &self.members;
         self.peers.retain(|n, _| members.contains(n));
         self.auth_failed.retain(|n, _| members.contains(n));
         self.claims.retain(|_, (n, _, _)| members.contains(n));
+        self.reports.retain(|n, _| members.contains(n));
+        self.generations.retain(|n, _| members.contains(n));
+        self.leaving.retain(|n| members.contains(n) && !self.legacy.contains(n));
+        self.welcome.retain(|n, _| members.contains(n));
+        self.hello.retain(|n, _| members.contains(n));
+        self.greet_back.retain(|n| members.contains(n));
+        self.answered.retain(|(n, _)| members.contains(n));
+        self.notices.retain(|n| members.contains(n));
+        self.noticed.retain(|n, _| members.contains(n));
+        self.rings = Rings::new(ring.iter().chain([&self.me]));
+        self.place(self.listening_since.max(self.last_judged.unwrap_or(self.listening_since)));
+    }
+
+    /// Recompute this node's observers and subjects on the current rings.
+    fn place(&mut self, now: Instant) {
+        self.observers = self.rings.observers(&self.me, &self.skip);
+        let all = self.rings.all_observers(&self.skip);
+        let mine: BTreeSet<&String> = all.iter().filter(|(_, o)| o.contains(&self.me)).map(|(s, _)| s).collect();
+        self.subjects.retain(|s, _| mine.contains(s));
+        for s in mine {
+            self.subjects.entry(s.clone()).or_insert(now);
+        }
     }
 
     /// A datagram from `member`'s address failed authentication at `now`: until a
@@ -317,7 +399,7 @@ impl Detector {
     /// The format to send `member`: what it last spoke, `FLB2` by default.
     pub fn format_for(&self, member: &str) -> Format {
         match self.peers.get(member) {
-            Some(p) if p.last_direct.is_some() && self.legacy => p.format,
+            Some(p) if p.last_direct.is_some() && self.accept_v1 => p.format,
             _ => Format::V2,
         }
     }
@@ -332,6 +414,21 @@ impl Detector {
         self.listening_since = now;
     }
 
+    /// When a datagram from a member was last accepted.
+    pub fn last_accepted(&self) -> Option<Instant> {
+        self.last_accepted
+    }
+
+    /// This node's observers: where its heartbeats go.
+    pub fn observers(&self) -> &[String] {
+        &self.observers
+    }
+
+    /// The members this node observes.
+    pub fn subjects(&self) -> impl Iterator<Item = &String> {
+        self.subjects.keys()
+    }
+
     /// Take in a verified heartbeat received at `now` (`now_ms` on the wall clock).
     pub fn receive(&mut self, hb: Heartbeat, format: Format, now: Instant, now_ms: u64) -> Result<(), Reject> {
         if hb.node == self.me {
@@ -341,7 +438,7 @@ impl Detector {
             return Err(Reject::NotMember);
         }
         match (format, hb.sent_ms) {
-            (Format::V1, _) if !self.legacy => return Err(Reject::Legacy),
+            (Format::V1, _) if !self.accept_v1 => return Err(Reject::Legacy),
             (Format::V2, sent) => {
                 let skew = now_ms as i128 - i128::from(sent.unwrap_or(0));
                 if skew.unsigned_abs() > self.timing.max_clock_skew.as_millis() {
@@ -350,12 +447,25 @@ impl Detector {
             }
             (Format::V1, _) => {}
         }
-        if let Some(p) = self.peers.get(&hb.node)
+        let before = self.peers.get(&hb.node).cloned();
+        if let Some(p) = &before
             && p.last_direct.is_some()
             && (hb.incarnation, hb.seq) <= (p.incarnation, p.seq)
         {
             return Err(Reject::Replay);
         }
+        let was = self.liveness(&hb.node, now);
+        let new_incarnation =
+            before.as_ref().is_some_and(|p| p.last_direct.is_some() && hb.incarnation > p.incarnation);
+        // Heard at the incarnation its observers declared dead: tell it.
+        if self.dead.contains(&hb.node) && !new_incarnation && !hb.leaving {
+            self.notices.insert(hb.node.clone());
+        }
+        // (A member heard for the first time changes judgements only if it is leaving.)
+        let state_changed = match &before {
+            Some(p) => (p.ready, p.leaving) != (hb.ready, hb.leaving),
+            None => hb.leaving,
+        };
         self.peers.insert(
             hb.node.clone(),
             Peer {
@@ -368,7 +478,25 @@ impl Detector {
                 format,
             },
         );
-        // Indirect evidence: the sender heard these members `age` ago.
+        if hb.leaving && !self.is_legacy(&hb.node) {
+            self.leaving.insert(hb.node.clone());
+        } else {
+            self.leaving.remove(&hb.node);
+        }
+        if new_incarnation {
+            // Its earlier incarnation's dead notices, suspicion lists and their
+            // generations (its sequence numbers restarted) no longer apply.
+            self.notices.remove(&hb.node);
+            self.generations.remove(&hb.node);
+            self.reports.remove(&hb.node);
+        }
+        // A member seen again after being dead (or for the first time, or restarted)
+        // learns which IPs this node holds.
+        if self.holds_claims && hb.ready && !hb.leaving && (was != Liveness::Alive || new_incarnation) {
+            self.welcome.insert(hb.node.clone(), BROADCAST_REPEATS);
+        }
+        // Indirect evidence (previous-release members): the sender heard these members
+        // `age` ago.
         for (name, age_ms) in &hb.heard {
             if *name == self.me || *name == hb.node || !self.members.contains(name) {
                 continue;
@@ -393,6 +521,48 @@ impl Detector {
                 }
             }
         }
+        if hb.hello && !hb.leaving && self.answered.insert((hb.node.clone(), hb.incarnation)) {
+            self.answered.retain(|(n, inc)| *n != hb.node || *inc >= hb.incarnation);
+            self.greet_back.insert(hb.node.clone());
+        }
+        let mut rejudge = state_changed || new_incarnation;
+        if let Some(generation) = hb.sgen {
+            let entries = hb
+                .suspects
+                .iter()
+                .filter(|s| s.node == self.me || self.members.contains(&s.node))
+                .map(|s| (s.node.clone(), (s.inc, s.unverifiable)));
+            // Only non-empty lists are kept (judging walks them, and in steady state
+            // there are none); every sender's generation is, so that a part of an
+            // older broadcast arriving late is not taken.
+            let entries: Vec<(String, (u64, bool))> = entries.collect();
+            match self.generations.get(&hb.node).copied() {
+                Some(g) if g > generation => {}
+                Some(g) if g == generation => {
+                    if !entries.is_empty() {
+                        let r = self.reports.entry(hb.node.clone()).or_insert_with(|| Report::new(now));
+                        r.entries.extend(entries);
+                        r.received = now;
+                        rejudge = true;
+                    }
+                }
+                _ => {
+                    self.generations.insert(hb.node.clone(), generation);
+                    rejudge |= self.reports.remove(&hb.node).is_some() || !entries.is_empty();
+                    if !entries.is_empty() {
+                        let mut r = Report::new(now);
+                        r.entries.extend(entries);
+                        self.reports.insert(hb.node.clone(), r);
+                    }
+                }
+            }
+        }
+        if hb.dead.iter().any(|(n, inc)| *n == self.me && *inc == self.incarnation) {
+            // Declared dead while alive (a lost link, a stall): a new incarnation, said
+            // at once to everyone.
+            self.incarnation = self.incarnation.max(now_ms).max(self.incarnation + 1);
+            self.broadcast_soon(now);
+        }
         if !hb.leaving {
             for c in hb.claims {
                 let newer = self.claims.get(&c.ip).is_none_or(|(n, s, _)| (c.since_ms, hb.node.as_str()) > (*s, n));
@@ -401,7 +571,112 @@ impl Detector {
                 }
             }
         }
+        if rejudge {
+            self.judge(now);
+        }
+        self.last_accepted = Some(now);
         Ok(())
+    }
+
+    fn broadcast_soon(&mut self, now: Instant) {
+        self.broadcasts_left = BROADCAST_REPEATS;
+        self.next_broadcast = Some(now);
+    }
+
+    /// Whether `node` speaks only the previous release's heartbeats.
+    fn is_legacy(&self, node: &str) -> bool {
+        self.legacy.contains(node)
+    }
+
+    /// This node's verdict on each subject at `now`.
+    fn verdicts_at(&self, now: Instant) -> BTreeMap<String, (u64, bool)> {
+        let quiet = self.quiet_until.is_some_and(|q| now < q);
+        let mut out = BTreeMap::new();
+        for (s, since) in &self.subjects {
+            let p = self.peers.get(s);
+            if p.is_some_and(|p| p.leaving) {
+                continue;
+            }
+            let inc = p.map_or(0, |p| p.incarnation);
+            if self.mismatch(s, now) {
+                out.insert(s.clone(), (inc, true));
+                continue;
+            }
+            // Silent since it was last heard, or since this node began to watch it (a
+            // subject never heard is reported at incarnation 0: see `judge`).
+            let from = p.and_then(|p| p.last_direct).map_or(*since, |last| last.max(*since)).max(self.listening_since);
+            let silent = now.saturating_duration_since(from) > self.timing.suspect_after;
+            // A new suspicion waits out a stall of this node's own loop; one held stays.
+            if silent && (!quiet || self.verdicts.contains_key(s)) {
+                out.insert(s.clone(), (inc, false));
+            }
+        }
+        out
+    }
+
+    /// Judge at `now`: this node's verdicts, then who is dead by consensus.
+    fn judge(&mut self, now: Instant) {
+        self.last_judged = Some(self.last_judged.map_or(now, |l| l.max(now)));
+        let verdicts = self.verdicts_at(now);
+        if verdicts != self.verdicts {
+            self.verdicts = verdicts;
+            self.refresh_every = SUSPICION_REFRESH;
+            self.broadcast_soon(now);
+        }
+        let ttl = SUSPICION_TTL;
+        self.reports.retain(|_, r| now.saturating_duration_since(r.received) <= ttl);
+        // Candidates: every member someone suspects.
+        let mut candidates: BTreeSet<&String> = self.verdicts.keys().collect();
+        for r in self.reports.values() {
+            candidates.extend(r.entries.keys());
+        }
+        let mut dead = BTreeSet::new();
+        let mut vetoed = BTreeSet::new();
+        for x in candidates {
+            if *x == self.me || !self.members.contains(x) || self.is_legacy(x) {
+                continue;
+            }
+            let known = self.peers.get(x).map_or(0, |p| p.incarnation);
+            // Observers as the rings stood at the last judgement (a dead one skipped,
+            // its ring's next member standing in).
+            let observers = self.rings.observers(x, &self.skip);
+            // Dead when every observer suspects it, at least one of them at the newest
+            // incarnation anyone here knows (a replacement observer that never heard it
+            // reports incarnation 0; a member nobody ever heard is never dead: its Lease
+            // decides, as it does on its side).
+            let mut all = !observers.is_empty();
+            let mut newest = 0;
+            for o in &observers {
+                let v = if *o == self.me {
+                    self.verdicts.get(x).copied()
+                } else {
+                    self.reports.get(o).and_then(|r| r.entries.get(x)).copied()
+                };
+                match v {
+                    Some((_, true)) => {
+                        vetoed.insert(x.clone());
+                        all = false;
+                        break;
+                    }
+                    Some((inc, false)) => newest = newest.max(inc),
+                    None => {
+                        all = false;
+                        break;
+                    }
+                }
+            }
+            if all && newest > 0 && newest >= known {
+                dead.insert(x.clone());
+            }
+        }
+        self.dead = dead;
+        self.vetoed = vetoed;
+        let skip_now = self.skip.len() == self.dead.len() + self.leaving.len()
+            && self.dead.iter().chain(&self.leaving).all(|n| self.skip.contains(n));
+        if !skip_now {
+            self.skip = self.dead.union(&self.leaving).cloned().collect();
+            self.place(now);
+        }
     }
 
     /// What heartbeats say about `node` at `now`.
@@ -409,22 +684,48 @@ impl Detector {
         if self.mismatch(node, now) {
             return Liveness::Unknown;
         }
-        let Some(p) = self.peers.get(node) else { return Liveness::Unknown };
-        if p.leaving || !p.ready {
+        let p = self.peers.get(node);
+        if p.is_some_and(|p| p.leaving || !p.ready) {
             return Liveness::Dead;
         }
-        // Judged from the later of the last sign of life and the start of listening.
-        let silent = now.saturating_duration_since(p.last_any.max(self.listening_since));
-        if silent <= self.timing.suspect_after { Liveness::Alive } else { Liveness::Dead }
+        if self.is_legacy(node) {
+            // The previous release's rule: silent to everyone for the window.
+            let Some(p) = p else { return Liveness::Unknown };
+            let window = self.timing.suspect_after.max(LEGACY_SUSPECT_AFTER);
+            let silent = now.saturating_duration_since(p.last_any.max(self.listening_since));
+            return if silent <= window { Liveness::Alive } else { Liveness::Dead };
+        }
+        if self.dead.contains(node) {
+            return Liveness::Dead;
+        }
+        if self.vetoed.contains(node) {
+            return Liveness::Unknown;
+        }
+        // Heard from (this incarnation) and not declared dead by its observers.
+        match p {
+            Some(p) if p.last_direct.is_some() => Liveness::Alive,
+            _ => Liveness::Unknown,
+        }
     }
 
-    /// Every known peer's liveness.
+    /// Every known member's liveness.
     pub fn view(&self, now: Instant) -> BTreeMap<String, Liveness> {
-        self.peers.keys().map(|n| (n.clone(), self.liveness(n, now))).collect()
+        self.peers.keys().chain(&self.dead).chain(&self.vetoed).map(|n| (n.clone(), self.liveness(n, now))).collect()
     }
 
-    /// For this node's heartbeat: how long ago each peer was last heard directly
-    /// (peers silent for over ten suspect windows are left out).
+    /// This node's current verdicts on its subjects: subject -> (incarnation,
+    /// unverifiable); what its suspicion broadcasts say.
+    pub fn verdicts(&self) -> &BTreeMap<String, (u64, bool)> {
+        &self.verdicts
+    }
+
+    /// The members dead by their observers' consensus (leaving ones aside).
+    pub fn dead(&self) -> &BTreeSet<String> {
+        &self.dead
+    }
+
+    /// For a previous-release heartbeat: how long ago each peer was last heard
+    /// directly (peers silent for over ten suspect windows are left out).
     pub fn heard(&self, now: Instant) -> Vec<(String, u32)> {
         let horizon = self.timing.suspect_after * 10;
         self.peers
@@ -448,60 +749,156 @@ impl Detector {
             .collect()
     }
 
+    /// Every claim heard from peers within the claim window, whatever their liveness.
+    pub fn view_claims(&self) -> BTreeMap<IpAddr, String> {
+        self.claims.iter().map(|(ip, (n, _, _))| (*ip, n.clone())).collect()
+    }
+
     /// Forget claims older than the claim window. Peers are forgotten only with their
     /// Lease ([`Detector::set_members`]): their high-water marks outlive any silence.
     pub fn expire(&mut self, now: Instant) {
         let window = self.timing.claim_window;
         self.claims.retain(|_, (_, _, at)| now.saturating_duration_since(*at) <= window);
     }
-}
 
-/// The largest sealed heartbeat datagram: under a 1500-byte MTU with room for IP, UDP
-/// and tunnel headers, so heartbeats are never fragmented.
-pub const MAX_DATAGRAM: usize = 1200;
-
-/// Split a heartbeat over datagrams of at most [`MAX_DATAGRAM`] bytes once sealed: each
-/// carries the flags and a share of the heard list and the claims, with consecutive
-/// sequence numbers. Receivers take heard entries and claims as additive evidence, so
-/// the parts mean what the whole would. An entry too large for any datagram (a node
-/// name of over a kilobyte) goes alone and may be fragmented.
-pub fn heartbeats(base: &Heartbeat) -> Vec<Heartbeat> {
-    let empty = Heartbeat { heard: Vec::new(), claims: Vec::new(), ..base.clone() };
-    let overhead = MAGIC_LEN + TAG_LEN + json_len(&Heartbeat { sent_ms: Some(u64::MAX), ..empty.clone() });
-    let mut parts = vec![empty.clone()];
-    let mut size = overhead;
-    enum Entry<'a> {
-        Heard(&'a (String, u32)),
-        Claim(Claim),
-    }
-    let entries = base.heard.iter().map(Entry::Heard).chain(base.claims.iter().map(|c| Entry::Claim(*c)));
-    for e in entries {
-        // One more list entry costs its encoding and a comma; start a new part when full.
-        let n = 1 + match &e {
-            Entry::Heard(h) => json_len(h),
-            Entry::Claim(c) => json_len(c),
+    /// Judge, and say what to send at `now` (`now_ms` on the wall clock), given this
+    /// node's own state: the heartbeat to its observers each interval (and the
+    /// all-to-all one to previous-release members), a broadcast when its flags,
+    /// claims or suspicions changed (repeated, and refreshed while suspicions hold),
+    /// every claim to members that came back, and dead notices.
+    pub fn poll(&mut self, now: Instant, now_ms: u64, local: &Local) -> Vec<Outgoing> {
+        // Polled late (this node's own loop stalled): what looks like silence may be its
+        // own delay, and the datagrams that came meanwhile may not all be read yet.
+        if let Some(last) = self.last_polled
+            && now.saturating_duration_since(last) > self.timing.interval
+        {
+            self.quiet_until = Some(now + self.timing.interval);
+        }
+        self.last_polled = Some(now);
+        self.judge(now);
+        self.expire(now);
+        let recent: BTreeSet<(IpAddr, u64)> = local
+            .claims
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= self.timing.claim_window)
+            .map(|(c, _)| (c.ip, c.since_ms))
+            .collect();
+        let (ready, leaving, announced) = &self.announced;
+        if (*ready, *leaving) != (local.ready, local.leaving) || !recent.is_subset(announced) {
+            self.broadcast_soon(now);
+        }
+        self.announced = (local.ready, local.leaving, recent.clone());
+        self.holds_claims = !local.claims.is_empty();
+        let base = Heartbeat {
+            node: self.me.clone(),
+            incarnation: self.incarnation,
+            ready: local.ready,
+            leaving: local.leaving,
+            sent_ms: Some(now_ms),
+            ..Heartbeat::default()
         };
-        let last = parts.last().expect("never empty");
-        if size + n > MAX_DATAGRAM && (!last.heard.is_empty() || !last.claims.is_empty()) {
-            parts.push(empty.clone());
-            size = overhead;
+        let recent_claims: Vec<Claim> =
+            recent.iter().map(|(ip, since_ms)| Claim { ip: *ip, since_ms: *since_ms }).collect();
+        let all_claims: Vec<Claim> = local.claims.iter().map(|(c, _)| *c).collect();
+        let mut out = Vec::new();
+        let beat = self.next_beat.is_none_or(|t| now >= t);
+        if beat {
+            self.next_beat = Some(now + self.timing.interval);
+            if !self.observers.is_empty() {
+                out.push((self.observers.clone(), base.clone(), Format::V2));
+            }
+            // Previous-release members: all-to-all, with the heard list and claims.
+            let heard = if self.legacy.is_empty() { Vec::new() } else { self.heard(now) };
+            let mut by_format: BTreeMap<(bool, bool), Vec<String>> = BTreeMap::new();
+            for m in &self.legacy {
+                let welcome = self.welcome.contains_key(m);
+                by_format.entry((self.format_for(m) == Format::V2, welcome)).or_default().push(m.clone());
+            }
+            for ((v2, welcome), to) in by_format {
+                let claims = if welcome { all_claims.clone() } else { recent_claims.clone() };
+                let hb = Heartbeat { heard: heard.clone(), claims, ..base.clone() };
+                out.push((to, hb, if v2 { Format::V2 } else { Format::V1 }));
+            }
+            // Ring members that came back: every claim, once per interval.
+            let welcome: Vec<String> = match all_claims.is_empty() {
+                true => Vec::new(),
+                false => self.welcome.keys().filter(|m| !self.is_legacy(m)).cloned().collect(),
+            };
+            if !welcome.is_empty() {
+                out.push((welcome.clone(), Heartbeat { claims: all_claims.clone(), ..base.clone() }, Format::V2));
+            }
+            self.welcome.retain(|_, left| {
+                *left -= 1;
+                *left > 0
+            });
+            let hello: Vec<String> =
+                self.hello.keys().filter(|m| !welcome.contains(m) && !self.is_legacy(m)).cloned().collect();
+            if !hello.is_empty() {
+                out.push((hello, Heartbeat { hello: true, ..base.clone() }, Format::V2));
+            }
+            self.hello.retain(|_, left| {
+                *left -= 1;
+                *left > 0
+            });
         }
-        size += n;
-        let last = parts.last_mut().expect("never empty");
-        match e {
-            Entry::Heard(h) => last.heard.push(h.clone()),
-            Entry::Claim(c) => last.claims.push(c),
+        let due = self.broadcasts_left > 0 && self.next_broadcast.is_none_or(|t| now >= t);
+        let refresh = !self.verdicts.is_empty()
+            && self.last_broadcast.is_some_and(|t| now.saturating_duration_since(t) >= self.refresh_every);
+        if refresh && !due {
+            self.refresh_every = (self.refresh_every * 2).min(SUSPICION_REFRESH_MAX);
         }
+        if due || refresh {
+            self.broadcasts_left = self.broadcasts_left.saturating_sub(1);
+            self.next_broadcast = Some(now + self.timing.interval);
+            self.last_broadcast = Some(now);
+            let to: Vec<String> = self.members.iter().filter(|m| !self.is_legacy(m)).cloned().collect();
+            if !to.is_empty() {
+                let suspects = self
+                    .verdicts
+                    .iter()
+                    .map(|(n, (inc, unverifiable))| Suspicion {
+                        node: n.clone(),
+                        inc: *inc,
+                        unverifiable: *unverifiable,
+                    })
+                    .collect();
+                // `sgen` is set below, to the first part's sequence number. The first
+                // broadcasts greet every member.
+                let hello = !self.greeted_all;
+                let hb = Heartbeat { claims: recent_claims.clone(), suspects, sgen: Some(0), hello, ..base.clone() };
+                out.push((to, hb, Format::V2));
+            }
+            if self.broadcasts_left == 0 {
+                self.greeted_all = true;
+            }
+        }
+        // Members that greeted this node hear from it once, directly.
+        let back: Vec<String> =
+            std::mem::take(&mut self.greet_back).into_iter().filter(|m| !self.is_legacy(m)).collect();
+        if !back.is_empty() {
+            out.push((back, base.clone(), Format::V2));
+        }
+        let notices: Vec<String> = std::mem::take(&mut self.notices)
+            .into_iter()
+            .filter(|m| self.noticed.get(m).is_none_or(|t| now.saturating_duration_since(*t) >= self.timing.interval))
+            .collect();
+        for m in notices {
+            let inc = self.peers.get(&m).map_or(0, |p| p.incarnation);
+            self.noticed.insert(m.clone(), now);
+            out.push((vec![m.clone()], Heartbeat { dead: vec![(m, inc)], ..base.clone() }, Format::V2));
+        }
+        out.into_iter()
+            .map(|(to, mut hb, format)| {
+                hb.seq = self.seq + 1;
+                if hb.sgen.is_some() {
+                    hb.sgen = Some(hb.seq);
+                }
+                let parts = heartbeats(&hb);
+                self.seq += parts.len() as u64;
+                Outgoing { to, parts, format }
+            })
+            .collect()
     }
-    for (i, p) in parts.iter_mut().enumerate() {
-        p.seq = base.seq + i as u64;
-    }
-    parts
-}
-
-/// The length of a value's JSON, as [`seal`] encodes it.
-fn json_len<T: Serialize>(v: &T) -> usize {
-    serde_json::to_vec(v).map(|v| v.len()).unwrap_or(0)
 }
 
 #[cfg(test)]

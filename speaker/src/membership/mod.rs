@@ -2,6 +2,7 @@
 //! socket that feeds it and sends this node's heartbeats ([`socket`]).
 
 pub mod detector;
+pub mod sim;
 pub mod socket;
 
 pub use detector::{HeartbeatTiming, Liveness};

@@ -1,6 +1,6 @@
-//! The heartbeat socket around [`super::detector::Detector`]: sends this node's
-//! heartbeat to every member each interval (and at once when it takes an IP over or
-//! leaves), feeds authenticated heartbeats to the detector, and wakes the planner
+//! The heartbeat socket around [`super::detector::Detector`]: seals and sends what the
+//! detector says to send (heartbeats to this node's observers, broadcasts of takeovers,
+//! leaves and suspicions), feeds authenticated datagrams to it, and wakes the planner
 //! when a member's liveness or a claim changes.
 //!
 //! It runs on a thread of its own ([`spawn`]) with its own scheduler: planning and API
@@ -17,7 +17,7 @@ use ferrolb_common::lock;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use crate::membership::detector::{self, Claim, Detector, Format, Heartbeat, HeartbeatTiming, Liveness};
+use crate::membership::detector::{self, Claim, Detector, HeartbeatTiming, Liveness, Local};
 use crate::metrics::Metrics;
 
 /// Memberlist flags.
@@ -59,10 +59,23 @@ pub struct Membership {
     pub send_now: Notify,
     /// A heartbeat was accepted.
     pub received: Notify,
-    /// Until when this node, back from a lost link, starts no new announcement: its
-    /// caches may still be stale, and its peers re-send what they hold meanwhile.
-    pub rejoining_until: Mutex<Option<Instant>>,
+    /// This node is back from a lost link: since when, and when it first heard a
+    /// peer again. It starts no new announcement meanwhile: its caches may be stale,
+    /// and its peers re-send what they hold once they hear it.
+    pub rejoin: Mutex<Option<Rejoin>>,
 }
+
+/// A rejoin in progress.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejoin {
+    pub since: Instant,
+    pub heard: Option<Instant>,
+}
+
+/// The longest a rejoining node waits to hear a peer before it starts new
+/// announcements anyway (a peer's neighbour entry for it may need a second to
+/// resolve again after the link loss, and a node may be alone).
+pub const REJOIN_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -79,23 +92,41 @@ impl Membership {
             own: Mutex::new(BTreeMap::new()),
             send_now: Notify::new(),
             received: Notify::new(),
-            rejoining_until: Mutex::new(None),
+            rejoin: Mutex::new(None),
         }
     }
 
     /// This node can announce again after it could not (its link came back): listen
-    /// first, and start no new announcement for one `suspect_after`, by when its peers
-    /// have told it which IPs they hold (they re-send every claim to a member they see
-    /// come back), so it does not take back what they took over.
+    /// first, and start no new announcement until it has heard a peer again and one
+    /// `suspect_after` has passed since (at most [`REJOIN_MAX`]): by then its peers
+    /// have told it which IPs they hold (they re-send every claim to a member they
+    /// see come back), so it does not take back what they took over.
     pub fn rejoin(&self, now: Instant) {
-        let mut d = lock(&self.detector);
-        d.restart_listening(now);
-        *lock(&self.rejoining_until) = Some(now + d.timing().suspect_after);
+        lock(&self.detector).restart_listening(now);
+        *lock(&self.rejoin) = Some(Rejoin { since: now, heard: None });
+    }
+
+    /// When the current rejoin window ends, if one is open at `now`.
+    pub fn rejoin_deadline(&self, now: Instant) -> Option<Instant> {
+        let (last, suspect_after) = {
+            let d = lock(&self.detector);
+            (d.last_accepted(), d.timing().suspect_after)
+        };
+        let mut r = lock(&self.rejoin);
+        let rj = r.as_mut()?;
+        if rj.heard.is_none() {
+            rj.heard = last.filter(|t| *t > rj.since);
+        }
+        let end = match rj.heard {
+            Some(h) => (h + suspect_after).min(rj.since + REJOIN_MAX),
+            None => rj.since + REJOIN_MAX,
+        };
+        (now < end).then_some(end)
     }
 
     /// Whether this node is within its rejoin window at `now`.
     pub fn rejoining(&self, now: Instant) -> bool {
-        lock(&self.rejoining_until).is_some_and(|until| now < until)
+        self.rejoin_deadline(now).is_some()
     }
 
     /// The detector's timing.
@@ -188,16 +219,25 @@ impl HeartbeatThread {
 /// Told a member's name and address when its datagrams start failing authentication.
 pub type OnMismatch = Box<dyn Fn(&str, IpAddr) + Send>;
 
+/// A member heartbeats may go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Its node name.
+    pub name: String,
+    /// Where its speaker listens.
+    pub addr: SocketAddr,
+    /// It speaks the ring protocol (its Lease says so); else the previous release's.
+    pub ring: bool,
+}
+
 /// What the heartbeat loop needs besides its socket.
 pub struct Loop {
-    /// This node.
-    pub me: String,
     /// Port, keys, timing.
     pub settings: HeartbeatSettings,
     /// The state shared with the planner.
     pub membership: Arc<Membership>,
     /// The other members and where they listen.
-    pub peers: Box<dyn Fn() -> Vec<(String, SocketAddr)> + Send>,
+    pub peers: Box<dyn Fn() -> Vec<Target> + Send>,
     /// Wakes the planner.
     pub changed: Arc<Notify>,
     /// The speaker's metrics.
@@ -232,117 +272,131 @@ pub fn spawn(socket: std::net::UdpSocket, l: Loop) -> std::io::Result<HeartbeatT
     Ok(HeartbeatThread { stop: Some(stop) })
 }
 
+/// The receiving half of the loop: what it keeps between datagrams.
+struct Receiver<'a> {
+    keys: &'a [Vec<u8>],
+    membership: &'a Membership,
+    metrics: &'a Metrics,
+    warned: BTreeSet<IpAddr>,
+}
+
+impl Receiver<'_> {
+    /// Take one datagram from `from`.
+    fn take(&mut self, datagram: &[u8], from: SocketAddr, targets: &[Target]) {
+        self.metrics.heartbeat_bytes_received.inc_by(datagram.len() as u64);
+        let r = detector::open(self.keys, datagram)
+            .and_then(|(hb, format)| lock(&self.membership.detector).receive(hb, format, Instant::now(), now_ms()));
+        let e = match r {
+            Ok(()) => {
+                self.metrics.heartbeats_received.inc();
+                self.membership.received.notify_waiters();
+                return;
+            }
+            Err(e) => e,
+        };
+        self.metrics.heartbeats_rejected.with_label_values(&[e.as_str()]).inc();
+        let member = member_at(targets, from.ip());
+        // From a member's address and alive, but unverifiable (another key, a clock out
+        // of the window, a refused format): judged by its Lease, not dead.
+        let unverifiable =
+            matches!(e, detector::Reject::BadTag | detector::Reject::Stale(_) | detector::Reject::Legacy);
+        if unverifiable && let Some(m) = member {
+            lock(&self.membership.detector).auth_failed(m, Instant::now());
+        }
+        let first = matches!(e, detector::Reject::BadTag | detector::Reject::Stale(_))
+            && self.warned.insert(from.ip().to_canonical());
+        if first {
+            tracing::warn!(%from, member = member.unwrap_or("-"), error = %e, "memberlist datagram refused");
+        } else {
+            tracing::debug!(%from, error = %e, "memberlist datagram refused");
+        }
+    }
+}
+
 /// Run the heartbeat loop on `socket` until dropped.
 pub async fn run(socket: UdpSocket, l: Loop) {
-    let Loop { me, settings, membership, peers, changed, metrics, on_mismatch } = l;
+    let Loop { settings, membership, peers, changed, metrics, on_mismatch } = l;
     let timing = settings.timing;
-    lock(&membership.detector).accept_legacy(settings.legacy);
+    {
+        let mut d = lock(&membership.detector);
+        d.accept_legacy(settings.legacy);
+        d.set_incarnation(now_ms());
+    }
     let dual = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
-    let incarnation = now_ms();
-    let mut seq: u64 = 0;
-    let mut tick = tokio::time::interval(timing.interval);
+    // The detector is polled four times per interval (and after every datagram): it
+    // says when a heartbeat or broadcast is due, and judges silences.
+    let mut tick = tokio::time::interval(timing.poll_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Liveness is re-judged four times per interval, so a death is seen within a
-    // quarter interval of `suspect_after`.
-    let mut check = tokio::time::interval(timing.interval / 4);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 65_536];
     let mut last: (BTreeMap<String, Liveness>, BTreeMap<IpAddr, String>) = Default::default();
-    let mut warned_tag: std::collections::BTreeSet<IpAddr> = Default::default();
     let mut mismatched: BTreeSet<String> = BTreeSet::new();
-    // Heartbeats left that carry every IP this node holds, not only recent takeovers:
-    // a member that came back (alive after dead) learns who holds what.
-    let mut resend_all: u8 = 0;
-    let mut targets: Vec<(String, SocketAddr)> = peers();
-    lock(&membership.detector).set_members(targets.iter().map(|(n, _)| n.clone()));
+    let mut rx = Receiver { keys: &settings.keys, membership: &membership, metrics: &metrics, warned: BTreeSet::new() };
+    let mut targets: Vec<Target> = peers();
+    let mut targets_at = Instant::now();
+    let mut incarnation = lock(&membership.detector).incarnation();
     loop {
-        let mut send = false;
         tokio::select! {
-            _ = tick.tick() => { send = true; }
-            _ = check.tick() => {}
-            _ = membership.send_now.notified() => { send = true; }
+            _ = tick.tick() => {}
+            _ = membership.send_now.notified() => {}
             r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => {
-                    let r = detector::open(&settings.keys, &buf[..n]).and_then(|(hb, format)| {
-                        lock(&membership.detector).receive(hb, format, Instant::now(), now_ms())
-                    });
-                    match r {
-                        Ok(()) => {
-                            metrics.heartbeats_received.inc();
-                            membership.received.notify_waiters();
-                        }
-                        Err(e) => {
-                            metrics.heartbeats_rejected.with_label_values(&[e.as_str()]).inc();
-                            let member = member_at(&targets, from.ip());
-                            // From a member's address and alive, but unverifiable (another
-                            // key, a clock out of the window, a refused format): judged by
-                            // its Lease, not dead.
-                            let unverifiable = matches!(
-                                e,
-                                detector::Reject::BadTag | detector::Reject::Stale(_) | detector::Reject::Legacy
-                            );
-                            if unverifiable && let Some(m) = member {
-                                lock(&membership.detector).auth_failed(m, Instant::now());
-                            }
-                            let first = matches!(e, detector::Reject::BadTag | detector::Reject::Stale(_))
-                                && warned_tag.insert(from.ip().to_canonical());
-                            if first {
-                                tracing::warn!(%from, member = member.unwrap_or("-"), error = %e, "memberlist datagram refused");
-                            } else {
-                                tracing::debug!(%from, error = %e, "memberlist datagram refused");
-                            }
-                        }
-                    }
-                }
+                Ok((n, from)) => rx.take(&buf[..n], from, &targets),
                 Err(e) => tracing::debug!(error = %e, "memberlist receive failed"),
             },
         }
+        // Read whatever else has arrived before judging: after a stall of this thread,
+        // the datagrams that came meanwhile are evidence, not silence.
+        while let Ok((n, from)) = socket.try_recv_from(&mut buf) {
+            rx.take(&buf[..n], from, &targets);
+        }
         let now = Instant::now();
-        if send {
-            let hb = {
-                let d = lock(&membership.detector);
-                let own = lock(&membership.own);
-                Heartbeat {
-                    node: me.clone(),
-                    incarnation,
-                    seq,
-                    ready: membership.ready.load(Ordering::Relaxed),
-                    leaving: membership.leaving.load(Ordering::Relaxed),
-                    sent_ms: None,
-                    heard: d.heard(now),
-                    claims: own
-                        .iter()
-                        .filter(|(_, (_, at))| {
-                            resend_all > 0 || now.saturating_duration_since(*at) <= timing.claim_window
-                        })
-                        .map(|(ip, (since, _))| Claim { ip: *ip, since_ms: *since })
-                        .collect(),
-                }
-            };
-            resend_all = resend_all.saturating_sub(1);
-            let parts = detector::heartbeats(&hb);
-            seq += parts.len() as u64;
+        if now.saturating_duration_since(targets_at) >= timing.interval {
             targets = peers();
-            let formats: Vec<Format> = {
-                let mut d = lock(&membership.detector);
-                d.set_members(targets.iter().map(|(n, _)| n.clone()));
-                d.expire(now);
-                targets.iter().map(|(n, _)| d.format_for(n)).collect()
+            targets_at = now;
+        }
+        let outgoing = {
+            let local = Local {
+                ready: membership.ready.load(Ordering::Relaxed),
+                leaving: membership.leaving.load(Ordering::Relaxed),
+                claims: lock(&membership.own)
+                    .iter()
+                    .map(|(ip, (since, at))| (Claim { ip: *ip, since_ms: *since }, *at))
+                    .collect(),
             };
-            let key = &settings.keys[0];
-            let sent_ms = now_ms();
-            for part in &parts {
-                // Sealed once per format in use (each speaker is sent what it reads).
-                let mut sealed: [Option<Vec<u8>>; 2] = [None, None];
-                for ((_, t), format) in targets.iter().zip(&formats) {
-                    let slot = &mut sealed[usize::from(*format == Format::V2)];
-                    let datagram = slot.get_or_insert_with(|| detector::seal(key, part, *format, sent_ms));
-                    let to = match (dual, t) {
+            let mut d = lock(&membership.detector);
+            d.set_members_with_legacy(
+                targets.iter().filter(|t| t.ring).map(|t| t.name.clone()),
+                targets.iter().filter(|t| !t.ring).map(|t| t.name.clone()),
+            );
+            metrics.ring.with_label_values(&["observers"]).set(d.observers().len() as i64);
+            metrics.ring.with_label_values(&["subjects"]).set(d.subjects().count() as i64);
+            let out = d.poll(now, now_ms(), &local);
+            if d.incarnation() != std::mem::replace(&mut incarnation, d.incarnation()) {
+                tracing::info!(
+                    incarnation = d.incarnation(),
+                    "this node's observers had declared it dead (a lost link, a stall): alive again under a new incarnation"
+                );
+            }
+            for o in out.iter().filter(|o| o.parts.iter().any(|p| !p.dead.is_empty())) {
+                tracing::info!(peer = ?o.to, "telling a member heard after its observers declared it dead");
+            }
+            out
+        };
+        let key = &settings.keys[0];
+        let sent_ms = now_ms();
+        for out in &outgoing {
+            for part in &out.parts {
+                let datagram = detector::seal(key, part, out.format, sent_ms);
+                for name in &out.to {
+                    let Some(t) = targets.iter().find(|t| t.name == *name) else { continue };
+                    let to = match (dual, t.addr) {
                         (true, SocketAddr::V4(a)) => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
-                        _ => *t,
+                        (_, a) => a,
                     };
-                    match socket.send_to(datagram, to).await {
-                        Ok(_) => metrics.heartbeats_sent.inc(),
+                    match socket.send_to(&datagram, to).await {
+                        Ok(n) => {
+                            metrics.heartbeats_sent.inc();
+                            metrics.heartbeat_bytes_sent.inc_by(n as u64);
+                        }
                         Err(e) => tracing::debug!(%to, error = %e, "heartbeat not sent"),
                     }
                 }
@@ -355,14 +409,15 @@ pub async fn run(socket: UdpSocket, l: Loop) {
             (d.view(now), claims, d.mismatched(now).into_iter().collect::<BTreeSet<String>>())
         };
         for m in now_mismatched.difference(&mismatched) {
-            if let Some((_, addr)) = targets.iter().find(|(n, _)| n == m) {
-                on_mismatch(m, addr.ip());
+            if let Some(t) = targets.iter().find(|t| t.name == *m) {
+                on_mismatch(m, t.addr.ip());
             }
         }
         if now_mismatched.len() < mismatched.len() {
             // A mismatch that ended may warn again if it comes back.
-            warned_tag
-                .retain(|ip| targets.iter().any(|(n, a)| a.ip().to_canonical() == *ip && now_mismatched.contains(n)));
+            rx.warned.retain(|ip| {
+                targets.iter().any(|t| t.addr.ip().to_canonical() == *ip && now_mismatched.contains(&t.name))
+            });
         }
         mismatched = now_mismatched;
         count_peers(&metrics, &targets, &view, &mismatched);
@@ -371,12 +426,9 @@ pub async fn run(socket: UdpSocket, l: Loop) {
                 let before = last.0.get(node).copied();
                 if *l == Liveness::Dead && before == Some(Liveness::Alive) {
                     metrics.peers_dead.inc();
-                    tracing::info!(peer = %node, "peer dead: no heartbeat from anyone within suspect-after, or it left");
+                    tracing::info!(peer = %node, "peer dead: its observers lost it, or it left");
                 } else if *l == Liveness::Alive && before == Some(Liveness::Dead) {
                     tracing::info!(peer = %node, "peer alive again");
-                    // Three heartbeats, so that one lost datagram loses nothing.
-                    resend_all = 3;
-                    membership.send_now.notify_one();
                 }
             }
             last = (view, claims);
@@ -386,20 +438,20 @@ pub async fn run(socket: UdpSocket, l: Loop) {
 }
 
 /// The member listening at `ip` (a v4-mapped source counts as its IPv4 address).
-fn member_at(targets: &[(String, SocketAddr)], ip: IpAddr) -> Option<&str> {
+fn member_at(targets: &[Target], ip: IpAddr) -> Option<&str> {
     let ip = ip.to_canonical();
-    targets.iter().find(|(_, a)| a.ip().to_canonical() == ip).map(|(n, _)| n.as_str())
+    targets.iter().find(|t| t.addr.ip().to_canonical() == ip).map(|t| t.name.as_str())
 }
 
 /// Set `ferrolb_memberlist_peers`: each member heartbeats go to, by what they say of it.
 fn count_peers(
     metrics: &Metrics,
-    targets: &[(String, SocketAddr)],
+    targets: &[Target],
     view: &BTreeMap<String, Liveness>,
     mismatched: &BTreeSet<String>,
 ) {
     let mut counts = [0i64; 4];
-    for (name, _) in targets {
+    for Target { name, .. } in targets {
         let i = match view.get(name) {
             _ if mismatched.contains(name) => 3,
             Some(Liveness::Alive) => 0,
