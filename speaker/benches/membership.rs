@@ -253,8 +253,11 @@ fn section_two(quick: bool, soak: u64, timing: HeartbeatTiming) {
     while t + Duration::from_secs(5) < end {
         t += Duration::from_secs(5);
         sim.run_until(t);
-        let victim = (k * 7919 + 101) % n;
-        if victim != busy && victim != lossy && sim.running(victim) {
+        let mut victim = (k * 7919 + 101) % n;
+        while victim == busy || victim == lossy {
+            victim = (victim + 3) % n;
+        }
+        if sim.running(victim) {
             sim.crash(victim);
         }
         k += 1;

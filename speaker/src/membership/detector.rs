@@ -80,6 +80,9 @@ pub const SUSPICION_TTL: Duration = Duration::from_secs(150);
 /// How many times a broadcast (a state change, a takeover, a new suspicion list, a
 /// refutation) is sent, one interval apart: one lost datagram loses nothing.
 pub const BROADCAST_REPEATS: u8 = 3;
+/// Members not heard directly yet are greeted again this often, this many at a time.
+pub const GREET_EVERY: Duration = Duration::from_secs(1);
+pub const GREET_BATCH: usize = 64;
 /// The previous release's speakers heartbeat every 100 ms; they are judged dead after
 /// at least this much silence, whatever this node's own `suspect_after`.
 pub const LEGACY_SUSPECT_AFTER: Duration = Duration::from_millis(300);
@@ -219,11 +222,9 @@ pub struct Detector {
     vetoed: BTreeSet<String>,
     /// When a datagram was last accepted.
     last_accepted: Option<Instant>,
-    /// When the last judgement ran, and until when no new suspicion is raised (this
-    /// node's own loop was stalled: what looks like silence may be its own delay).
+    /// When the last judgement and the last poll ran.
     last_judged: Option<Instant>,
     last_polled: Option<Instant>,
-    quiet_until: Option<Instant>,
     // What to send next.
     next_beat: Option<Instant>,
     broadcasts_left: u8,
@@ -239,12 +240,13 @@ pub struct Detector {
     holds_claims: bool,
     /// Members that joined since this node started, to greet, and how often.
     hello: BTreeMap<String, u8>,
+    /// When members not heard yet are greeted again.
+    next_greeting: Option<Instant>,
     /// Whether this node's first broadcasts (which greet every member) are done.
     greeted_all: bool,
-    /// Members that greeted this node, to answer once; and the (member, incarnation)
-    /// pairs already answered.
+    /// Members that greeted this node, to answer; and when each was last answered.
     greet_back: BTreeSet<String>,
-    answered: BTreeSet<(String, u64)>,
+    answered: BTreeMap<String, Instant>,
     /// Members to tell they are dead, and when each was last told.
     notices: BTreeSet<String>,
     noticed: BTreeMap<String, Instant>,
@@ -278,7 +280,6 @@ impl Detector {
             last_accepted: None,
             last_judged: None,
             last_polled: None,
-            quiet_until: None,
             next_beat: None,
             broadcasts_left: 0,
             next_broadcast: None,
@@ -288,9 +289,10 @@ impl Detector {
             welcome: BTreeMap::new(),
             holds_claims: false,
             hello: BTreeMap::new(),
+            next_greeting: None,
             greeted_all: false,
             greet_back: BTreeSet::new(),
-            answered: BTreeSet::new(),
+            answered: BTreeMap::new(),
             notices: BTreeSet::new(),
             noticed: BTreeMap::new(),
         }
@@ -353,7 +355,7 @@ impl Detector {
         self.welcome.retain(|n, _| members.contains(n));
         self.hello.retain(|n, _| members.contains(n));
         self.greet_back.retain(|n| members.contains(n));
-        self.answered.retain(|(n, _)| members.contains(n));
+        self.answered.retain(|n, _| members.contains(n));
         self.notices.retain(|n| members.contains(n));
         self.noticed.retain(|n, _| members.contains(n));
         self.rings = Rings::new(ring.iter().chain([&self.me]));
@@ -521,8 +523,13 @@ impl Detector {
                 }
             }
         }
-        if hb.hello && !hb.leaving && self.answered.insert((hb.node.clone(), hb.incarnation)) {
-            self.answered.retain(|(n, inc)| *n != hb.node || *inc >= hb.incarnation);
+        // Greetings are answered at most once a second per member (a first broadcast
+        // repeats its greeting three times; a lost answer is asked for again).
+        if hb.hello
+            && !hb.leaving
+            && self.answered.get(&hb.node).is_none_or(|t| now.saturating_duration_since(*t) >= GREET_EVERY)
+        {
+            self.answered.insert(hb.node.clone(), now);
             self.greet_back.insert(hb.node.clone());
         }
         let mut rejudge = state_changed || new_incarnation;
@@ -588,9 +595,18 @@ impl Detector {
         self.legacy.contains(node)
     }
 
+    /// Do not count `stalled` as silence of any subject: each one's silence is judged
+    /// from that much later.
+    fn credit_stall(&mut self, stalled: Duration) {
+        for (s, since) in self.subjects.iter_mut() {
+            let heard = self.peers.get(s).and_then(|p| p.last_direct);
+            let from = heard.map_or(*since, |h| h.max(*since)).max(self.listening_since);
+            *since = (*since).max(from + stalled);
+        }
+    }
+
     /// This node's verdict on each subject at `now`.
     fn verdicts_at(&self, now: Instant) -> BTreeMap<String, (u64, bool)> {
-        let quiet = self.quiet_until.is_some_and(|q| now < q);
         let mut out = BTreeMap::new();
         for (s, since) in &self.subjects {
             let p = self.peers.get(s);
@@ -606,8 +622,12 @@ impl Detector {
             // subject never heard is reported at incarnation 0: see `judge`).
             let from = p.and_then(|p| p.last_direct).map_or(*since, |last| last.max(*since)).max(self.listening_since);
             let silent = now.saturating_duration_since(from) > self.timing.suspect_after;
-            // A new suspicion waits out a stall of this node's own loop; one held stays.
-            if silent && (!quiet || self.verdicts.contains_key(s)) {
+            // A held suspicion ends only when the subject is heard again (a stall credit
+            // moves `since`, not the evidence).
+            let held = self.verdicts.contains_key(s)
+                && p.and_then(|p| p.last_direct)
+                    .is_none_or(|h| now.saturating_duration_since(h) > self.timing.suspect_after);
+            if silent || held {
                 out.insert(s.clone(), (inc, false));
             }
         }
@@ -767,12 +787,14 @@ impl Detector {
     /// claims or suspicions changed (repeated, and refreshed while suspicions hold),
     /// every claim to members that came back, and dead notices.
     pub fn poll(&mut self, now: Instant, now_ms: u64, local: &Local) -> Vec<Outgoing> {
-        // Polled late (this node's own loop stalled): what looks like silence may be its
-        // own delay, and the datagrams that came meanwhile may not all be read yet.
-        if let Some(last) = self.last_polled
-            && now.saturating_duration_since(last) > self.timing.interval
-        {
-            self.quiet_until = Some(now + self.timing.interval);
+        // Polled late (this node's own loop stalled, its CPU starved): the time it did
+        // not run is not counted as its subjects' silence; a stalled observer judges
+        // only what it could have heard.
+        if let Some(last) = self.last_polled {
+            let late = now.saturating_duration_since(last).saturating_sub(self.timing.poll_every());
+            if late > self.timing.poll_every() {
+                self.credit_stall(late);
+            }
         }
         self.last_polled = Some(now);
         self.judge(now);
@@ -831,8 +853,30 @@ impl Detector {
                 *left -= 1;
                 *left > 0
             });
-            let hello: Vec<String> =
+            let mut hello: Vec<String> =
                 self.hello.keys().filter(|m| !welcome.contains(m) && !self.is_legacy(m)).cloned().collect();
+            // Members never heard directly are greeted again every second (a greeting
+            // is lost when it reaches a speaker that holds its Lease but has not bound
+            // its heartbeat port yet), at most GREET_BATCH at a time.
+            // (The first broadcasts greet everyone: the first round comes a second later.)
+            let greet_now = match self.next_greeting {
+                Some(t) if now < t => false,
+                at => {
+                    self.next_greeting = Some(now + GREET_EVERY);
+                    at.is_some()
+                }
+            };
+            if greet_now {
+                let unheard = self
+                    .members
+                    .iter()
+                    .filter(|m| !self.is_legacy(m) && !hello.contains(m) && !welcome.contains(m))
+                    .filter(|m| self.peers.get(*m).is_none_or(|p| p.last_direct.is_none()))
+                    .take(GREET_BATCH)
+                    .cloned()
+                    .collect::<Vec<_>>();
+                hello.extend(unheard);
+            }
             if !hello.is_empty() {
                 out.push((hello, Heartbeat { hello: true, ..base.clone() }, Format::V2));
             }
