@@ -553,3 +553,21 @@ fn a_restarted_member_s_suspicion_lists_count_although_its_sequence_restarted() 
     rx(&mut d, list(3, 2, &["n4"]), t0 + ms(30)).unwrap();
     assert!(d.reports["n2"].entries.contains_key("n4"), "the new incarnation's lists count");
 }
+
+#[test]
+fn on_an_overloaded_machine_where_every_poll_is_late_a_crash_is_still_seen_within_half_a_second() {
+    // Every speaker's heartbeat thread is descheduled for 15-35 ms, often (40
+    // speakers on 2 cores): its timers fire late all the time.
+    let mut sim = Sim::new(30, HeartbeatTiming::default(), Net::default(), 9);
+    let busy = crate::membership::sim::Stalls { every: ms(40), min: ms(15), max: ms(35) };
+    for i in 0..30 {
+        sim.saturate(i, busy, secs(20));
+    }
+    sim.run_until(secs(3));
+    sim.crash(11);
+    sim.run_until(secs(5));
+    for d in sim.detection(&sim.watches[0]) {
+        assert!(d.expect("seen") <= ms(500), "{d:?}");
+    }
+    assert!(sim.false_deaths.is_empty(), "{:?}", sim.false_deaths);
+}
