@@ -171,6 +171,22 @@ pub struct Local {
     pub claims: Vec<(Claim, Instant)>,
 }
 
+/// Since when a subject watched since `since` counts as silent: since it was last
+/// heard, since this node began to watch it, or since it (re)started listening,
+/// whichever is latest.
+fn silent_since(peer: Option<&Peer>, since: Instant, listening_since: Instant) -> Instant {
+    peer.and_then(|p| p.last_direct).map_or(since, |heard| heard.max(since)).max(listening_since)
+}
+
+/// One more interval gone for each member in `left` (sends still owed to it); those
+/// with none left are dropped.
+fn count_down(left: &mut BTreeMap<String, u8>) {
+    left.retain(|_, n| {
+        *n -= 1;
+        *n > 0
+    });
+}
+
 /// Datagrams to send: `parts` (each one datagram, with its own sequence number) to
 /// each of `to`, in `format`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -543,25 +559,18 @@ impl Detector {
             // there are none); every sender's generation is, so that a part of an
             // older broadcast arriving late is not taken.
             let entries: Vec<(String, (u64, bool))> = entries.collect();
-            match self.generations.get(&hb.node).copied() {
-                Some(g) if g > generation => {}
-                Some(g) if g == generation => {
-                    if !entries.is_empty() {
-                        let r = self.reports.entry(hb.node.clone()).or_insert_with(|| Report::new(now));
-                        r.entries.extend(entries);
-                        r.received = now;
-                        rejudge = true;
-                    }
-                }
-                _ => {
-                    self.generations.insert(hb.node.clone(), generation);
-                    rejudge |= self.reports.remove(&hb.node).is_some() || !entries.is_empty();
-                    if !entries.is_empty() {
-                        let mut r = Report::new(now);
-                        r.entries.extend(entries);
-                        self.reports.insert(hb.node.clone(), r);
-                    }
-                }
+            let known = self.generations.get(&hb.node).copied();
+            if known.is_none_or(|g| g < generation) {
+                // A newer list replaces the sender's previous one.
+                self.generations.insert(hb.node.clone(), generation);
+                rejudge |= self.reports.remove(&hb.node).is_some();
+            }
+            // A part of the newest list (not of an older broadcast arriving late) adds up.
+            if known.is_none_or(|g| g <= generation) && !entries.is_empty() {
+                let r = self.reports.entry(hb.node.clone()).or_insert_with(|| Report::new(now));
+                r.entries.extend(entries);
+                r.received = now;
+                rejudge = true;
             }
         }
         if hb.dead.iter().any(|(n, inc)| *n == self.me && *inc == self.incarnation) {
@@ -599,8 +608,7 @@ impl Detector {
     /// from that much later.
     fn credit_stall(&mut self, stalled: Duration) {
         for (s, since) in self.subjects.iter_mut() {
-            let heard = self.peers.get(s).and_then(|p| p.last_direct);
-            let from = heard.map_or(*since, |h| h.max(*since)).max(self.listening_since);
+            let from = silent_since(self.peers.get(s), *since, self.listening_since);
             *since = (*since).max(from + stalled);
         }
     }
@@ -618,9 +626,8 @@ impl Detector {
                 out.insert(s.clone(), (inc, true));
                 continue;
             }
-            // Silent since it was last heard, or since this node began to watch it (a
-            // subject never heard is reported at incarnation 0: see `judge`).
-            let from = p.and_then(|p| p.last_direct).map_or(*since, |last| last.max(*since)).max(self.listening_since);
+            // (A subject never heard is reported at incarnation 0: see `judge`.)
+            let from = silent_since(p, *since, self.listening_since);
             let silent = now.saturating_duration_since(from) > self.timing.suspect_after;
             // A held suspicion ends only when the subject is heard again (a stall credit
             // moves `since`, not the evidence).
@@ -733,12 +740,6 @@ impl Detector {
         self.peers.keys().chain(&self.dead).chain(&self.vetoed).map(|n| (n.clone(), self.liveness(n, now))).collect()
     }
 
-    /// This node's current verdicts on its subjects: subject -> (incarnation,
-    /// unverifiable); what its suspicion broadcasts say.
-    pub fn verdicts(&self) -> &BTreeMap<String, (u64, bool)> {
-        &self.verdicts
-    }
-
     /// The members dead by their observers' consensus (leaving ones aside).
     pub fn dead(&self) -> &BTreeSet<String> {
         &self.dead
@@ -767,11 +768,6 @@ impl Detector {
             })
             .map(|(ip, (n, s, _))| (*ip, (n.clone(), *s)))
             .collect()
-    }
-
-    /// Every claim heard from peers within the claim window, whatever their liveness.
-    pub fn view_claims(&self) -> BTreeMap<IpAddr, String> {
-        self.claims.iter().map(|(ip, (n, _, _))| (*ip, n.clone())).collect()
     }
 
     /// Forget claims older than the claim window. Peers are forgotten only with their
@@ -849,10 +845,7 @@ impl Detector {
             if !welcome.is_empty() {
                 out.push((welcome.clone(), Heartbeat { claims: all_claims.clone(), ..base.clone() }, Format::V2));
             }
-            self.welcome.retain(|_, left| {
-                *left -= 1;
-                *left > 0
-            });
+            count_down(&mut self.welcome);
             let mut hello: Vec<String> =
                 self.hello.keys().filter(|m| !welcome.contains(m) && !self.is_legacy(m)).cloned().collect();
             // Members never heard directly are greeted again every second (a greeting
@@ -880,10 +873,7 @@ impl Detector {
             if !hello.is_empty() {
                 out.push((hello, Heartbeat { hello: true, ..base.clone() }, Format::V2));
             }
-            self.hello.retain(|_, left| {
-                *left -= 1;
-                *left > 0
-            });
+            count_down(&mut self.hello);
         }
         let due = self.broadcasts_left > 0 && self.next_broadcast.is_none_or(|t| now >= t);
         let refresh = !self.verdicts.is_empty()

@@ -133,7 +133,6 @@ impl Sim {
         let t0 = Instant::now();
         let names: Vec<String> = (0..n).map(|i| format!("node-{i:04}")).collect();
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        let mut rng = StdRng::seed_from_u64(seed);
         let mut nodes = Vec::with_capacity(n);
         for (i, name) in names.iter().enumerate() {
             let mut det = Detector::new(name, timing, t0);
@@ -147,7 +146,7 @@ impl Sim {
             now: Duration::ZERO,
             timing,
             net,
-            rng: StdRng::seed_from_u64(0),
+            rng: StdRng::seed_from_u64(seed),
             queue: BinaryHeap::new(),
             order: 0,
             names,
@@ -159,10 +158,9 @@ impl Sim {
             falsely_dead: BTreeSet::new(),
         };
         for i in 0..n {
-            let phase = Duration::from_micros(rng.random_range(0..timing.interval.as_micros() as u64));
+            let phase = Duration::from_micros(sim.rng.random_range(0..timing.interval.as_micros() as u64));
             sim.push(phase, Event::Poll(i));
         }
-        sim.rng = rng;
         sim
     }
 

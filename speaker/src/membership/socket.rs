@@ -332,6 +332,7 @@ pub async fn run(socket: UdpSocket, l: Loop) {
     let mut mismatched: BTreeSet<String> = BTreeSet::new();
     let mut rx = Receiver { keys: &settings.keys, membership: &membership, metrics: &metrics, warned: BTreeSet::new() };
     let mut targets: Vec<Target> = peers();
+    set_members(&membership, &targets);
     let mut targets_at = Instant::now();
     let mut incarnation = lock(&membership.detector).incarnation();
     loop {
@@ -352,6 +353,7 @@ pub async fn run(socket: UdpSocket, l: Loop) {
         if now.saturating_duration_since(targets_at) >= timing.interval {
             targets = peers();
             targets_at = now;
+            set_members(&membership, &targets);
         }
         let outgoing = {
             let local = Local {
@@ -363,10 +365,6 @@ pub async fn run(socket: UdpSocket, l: Loop) {
                     .collect(),
             };
             let mut d = lock(&membership.detector);
-            d.set_members_with_legacy(
-                targets.iter().filter(|t| t.ring).map(|t| t.name.clone()),
-                targets.iter().filter(|t| !t.ring).map(|t| t.name.clone()),
-            );
             metrics.ring.with_label_values(&["observers"]).set(d.observers().len() as i64);
             metrics.ring.with_label_values(&["subjects"]).set(d.subjects().count() as i64);
             let out = d.poll(now, now_ms(), &local);
@@ -435,6 +433,15 @@ pub async fn run(socket: UdpSocket, l: Loop) {
             changed.notify_one();
         }
     }
+}
+
+/// Tell the detector who the members are (only when `targets` was read again: the
+/// member set changes with Leases, not with every datagram).
+fn set_members(membership: &Membership, targets: &[Target]) {
+    lock(&membership.detector).set_members_with_legacy(
+        targets.iter().filter(|t| t.ring).map(|t| t.name.clone()),
+        targets.iter().filter(|t| !t.ring).map(|t| t.name.clone()),
+    );
 }
 
 /// The member listening at `ip` (a v4-mapped source counts as its IPv4 address).

@@ -458,7 +458,7 @@ fn a_member_declared_dead_while_alive_refutes_it_and_learns_who_holds_what() {
     sim.run_until(secs(3) + ms(300) + ms(200));
     assert!(sim.detector(3).incarnation() > inc);
     assert!((0..12).filter(|j| *j != 3).all(|j| sim.liveness(j, 3) == Liveness::Alive));
-    assert!(sim.detector(3).view_claims().contains_key(&ip), "node 3 learnt node 8's claim");
+    assert!(sim.detector(3).claims.contains_key(&ip), "node 3 learnt node 8's claim");
 }
 
 #[test]
