@@ -276,5 +276,26 @@ fn section_two(quick: bool, soak: u64, timing: HeartbeatTiming) {
     for (o, s, at) in sim.false_deaths.iter().take(10) {
         println!("  false death: {} judged {} dead at {:.3} s", sim.name(*o), sim.name(*s), at.as_secs_f64());
     }
+    println!(
+        "  crashed nodes judged alive again after being judged dead (their IPs would move back): {} (node, crashed) pairs",
+        sim.resurrections.len()
+    );
+    // Who did not see a crash, if anyone: the special nodes are named.
+    let role = |j: usize| match j {
+        _ if j == busy => " (the CPU-saturated node)",
+        _ if j == lossy => " (the half-cut node)",
+        _ => "",
+    };
+    for w in sim.watches.iter().filter(|w| !sim.running(w.node)) {
+        for j in (0..n).filter(|j| *j != w.node && sim.running(*j) && !w.seen.contains_key(j)) {
+            println!(
+                "  missed: {}{} never judged {} (crashed at {:.1} s) dead",
+                sim.name(j),
+                role(j),
+                sim.name(w.node),
+                w.at.as_secs_f64()
+            );
+        }
+    }
     assert!(sim.running(lossy), "the lossy node was never crashed");
 }

@@ -236,6 +236,8 @@ pub struct Detector {
     /// Members dead by consensus, and those some observer cannot authenticate.
     dead: BTreeSet<String>,
     vetoed: BTreeSet<String>,
+    /// The incarnation each dead member died at: it stays dead until heard at a newer one.
+    dead_at: BTreeMap<String, u64>,
     /// When a datagram was last accepted.
     last_accepted: Option<Instant>,
     /// When the last judgement and the last poll ran.
@@ -292,6 +294,7 @@ impl Detector {
             generations: BTreeMap::new(),
             leaving: BTreeSet::new(),
             dead: BTreeSet::new(),
+            dead_at: BTreeMap::new(),
             vetoed: BTreeSet::new(),
             last_accepted: None,
             last_judged: None,
@@ -657,7 +660,7 @@ impl Detector {
         for r in self.reports.values() {
             candidates.extend(r.entries.keys());
         }
-        let mut dead = BTreeSet::new();
+        let mut dead = BTreeMap::new();
         let mut vetoed = BTreeSet::new();
         for x in candidates {
             if *x == self.me || !self.members.contains(x) || self.is_legacy(x) {
@@ -693,10 +696,23 @@ impl Detector {
                 }
             }
             if all && newest > 0 && newest >= known {
-                dead.insert(x.clone());
+                dead.insert(x.clone(), newest);
             }
         }
-        self.dead = dead;
+        // Dead stays dead at that incarnation until the member is heard at a newer one
+        // (it refuted, or restarted), whatever happens to its observers meanwhile: the
+        // death of one puts a stand-in in its place that never heard the dead member,
+        // and the consensus would be lost until the stand-in suspected it too (found on
+        // the wire: dead members alive again everywhere, flapping, for seconds).
+        for (x, inc) in &self.dead_at {
+            let known = self.peers.get(x).map_or(0, |p| p.incarnation);
+            if !dead.contains_key(x) && self.members.contains(x) && !self.is_legacy(x) && known <= *inc {
+                dead.insert(x.clone(), *inc);
+                vetoed.remove(x);
+            }
+        }
+        self.dead = dead.keys().cloned().collect();
+        self.dead_at = dead;
         self.vetoed = vetoed;
         let skip_now = self.skip.len() == self.dead.len() + self.leaving.len()
             && self.dead.iter().chain(&self.leaving).all(|n| self.skip.contains(n));

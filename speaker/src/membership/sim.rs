@@ -124,6 +124,9 @@ pub struct Sim {
     pub false_deaths: Vec<(usize, usize, Duration)>,
     /// Pairs currently judged falsely dead (so an episode counts once).
     falsely_dead: BTreeSet<(usize, usize)>,
+    /// (node, crashed, when): a crashed node that `node` had judged dead judged alive
+    /// again (its IPs would move back to a dead node); once per pair.
+    pub resurrections: Vec<(usize, usize, Duration)>,
 }
 
 impl Sim {
@@ -156,6 +159,7 @@ impl Sim {
             watches: Vec::new(),
             false_deaths: Vec::new(),
             falsely_dead: BTreeSet::new(),
+            resurrections: Vec::new(),
         };
         for i in 0..n {
             let phase = Duration::from_micros(sim.rng.random_range(0..timing.interval.as_micros() as u64));
@@ -358,11 +362,20 @@ impl Sim {
     fn observe(&mut self, i: usize) {
         let now = self.t0 + self.now;
         for w in &mut self.watches {
-            if w.node != i
-                && !w.seen.contains_key(&i)
-                && self.nodes[i].det.liveness(&self.names[w.node], now) == Liveness::Dead
-            {
+            if w.node == i {
+                continue;
+            }
+            let dead = self.nodes[i].det.liveness(&self.names[w.node], now) == Liveness::Dead;
+            if dead && !w.seen.contains_key(&i) {
                 w.seen.insert(i, self.now - w.at);
+            }
+            let crashed = !self.nodes[w.node].running;
+            if crashed
+                && !dead
+                && w.seen.contains_key(&i)
+                && !self.resurrections.iter().any(|(o, s, _)| (*o, *s) == (i, w.node))
+            {
+                self.resurrections.push((i, w.node, self.now));
             }
         }
         let dead: Vec<usize> = self.nodes[i].det.dead().iter().filter_map(|n| self.index.get(n).copied()).collect();

@@ -476,6 +476,28 @@ fn a_member_and_one_of_its_observers_crashing_together_is_still_detected_in_half
 }
 
 #[test]
+fn a_dead_member_stays_dead_when_one_of_its_observers_dies_after_it() {
+    // Found on the wire: the observer's death changes the dead member's observers (the
+    // next on that ring stands in, and has never heard it), and the consensus on it
+    // was lost until the stand-in suspected it too: it was alive again everywhere, for
+    // up to seconds, flapping.
+    let t = HeartbeatTiming::default();
+    let mut sim = Sim::new(30, t, Net::default(), 8);
+    sim.run_until(secs(2));
+    let obs = observers_of(&sim, 9);
+    sim.crash(9);
+    sim.run_until(secs(3));
+    assert!(sim.detection(&sim.watches[0]).iter().all(Option::is_some));
+    sim.crash(obs[0]);
+    sim.run_until(secs(6));
+    assert!(sim.resurrections.is_empty(), "{:?}", sim.resurrections);
+    for d in sim.detection(&sim.watches[1]) {
+        assert!(d.expect("the observer's death is seen too") <= ms(500), "{d:?}");
+    }
+    assert!(sim.false_deaths.is_empty(), "{:?}", sim.false_deaths);
+}
+
+#[test]
 fn one_percent_loss_and_a_stalling_node_fail_nobody_over() {
     let mut sim = Sim::new(40, HeartbeatTiming::default(), Net { loss: 0.01, ..Net::default() }, 7);
     sim.saturate(2, crate::membership::sim::Stalls { every: ms(500), min: ms(10), max: ms(100) }, secs(30));
