@@ -8,7 +8,8 @@
 //! 2. Speakers killed one at a time (SIGKILL, nothing restarts them): detection at
 //!    every other speaker, from its log line `peer dead ... peer=<node>`.
 //!
-//! Needs root. `cargo bench -p ferrolb-e2e --bench membership_wire`; without `--bench`
+//! Needs root. `cargo bench -p ferrolb-e2e --bench membership_wire` (`FERROLB_BENCH_KEEP=1`
+//! keeps the speakers' logs); without `--bench`
 //! (CI's `cargo test --benches`) a 5-node smoke run.
 
 use std::time::{Duration, Instant};
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant};
 use ferrolb_e2e::bench::peak_rss_mib;
 use ferrolb_e2e::sandbox::{Families, Options, Sandbox};
 use ferrolb_e2e::topology::privileged;
-use ferrolb_e2e::wait::eventually;
 use ferrolb_speaker::membership::HeartbeatTiming;
+use ferrolb_speaker::membership::detector::ring::Rings;
 use ferrolb_speaker::membership::sim::{Net, Sim};
 
 const COUNTERS: [&str; 4] = [
@@ -86,7 +87,10 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let opts = Options { nodes: n, families: Families::V4, ..Options::default() };
+    let mut opts = Options { nodes: n, families: Families::V4, ..Options::default() };
+    if let Ok(filter) = std::env::var("FERROLB_BENCH_SPEAKER_LOG") {
+        opts.values = serde_json::json!({"log": {"level": filter}});
+    }
     let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !sb.state.speakers_hear_each_other() {
@@ -167,21 +171,54 @@ fn main() {
         if killed.contains(&victim) {
             continue;
         }
+        // Its observers on the rings (the speakers killed before are dead everywhere).
+        let names: Vec<String> = sb.state.nodes.iter().map(|n| n.name.clone()).collect();
+        let skip: std::collections::BTreeSet<String> = killed.iter().cloned().collect();
+        let observers = Rings::new(names.iter().filter(|n| !skip.contains(*n))).observers(&victim, &skip);
         let since = chrono::Utc::now();
         sb.signal_pod(&format!("speaker/{victim}"), "-KILL", true).expect("kill the speaker");
-        let seen = eventually("every other speaker logs it dead", Duration::from_secs(15), || {
+        let sent = (chrono::Utc::now() - since).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        // Every other speaker logs it dead, or 15 s pass: those that did not are named
+        // (with what their metrics say), and counted as missed.
+        let limit = Instant::now() + Duration::from_secs(15);
+        let seen = loop {
             let d = detections(&sb, &victim, since, &killed);
-            d.iter().all(Option::is_some).then_some(d)
-        });
+            if d.iter().all(Option::is_some) || Instant::now() > limit {
+                break d;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let others = names.iter().filter(|m| **m != victim && !skip.contains(*m));
+        for (m, _) in others.clone().zip(&seen).filter(|(_, d)| d.is_none()) {
+            let metrics = sb.state.speaker_metrics(m);
+            let count =
+                |st: &str| ferrolb_e2e::sandbox::metric_sum(&metrics, "ferrolb_memberlist_peers", Some(("state", st)));
+            println!(
+                "  {m} did not judge {victim} dead within 15 s: it counts {} alive, {} dead, {} unheard, {} mismatched \
+                 peers{}",
+                count("alive"),
+                count("dead"),
+                count("unheard"),
+                count("mismatched"),
+                if observers.contains(m) { " (an observer)" } else { "" }
+            );
+        }
+        let by_observers: Vec<String> = others
+            .zip(&seen)
+            .filter(|(m, _)| observers.contains(m))
+            .map(|(m, d)| format!("{m} {}", d.map_or("-".into(), |d| format!("{d:.0} ms"))))
+            .collect();
         killed.push(victim.clone());
         let mut v: Vec<f64> = seen.into_iter().flatten().collect();
         missed += (n - killed.len()).saturating_sub(v.len());
         v.sort_by(f64::total_cmp);
         println!(
-            "  {victim}: seen by {} speakers, p50 {:.0} ms, max {:.0} ms",
+            "  {victim}: seen by {} speakers, p50 {:.0} ms, max {:.0} ms; by its observers: {}; the kill took \
+             {sent:.0} ms to send",
             v.len(),
             pct(&v, 0.5),
-            v.last().copied().unwrap_or(f64::NAN)
+            v.last().copied().unwrap_or(f64::NAN),
+            by_observers.join(", "),
         );
         all.extend(v);
         std::thread::sleep(Duration::from_secs(1));
@@ -195,4 +232,7 @@ fn main() {
         all.last().copied().unwrap_or(f64::NAN)
     );
     drop(sb);
+    if std::env::var_os("FERROLB_BENCH_KEEP").is_some() {
+        println!("logs kept in {}", dir.keep().display());
+    }
 }

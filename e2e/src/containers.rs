@@ -387,9 +387,10 @@ impl Kubelet {
         }
     }
 
-    /// Keep Pod `pod`'s container stopped, as when its node loses its kubelet.
-    pub fn hold(&self, pod: &str) -> anyhow::Result<()> {
-        Self::hold_in(&self.dir, pod)
+    /// Keep Pod `pod`'s container stopped, as when its node loses its kubelet; a
+    /// running container is stopped with `signal` (`-TERM`, `-KILL`).
+    pub fn hold(&self, pod: &str, signal: &str) -> anyhow::Result<()> {
+        Self::hold_in(&self.dir, pod, signal)
     }
 
     /// Let the kubelet start Pod `pod`'s held container again; see [`Kubelet::release_in`].
@@ -398,8 +399,11 @@ impl Kubelet {
     }
 
     /// [`Kubelet::hold`] for the kubelet whose files are in `dir` (from any process).
-    pub fn hold_in(dir: &Path, pod: &str) -> anyhow::Result<()> {
-        Ok(std::fs::write(Self::hold_file(dir, pod), b"")?)
+    /// The signal is written into the hold file: a kubelet that sees the hold before the
+    /// caller's own signal lands sends the same one (a SIGKILL test must not become a
+    /// graceful stop because the kubelet sent SIGTERM first).
+    pub fn hold_in(dir: &Path, pod: &str, signal: &str) -> anyhow::Result<()> {
+        Ok(std::fs::write(Self::hold_file(dir, pod), signal)?)
     }
 
     /// [`Kubelet::release`] for the kubelet whose files are in `dir` (from any process).
@@ -492,13 +496,17 @@ impl Kubelet {
         let Some(m) = inner.pods.get_mut(key) else { return };
         let pod = m.plan.pod.name_any();
         let now = Instant::now();
-        let held = Self::hold_file(&self.dir, &pod).exists();
+        // The hold file names the signal that stops a running container (empty: SIGTERM).
+        let hold = std::fs::read_to_string(Self::hold_file(&self.dir, &pod)).ok();
+        let held = hold.is_some();
         if let Some(r) = m.running.as_mut() {
             if r.pid.is_none() {
                 r.pid = read_pid(&Self::pid_file(&self.dir, &pod));
             }
-            if held && r.killing.is_none() {
-                signal(r, "-TERM");
+            if let Some(sig) = hold.as_deref()
+                && r.killing.is_none()
+            {
+                signal(r, if sig.trim().is_empty() { "-TERM" } else { sig.trim() });
                 r.killing = Some(now);
             }
             if let Some(since) = r.killing

@@ -150,6 +150,39 @@ pub fn unique_suffix() -> String {
     format!("{:x}{}", std::process::id() & 0xfffff, COUNTER.fetch_add(1, Ordering::SeqCst))
 }
 
+/// Above this many nodes, nodes know each other's MACs statically.
+///
+/// Every namespace on this machine shares the kernel's neighbour tables and their
+/// limits (`gc_thresh3`, 1,024 entries by default, for all namespaces together): 40
+/// node namespaces that all talk to each other need 1,600 entries, and past the limit
+/// the kernel drops packets to neighbours it has no entry for ("neighbor table
+/// overflow!"). The speakers' heartbeat broadcasts were lost that way, which looked
+/// like slow failure detection. Each real node has a table of its own; permanent
+/// entries are exempt from the limit, so a large sandbox gets those (within its own
+/// namespaces only) and behaves like separate machines.
+pub const STATIC_NEIGHBOURS_ABOVE: usize = 16;
+
+/// Permanent IPv4 and IPv6 neighbour entries for every other node, in each node.
+fn static_neighbours(nodes: &[Host]) -> Result<(), Error> {
+    for h in nodes {
+        let batch: String = nodes
+            .iter()
+            .filter(|o| o.ipv4 != h.ipv4)
+            .flat_map(|o| {
+                [o.ipv4.to_string(), o.ipv6.to_string()]
+                    .map(|ip| format!("neigh replace {ip} lladdr {} dev {} nud permanent\n", o.mac, h.iface))
+            })
+            .collect();
+        let path = std::env::temp_dir().join(format!("{}-neigh", h.netns.name));
+        std::fs::write(&path, batch)
+            .map_err(|e| Error::Command { cmd: "write neighbours".into(), why: e.to_string() })?;
+        let r = run(&["ip", "-n", &h.netns.name, "-batch", &path.to_string_lossy()]);
+        let _ = std::fs::remove_file(&path);
+        r?;
+    }
+    Ok(())
+}
+
 impl Topology {
     /// Build a bridge, `nodes` node namespaces and a client namespace.
     pub fn new(nodes: usize) -> Result<Topology, Error> {
@@ -206,6 +239,9 @@ impl Topology {
         }
         let control_plane = hosts.pop().expect("control plane host");
         let client = hosts.remove(0);
+        if hosts.len() > STATIC_NEIGHBOURS_ABOVE {
+            static_neighbours(&hosts)?;
+        }
         Ok(Topology { suffix, nodes: hosts, client, control_plane, pods: Vec::new(), switch })
     }
 

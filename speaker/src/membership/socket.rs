@@ -284,8 +284,17 @@ impl Receiver<'_> {
     /// Take one datagram from `from`.
     fn take(&mut self, datagram: &[u8], from: SocketAddr, targets: &[Target]) {
         self.metrics.heartbeat_bytes_received.inc_by(datagram.len() as u64);
-        let r = detector::open(self.keys, datagram)
-            .and_then(|(hb, format)| lock(&self.membership.detector).receive(hb, format, Instant::now(), now_ms()));
+        let r = detector::open(self.keys, datagram).and_then(|(hb, format)| {
+            if !hb.suspects.is_empty() {
+                tracing::debug!(
+                    from = %hb.node,
+                    generation = ?hb.sgen,
+                    suspects = ?hb.suspects.iter().map(|s| s.node.as_str()).collect::<Vec<_>>(),
+                    "suspicions received"
+                );
+            }
+            lock(&self.membership.detector).receive(hb, format, Instant::now(), now_ms())
+        });
         let e = match r {
             Ok(()) => {
                 self.metrics.heartbeats_received.inc();
@@ -382,6 +391,14 @@ pub async fn run(socket: UdpSocket, l: Loop) {
         let key = &settings.keys[0];
         let sent_ms = now_ms();
         for out in &outgoing {
+            for part in out.parts.iter().filter(|p| !p.suspects.is_empty()) {
+                tracing::debug!(
+                    to = out.to.len(),
+                    generation = ?part.sgen,
+                    suspects = ?part.suspects.iter().map(|s| s.node.as_str()).collect::<Vec<_>>(),
+                    "suspicions sent"
+                );
+            }
             for part in &out.parts {
                 let datagram = detector::seal(key, part, out.format, sent_ms);
                 for name in &out.to {
