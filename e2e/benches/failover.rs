@@ -4,11 +4,15 @@
 //! outage is the time from the first failed connection to the next successful one.
 //! The baseline, in the same run, is a sandbox whose speakers detect failure by
 //! Lease expiry only (3 s Leases, heartbeats off). Then a soak: the CPU loaded
-//! while nothing fails, counting false failovers.
+//! while nothing fails, counting false failovers; and an API-churn soak: 26 Services
+//! nobody touches while about 20 Service writes a second (create, patch, delete, each
+//! allocating or freeing an IP that the speakers plan for) go on, counting how often
+//! an untouched Service's announcing node changed (its ServiceL2Status, watched).
 //!
 //! Needs root. `cargo bench -p ferrolb-e2e --bench failover`; `FERROLB_BENCH_TRIALS`
 //! (default 20) trials per case, `FERROLB_BENCH_SOAK` soak seconds (default 60;
-//! `scripts/bench --soak` runs 600). Under `cargo test` it runs one short trial each.
+//! `scripts/bench --soak` runs 600), `FERROLB_BENCH_CHURN` churn seconds (default 60;
+//! `--soak` runs 185). Under `cargo test` it runs one short trial each.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -205,6 +209,7 @@ fn main() {
     let env_num = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let trials = if quick { 1 } else { env_num("FERROLB_BENCH_TRIALS", 20) as usize };
     let soak = Duration::from_secs(if quick { 3 } else { env_num("FERROLB_BENCH_SOAK", 60) });
+    let churn = Duration::from_secs(if quick { 3 } else { env_num("FERROLB_BENCH_CHURN", 60) });
     let dir = tempfile::tempdir().unwrap();
 
     let mut rows = Vec::new();
@@ -263,6 +268,7 @@ fn main() {
             probes.iter().filter(|p| !p.ok).count(),
             probes.len()
         );
+        churn_soak(&b, churn);
     }
     {
         let opts = Options {
@@ -301,4 +307,114 @@ fn main() {
          traffic flows until the new holder's gratuitous ARP: a speaker crash costs clients almost \
          nothing either way. Link down is the node-death case, where detection is the outage."
     );
+}
+
+/// Untouched Services whose announcing node must not change during the churn.
+const UNTOUCHED: usize = 26;
+/// Services created, patched and deleted in turn by the churn.
+const CHURNED: usize = 10;
+
+/// The API-churn soak: [`UNTOUCHED`] Services get IPs and settle; then for `secs` a
+/// writer makes about 20 Service writes a second while a watcher counts every change
+/// of an untouched Service's announcing node (any is a false failover).
+fn churn_soak(b: &Bench, secs: Duration) {
+    use futures::StreamExt;
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let c = b.sb.client.clone();
+    let services = Api::<Service>::namespaced(c.clone(), "default");
+    let statuses: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(c.clone(), NS);
+    let nodes: Vec<String> = b.sb.state.nodes.iter().map(|n| n.name.clone()).collect();
+    let dead = || nodes.iter().map(|n| b.metric(n, "ferrolb_memberlist_peers_dead_total")).sum::<f64>();
+    let spec = |name: &str| {
+        json!({"metadata": {"name": name}, "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+               "ports": [{"port": 80, "targetPort": 8080}]}})
+    };
+    let holders = |want: usize| -> Option<std::collections::BTreeMap<String, String>> {
+        let list = b.rt.block_on(statuses.list(&Default::default())).ok()?;
+        let m: std::collections::BTreeMap<String, String> = list
+            .items
+            .into_iter()
+            .filter(|s| s.metadata.name.as_deref().is_some_and(|n| n.starts_with("default.still-")))
+            .filter_map(|s| Some((s.metadata.name?, s.status.map(|st| st.node).filter(|n| !n.is_empty())?)))
+            .collect();
+        (m.len() == want).then_some(m)
+    };
+    b.rt.block_on(async {
+        pool_and_advertisement(&c, "churn", &["198.51.100.128/25"], "churn").await.unwrap();
+        for i in 0..UNTOUCHED {
+            create(&services, spec(&format!("still-{i}"))).await.unwrap();
+        }
+    });
+    let start = eventually("every untouched Service announced", Duration::from_secs(60), || holders(UNTOUCHED));
+    let dead0 = dead();
+
+    // The witness: every ServiceL2Status event of an untouched Service, compared with
+    // the node announcing it at the start.
+    let changes = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let watch = {
+        let (changes, mut last, statuses2) = (changes.clone(), start.clone(), statuses.clone());
+        b.rt.spawn(async move {
+            let mut events = std::pin::pin!(watcher(statuses2, watcher::Config::default()).applied_objects());
+            while let Some(ev) = events.next().await {
+                let Ok(s) = ev else { continue };
+                let Some(name) = s.metadata.name.clone().filter(|n| n.starts_with("default.still-")) else { continue };
+                let node = s.status.map(|st| st.node).unwrap_or_default();
+                if last.get(&name) != Some(&node) {
+                    changes.lock().unwrap().push((name.clone(), node.clone()));
+                    last.insert(name, node);
+                }
+            }
+        })
+    };
+    let writes = b.rt.block_on(async {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut n = 0u64;
+        let mut failed = 0u64;
+        while started.elapsed() < secs {
+            tick.tick().await;
+            // Per churned Service: create, patch, patch, delete.
+            let (i, step) = ((n / 4) % CHURNED as u64, n % 4);
+            let name = format!("churn-{i}-{}", n / (4 * CHURNED as u64));
+            let r = match step {
+                0 => services
+                    .create(&Default::default(), &serde_json::from_value(spec(&name)).unwrap())
+                    .await
+                    .map(|_| ()),
+                1 | 2 => services
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"labels": {"step": n.to_string()}}})),
+                    )
+                    .await
+                    .map(|_| ()),
+                _ => services.delete(&name, &DeleteParams::default()).await.map(|_| ()),
+            };
+            failed += u64::from(r.is_err());
+            n += 1;
+        }
+        (n, failed, started.elapsed())
+    });
+    // Settle, then stop the witness.
+    std::thread::sleep(Duration::from_secs(2));
+    watch.abort();
+    let end = holders(UNTOUCHED).unwrap_or_default();
+    let changed = changes.lock().unwrap().clone();
+    println!(
+        "\nAPI churn: {} Service writes in {:.0} s ({:.1}/s, {} refused) beside {UNTOUCHED} untouched Services: \
+         {} announcing-node changes of an untouched Service, {} at the end, {} peers judged dead",
+        writes.0,
+        writes.2.as_secs_f64(),
+        writes.0 as f64 / writes.2.as_secs_f64(),
+        writes.1,
+        changed.len(),
+        start.iter().filter(|(k, v)| end.get(*k) != Some(*v)).count(),
+        dead() - dead0,
+    );
+    for (name, node) in changed.iter().take(5) {
+        println!("  {name} moved to {node:?}");
+    }
 }
