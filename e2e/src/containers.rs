@@ -387,10 +387,9 @@ impl Kubelet {
         }
     }
 
-    /// Keep Pod `pod`'s container stopped, as when its node loses its kubelet; a
-    /// running container is stopped with `signal` (`-TERM`, `-KILL`).
-    pub fn hold(&self, pod: &str, signal: &str) -> anyhow::Result<()> {
-        Self::hold_in(&self.dir, pod, signal)
+    /// Keep Pod `pod`'s container stopped, as when its node loses its kubelet.
+    pub fn hold(&self, pod: &str) -> anyhow::Result<()> {
+        Self::hold_in(&self.dir, pod)
     }
 
     /// Let the kubelet start Pod `pod`'s held container again; see [`Kubelet::release_in`].
@@ -399,11 +398,8 @@ impl Kubelet {
     }
 
     /// [`Kubelet::hold`] for the kubelet whose files are in `dir` (from any process).
-    /// The signal is written into the hold file: a kubelet that sees the hold before the
-    /// caller's own signal lands sends the same one (a SIGKILL test must not become a
-    /// graceful stop because the kubelet sent SIGTERM first).
-    pub fn hold_in(dir: &Path, pod: &str, signal: &str) -> anyhow::Result<()> {
-        Ok(std::fs::write(Self::hold_file(dir, pod), signal)?)
+    pub fn hold_in(dir: &Path, pod: &str) -> anyhow::Result<()> {
+        Ok(std::fs::write(Self::hold_file(dir, pod), b"")?)
     }
 
     /// [`Kubelet::release`] for the kubelet whose files are in `dir` (from any process).
@@ -496,17 +492,13 @@ impl Kubelet {
         let Some(m) = inner.pods.get_mut(key) else { return };
         let pod = m.plan.pod.name_any();
         let now = Instant::now();
-        // The hold file names the signal that stops a running container (empty: SIGTERM).
-        let hold = std::fs::read_to_string(Self::hold_file(&self.dir, &pod)).ok();
-        let held = hold.is_some();
+        let held = Self::hold_file(&self.dir, &pod).exists();
         if let Some(r) = m.running.as_mut() {
             if r.pid.is_none() {
                 r.pid = read_pid(&Self::pid_file(&self.dir, &pod));
             }
-            if let Some(sig) = hold.as_deref()
-                && r.killing.is_none()
-            {
-                signal(r, if sig.trim().is_empty() { "-TERM" } else { sig.trim() });
+            if held && r.killing.is_none() {
+                signal(r, "-TERM");
                 r.killing = Some(now);
             }
             if let Some(since) = r.killing

@@ -687,7 +687,7 @@ impl Sandbox {
         for p in &plans {
             state.pods.insert(p.key.clone(), p.pod.name_any());
             if !opts.start_components {
-                kubelet.hold(&p.pod.name_any(), "-TERM")?;
+                kubelet.hold(&p.pod.name_any())?;
             }
         }
         let (stop, stop_rx) = watch::channel(false);
@@ -775,7 +775,7 @@ impl Sandbox {
     pub fn signal_pod(&self, key: &str, signal: &str, hold: bool) -> anyhow::Result<u32> {
         let pod = self.state.pods.get(key).with_context(|| format!("no Pod {key}"))?;
         if hold {
-            self.kubelet.hold(pod, signal)?;
+            self.kubelet.hold(pod)?;
         }
         let pid = self.kubelet.pid(key).with_context(|| format!("Pod {key} runs no container"))?;
         anyhow::ensure!(

@@ -133,7 +133,7 @@ fn key_of(state: &State, component: &str, node: Option<&str>) -> anyhow::Result<
 
 /// Keep Pod `key`'s container stopped (the kubelet reads the hold file) and signal it.
 fn stop_pod(state: &State, key: &str, sig: &str) -> anyhow::Result<()> {
-    Kubelet::hold_in(&state.pods_dir(), &state.pods[key], sig)?;
+    Kubelet::hold_in(&state.pods_dir(), &state.pods[key])?;
     match state.pid(key) {
         Some(pid) => signal(pid, sig),
         None => Ok(()),
