@@ -233,11 +233,10 @@ pub struct Detector {
     generations: BTreeMap<String, u64>,
     /// Ring members that said they are leaving.
     leaving: BTreeSet<String>,
-    /// Members dead by consensus, and those some observer cannot authenticate.
-    dead: BTreeSet<String>,
+    /// Members dead by consensus, each with the incarnation it died at (it stays dead
+    /// until heard at a newer one); and those some observer cannot authenticate.
+    dead: BTreeMap<String, u64>,
     vetoed: BTreeSet<String>,
-    /// The incarnation each dead member died at: it stays dead until heard at a newer one.
-    dead_at: BTreeMap<String, u64>,
     /// When a datagram was last accepted.
     last_accepted: Option<Instant>,
     /// When the last judgement and the last poll ran.
@@ -293,8 +292,7 @@ impl Detector {
             reports: BTreeMap::new(),
             generations: BTreeMap::new(),
             leaving: BTreeSet::new(),
-            dead: BTreeSet::new(),
-            dead_at: BTreeMap::new(),
+            dead: BTreeMap::new(),
             vetoed: BTreeSet::new(),
             last_accepted: None,
             last_judged: None,
@@ -479,7 +477,7 @@ impl Detector {
         let new_incarnation =
             before.as_ref().is_some_and(|p| p.last_direct.is_some() && hb.incarnation > p.incarnation);
         // Heard at the incarnation its observers declared dead: tell it.
-        if self.dead.contains(&hb.node) && !new_incarnation && !hb.leaving {
+        if self.dead.contains_key(&hb.node) && !new_incarnation && !hb.leaving {
             self.notices.insert(hb.node.clone());
         }
         // (A member heard for the first time changes judgements only if it is leaving.)
@@ -704,20 +702,19 @@ impl Detector {
         // death of one puts a stand-in in its place that never heard the dead member,
         // and the consensus would be lost until the stand-in suspected it too (found on
         // the wire: dead members alive again everywhere, flapping, for seconds).
-        for (x, inc) in &self.dead_at {
+        for (x, inc) in &self.dead {
             let known = self.peers.get(x).map_or(0, |p| p.incarnation);
             if !dead.contains_key(x) && self.members.contains(x) && !self.is_legacy(x) && known <= *inc {
                 dead.insert(x.clone(), *inc);
                 vetoed.remove(x);
             }
         }
-        self.dead = dead.keys().cloned().collect();
-        self.dead_at = dead;
+        self.dead = dead;
         self.vetoed = vetoed;
         let skip_now = self.skip.len() == self.dead.len() + self.leaving.len()
-            && self.dead.iter().chain(&self.leaving).all(|n| self.skip.contains(n));
+            && self.dead.keys().chain(&self.leaving).all(|n| self.skip.contains(n));
         if !skip_now {
-            self.skip = self.dead.union(&self.leaving).cloned().collect();
+            self.skip = self.dead.keys().chain(&self.leaving).cloned().collect();
             self.place(now);
         }
     }
@@ -738,7 +735,7 @@ impl Detector {
             let silent = now.saturating_duration_since(p.last_any.max(self.listening_since));
             return if silent <= window { Liveness::Alive } else { Liveness::Dead };
         }
-        if self.dead.contains(node) {
+        if self.dead.contains_key(node) {
             return Liveness::Dead;
         }
         if self.vetoed.contains(node) {
@@ -753,12 +750,17 @@ impl Detector {
 
     /// Every known member's liveness.
     pub fn view(&self, now: Instant) -> BTreeMap<String, Liveness> {
-        self.peers.keys().chain(&self.dead).chain(&self.vetoed).map(|n| (n.clone(), self.liveness(n, now))).collect()
+        self.peers
+            .keys()
+            .chain(self.dead.keys())
+            .chain(&self.vetoed)
+            .map(|n| (n.clone(), self.liveness(n, now)))
+            .collect()
     }
 
     /// The members dead by their observers' consensus (leaving ones aside).
-    pub fn dead(&self) -> &BTreeSet<String> {
-        &self.dead
+    pub fn dead(&self) -> impl Iterator<Item = &String> {
+        self.dead.keys()
     }
 
     /// For a previous-release heartbeat: how long ago each peer was last heard

@@ -378,7 +378,7 @@ impl Sim {
                 self.resurrections.push((i, w.node, self.now));
             }
         }
-        let dead: Vec<usize> = self.nodes[i].det.dead().iter().filter_map(|n| self.index.get(n).copied()).collect();
+        let dead: Vec<usize> = self.nodes[i].det.dead().filter_map(|n| self.index.get(n).copied()).collect();
         self.falsely_dead.retain(|(o, s)| *o != i || dead.contains(s));
         for s in dead {
             let really = !self.nodes[s].running || self.nodes[s].local.leaving;

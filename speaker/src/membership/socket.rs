@@ -391,15 +391,15 @@ pub async fn run(socket: UdpSocket, l: Loop) {
         let key = &settings.keys[0];
         let sent_ms = now_ms();
         for out in &outgoing {
-            for part in out.parts.iter().filter(|p| !p.suspects.is_empty()) {
-                tracing::debug!(
-                    to = out.to.len(),
-                    generation = ?part.sgen,
-                    suspects = ?part.suspects.iter().map(|s| s.node.as_str()).collect::<Vec<_>>(),
-                    "suspicions sent"
-                );
-            }
             for part in &out.parts {
+                if !part.suspects.is_empty() {
+                    tracing::debug!(
+                        to = out.to.len(),
+                        generation = ?part.sgen,
+                        suspects = ?part.suspects.iter().map(|s| s.node.as_str()).collect::<Vec<_>>(),
+                        "suspicions sent"
+                    );
+                }
                 let datagram = detector::seal(key, part, out.format, sent_ms);
                 for name in &out.to {
                     let Some(t) = targets.iter().find(|t| t.name == *name) else { continue };
