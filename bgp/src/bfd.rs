@@ -259,6 +259,11 @@ impl Session {
         self.state
     }
 
+    /// The peer's last packet said AdminDown: it stopped the session on purpose.
+    pub fn peer_admin_down(&self) -> bool {
+        self.remote_state == State::AdminDown
+    }
+
     /// Our Desired Min TX as advertised: at least 1 s unless Up (RFC 5880 §6.8.3).
     fn desired_tx(&self) -> Duration {
         if self.fast { self.cfg.transmit_interval } else { self.cfg.transmit_interval.max(SLOW) }

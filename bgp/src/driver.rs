@@ -57,7 +57,9 @@ pub enum Stop {
 }
 
 /// Run a session with `endpoint` until `stop` says otherwise than [`Stop::Run`],
-/// advertising what `routes` holds; `status` follows the session.
+/// advertising what `routes` holds; `status` follows the session. With `bfd`, the
+/// status of the BFD session beside it: when that leaves Up because the path failed
+/// (not because the peer stopped BFD on purpose), the session ends at once.
 pub async fn run(
     endpoint: Endpoint,
     cfg: Config,
@@ -65,7 +67,9 @@ pub async fn run(
     mut routes: watch::Receiver<Vec<Route>>,
     mut stop: watch::Receiver<Stop>,
     status: watch::Sender<Status>,
+    mut bfd: Option<watch::Receiver<crate::bfd_io::Status>>,
 ) {
+    let mut bfd_up = false;
     let connect_timeout = cfg.connect_retry;
     let mut session = Session::new(cfg);
     let mut conn: Option<Framed<TcpStream, BgpCodec>> = None;
@@ -188,6 +192,26 @@ pub async fn run(
                     }
                     None => session.handle(now, Input::Closed),
                 };
+            }
+            r = async {
+                match bfd.as_mut() {
+                    Some(b) => b.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some(b) = bfd.as_mut().filter(|_| r.is_ok()) else {
+                    bfd = None;
+                    continue;
+                };
+                let now_bfd = b.borrow_and_update().clone();
+                let up = now_bfd.state == crate::bfd::State::Up;
+                if bfd_up
+                    && !up
+                    && let Some(d) = now_bfd.last_down.filter(|d| !d.by_peer_admin)
+                {
+                    pending = session.handle(Instant::now().into_std(), Input::PathDown(d.to_string()));
+                }
+                bfd_up = up;
             }
             r = routes.changed(), if session.state() == State::Established && routes_open => {
                 if r.is_err() {

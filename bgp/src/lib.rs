@@ -5,6 +5,7 @@
 //! attributes are ferrolb's.
 
 pub mod bfd;
+pub mod bfd_io;
 pub mod driver;
 pub mod session;
 pub mod update;

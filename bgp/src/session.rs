@@ -88,6 +88,9 @@ pub enum Input {
     Received(BgpMessage),
     /// Bytes from the peer that do not decode (netgauze's verdict).
     Undecodable(BgpCodecDecoderError),
+    /// BFD found the path to the peer down: the session ends at once, without
+    /// waiting for the hold timer (RFC 5882 §4.1), and dials again later.
+    PathDown(String),
     /// Stop for good (a deleted peer, a shutdown): Cease, and the peer withdraws our routes.
     Stop,
     /// Stop for a restart: close without a NOTIFICATION, so that a peer that agreed to
@@ -142,6 +145,8 @@ pub enum Down {
     ReceivedNotification(String),
     /// The TCP connection failed or was closed.
     Transport(String),
+    /// BFD said the path is down.
+    PathDown(String),
     /// We were told to stop.
     Stopped,
 }
@@ -154,6 +159,7 @@ impl std::fmt::Display for Down {
             }
             Down::ReceivedNotification(n) => write!(f, "the peer sent NOTIFICATION {n}"),
             Down::Transport(e) => write!(f, "connection: {e}"),
+            Down::PathDown(e) => write!(f, "BFD: {e}"),
             Down::Stopped => f.write_str("stopped"),
         }
     }
@@ -237,6 +243,7 @@ impl Session {
             (State::Idle, _) => Vec::new(),
             (_, Input::Connected | Input::ConnectFailed(_)) => Vec::new(),
             (_, Input::Closed) => self.fail(now, Down::Transport("closed by the peer".into()), false),
+            (_, Input::PathDown(why)) => self.fail(now, Down::PathDown(why), true),
             (_, Input::Undecodable(e)) => {
                 let (n, code, subcode) = notification_for(&e);
                 self.notify(now, n, code, subcode, format!("malformed message from the peer: {e}"))
@@ -674,6 +681,21 @@ mod tests {
         assert_eq!(s.tick(t0 + Duration::from_secs(5)), [Output::Connect]);
         s.handle(t0, Input::Connected);
         assert!(matches!(s.handle(t0, Input::Closed)[..], [Output::Down(Down::Transport(_))]));
+    }
+
+    #[test]
+    fn a_path_down_ends_the_session_at_once_and_dials_again_later() {
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg());
+        established(&mut s, t0);
+        let out = s.handle(t0, Input::PathDown("no BFD packet within the detection time".into()));
+        assert_eq!(
+            out,
+            [Output::Close, Output::Down(Down::PathDown("no BFD packet within the detection time".into()))]
+        );
+        assert_eq!(s.state(), State::Idle);
+        assert_eq!(s.deadline(), Some(t0 + cfg().connect_retry), "dials again after connectTime");
+        assert_eq!(s.handle(t0, Input::PathDown("again".into())), [], "nothing more while Idle");
     }
 
     #[test]

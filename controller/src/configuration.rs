@@ -9,7 +9,7 @@ use std::time::Duration;
 use ferrolb_common::events::{Event, EventType};
 use ferrolb_common::{AbortOnDrop, all, lock, reflect};
 use ferrolb_crds::conditions::event;
-use ferrolb_crds::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use ferrolb_crds::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 use ferrolb_model::{Config, ingress_ips};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::runtime::reflector::Store;
@@ -32,6 +32,8 @@ pub struct Readers {
     pub bgp_advertisements: Store<BGPAdvertisement>,
     /// Communities of the controller's namespace.
     pub communities: Store<Community>,
+    /// BFDProfiles of the controller's namespace.
+    pub bfd_profiles: Store<BFDProfile>,
     namespace: String,
     _watches: AbortOnDrop,
 }
@@ -46,7 +48,8 @@ impl Readers {
         let (bgp_peers, t4) = reflect(Api::<BGPPeer>::namespaced(client.clone(), namespace), changed.clone());
         let (bgp_advertisements, t5) =
             reflect(Api::<BGPAdvertisement>::namespaced(client.clone(), namespace), changed.clone());
-        let (communities, t6) = reflect(Api::<Community>::namespaced(client.clone(), namespace), changed);
+        let (communities, t6) = reflect(Api::<Community>::namespaced(client.clone(), namespace), changed.clone());
+        let (bfd_profiles, t7) = reflect(Api::<BFDProfile>::namespaced(client.clone(), namespace), changed);
         Readers {
             pools,
             advertisements,
@@ -54,8 +57,9 @@ impl Readers {
             bgp_peers,
             bgp_advertisements,
             communities,
+            bfd_profiles,
             namespace: namespace.to_string(),
-            _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6]),
+            _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7]),
         }
     }
 
@@ -68,6 +72,7 @@ impl Readers {
             self.bgp_peers.wait_until_ready().await?;
             self.bgp_advertisements.wait_until_ready().await?;
             self.communities.wait_until_ready().await?;
+            self.bfd_profiles.wait_until_ready().await?;
             Ok::<_, anyhow::Error>(())
         })
         .await
@@ -84,6 +89,7 @@ impl Readers {
             &all(&self.bgp_peers),
             &all(&self.bgp_advertisements),
             &all(&self.communities),
+            &all(&self.bfd_profiles),
         );
         for e in cfg.invalid_pools.values() {
             tracing::warn!(error = %e, "invalid IPAddressPool skipped");
@@ -96,6 +102,9 @@ impl Readers {
         }
         for (name, why) in &cfg.invalid_bgp_peers {
             tracing::warn!(peer = %name, error = %why, "invalid BGPPeer skipped");
+        }
+        for (name, why) in &cfg.invalid_bfd_profiles {
+            tracing::warn!(profile = %name, error = %why, "invalid BFDProfile: the peers naming it are not used");
         }
         for (name, why) in &cfg.invalid_communities {
             tracing::warn!(community = %name, error = %why, "invalid Community aliases skipped");

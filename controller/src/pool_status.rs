@@ -10,7 +10,8 @@ use ferrolb_common::events::{Event, EventType, Events};
 use ferrolb_common::lock;
 use ferrolb_crds::conditions::{event, pool as pool_cond, reason, status};
 use ferrolb_crds::{
-    API_VERSION, BGPAdvertisement, BGPPeer, IPAddressPool, IPAddressPoolStatus, L2Advertisement, saturating_count,
+    API_VERSION, BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool, IPAddressPoolStatus, L2Advertisement,
+    saturating_count,
 };
 use ferrolb_model::conditions::{self, Want, same};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -172,6 +173,9 @@ pub async fn pool_status_loop(
         let peer_api: Api<BGPPeer> = Api::namespaced(client.clone(), &namespace);
         let peer_ok = "the peer is valid; the speakers of the nodes it selects open sessions with it";
         write_valid(&ctx, &pp, &peer_api, &readers.bgp_peers, &cfg.invalid_bgp_peers, peer_ok, &now).await;
+        let bfd_api: Api<BFDProfile> = Api::namespaced(client.clone(), &namespace);
+        let bfd_ok = "the profile is valid; the peers naming it run BFD with these timers";
+        write_valid(&ctx, &pp, &bfd_api, &readers.bfd_profiles, &cfg.invalid_bfd_profiles, bfd_ok, &now).await;
         // Wait for the next change, then let a burst settle briefly before writing.
         dirty.notified().await;
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -77,8 +77,10 @@ pub struct BGPPeerSpec {
     /// holds the TCP MD5 password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretReference>,
-    /// The BFDProfile this peer's sessions use. Not available in this version: a peer
-    /// naming one is refused (Valid False) rather than run without fast detection.
+    /// The BFDProfile (by name, in ferrolb's namespace) of the BFD session run beside
+    /// this peer's BGP session: when BFD finds the path down, the BGP session is torn
+    /// down at once instead of at the hold timer. A peer naming a profile that does not
+    /// exist is refused (Valid False) rather than run without the detection it asks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd_profile: Option<String>,
     /// The peer is more than one hop away: send with TTL 255 instead of 1.
@@ -202,6 +204,69 @@ pub struct CommunityAlias {
     pub value: String,
 }
 
+/// The timers of BFD sessions (RFC 5880), named by BGPPeers' `bfdProfile`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ferrolb.io",
+    version = "v1beta1",
+    kind = "BFDProfile",
+    namespaced,
+    status = "BFDProfileStatus",
+    derive = "PartialEq",
+    shortname = "bfdprofile",
+    category = "ferrolb",
+    doc = "BFDProfile sets the timers of the BFD sessions run beside the BGP sessions of the peers naming it.",
+    printcolumn(name = "Passive Mode", type_ = "boolean", json_path = ".spec.passiveMode"),
+    printcolumn(name = "Transmit Interval", type_ = "integer", json_path = ".spec.transmitInterval"),
+    printcolumn(name = "Receive Interval", type_ = "integer", json_path = ".spec.receiveInterval"),
+    printcolumn(name = "Multiplier", type_ = "integer", json_path = ".spec.detectMultiplier"),
+    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BFDProfileSpec {
+    /// The shortest interval, in milliseconds, at which this side can take control
+    /// packets (10-60000, default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 60000))]
+    pub receive_interval: Option<u32>,
+    /// The interval, in milliseconds, at which this side would like to send (10-60000,
+    /// default 300); the one used is the longer of it and the peer's receive interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 60000))]
+    pub transmit_interval: Option<u32>,
+    /// How many intervals without a packet declare the path down (2-255, default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 255))]
+    pub detect_multiplier: Option<u32>,
+    /// The echo function's interval in milliseconds (10-60000, default 50); used only
+    /// with `echoMode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 60000))]
+    pub echo_interval: Option<u32>,
+    /// The echo function (RFC 5880 §6.4). Not supported: a profile with `true` is
+    /// refused (Valid False), and so are the peers naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_mode: Option<bool>,
+    /// Send nothing until the peer has sent (RFC 5880 §6.1, passive role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive_mode: Option<bool>,
+    /// The least TTL accepted on multi-hop sessions (1-254, default 254). Single-hop
+    /// sessions accept TTL 255 only (RFC 5881 §5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 254))]
+    pub minimum_ttl: Option<u32>,
+}
+
+/// What the controller observed about a BFD profile.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct BFDProfileStatus {
+    /// Standard conditions; `Valid` says whether peers can use the profile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::types::conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
 /// To which BGP peers one node advertises a Service's IPs. Written by that node's speaker.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
@@ -282,10 +347,24 @@ mod tests {
             "keepaliveTime": "3s", "connectTime": "1s", "routerID": "198.51.100.11",
             "nodeSelectors": [{"matchLabels": {"rack": "a"}}], "password": "pw",
             "passwordSecret": {"name": "s", "namespace": "ferrolb-system"},
-            "ebgpMultiHop": true, "enableGracefulRestart": true, "disableMP": true
+            "bfdProfile": "fast", "ebgpMultiHop": true, "enableGracefulRestart": true, "disableMP": true
         });
         let spec: BGPPeerSpec = serde_json::from_value(v.clone()).unwrap();
         assert_eq!((spec.my_asn, spec.peer_asn, spec.peer_port), (64512, 64513, Some(1179)));
+        assert_eq!(serde_json::to_value(&spec).unwrap(), v);
+    }
+
+    #[test]
+    fn metallb_bfd_profile_spellings_round_trip() {
+        let v = json!({
+            "receiveInterval": 50, "transmitInterval": 60, "detectMultiplier": 3, "echoInterval": 50,
+            "echoMode": false, "passiveMode": true, "minimumTtl": 254
+        });
+        let spec: BFDProfileSpec = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(
+            (spec.receive_interval, spec.transmit_interval, spec.passive_mode),
+            (Some(50), Some(60), Some(true))
+        );
         assert_eq!(serde_json::to_value(&spec).unwrap(), v);
     }
 

@@ -42,6 +42,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         BGPPeer::crd(),
         optional_spec(BGPAdvertisement::crd()),
         optional_spec(Community::crd()),
+        optional_spec(BFDProfile::crd()),
         optional_spec(ServiceBGPStatus::crd()),
     ]
     .into_iter()

@@ -2,9 +2,9 @@
 //! its kernel table) between the nodes and an outside client:
 //!
 //! 1. how long until the router stops sending a node traffic: a speaker stopping
-//!    (SIGTERM: it withdraws) against a node whose link goes down (the router finds out
-//!    by its hold timer, 3 s here; MetalLB's FRR mode defaults to 90 s, and BFD, which
-//!    ferrolb does not have yet, to 300 ms x 3);
+//!    (SIGTERM: it withdraws) against a node whose link goes down, found by the hold
+//!    timer (3 s here; MetalLB's FRR mode defaults to 90 s) or by BFD at 50 ms x 3 and
+//!    at MetalLB's BFDProfile defaults, 300 ms x 3 (the router's bfdd at 50 ms);
 //! 2. failed connections from outside (a TCP connection to the VIP every 10 ms) while
 //!    `helm upgrade` rolls every speaker, with graceful restart and without (SIGTERM
 //!    withdrawal);
@@ -101,12 +101,25 @@ fn main() {
     let opts = Options { nodes: 3, bgp: Some(Daemon::Frr), ..Options::default() };
     let mut sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
     let c = sb.client.clone();
-    let peer = |gr: bool| {
-        json!({"apiVersion": "ferrolb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "router", "namespace": NS},
+    let peer_with = |gr: bool, bfd: Option<&str>| {
+        let mut p = json!({"apiVersion": "ferrolb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "router", "namespace": NS},
             "spec": {"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_V4, "holdTime": "3s",
-                     "keepaliveTime": "1s", "connectTime": "1s", "enableGracefulRestart": gr}})
+                     "keepaliveTime": "1s", "connectTime": "1s", "enableGracefulRestart": gr}});
+        if let Some(b) = bfd {
+            p["spec"]["bfdProfile"] = json!(b);
+        }
+        p
     };
+    let peer = |gr: bool| peer_with(gr, None);
     rt.block_on(async {
+        for (name, ms) in [("fast", 50), ("metallb-default", 300)] {
+            create(
+                &Api::<ferrolb_crds::BFDProfile>::namespaced(c.clone(), NS),
+                json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BFDProfile", "metadata": {"name": name},
+                       "spec": {"receiveInterval": ms, "transmitInterval": ms, "detectMultiplier": 3}}),
+            )
+            .await?;
+        }
         create(&Api::<ferrolb_crds::BGPPeer>::namespaced(c.clone(), NS), peer(false)).await?;
         create(
             &Api::<ferrolb_crds::IPAddressPool>::namespaced(c.clone(), NS),
@@ -147,6 +160,23 @@ fn main() {
 
     // 1. Until the router stops sending a node traffic.
     let (mut withdraw, mut hold) = (Vec::new(), Vec::new());
+    let link_of = |node: &str| {
+        let ns = st.nodes.iter().find(|n| n.name == node).expect("node").netns.clone();
+        move |state: &str| {
+            ferrolb_e2e::client::netns_exec(&ns, &["ip", "link", "set", "eth0", state]).expect("ip link");
+            if state == "up" {
+                // A link going down takes its routes with it: the node's way back to the outside.
+                let v4: &[&str] = &["ip", "route", "replace", "203.0.113.0/28", "via", ROUTER_V4];
+                let v6: &[&str] =
+                    &["ip", "-6", "route", "replace", "fd42:f1b:1::/64", "via", ferrolb_e2e::router::ROUTER_V6];
+                for args in [v4, v6] {
+                    eventually("the node's route to the outside back", Duration::from_secs(10), || {
+                        ferrolb_e2e::client::netns_exec(&ns, args)
+                    });
+                }
+            }
+        }
+    };
     for i in 0..if run("1") { trials } else { 0 } {
         let node = format!("node-{}", 3 - i % 3);
         let key = format!("speaker/{node}");
@@ -156,38 +186,62 @@ fn main() {
         withdraw.push(ms(t.elapsed()));
         sb.start_pod(&key).expect("start");
         until_hops(&router, &vip, 3, Duration::from_secs(60));
-        let ns = st.nodes.iter().find(|n| n.name == node).expect("node").netns.clone();
-        let link = |state: &str| {
-            ferrolb_e2e::client::netns_exec(&ns, &["ip", "link", "set", "eth0", state]).expect("ip link");
-        };
+        let link = link_of(&node);
         let t = Instant::now();
         link("down");
         until_hops(&router, &vip, 2, Duration::from_secs(30));
         hold.push(ms(t.elapsed()));
         link("up");
-        // A link going down takes its routes with it: the node's way back to the outside.
-        let v4: &[&str] = &["ip", "route", "replace", "203.0.113.0/28", "via", ROUTER_V4];
-        let v6: &[&str] = &["ip", "-6", "route", "replace", "fd42:f1b:1::/64", "via", ferrolb_e2e::router::ROUTER_V6];
-        for args in [v4, v6] {
-            eventually("the node's route to the outside back", Duration::from_secs(10), || {
-                ferrolb_e2e::client::netns_exec(&ns, args)
-            });
-        }
         until_hops(&router, &vip, 3, Duration::from_secs(60));
     }
+    // The same link failures with BFD: the peer names a profile, every session restarts.
+    let mut bfd_rows = Vec::new();
+    let profiles: &[(&str, &str)] = if run("1") {
+        &[
+            ("fast", "node link down: BFD 50 ms x 3"),
+            ("metallb-default", "node link down: BFD 300 ms x 3 (MetalLB's default)"),
+        ]
+    } else {
+        &[]
+    };
+    for &(profile, name) in profiles {
+        let peers: Api<ferrolb_crds::BGPPeer> = Api::namespaced(c.clone(), NS);
+        let p = peer_with(false, Some(profile));
+        rt.block_on(peers.patch("router", &PatchParams::apply("bench").force(), &Patch::Apply(p))).expect("peer");
+        let mut times = Vec::new();
+        for i in 0..trials {
+            eventually("BFD up with every node", Duration::from_secs(60), || {
+                (router.bfd_up().len() == 3).then_some(())
+            });
+            until_hops(&router, &vip, 3, Duration::from_secs(60));
+            let link = link_of(&format!("node-{}", 3 - i % 3));
+            let t = Instant::now();
+            link("down");
+            until_hops(&router, &vip, 2, Duration::from_secs(30));
+            times.push(ms(t.elapsed()));
+            link("up");
+        }
+        bfd_rows.push(Row::new(name, times));
+    }
     if run("1") {
+        let mut rows = vec![
+            Row::new("speaker SIGTERM: Cease, withdrawn at once (baseline)", withdraw),
+            Row::new("node link down: hold timer (holdTime 3s, keepalive 1s)", hold),
+        ];
+        rows.extend(bfd_rows);
         print_table(
             "Router stops sending a node traffic (FRR's kernel next hop removed), 3 nodes",
             "ms",
-            &[
-                Row::new("speaker SIGTERM: Cease, withdrawn at once (baseline)", withdraw),
-                Row::new("node link down: hold timer (holdTime 3s, keepalive 1s)", hold),
-            ],
+            &rows,
             Some("speaker SIGTERM: Cease, withdrawn at once (baseline)"),
         );
-        println!(
-            "(not run: a node failure with MetalLB's FRR-mode defaults takes its 90 s hold time; BFD, 300 ms x 3 there, is not in ferrolb yet)"
-        );
+        println!("(not run: a node failure with MetalLB's FRR-mode default hold time, 90 s, and no BFD)");
+        // Back to the plain peer for the sections below.
+        let peers: Api<ferrolb_crds::BGPPeer> = Api::namespaced(c.clone(), NS);
+        rt.block_on(peers.patch("router", &PatchParams::apply("bench").force(), &Patch::Apply(peer(false))))
+            .expect("peer");
+        eventually("sessions up again", Duration::from_secs(60), || (router.established() == 3).then_some(()));
+        until_hops(&router, &vip, 3, Duration::from_secs(60));
     }
 
     // 2. Rolling every speaker, with and without graceful restart.

@@ -1,7 +1,10 @@
 //! The sandbox's BGP router: a namespace between the nodes' segment and an outside
-//! client, running a real routing daemon from Debian (FRR's zebra and bgpd, or
+//! client, running a real routing daemon from Debian (FRR's zebra, bgpd and bfdd, or
 //! BIRD 2) that peers with every node, takes their routes with ECMP and installs
 //! them in its kernel table. The outside client's only way to a VIP is through it.
+//! FRR and BIRD run BFD with every node (at most 50 ms x 3 from their side: a
+//! node's BFDProfile sets the timers in use); a node whose BGPPeer has no
+//! `bfdProfile` never answers, and its BFD session stays Down without effect.
 //!
 //! ```text
 //!  outside client ──203.0.113.0/28── router ──198.51.100.0/24 (br0)── node-1..N
@@ -27,6 +30,8 @@ pub const ROUTER_V6: &str = "fd42:f1b::1";
 /// The outside client's addresses.
 pub const OUTSIDE_V4: &str = "203.0.113.2";
 pub const OUTSIDE_V6: &str = "fd42:f1b:1::2";
+/// The router's BFD timers: the fastest it takes (a node's BFDProfile may ask slower).
+pub const ROUTER_BFD_MS: u32 = 50;
 /// A pool of VIPs that lies on no segment: reachable only by the routes BGP gives.
 pub const BGP_POOL_V4: &str = "203.0.113.64/27";
 pub const BGP_POOL_V6: &str = "fd42:f1b:2::/120";
@@ -91,9 +96,18 @@ fn frr_config(nodes: &[(String, String)]) -> String {
     for (v4, _) in nodes {
         c.push_str(&format!(" neighbor {v4} peer-group NODES\n"));
     }
+    c.push_str(" neighbor NODES bfd\n neighbor NODES bfd profile nodes\n");
     c.push_str(" address-family ipv4 unicast\n  maximum-paths 16\n exit-address-family\n");
     c.push_str(" address-family ipv6 unicast\n  neighbor NODES activate\n  maximum-paths 16\n exit-address-family\n");
     c
+}
+
+/// bfdd's profile for the nodes.
+fn frr_bfd_config() -> String {
+    format!(
+        "bfd\n profile nodes\n  transmit-interval {ROUTER_BFD_MS}\n  receive-interval {ROUTER_BFD_MS}\n  \
+         detect-multiplier 3\n !\n!\n"
+    )
 }
 
 fn bird_config(nodes: &[(String, String)]) -> String {
@@ -101,7 +115,9 @@ fn bird_config(nodes: &[(String, String)]) -> String {
         "router id {ROUTER_V4};\nprotocol device {{ scan time 1; }}\n\
          protocol kernel k4 {{ ipv4 {{ export all; }}; merge paths on; }}\n\
          protocol kernel k6 {{ ipv6 {{ export all; }}; merge paths on; }}\n\
-         template bgp nodes {{ local {ROUTER_V4} as {ROUTER_ASN}; connect retry time 1; \
+         protocol bfd {{ interface \"*\" {{ min rx interval {ROUTER_BFD_MS} ms; min tx interval {ROUTER_BFD_MS} ms; \
+         multiplier 3; }}; }}\n\
+         template bgp nodes {{ local {ROUTER_V4} as {ROUTER_ASN}; connect retry time 1; error wait time 1, 5; bfd on; \
          ipv4 {{ import all; export none; }}; ipv6 {{ import all; export none; }}; }}\n"
     );
     for (i, (v4, _)) in nodes.iter().enumerate() {
@@ -190,6 +206,7 @@ impl Router {
             Daemon::Frr => {
                 std::fs::write(dir.join("zebra.conf"), "hostname router\n").map_err(io)?;
                 std::fs::write(dir.join("bgpd.conf"), frr_config(&nodes)).map_err(io)?;
+                std::fs::write(dir.join("bfdd.conf"), frr_bfd_config()).map_err(io)?;
                 let zserv = format!("{d}/zserv.api");
                 router.exec(&[
                     "/usr/lib/frr/zebra",
@@ -204,6 +221,21 @@ impl Router {
                     &d,
                     "--log",
                     &format!("file:{d}/zebra.log"),
+                ])?;
+                // bfdd before bgpd: bgpd registers its BFD sessions through zebra.
+                router.exec(&[
+                    "/usr/lib/frr/bfdd",
+                    "-d",
+                    "-f",
+                    &format!("{d}/bfdd.conf"),
+                    "-i",
+                    &format!("{d}/bfdd.pid"),
+                    "-z",
+                    &zserv,
+                    "--vty_socket",
+                    &d,
+                    "--log",
+                    &format!("file:{d}/bfdd.log"),
                 ])?;
                 router.exec(&[
                     "/usr/lib/frr/bgpd",
@@ -345,6 +377,34 @@ impl RouterState {
                     .count()
             }),
         }
+    }
+
+    /// The nodes (by address) with which the daemon's BFD session is Up.
+    pub fn bfd_up(&self) -> Vec<IpAddr> {
+        let mut up: Vec<IpAddr> = match self.daemon {
+            Daemon::Frr => self
+                .vtysh("show bfd peers json")
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter(|p| p["status"] == "up")
+                .filter_map(|p| p["peer"].as_str()?.parse().ok())
+                .collect(),
+            // `bfd1  198.51.100.11  eth0  Up  ...`
+            Daemon::Bird => self
+                .birdc("show bfd sessions")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let ip: IpAddr = f.first()?.parse().ok()?;
+                    f.contains(&"Up").then_some(ip)
+                })
+                .collect(),
+            Daemon::Gobgp => Vec::new(),
+        };
+        up.sort();
+        up
     }
 
     /// The attributes the daemon has for `prefix` (`ipv4`/`ipv6`): communities, large
@@ -498,6 +558,8 @@ mod tests {
         assert!(f.contains("neighbor 198.51.100.11 peer-group NODES") && f.contains("maximum-paths 16"));
         let b = bird_config(&nodes);
         assert!(b.contains("neighbor 198.51.100.11 as 64513") && b.contains("merge paths on"));
+        assert!(f.contains("neighbor NODES bfd profile nodes") && frr_bfd_config().contains("transmit-interval 50"));
+        assert!(b.contains("bfd on;") && b.contains("protocol bfd"));
         let g = gobgp_config(&nodes);
         assert!(g.contains("neighbor-address = \"198.51.100.11\"") && g.contains("peer-as = 64513"), "{g}");
         assert_eq!("gobgp".parse::<Daemon>(), Ok(Daemon::Gobgp));

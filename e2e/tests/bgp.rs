@@ -337,3 +337,94 @@ fn gobgp_learns_routes_from_every_eligible_node() {
     h.rt.block_on(pods.delete("web-2", &DeleteParams::default())).unwrap();
     until_hops(&h, &loc4, &[1]);
 }
+
+/// The Valid condition of BGPPeer `router`: (status, message).
+fn peer_valid(h: &Harness) -> Option<(String, String)> {
+    let api: Api<ferrolb_crds::BGPPeer> = Api::namespaced(h.sb().client.clone(), NS);
+    let p = h.rt.block_on(api.get_opt("router")).ok()??;
+    let c = p.status?.conditions.into_iter().find(|c| c.type_ == "Valid")?;
+    Some((c.status, c.message))
+}
+
+/// BFD beside every session: a peer naming a BFDProfile that does not exist yet is
+/// Valid=False (and unused) until it does; then BFD comes up at the router and in the
+/// speakers' metrics, and a node whose link goes down loses its next hop in well under
+/// a second, where the 90 s hold timer alone would keep it for a minute and a half.
+fn bfd_finds_a_failed_node(daemon: Daemon) {
+    let h = bgp_sandbox_with(daemon, json!({"bfdProfile": "fast", "holdTime": "90s"}), 0);
+    let refused = eventually("the peer is Valid=False for its missing profile", Duration::from_secs(20), || {
+        peer_valid(&h).filter(|(s, _)| s == "False")
+    });
+    assert!(refused.1.contains("spec.bfdProfile \"fast\": no BFDProfile"), "{refused:?}");
+    assert_eq!(router(&h).established(), 0, "a peer without its profile is not used");
+    apply(
+        &h,
+        json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BFDProfile", "metadata": {"name": "fast", "namespace": NS},
+            "spec": {"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3}}),
+    );
+    eventually("3 sessions Established", Duration::from_secs(30), || (router(&h).established() == 3).then_some(()));
+    let st = &h.sb().state;
+    let node_v4 = |i: usize| st.nodes[i - 1].interfaces[0].ipv4.parse::<std::net::IpAddr>().unwrap();
+    eventually("BFD Up at the router with every node", Duration::from_secs(30), || {
+        (router(&h).bfd_up() == vec![node_v4(1), node_v4(2), node_v4(3)]).then_some(())
+    });
+    eventually("node-1's metrics: BFD up, packets both ways", Duration::from_secs(10), || {
+        let text = st.speaker_metrics("node-1");
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}{{peer=\"router\"}} ")))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let up = value("ferrolb_bfd_session_up") == Some(1.0);
+        let both = value("ferrolb_bfd_control_packet_input_total").is_some_and(|v| v > 0.0)
+            && value("ferrolb_bfd_control_packet_output_total").is_some_and(|v| v > 0.0);
+        (up && both).then_some(())
+    });
+    pod(&h, "web-1", "node-1");
+    service(&h, "web", "Cluster");
+    let (web4, _) = ips(&h, "web");
+    until_hops(&h, &web4, &[1, 2, 3]);
+    // node-3's link goes down: the router's BFD session times out (3 x 100 ms) and it
+    // tears the BGP session down with the routes. The hold timer would take 90 s.
+    let ns3 = st.nodes[2].netns.clone();
+    let link = |state: &str| ferrolb_e2e::client::netns_exec(&ns3, &["ip", "link", "set", "eth0", state]).unwrap();
+    let cut = std::time::Instant::now();
+    link("down");
+    let expected: Vec<String> = vec![node_v4(1).to_string(), node_v4(2).to_string()];
+    eventually("node-3's next hop gone by BFD", Duration::from_secs(10), || {
+        (hops(&h, &web4) == expected).then_some(())
+    });
+    let took = cut.elapsed();
+    link("up");
+    // The node's route to the outside went with its link.
+    let v4: &[&str] = &["ip", "route", "replace", "203.0.113.0/28", "via", ROUTER_V4];
+    let v6: &[&str] = &["ip", "-6", "route", "replace", "fd42:f1b:1::/64", "via", ferrolb_e2e::router::ROUTER_V6];
+    for args in [v4, v6] {
+        eventually("node-3's route to the outside back", Duration::from_secs(10), || {
+            ferrolb_e2e::client::netns_exec(&ns3, args)
+        });
+    }
+    until_hops(&h, &web4, &[1, 2, 3]);
+    // node-3's speaker found the path down too, and tore its side of the session down.
+    eventually("node-3's metrics: one BFD down event, BFD up again", Duration::from_secs(20), || {
+        let text = st.speaker_metrics("node-3");
+        let down = text.lines().any(|l| {
+            l.strip_prefix("ferrolb_bfd_session_down_events_total{peer=\"router\"} ")
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0)
+        });
+        let up = text.lines().any(|l| l == "ferrolb_bfd_session_up{peer=\"router\"} 1");
+        (down && up).then_some(())
+    });
+    eprintln!("{daemon:?}: node-3's next hop removed {} ms after its link went down", took.as_millis());
+}
+
+#[test]
+fn frr_drops_a_failed_node_by_bfd() {
+    bfd_finds_a_failed_node(Daemon::Frr);
+}
+
+#[test]
+fn bird_drops_a_failed_node_by_bfd() {
+    bfd_finds_a_failed_node(Daemon::Bird);
+}

@@ -181,7 +181,7 @@ impl Lab {
             Endpoint { peer: SocketAddr::new(peer, 179), source: None, password: self.password.clone(), ttl: self.ttl };
         let thread = ferrolb_e2e::netns::in_netns(&self.speaker.path(), move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(run(endpoint, cfg, peering, routes_rx, stop_rx, status_tx));
+            rt.block_on(run(endpoint, cfg, peering, routes_rx, stop_rx, status_tx, None));
         })
         .unwrap();
         Running { routes: routes_tx, stop: stop_tx, status: status_rx, thread: Some(thread) }

@@ -69,8 +69,15 @@ fn prometheus_scrapes_controller_and_speakers() {
     rt.block_on(async {
         pool_and_advertisement(&c, "p", &["198.51.100.100/30"], "all").await.unwrap();
         use ferrolb_e2e::router::{NODE_ASN, ROUTER_ASN, ROUTER_V4};
+        // With BFD, so its series exist too.
+        let profile =
+            json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BFDProfile", "metadata": {"name": "bfd"}, "spec": {}});
+        ferrolb_e2e::sandbox::create(&Api::<ferrolb_crds::BFDProfile>::namespaced(c.clone(), NS), profile)
+            .await
+            .unwrap();
         let peer = json!({"apiVersion": "ferrolb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "router"},
-            "spec": {"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_V4, "connectTime": "1s"}});
+            "spec": {"myASN": NODE_ASN, "peerASN": ROUTER_ASN, "peerAddress": ROUTER_V4, "connectTime": "1s",
+                     "bfdProfile": "bfd"}});
         ferrolb_e2e::sandbox::create(&Api::<ferrolb_crds::BGPPeer>::namespaced(c.clone(), NS), peer).await.unwrap();
         let adv = json!({"apiVersion": "ferrolb.io/v1beta1", "kind": "BGPAdvertisement", "metadata": {"name": "p"},
             "spec": {"ipAddressPools": ["p"]}});
@@ -138,6 +145,11 @@ fn prometheus_scrapes_controller_and_speakers() {
     });
     assert_eq!(bgp.len(), 2);
     assert_eq!(st.router.as_ref().unwrap().next_hops("198.51.100.100").len(), 2);
+    // And each runs BFD with the router.
+    eventually("both nodes' BFD sessions up", Duration::from_secs(30), || {
+        let r = query("ferrolb_bfd_session_up{peer=\"router\"} == 1")?;
+        r.as_array().filter(|a| a.len() == 2).cloned()
+    });
     // Some ARP traffic, so the per-IP request/response counters exist.
     let replies = st.arp_replies("198.51.100.100", 2);
     assert!(!replies.is_empty(), "the VIP answers ARP");

@@ -294,6 +294,7 @@ mod tests {
             &[],
             &[BGPAdvertisement::new("b", BGPAdvertisementSpec::default())],
             &[],
+            &[],
         );
         let nodes = [node("n1", &[]), node("n2", &[])];
         let live = set(&["n1", "n2"]);

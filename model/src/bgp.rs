@@ -60,6 +60,72 @@ pub struct BgpPeer {
     pub graceful_restart: bool,
     /// `spec.disableMP`.
     pub disable_mp: bool,
+    /// `spec.bfdProfile`, resolved.
+    pub bfd: Option<BfdProfile>,
+}
+
+/// BFD profiles by name: valid ones, or why not.
+pub type BfdProfiles = BTreeMap<String, Result<BfdProfile, String>>;
+
+/// A valid BFDProfile: the timers of a BFD session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BfdProfile {
+    /// The object's name.
+    pub name: String,
+    /// `spec.receiveInterval` (300 ms).
+    pub receive_interval: Duration,
+    /// `spec.transmitInterval` (300 ms).
+    pub transmit_interval: Duration,
+    /// `spec.detectMultiplier` (3).
+    pub detect_multiplier: u8,
+    /// `spec.passiveMode`.
+    pub passive: bool,
+    /// `spec.minimumTtl` (254): multi-hop sessions only.
+    pub minimum_ttl: u8,
+}
+
+impl BfdProfile {
+    /// Parse a BFDProfile; the error names the field at fault.
+    pub fn parse(p: &ferrolb_crds::BFDProfile) -> Result<BfdProfile, String> {
+        let s = &p.spec;
+        let ms = |field: &str, v: Option<u32>, default: u32| -> Result<Duration, String> {
+            let v = v.unwrap_or(default);
+            if (10..=60_000).contains(&v) {
+                Ok(Duration::from_millis(u64::from(v)))
+            } else {
+                Err(format!("{field} {v}: must be 10-60000 (milliseconds)"))
+            }
+        };
+        let receive_interval = ms("spec.receiveInterval", s.receive_interval, 300)?;
+        let transmit_interval = ms("spec.transmitInterval", s.transmit_interval, 300)?;
+        ms("spec.echoInterval", s.echo_interval, 50)?;
+        let detect_multiplier = match s.detect_multiplier.unwrap_or(3) {
+            v @ 2..=255 => v as u8,
+            v => return Err(format!("spec.detectMultiplier {v}: must be 2-255")),
+        };
+        let minimum_ttl = match s.minimum_ttl.unwrap_or(254) {
+            v @ 1..=254 => v as u8,
+            v => return Err(format!("spec.minimumTtl {v}: must be 1-254")),
+        };
+        if s.echo_mode == Some(true) {
+            return Err("spec.echoMode: the echo function is not supported by ferrolb; set it to false or remove it \
+                        (asynchronous mode detects failures in transmitInterval x detectMultiplier)"
+                .into());
+        }
+        Ok(BfdProfile {
+            name: p.name_any(),
+            receive_interval,
+            transmit_interval,
+            detect_multiplier,
+            passive: s.passive_mode.unwrap_or(false),
+            minimum_ttl,
+        })
+    }
+
+    /// All the profiles of a namespace, each valid or with why not.
+    pub fn parse_all(profiles: &[ferrolb_crds::BFDProfile]) -> BfdProfiles {
+        profiles.iter().map(|p| (p.name_any(), BfdProfile::parse(p))).collect()
+    }
 }
 
 impl BgpPeer {
@@ -79,8 +145,9 @@ impl BgpPeer {
         Family::of(&self.address) == family || !self.disable_mp
     }
 
-    /// Parse a BGPPeer of `namespace`; the error names the field at fault.
-    pub fn parse(p: &ferrolb_crds::BGPPeer, namespace: &str) -> Result<BgpPeer, String> {
+    /// Parse a BGPPeer of `namespace`, with the BFD profiles there; the error names the
+    /// field at fault.
+    pub fn parse(p: &ferrolb_crds::BGPPeer, namespace: &str, bfd_profiles: &BfdProfiles) -> Result<BgpPeer, String> {
         let s = &p.spec;
         let ip = |field: &str, v: &str| -> Result<IpAddr, String> {
             v.trim().parse().map_err(|_| format!("{field} {v:?} is not an IP address"))
@@ -150,12 +217,25 @@ impl BgpPeer {
         {
             return Err("spec.password: 1-80 bytes (TCP MD5 keys are at most 80)".into());
         }
-        if let Some(b) = &s.bfd_profile {
-            return Err(format!(
-                "spec.bfdProfile {b:?}: BFD is not available in this version of ferrolb; remove the field to \
-                 peer without it (failures are then found by the hold timer)"
-            ));
-        }
+        let bfd = match &s.bfd_profile {
+            None => None,
+            Some(b) => match bfd_profiles.get(b) {
+                None => {
+                    return Err(format!(
+                        "spec.bfdProfile {b:?}: no BFDProfile of that name in {namespace:?}; create it, or remove the \
+                         field to peer without BFD (failures are then found by the hold timer)"
+                    ));
+                }
+                Some(Err(why)) => return Err(format!("spec.bfdProfile {b:?}: the BFDProfile is invalid: {why}")),
+                Some(Ok(_)) if s.ebgp_multi_hop => {
+                    return Err(format!(
+                        "spec.bfdProfile {b:?}: BFD over several hops (RFC 5883) is not supported with \
+                         spec.ebgpMultiHop; remove one of them"
+                    ));
+                }
+                Some(Ok(profile)) => Some(profile.clone()),
+            },
+        };
         Ok(BgpPeer {
             name: p.name_any(),
             my_asn: asn("spec.myASN", s.my_asn)?,
@@ -172,6 +252,7 @@ impl BgpPeer {
             multihop: s.ebgp_multi_hop,
             graceful_restart: s.enable_graceful_restart,
             disable_mp: s.disable_mp,
+            bfd,
         })
     }
 }
@@ -415,7 +496,53 @@ mod tests {
     use ferrolb_crds::{BGPAdvertisementSpec, BGPPeerSpec};
 
     fn peer(spec: BGPPeerSpec) -> Result<BgpPeer, String> {
-        BgpPeer::parse(&ferrolb_crds::BGPPeer::new("r1", spec), "ferrolb-system")
+        BgpPeer::parse(&ferrolb_crds::BGPPeer::new("r1", spec), "ferrolb-system", &BfdProfiles::new())
+    }
+
+    fn profile(spec: ferrolb_crds::BFDProfileSpec) -> Result<BfdProfile, String> {
+        BfdProfile::parse(&ferrolb_crds::BFDProfile::new("fast", spec))
+    }
+
+    #[test]
+    fn bfd_profiles_default_as_metallb_and_name_bad_fields() {
+        use ferrolb_crds::BFDProfileSpec;
+        let p = profile(BFDProfileSpec::default()).unwrap();
+        assert_eq!(
+            (p.receive_interval, p.transmit_interval, p.detect_multiplier, p.passive, p.minimum_ttl),
+            (Duration::from_millis(300), Duration::from_millis(300), 3, false, 254)
+        );
+        let bad = |spec: BFDProfileSpec, field: &str| {
+            let e = profile(spec).unwrap_err();
+            assert!(e.contains(field), "{e} does not name {field}");
+        };
+        bad(BFDProfileSpec { receive_interval: Some(5), ..Default::default() }, "spec.receiveInterval");
+        bad(BFDProfileSpec { transmit_interval: Some(60_001), ..Default::default() }, "spec.transmitInterval");
+        bad(BFDProfileSpec { detect_multiplier: Some(1), ..Default::default() }, "spec.detectMultiplier");
+        bad(BFDProfileSpec { detect_multiplier: Some(256), ..Default::default() }, "spec.detectMultiplier");
+        bad(BFDProfileSpec { minimum_ttl: Some(255), ..Default::default() }, "spec.minimumTtl");
+        bad(BFDProfileSpec { echo_mode: Some(true), ..Default::default() }, "spec.echoMode");
+        assert!(profile(BFDProfileSpec { echo_mode: Some(false), ..Default::default() }).is_ok());
+    }
+
+    #[test]
+    fn a_peer_takes_its_bfd_profile_or_says_why_not() {
+        use ferrolb_crds::BFDProfileSpec;
+        let fast = BFDProfileSpec { receive_interval: Some(50), transmit_interval: Some(50), ..Default::default() };
+        let profiles = BfdProfile::parse_all(&[
+            ferrolb_crds::BFDProfile::new("fast", fast),
+            ferrolb_crds::BFDProfile::new("echo", BFDProfileSpec { echo_mode: Some(true), ..Default::default() }),
+        ]);
+        let with = |name: &str, multihop: bool| {
+            let spec = BGPPeerSpec { bfd_profile: Some(name.into()), ebgp_multi_hop: multihop, ..base() };
+            BgpPeer::parse(&ferrolb_crds::BGPPeer::new("r1", spec), "ferrolb-system", &profiles)
+        };
+        let p = with("fast", false).unwrap();
+        assert_eq!(p.bfd.map(|b| b.transmit_interval), Some(Duration::from_millis(50)));
+        let missing = with("slow", false).unwrap_err();
+        assert!(missing.contains("spec.bfdProfile \"slow\": no BFDProfile"), "{missing}");
+        let invalid = with("echo", false).unwrap_err();
+        assert!(invalid.contains("spec.bfdProfile \"echo\"") && invalid.contains("spec.echoMode"), "{invalid}");
+        assert!(with("fast", true).unwrap_err().contains("spec.ebgpMultiHop"));
     }
 
     fn base() -> BGPPeerSpec {

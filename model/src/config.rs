@@ -219,6 +219,8 @@ pub struct Config {
     pub bgp_advertisements: Vec<crate::bgp::BgpAdvertisement>,
     /// Invalid BGPAdvertisements by name, with why.
     pub invalid_bgp_advertisements: BTreeMap<String, String>,
+    /// Invalid BFDProfiles by name, with why (the peers naming them are invalid too).
+    pub invalid_bfd_profiles: BTreeMap<String, String>,
     /// Invalid Communities by name, with why (their valid aliases are used).
     pub invalid_communities: BTreeMap<String, String>,
 }
@@ -415,8 +417,9 @@ impl Config {
         peers: &[ferrolb_crds::BGPPeer],
         advertisements: &[ferrolb_crds::BGPAdvertisement],
         communities: &[ferrolb_crds::Community],
+        bfd_profiles: &[ferrolb_crds::BFDProfile],
     ) -> Config {
-        use crate::bgp::{BgpAdvertisement, BgpPeer, CommunityValue, parse_community};
+        use crate::bgp::{BfdProfile, BgpAdvertisement, BgpPeer, CommunityValue, parse_community};
         let mut aliases: BTreeMap<String, (CommunityValue, String)> = BTreeMap::new();
         let mut clashes: BTreeSet<String> = BTreeSet::new();
         for c in communities {
@@ -445,8 +448,14 @@ impl Config {
         }
         let aliases: BTreeMap<String, CommunityValue> =
             aliases.into_iter().filter(|(n, _)| !clashes.contains(n)).map(|(n, (v, _))| (n, v)).collect();
+        let profiles = BfdProfile::parse_all(bfd_profiles);
+        for (name, verdict) in &profiles {
+            if let Err(why) = verdict {
+                self.invalid_bfd_profiles.insert(name.clone(), why.clone());
+            }
+        }
         for p in peers {
-            match BgpPeer::parse(p, namespace) {
+            match BgpPeer::parse(p, namespace, &profiles) {
                 Ok(peer) => self.bgp_peers.push(peer),
                 Err(why) => {
                     self.invalid_bgp_peers.insert(p.name_any(), why);

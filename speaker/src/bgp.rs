@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use ferrolb_bgp::bfd_io::{self, Bfd};
 use ferrolb_bgp::driver::{self, Endpoint, Status, Stop};
 use ferrolb_bgp::session::{Config as SessionConfig, State};
 use ferrolb_bgp::update::{Peering, Route};
@@ -60,6 +61,8 @@ pub struct SessionSpec {
     pub endpoint: Endpoint,
     pub config: SessionConfig,
     pub peering: Peering,
+    /// The BFD session beside it (the peer's BFDProfile), if any.
+    pub bfd: Option<ferrolb_bgp::bfd::Config>,
 }
 
 /// The session towards `peer` from the node at `addrs` (named `node`), with the
@@ -96,6 +99,12 @@ pub fn session_spec(peer: &BgpPeer, node: &str, addrs: &NodeAddrs, password: Opt
             next_hop_v4: if family == Family::V4 { peer.source.and_then(v4) } else { None }.or(addrs.v4),
             next_hop_v6: if family == Family::V6 { peer.source.and_then(v6) } else { None }.or(addrs.v6),
         },
+        bfd: peer.bfd.as_ref().map(|b| ferrolb_bgp::bfd::Config {
+            transmit_interval: b.transmit_interval,
+            receive_interval: b.receive_interval,
+            detect_mult: b.detect_multiplier,
+            passive: b.passive,
+        }),
     }
 }
 
@@ -171,12 +180,17 @@ struct Running {
     routes: watch::Sender<Vec<Route>>,
     stop: watch::Sender<Stop>,
     status: watch::Receiver<Status>,
+    /// The BFD session's status and counts, and the counts last put in the metrics.
+    bfd: Option<(watch::Receiver<bfd_io::Status>, std::sync::Arc<bfd_io::Counters>)>,
+    bfd_reported: [u64; 4],
     task: JoinHandle<()>,
 }
 
 /// The sessions of this node.
 pub struct Sessions {
     running: BTreeMap<String, Running>,
+    /// The BFD thread, started with the first session that has a BFD profile.
+    bfd: Option<Bfd>,
     /// Sessions told to end, until they have.
     ending: Vec<JoinHandle<()>>,
     metrics: Metrics,
@@ -186,7 +200,7 @@ pub struct Sessions {
 impl Sessions {
     /// No sessions yet; `changed` is poked when a session's state changes.
     pub fn new(metrics: Metrics, changed: std::sync::Arc<Notify>) -> Sessions {
-        Sessions { running: BTreeMap::new(), ending: Vec::new(), metrics, changed }
+        Sessions { running: BTreeMap::new(), bfd: None, ending: Vec::new(), metrics, changed }
     }
 
     /// Run exactly the sessions of `wanted` (peer → session and routes): start the new,
@@ -205,6 +219,9 @@ impl Sessions {
                 self.ending.push(r.task);
                 self.metrics.bgp_session_up.with_label_values(&[&name]).set(0);
                 self.metrics.bgp_announced_prefixes.with_label_values(&[&name]).set(0);
+                if r.bfd.is_some() {
+                    self.metrics.bfd_session_up.with_label_values(&[&name]).set(0);
+                }
             }
         }
         self.ending.retain(|t| !t.is_finished());
@@ -219,44 +236,101 @@ impl Sessions {
                 }
                 None => {
                     tracing::info!(peer = %name, address = %spec.endpoint.peer, "BGP session starts");
-                    let (routes_tx, routes_rx) = watch::channel(routes);
-                    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
-                    let (status_tx, mut status_rx) =
-                        watch::channel(Status { state: State::Idle, last_down: None, advertised: 0 });
-                    let changed = self.changed.clone();
-                    let mut watch_status = status_rx.clone();
-                    let run = driver::run(
-                        spec.endpoint.clone(),
-                        spec.config.clone(),
-                        spec.peering,
-                        routes_rx,
-                        stop_rx,
-                        status_tx,
-                    );
-                    let task = tokio::spawn(async move {
-                        let notify = async move {
-                            while watch_status.changed().await.is_ok() {
-                                changed.notify_one();
-                            }
-                        };
-                        tokio::select! {
-                            _ = run => {}
-                            _ = notify => {}
-                        }
+                    let bfd = spec.bfd.and_then(|config| {
+                        let thread = self.bfd_thread()?;
+                        let peer = spec.endpoint.peer.ip();
+                        Some(thread.add(bfd_io::Spec { peer, source: spec.endpoint.source, config }))
                     });
-                    status_rx.mark_changed();
-                    self.running
-                        .insert(name, Running { spec, routes: routes_tx, stop: stop_tx, status: status_rx, task });
+                    let running = self.start(spec, routes, bfd);
+                    self.running.insert(name, running);
                 }
             }
         }
         self.report();
     }
 
+    /// The BFD thread, started on first use; `None` (logged) if it cannot start.
+    fn bfd_thread(&mut self) -> Option<&Bfd> {
+        if self.bfd.is_none() {
+            match Bfd::spawn() {
+                Ok(b) => self.bfd = Some(b),
+                Err(e) => tracing::error!(error = %e, "the BFD thread cannot start; sessions run without BFD"),
+            }
+        }
+        self.bfd.as_ref()
+    }
+
+    /// Start one session (and hand it its BFD session).
+    fn start(&self, spec: SessionSpec, routes: Vec<Route>, bfd: Option<bfd_io::Handle>) -> Running {
+        let (routes_tx, routes_rx) = watch::channel(routes);
+        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+        let (status_tx, mut status_rx) = watch::channel(Status { state: State::Idle, last_down: None, advertised: 0 });
+        let changed = self.changed.clone();
+        let mut watch_status = status_rx.clone();
+        let bfd_seen = bfd.as_ref().map(|h| (h.status.clone(), h.counters.clone()));
+        let mut watch_bfd = bfd_seen.as_ref().map(|(s, _)| s.clone());
+        let ended_how = stop_rx.clone();
+        let run = driver::run(
+            spec.endpoint.clone(),
+            spec.config.clone(),
+            spec.peering,
+            routes_rx,
+            stop_rx,
+            status_tx,
+            watch_bfd.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let notify = async move {
+                loop {
+                    let bfd_changed = async {
+                        match watch_bfd.as_mut() {
+                            Some(b) => b.changed().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        r = watch_status.changed() => if r.is_err() { break },
+                        r = bfd_changed => if r.is_err() { watch_bfd = None },
+                    }
+                    changed.notify_one();
+                }
+            };
+            tokio::select! {
+                _ = run => {}
+                _ = notify => {}
+            }
+            // BGP first (its Cease), then BFD: AdminDown, or silence for a restart the
+            // peer is to ride out with graceful restart.
+            if let Some(h) = bfd {
+                let restart = *ended_how.borrow() == Stop::Restart;
+                h.stop(if restart { bfd_io::Stop::Silent } else { bfd_io::Stop::AdminDown });
+            }
+        });
+        status_rx.mark_changed();
+        Running { spec, routes: routes_tx, stop: stop_tx, status: status_rx, bfd: bfd_seen, bfd_reported: [0; 4], task }
+    }
+
     /// Refresh the session metrics; the peers whose session is Established.
-    pub fn report(&self) -> BTreeSet<String> {
+    pub fn report(&mut self) -> BTreeSet<String> {
         let mut up = BTreeSet::new();
-        for (name, r) in &self.running {
+        for (name, r) in &mut self.running {
+            if let Some((status, counters)) = &r.bfd {
+                use std::sync::atomic::Ordering::Relaxed;
+                let m = &self.metrics;
+                let bfd_up = status.borrow().state == ferrolb_bgp::bfd::State::Up;
+                m.bfd_session_up.with_label_values(&[name]).set(i64::from(bfd_up));
+                let now = [&counters.received, &counters.sent, &counters.ups, &counters.downs].map(|c| c.load(Relaxed));
+                let vecs = [
+                    &m.bfd_control_packet_input,
+                    &m.bfd_control_packet_output,
+                    &m.bfd_session_up_events,
+                    &m.bfd_session_down_events,
+                ];
+                for ((v, n), last) in vecs.iter().zip(now).zip(r.bfd_reported.iter_mut()) {
+                    v.with_label_values(&[name]).inc_by(n.saturating_sub(*last));
+                    *last = n;
+                }
+            }
             let s = r.status.borrow();
             let est = s.state == State::Established;
             if est {
@@ -457,6 +531,7 @@ mod tests {
             multihop,
             graceful_restart: true,
             disable_mp: false,
+            bfd: None,
         }
     }
 

@@ -55,6 +55,14 @@ pub struct Metrics {
     pub bgp_announced_prefixes: IntGaugeVec,
     /// 1 per Service IP this node advertises to at least one Established BGP peer.
     pub bgp_advertised: IntGaugeVec,
+    /// 1 per BGP peer whose BFD session is Up.
+    pub bfd_session_up: IntGaugeVec,
+    /// BFD control packets received from / sent to each peer.
+    pub bfd_control_packet_input: IntCounterVec,
+    pub bfd_control_packet_output: IntCounterVec,
+    /// Times each peer's BFD session came Up / left Up.
+    pub bfd_session_up_events: IntCounterVec,
+    pub bfd_session_down_events: IntCounterVec,
 }
 
 /// What heartbeats say of a member (the `state` label of `ferrolb_memberlist_peers`).
@@ -198,8 +206,27 @@ impl Metrics {
             &["ip"],
         )
         .expect("static definition");
+        let bfd_session_up =
+            per_peer("ferrolb_bfd_session_up", "1 while the BFD session with the BGP peer is Up, else 0.");
+        let per_peer_counter =
+            |n: &str, h: &str| IntCounterVec::new(Opts::new(n, h), &["peer"]).expect("static definition");
+        let bfd_control_packet_input =
+            per_peer_counter("ferrolb_bfd_control_packet_input_total", "BFD control packets received from the peer.");
+        let bfd_control_packet_output =
+            per_peer_counter("ferrolb_bfd_control_packet_output_total", "BFD control packets sent to the peer.");
+        let bfd_session_up_events =
+            per_peer_counter("ferrolb_bfd_session_up_events_total", "Times the BFD session with the peer came Up.");
+        let bfd_session_down_events = per_peer_counter(
+            "ferrolb_bfd_session_down_events_total",
+            "Times the BFD session with the peer left Up (the BGP session is torn down with it).",
+        );
         for c in [
             Box::new(announced.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(bfd_session_up.clone()),
+            Box::new(bfd_control_packet_input.clone()),
+            Box::new(bfd_control_packet_output.clone()),
+            Box::new(bfd_session_up_events.clone()),
+            Box::new(bfd_session_down_events.clone()),
             Box::new(bgp_advertised.clone()),
             Box::new(bgp_session_up.clone()),
             Box::new(bgp_announced_prefixes.clone()),
@@ -252,6 +279,11 @@ impl Metrics {
             bgp_session_up,
             bgp_announced_prefixes,
             bgp_advertised,
+            bfd_session_up,
+            bfd_control_packet_input,
+            bfd_control_packet_output,
+            bfd_session_up_events,
+            bfd_session_down_events,
         }
     }
 

@@ -13,8 +13,8 @@ use ferrolb_common::events::{Event, EventType, Events};
 use ferrolb_common::{AbortOnDrop, all, reflect};
 use ferrolb_crds::conditions::reason;
 use ferrolb_crds::{
-    BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER, ServiceBGPStatus,
-    ServiceL2Status,
+    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement, SPEAKER_FIELD_MANAGER,
+    ServiceBGPStatus, ServiceL2Status,
 };
 use ferrolb_model::{Config, ServiceKey};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -48,6 +48,7 @@ struct Caches {
     bgp_peers: Store<BGPPeer>,
     bgp_adverts: Store<BGPAdvertisement>,
     communities: Store<Community>,
+    bfd_profiles: Store<BFDProfile>,
     /// `kubernetes.io/basic-auth` Secrets of ferrolb's namespace (BGP passwords).
     secrets: Store<Secret>,
     /// This node's ServiceBGPStatuses.
@@ -74,6 +75,7 @@ impl Caches {
         let (bgp_peers, t8) = reflect(Api::<BGPPeer>::namespaced(c.clone(), namespace), changed.clone());
         let (bgp_adverts, t9) = reflect(Api::<BGPAdvertisement>::namespaced(c.clone(), namespace), changed.clone());
         let (communities, t10) = reflect(Api::<Community>::namespaced(c.clone(), namespace), changed.clone());
+        let (bfd_profiles, t13) = reflect(Api::<BFDProfile>::namespaced(c.clone(), namespace), changed.clone());
         let (secrets, t11) = ferrolb_common::reflect_with(
             Api::<Secret>::namespaced(c.clone(), namespace),
             kube::runtime::watcher::Config::default().fields("type=kubernetes.io/basic-auth"),
@@ -96,10 +98,11 @@ impl Caches {
             bgp_peers,
             bgp_adverts,
             communities,
+            bfd_profiles,
             secrets,
             bgp_statuses,
             namespace: namespace.to_string(),
-            _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12]),
+            _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13]),
         };
         c.services.wait_until_ready().await?;
         c.slices.wait_until_ready().await?;
@@ -111,6 +114,7 @@ impl Caches {
         c.bgp_peers.wait_until_ready().await?;
         c.bgp_adverts.wait_until_ready().await?;
         c.communities.wait_until_ready().await?;
+        c.bfd_profiles.wait_until_ready().await?;
         c.secrets.wait_until_ready().await?;
         c.bgp_statuses.wait_until_ready().await?;
         Ok(c)
@@ -128,6 +132,7 @@ impl Caches {
                 &all(&self.bgp_peers),
                 &all(&self.bgp_adverts),
                 &all(&self.communities),
+                &all(&self.bfd_profiles),
             ),
             leases: all(&self.leases),
             statuses: all(&self.statuses),

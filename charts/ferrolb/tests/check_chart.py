@@ -96,7 +96,7 @@ def crds_are_the_generated_ones():
     assert files == sorted([
         "ipaddresspools.ferrolb.io.yaml", "l2advertisements.ferrolb.io.yaml", "servicel2statuses.ferrolb.io.yaml",
         "bgppeers.ferrolb.io.yaml", "bgpadvertisements.ferrolb.io.yaml", "communities.ferrolb.io.yaml",
-        "servicebgpstatuses.ferrolb.io.yaml",
+        "servicebgpstatuses.ferrolb.io.yaml", "bfdprofiles.ferrolb.io.yaml",
     ]), files
     generated = {}
     for p in (CHART / "files" / "crds").glob("*.yaml"):

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use ferrolb_common::http::ListenAddr;
 use ferrolb_common::{AbortOnDrop, reflect};
-use ferrolb_crds::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use ferrolb_crds::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -82,6 +82,7 @@ struct Caches {
     pools: Store<IPAddressPool>,
     advertisements: Store<L2Advertisement>,
     communities: Store<Community>,
+    bfd_profiles: Store<BFDProfile>,
 }
 
 /// Serve the webhook until the process ends; `ready` says when it can answer.
@@ -95,9 +96,10 @@ pub async fn run(
     let changed = Arc::new(Notify::new());
     let (pools, t1) = reflect(Api::<IPAddressPool>::namespaced(client.clone(), &namespace), changed.clone());
     let (advertisements, t2) = reflect(Api::<L2Advertisement>::namespaced(client.clone(), &namespace), changed.clone());
-    let (communities, t3) = reflect(Api::<Community>::namespaced(client.clone(), &namespace), changed);
-    let _watches = AbortOnDrop(vec![t1, t2, t3]);
-    let caches = Arc::new(Caches { namespace: namespace.clone(), pools, advertisements, communities });
+    let (communities, t3) = reflect(Api::<Community>::namespaced(client.clone(), &namespace), changed.clone());
+    let (bfd_profiles, t4) = reflect(Api::<BFDProfile>::namespaced(client.clone(), &namespace), changed);
+    let _watches = AbortOnDrop(vec![t1, t2, t3, t4]);
+    let caches = Arc::new(Caches { namespace: namespace.clone(), pools, advertisements, communities, bfd_profiles });
     let resolver = Arc::new(Resolver::default());
     let certs = cert_loop(client, namespace, settings.clone(), resolver.clone(), caches.clone(), ready);
     tokio::select! {
@@ -276,7 +278,9 @@ fn decide(caches: &Caches, kind: Kind, review: &Value) -> review::Verdict {
             Err(e) => refuse(e),
         },
         Kind::BgpPeer => match serde_json::from_value::<BGPPeer>(object) {
-            Ok(p) if same_ns(kube::ResourceExt::namespace(&p)) => review::bgp_peer(&p, &caches.namespace),
+            Ok(p) if same_ns(kube::ResourceExt::namespace(&p)) => {
+                review::bgp_peer(&p, &caches.namespace, &ferrolb_common::all(&caches.bfd_profiles))
+            }
             Ok(p) => foreign(&caches.namespace, kube::ResourceExt::namespace(&p)),
             Err(e) => refuse(e),
         },

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use ferrolb_crds::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use ferrolb_crds::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 use ferrolb_model::Config;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -85,12 +85,25 @@ fn missing_pools(named: &[String], pools: &[IPAddressPool], namespace: &str, don
         .collect()
 }
 
-/// Review a BGPPeer: every field as the speakers would read it.
-pub fn bgp_peer(candidate: &BGPPeer, namespace: &str) -> Verdict {
+/// Review a BGPPeer: every field as the speakers would read it, with the namespace's
+/// BFDProfiles. A profile that does not exist yet is a warning, not a refusal (GitOps
+/// tools apply objects in any order): the peer stays unused, Valid False, until it does.
+pub fn bgp_peer(candidate: &BGPPeer, namespace: &str, bfd_profiles: &[BFDProfile]) -> Verdict {
+    use ferrolb_model::bgp::{BfdProfile, BgpPeer};
     let name = candidate.name_any();
-    let denied =
-        ferrolb_model::bgp::BgpPeer::parse(candidate, namespace).err().map(|why| format!("BGPPeer {name}: {why}"));
-    Verdict { denied, warnings: Vec::new() }
+    let mut profiles = BfdProfile::parse_all(bfd_profiles);
+    let mut warnings = Vec::new();
+    if let Some(b) = &candidate.spec.bfd_profile
+        && !profiles.contains_key(b)
+    {
+        warnings.push(format!(
+            "spec.bfdProfile: BFDProfile {b:?} does not exist in {namespace}; the speakers do not use this peer until it does"
+        ));
+        let stand_in = BfdProfile::parse(&BFDProfile::new(b, Default::default()));
+        profiles.insert(b.clone(), stand_in);
+    }
+    let denied = BgpPeer::parse(candidate, namespace, &profiles).err().map(|why| format!("BGPPeer {name}: {why}"));
+    Verdict { denied, warnings }
 }
 
 /// Review a BGPAdvertisement: selectors, communities (aliases from the namespace's
@@ -108,6 +121,7 @@ pub fn bgp_advertisement(
         &[],
         std::slice::from_ref(candidate),
         communities,
+        &[],
     );
     let denied = cfg.invalid_bgp_advertisements.get(&name).map(|why| format!("BGPAdvertisement {name}: {why}"));
     let warnings = missing_pools(&candidate.spec.ip_address_pools, pools, namespace, "advertised");
@@ -160,10 +174,21 @@ mod tests {
         use ferrolb_crds::{BGPAdvertisementSpec, BGPPeerSpec, CommunityAlias, CommunitySpec};
         let spec =
             BGPPeerSpec { my_asn: 64513, peer_asn: 64512, peer_address: "198.51.100.1".into(), ..Default::default() };
-        assert_eq!(bgp_peer(&BGPPeer::new("r", spec.clone()), "ferrolb-system"), Verdict::default());
-        let short = BGPPeerSpec { hold_time: Some("1s".into()), ..spec };
-        let msg = bgp_peer(&BGPPeer::new("r", short), "ferrolb-system").denied.expect("refused");
+        assert_eq!(bgp_peer(&BGPPeer::new("r", spec.clone()), "ferrolb-system", &[]), Verdict::default());
+        let short = BGPPeerSpec { hold_time: Some("1s".into()), ..spec.clone() };
+        let msg = bgp_peer(&BGPPeer::new("r", short), "ferrolb-system", &[]).denied.expect("refused");
         assert!(msg.starts_with("BGPPeer r: spec.holdTime"), "{msg}");
+        // A BFD profile: missing is a warning, invalid a refusal naming both objects.
+        let with_bfd = BGPPeer::new("r", BGPPeerSpec { bfd_profile: Some("fast".into()), ..spec });
+        let v = bgp_peer(&with_bfd, "ferrolb-system", &[]);
+        assert_eq!(v.denied, None);
+        assert!(v.warnings[0].contains("BFDProfile \"fast\" does not exist"), "{v:?}");
+        let echo =
+            BFDProfile::new("fast", ferrolb_crds::BFDProfileSpec { echo_mode: Some(true), ..Default::default() });
+        let msg = bgp_peer(&with_bfd, "ferrolb-system", &[echo]).denied.expect("refused");
+        assert!(msg.contains("spec.bfdProfile \"fast\"") && msg.contains("spec.echoMode"), "{msg}");
+        let fine = BFDProfile::new("fast", Default::default());
+        assert_eq!(bgp_peer(&with_bfd, "ferrolb-system", &[fine]), Verdict::default());
         let pools = [testing::pool("p", &["198.51.100.64/27"])];
         let alias = Community::new(
             "c",

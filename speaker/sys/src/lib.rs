@@ -205,6 +205,18 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// Drop received datagrams whose IP TTL (IPv4) or hop limit (IPv6) is below `min`
+/// (`IP_MINTTL`, `IPV6_MINHOPCOUNT`): the Generalized TTL Security Mechanism (RFC 5082)
+/// that single-hop BFD (RFC 5881 §5) asks for, with 255, done by the kernel.
+pub fn set_min_ttl(fd: RawFd, ipv6: bool, min: u8) -> io::Result<()> {
+    let v = libc::c_int::from(min);
+    if ipv6 {
+        setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, &v)
+    } else {
+        setsockopt(fd, libc::IPPROTO_IP, libc::IP_MINTTL, &v)
+    }
+}
+
 /// `struct tcp_md5sig` of `<linux/tcp.h>` (libc does not define it).
 #[repr(C)]
 struct TcpMd5Sig {
