@@ -126,7 +126,12 @@ spec: {ipAddressPools: [production]}
 apiVersion: metallb.io/v1beta2
 kind: BGPPeer
 metadata: {name: router, namespace: metallb-system}
-spec: {myASN: 64512, peerASN: 64513, peerAddress: 203.0.113.1}
+spec: {myASN: 64512, peerASN: 64513, peerAddress: 203.0.113.1, bfdProfile: fast, vrf: red}
+---
+apiVersion: metallb.io/v1beta1
+kind: BFDProfile
+metadata: {name: fast, namespace: metallb-system}
+spec: {receiveInterval: 100}
 ",
     )
     .unwrap();
@@ -139,7 +144,10 @@ spec: {myASN: 64512, peerASN: 64513, peerAddress: 203.0.113.1}
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = String::from_utf8_lossy(&out.stderr);
-    assert!(report.contains("BGPPeer metallb-system/router: not migrated: ferrolb does not speak BGP yet"), "{report}");
+    assert!(
+        report.contains("BGPPeer metallb-system/router: spec.vrf: not carried over: ferrolb has no such field"),
+        "{report}"
+    );
     let manifest = String::from_utf8_lossy(&out.stdout).into_owned();
     sb.kubectl_apply(&manifest).expect("the migrated objects pass ferrolb's webhook");
     sb.kubectl_apply(&serde_json::to_string(&svc("web").selector(&[("app", "web")]).json()).unwrap()).unwrap();
@@ -152,4 +160,11 @@ spec: {myASN: 64512, peerASN: 64513, peerAddress: 203.0.113.1}
     let pool: ferrolb_crds::IPAddressPool =
         h.rt.block_on(kube::Api::namespaced(sb.client.clone(), NS).get("production")).unwrap();
     assert!(pool.spec.avoid_buggy_ips, "fields carried over");
+    // The BGP objects too, the peer valid with its BFD profile.
+    let peers: kube::Api<ferrolb_crds::BGPPeer> = kube::Api::namespaced(sb.client.clone(), NS);
+    eventually("the migrated BGPPeer is Valid", Duration::from_secs(30), || {
+        let p = h.rt.block_on(peers.get_opt("router")).ok()??;
+        assert_eq!(p.spec.bfd_profile.as_deref(), Some("fast"));
+        p.status?.conditions.iter().any(|c| c.type_ == "Valid" && c.status == "True").then_some(())
+    });
 }

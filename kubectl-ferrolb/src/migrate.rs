@@ -1,17 +1,20 @@
 //! `kubectl ferrolb migrate`: MetalLB's configuration as ferrolb objects.
 //!
 //! Reads MetalLB manifests (what `kubectl get -o yaml` prints, a `List` included):
-//! `metallb.io` IPAddressPools and L2Advertisements become `ferrolb.io` ones in
-//! ferrolb's namespace, field for field (the shapes are MetalLB's); MetalLB's legacy
-//! ConfigMap (`config`, before 0.13) becomes pools and advertisements too. Every
-//! field that does not carry over, and every object that does not (BGP ones, until
-//! ferrolb speaks BGP), is a report line naming the object and the field; the rest
-//! still migrates. Pools are then checked with ferrolb's model, as its webhook would.
+//! `metallb.io` IPAddressPools, L2Advertisements, BGPPeers, BGPAdvertisements,
+//! BFDProfiles and Communities become `ferrolb.io` ones in ferrolb's namespace, field
+//! for field (the shapes are MetalLB's); MetalLB's legacy ConfigMap (`config`, before
+//! 0.13) becomes pools and layer-2 advertisements too. Every field that does not carry
+//! over, and every object that does not, is a report line naming the object and the
+//! field; the rest still migrates. Pools are then checked with ferrolb's model, as its webhook would.
 //! Pure: the command reads and prints.
 
 use std::collections::BTreeMap;
 
-use ferrolb_crds::{API_VERSION, IPAddressPool, IPAddressPoolSpec, L2Advertisement, L2AdvertisementSpec};
+use ferrolb_crds::{
+    API_VERSION, BFDProfileSpec, BGPAdvertisementSpec, BGPPeerSpec, CommunitySpec, IPAddressPool, IPAddressPoolSpec,
+    L2Advertisement, L2AdvertisementSpec,
+};
 use serde_json::{Value, json};
 
 /// The converted objects and what did not carry over.
@@ -23,7 +26,8 @@ pub struct Migration {
     pub report: Vec<String>,
 }
 
-const BGP_KINDS: &[&str] = &["BGPPeer", "BGPAdvertisement", "BFDProfile", "Community"];
+/// `apiVersion` of ferrolb's BGPPeer (MetalLB's v1beta2 shape).
+const PEER_API_VERSION: &str = "ferrolb.io/v1beta2";
 
 /// Convert the documents of a MetalLB manifest into objects in `namespace`.
 pub fn migrate(docs: Vec<Value>, namespace: &str) -> Migration {
@@ -47,16 +51,41 @@ pub fn migrate(docs: Vec<Value>, namespace: &str) -> Migration {
         match (api.split('/').next().unwrap_or_default(), kind.as_str()) {
             ("metallb.io", "IPAddressPool") => {
                 if let Some(o) = carry::<IPAddressPoolSpec>(&d, &at, &mut m.report) {
-                    m.objects.push(object("IPAddressPool", &name, namespace, &d, o));
+                    m.objects.push(object(API_VERSION, "IPAddressPool", &name, namespace, &d, o));
                 }
             }
             ("metallb.io", "L2Advertisement") => {
                 if let Some(o) = carry::<L2AdvertisementSpec>(&d, &at, &mut m.report) {
-                    m.objects.push(object("L2Advertisement", &name, namespace, &d, o));
+                    m.objects.push(object(API_VERSION, "L2Advertisement", &name, namespace, &d, o));
                 }
             }
-            ("metallb.io", k) if BGP_KINDS.contains(&k) => {
-                m.report.push(format!("{at}: not migrated: ferrolb does not speak BGP yet"));
+            ("metallb.io", "BGPPeer") => {
+                if let Some(mut o) = carry::<BGPPeerSpec>(&d, &at, &mut m.report) {
+                    // The speakers read Secrets of ferrolb's namespace only.
+                    if let Some(secret) = o["passwordSecret"]["name"].as_str() {
+                        m.report.push(format!(
+                            "{at}: spec.passwordSecret: copy Secret {secret} into namespace {namespace} (the speakers \
+                             read Secrets of ferrolb's namespace only)"
+                        ));
+                        o["passwordSecret"] = json!({"name": secret});
+                    }
+                    m.objects.push(object(PEER_API_VERSION, "BGPPeer", &name, namespace, &d, o));
+                }
+            }
+            ("metallb.io", "BGPAdvertisement") => {
+                if let Some(o) = carry::<BGPAdvertisementSpec>(&d, &at, &mut m.report) {
+                    m.objects.push(object(API_VERSION, "BGPAdvertisement", &name, namespace, &d, o));
+                }
+            }
+            ("metallb.io", "BFDProfile") => {
+                if let Some(o) = carry::<BFDProfileSpec>(&d, &at, &mut m.report) {
+                    m.objects.push(object(API_VERSION, "BFDProfile", &name, namespace, &d, o));
+                }
+            }
+            ("metallb.io", "Community") => {
+                if let Some(o) = carry::<CommunitySpec>(&d, &at, &mut m.report) {
+                    m.objects.push(object(API_VERSION, "Community", &name, namespace, &d, o));
+                }
             }
             ("metallb.io", _) => m.report.push(format!("{at}: not migrated: not a kind ferrolb knows")),
             ("v1", "ConfigMap") if d["data"]["config"].is_string() => legacy(&d, &at, namespace, &mut m),
@@ -69,7 +98,7 @@ pub fn migrate(docs: Vec<Value>, namespace: &str) -> Migration {
 
 /// The ferrolb object: name, labels and annotations kept (kubectl's last-applied copy
 /// dropped), namespace ferrolb's, server-set metadata and status left behind.
-fn object(kind: &str, name: &str, namespace: &str, from: &Value, spec: Value) -> Value {
+fn object(api_version: &str, kind: &str, name: &str, namespace: &str, from: &Value, spec: Value) -> Value {
     let mut meta = json!({"name": name, "namespace": namespace});
     if let Some(l) = from["metadata"]["labels"].as_object().filter(|l| !l.is_empty()) {
         meta["labels"] = json!(l);
@@ -79,7 +108,7 @@ fn object(kind: &str, name: &str, namespace: &str, from: &Value, spec: Value) ->
     if !ann.is_empty() {
         meta["annotations"] = json!(ann);
     }
-    json!({"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "spec": spec})
+    json!({"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": spec})
 }
 
 /// `spec` through ferrolb's type, and a report line per field that did not survive.
@@ -158,7 +187,7 @@ fn legacy(d: &Value, at: &str, namespace: &str, m: &mut Migration) {
             Some("layer2") => m.objects.push(json!({"apiVersion": API_VERSION, "kind": "L2Advertisement",
                 "metadata": {"name": name, "namespace": namespace}, "spec": {"ipAddressPools": [name]}})),
             Some("bgp") => m.report.push(format!(
-                "{field}: the pool is migrated, not its BGP announcement: ferrolb does not speak BGP yet"
+                "{field}: the pool is migrated, not its BGP announcement: write a BGPAdvertisement for it (docs/bgp.md)"
             )),
             other => {
                 m.report.push(format!("{field}.protocol: {other:?} is neither layer2 nor bgp; no advertisement made"))
@@ -167,7 +196,9 @@ fn legacy(d: &Value, at: &str, namespace: &str, m: &mut Migration) {
     }
     for key in ["peers", "bgp-communities"] {
         if cfg[key].as_array().is_some_and(|a| !a.is_empty()) || cfg[key].as_object().is_some_and(|o| !o.is_empty()) {
-            m.report.push(format!("{at}: data.config {key}: not migrated: ferrolb does not speak BGP yet"));
+            m.report.push(format!(
+                "{at}: data.config {key}: not migrated: write BGPPeers and Communities for them (docs/bgp.md)"
+            ));
         }
     }
 }
@@ -239,7 +270,29 @@ spec:
 apiVersion: metallb.io/v1beta2
 kind: BGPPeer
 metadata: {name: router, namespace: metallb-system}
-spec: {myASN: 64512, peerASN: 64513, peerAddress: 203.0.113.1}
+spec:
+  myASN: 64512
+  peerASN: 64513
+  peerAddress: 203.0.113.1
+  bfdProfile: fast
+  passwordSecret: {name: md5, namespace: metallb-system}
+  vrf: red
+---
+apiVersion: metallb.io/v1beta1
+kind: BFDProfile
+metadata: {name: fast, namespace: metallb-system}
+spec: {receiveInterval: 50, transmitInterval: 50, echoMode: false}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata: {name: bgp, namespace: metallb-system}
+spec: {ipAddressPools: [production], communities: [edge], localPref: 50}
+---
+apiVersion: metallb.io/v1beta1
+kind: Community
+metadata: {name: site, namespace: metallb-system}
+spec:
+  communities: [{name: edge, value: "64512:7"}]
 ---
 apiVersion: v1
 kind: Secret
@@ -249,7 +302,7 @@ metadata: {name: other, namespace: metallb-system}
     #[test]
     fn pools_and_advertisements_carry_over_field_for_field_and_the_rest_is_reported() {
         let m = migrate(docs(METALLB), "ferrolb-system");
-        assert_eq!(m.objects.len(), 2);
+        assert_eq!(m.objects.len(), 6);
         let pool = &m.objects[0];
         assert_eq!(pool["apiVersion"], "ferrolb.io/v1beta1");
         assert_eq!(
@@ -263,11 +316,30 @@ metadata: {name: other, namespace: metallb-system}
         let adv = &m.objects[1];
         assert_eq!(adv["spec"]["nodeSelectors"][0]["matchLabels"]["kubernetes.io/hostname"], "node-1");
         assert_eq!(adv["spec"]["interfaces"], json!(["eth0"]));
+        // The BGP objects carry over too; the peer in v1beta2, its Secret in ferrolb's namespace.
+        let peer = &m.objects[2];
+        assert_eq!((peer["apiVersion"].as_str(), peer["kind"].as_str()), (Some("ferrolb.io/v1beta2"), Some("BGPPeer")));
+        assert_eq!(peer["spec"]["bfdProfile"], "fast");
+        assert_eq!(peer["spec"]["passwordSecret"], json!({"name": "md5"}));
+        assert_eq!(m.objects[3]["spec"]["receiveInterval"], 50);
+        assert_eq!(m.objects[4]["spec"]["localPref"], 50);
+        assert_eq!(m.objects[5]["spec"]["communities"][0]["value"], "64512:7");
+        for o in &m.objects[2..] {
+            let parsed = match o["kind"].as_str().unwrap() {
+                "BGPPeer" => serde_json::from_value::<ferrolb_crds::BGPPeer>(o.clone()).map(|_| ()),
+                "BFDProfile" => serde_json::from_value::<ferrolb_crds::BFDProfile>(o.clone()).map(|_| ()),
+                "BGPAdvertisement" => serde_json::from_value::<ferrolb_crds::BGPAdvertisement>(o.clone()).map(|_| ()),
+                _ => serde_json::from_value::<ferrolb_crds::Community>(o.clone()).map(|_| ()),
+            };
+            assert!(parsed.is_ok(), "{o}");
+        }
         assert_eq!(
             m.report,
             [
                 "IPAddressPool metallb-system/production: spec.someFutureField: not carried over: ferrolb has no such field",
-                "BGPPeer metallb-system/router: not migrated: ferrolb does not speak BGP yet",
+                "BGPPeer metallb-system/router: spec.vrf: not carried over: ferrolb has no such field",
+                "BGPPeer metallb-system/router: spec.passwordSecret: copy Secret md5 into namespace ferrolb-system (the \
+                 speakers read Secrets of ferrolb's namespace only)",
                 "Secret metallb-system/other: skipped: not a MetalLB object (v1)",
             ]
         );
@@ -296,7 +368,10 @@ metadata: {name: other, namespace: metallb-system}
         assert_eq!(m.objects[0]["spec"]["avoidBuggyIPs"], true);
         assert_eq!(m.report.len(), 2, "{:?}", m.report);
         assert!(m.report[0].contains("address-pools[1]: the pool is migrated, not its BGP announcement"));
-        assert!(m.report[1].ends_with("data.config peers: not migrated: ferrolb does not speak BGP yet"));
+        assert!(
+            m.report[1]
+                .ends_with("data.config peers: not migrated: write BGPPeers and Communities for them (docs/bgp.md)")
+        );
     }
 
     #[test]
