@@ -42,6 +42,9 @@ pub struct Status {
     pub last_down: Option<String>,
     /// Prefixes the peer has from us now.
     pub advertised: usize,
+    /// UPDATE messages sent over this session's life (announcements, withdrawals,
+    /// End-of-RIB).
+    pub updates_sent: u64,
 }
 
 /// How a running session is to end.
@@ -77,6 +80,7 @@ pub async fn run(
     let mut pending = session.handle(Instant::now().into_std(), Input::Start);
     let mut last_down = None;
     let mut routes_open = true;
+    let mut updates_sent: u64 = 0;
     loop {
         // Carry out what the session said.
         while !pending.is_empty() {
@@ -126,7 +130,7 @@ pub async fn run(
                         peering = with_next_hop(peering, local);
                         let mut msgs = sync(&peering, &mut sent, &want);
                         msgs.extend(end_of_rib(n.ipv4, n.ipv6));
-                        write(&mut conn, msgs).await;
+                        updates_sent += write(&mut conn, msgs).await;
                     }
                     Output::Refresh => {
                         // What changed first, then every route again.
@@ -134,7 +138,7 @@ pub async fn run(
                         let mut msgs = sync(&peering, &mut sent, &want);
                         msgs.extend(announce(&peering, &want));
                         tracing::debug!(peer = %endpoint.peer, routes = want.len(), "route refresh answered");
-                        write(&mut conn, msgs).await;
+                        updates_sent += write(&mut conn, msgs).await;
                     }
                     Output::Down(d) => {
                         // Whatever the connection was, it is over (a Close before this sent
@@ -148,6 +152,7 @@ pub async fn run(
                                 state: State::Idle,
                                 last_down: last_down.clone(),
                                 advertised: 0,
+                                updates_sent,
                             });
                             return;
                         }
@@ -156,7 +161,8 @@ pub async fn run(
             }
         }
         status.send_if_modified(|s| {
-            let now = Status { state: session.state(), last_down: last_down.clone(), advertised: sent.len() };
+            let now =
+                Status { state: session.state(), last_down: last_down.clone(), advertised: sent.len(), updates_sent };
             let changed = *s != now;
             *s = now;
             changed
@@ -224,7 +230,7 @@ pub async fn run(
                 }
                 let want = routes.borrow_and_update().clone();
                 let msgs = sync(&peering, &mut sent, &want);
-                write(&mut conn, msgs).await;
+                updates_sent += write(&mut conn, msgs).await;
             }
         }
     }
@@ -253,13 +259,17 @@ fn with_next_hop(mut peering: Peering, local: Option<IpAddr>) -> Peering {
 }
 
 /// Queue `msgs` and flush them; a write that fails shows as the connection ending.
-async fn write(conn: &mut Option<Framed<TcpStream, BgpCodec>>, msgs: Vec<BgpMessage>) {
+/// The UPDATEs queued.
+async fn write(conn: &mut Option<Framed<TcpStream, BgpCodec>>, msgs: Vec<BgpMessage>) -> u64 {
+    let mut updates = 0;
     if let Some(c) = conn.as_mut() {
         for m in msgs {
+            updates += u64::from(matches!(m, BgpMessage::Update(_)));
             let _ = c.feed(m).await;
         }
         let _ = c.flush().await;
     }
+    updates
 }
 
 /// Close so that what was sent last (a NOTIFICATION) reaches the peer: flush, end our

@@ -96,6 +96,8 @@ fn main() {
     let sections = std::env::var("FERROLB_BENCH_SECTIONS").unwrap_or_else(|_| "1,2,3,4".into());
     let run = |n: &str| sections.split(',').any(|s| s.trim() == n);
     let (trials, flows, services) = if quick { (2, 300, 100) } else { (20, 3000, 2_000) };
+    // FERROLB_BENCH_SERVICES overrides the count of section 4.
+    let services = std::env::var("FERROLB_BENCH_SERVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(services);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = Options { nodes: 3, bgp: Some(Daemon::Frr), ..Options::default() };

@@ -166,7 +166,13 @@ fn advertise_follow_and_withdraw(daemon: Daemon) {
         let text = st.speaker_metrics("node-1");
         let up = text.lines().any(|l| l == "ferrolb_bgp_session_up{peer=\"router\"} 1");
         let vip = text.lines().any(|l| l == format!("ferrolb_bgp_advertised{{ip=\"{web4}\"}} 1"));
-        (up && vip).then_some(())
+        // At least the End-of-RIB and one announcement per family.
+        let updates = text.lines().any(|l| {
+            l.strip_prefix("ferrolb_bgp_updates_total{peer=\"router\"} ")
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v >= 3.0)
+        });
+        (up && vip && updates).then_some(())
     });
     // From outside, through the router, over both families.
     let out = outside(&h);

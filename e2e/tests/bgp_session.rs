@@ -176,7 +176,8 @@ impl Lab {
     fn session(&self, peer: IpAddr, cfg: Config, peering: Peering, routes: Vec<Route>) -> Running {
         let (routes_tx, routes_rx) = watch::channel(routes);
         let (stop_tx, stop_rx) = watch::channel(Stop::Run);
-        let (status_tx, status_rx) = watch::channel(Status { state: State::Idle, last_down: None, advertised: 0 });
+        let (status_tx, status_rx) =
+            watch::channel(Status { state: State::Idle, last_down: None, advertised: 0, updates_sent: 0 });
         let endpoint =
             Endpoint { peer: SocketAddr::new(peer, 179), source: None, password: self.password.clone(), ttl: self.ttl };
         let thread = ferrolb_e2e::netns::in_netns(&self.speaker.path(), move || {

@@ -183,6 +183,8 @@ struct Running {
     /// The BFD session's status and counts, and the counts last put in the metrics.
     bfd: Option<(watch::Receiver<bfd_io::Status>, std::sync::Arc<bfd_io::Counters>)>,
     bfd_reported: [u64; 4],
+    /// UPDATEs sent, as last put in the metrics.
+    updates_reported: u64,
     task: JoinHandle<()>,
 }
 
@@ -264,7 +266,8 @@ impl Sessions {
     fn start(&self, spec: SessionSpec, routes: Vec<Route>, bfd: Option<bfd_io::Handle>) -> Running {
         let (routes_tx, routes_rx) = watch::channel(routes);
         let (stop_tx, stop_rx) = watch::channel(Stop::Run);
-        let (status_tx, mut status_rx) = watch::channel(Status { state: State::Idle, last_down: None, advertised: 0 });
+        let (status_tx, mut status_rx) =
+            watch::channel(Status { state: State::Idle, last_down: None, advertised: 0, updates_sent: 0 });
         let changed = self.changed.clone();
         let mut watch_status = status_rx.clone();
         let bfd_seen = bfd.as_ref().map(|h| (h.status.clone(), h.counters.clone()));
@@ -307,7 +310,16 @@ impl Sessions {
             }
         });
         status_rx.mark_changed();
-        Running { spec, routes: routes_tx, stop: stop_tx, status: status_rx, bfd: bfd_seen, bfd_reported: [0; 4], task }
+        Running {
+            spec,
+            routes: routes_tx,
+            stop: stop_tx,
+            status: status_rx,
+            bfd: bfd_seen,
+            bfd_reported: [0; 4],
+            updates_reported: 0,
+            task,
+        }
     }
 
     /// Refresh the session metrics; the peers whose session is Established.
@@ -338,6 +350,9 @@ impl Sessions {
             }
             self.metrics.bgp_session_up.with_label_values(&[name]).set(i64::from(est));
             self.metrics.bgp_announced_prefixes.with_label_values(&[name]).set(s.advertised as i64);
+            let updates = &self.metrics.bgp_updates;
+            updates.with_label_values(&[name]).inc_by(s.updates_sent.saturating_sub(r.updates_reported));
+            r.updates_reported = s.updates_sent;
         }
         up
     }

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub bgp_announced_prefixes: IntGaugeVec,
     /// 1 per Service IP this node advertises to at least one Established BGP peer.
     pub bgp_advertised: IntGaugeVec,
+    /// UPDATE messages sent to each BGP peer.
+    pub bgp_updates: IntCounterVec,
     /// 1 per BGP peer whose BFD session is Up.
     pub bfd_session_up: IntGaugeVec,
     /// BFD control packets received from / sent to each peer.
@@ -220,8 +222,13 @@ impl Metrics {
             "ferrolb_bfd_session_down_events_total",
             "Times the BFD session with the peer left Up (the BGP session is torn down with it).",
         );
+        let bgp_updates = per_peer_counter(
+            "ferrolb_bgp_updates_total",
+            "BGP UPDATE messages sent to the peer (announcements, withdrawals, End-of-RIB).",
+        );
         for c in [
             Box::new(announced.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(bgp_updates.clone()),
             Box::new(bfd_session_up.clone()),
             Box::new(bfd_control_packet_input.clone()),
             Box::new(bfd_control_packet_output.clone()),
@@ -279,6 +286,7 @@ impl Metrics {
             bgp_session_up,
             bgp_announced_prefixes,
             bgp_advertised,
+            bgp_updates,
             bfd_session_up,
             bfd_control_packet_input,
             bfd_control_packet_output,
