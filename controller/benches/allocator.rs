@@ -36,6 +36,7 @@ fn request(i: usize, family: Family) -> Request {
         requested: vec![],
         pool: None,
         sharing: Sharing::default(),
+        allocated_before: false,
     }
 }
 

@@ -187,7 +187,12 @@ pub struct Decision {
 /// `now` stamps a condition whose status changed.
 pub fn decide(svc: &Service, answer: &Answer, now: &Time) -> Decision {
     let current = ingress_ips(svc);
-    let ips: Vec<IpAddr> = answer.held.as_ref().map(|a| a.ips.clone()).unwrap_or_default();
+    let ips: Vec<IpAddr> = match (&answer.held, &answer.result) {
+        (Some(a), _) => a.ips.clone(),
+        // Assigned by something else, in no pool: kept as it is (and reported).
+        (None, Err(Failure::Alloc(crate::alloc::AllocError::OutsidePoolsAdopted(kept)))) => kept.clone(),
+        (None, _) => Vec::new(),
+    };
     let old: Vec<Condition> = svc
         .status
         .as_ref()
@@ -387,7 +392,7 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
     Ok(Action::await_change())
 }
 
-fn fmt_ips(ips: &[IpAddr]) -> String {
+pub(crate) fn fmt_ips(ips: &[IpAddr]) -> String {
     ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }
 

@@ -112,6 +112,7 @@ pub fn request(svc: &Service) -> Result<Request, RequestError> {
             local: spec.external_traffic_policy.as_deref() == Some("Local"),
             selector: spec.selector.unwrap_or_default(),
         },
+        allocated_before: svc.annotations().contains_key(ferrolb_crds::annotations::IP_ALLOCATED_FROM_POOL),
     })
 }
 

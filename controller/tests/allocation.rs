@@ -374,3 +374,44 @@ async fn leader_failover_moves_no_ip() {
     assert_eq!(ips(&c.get_service("default", "a").await), ["198.51.100.0"]);
     standby.stop().await;
 }
+
+/// Taking over from MetalLB: Services whose status holds IPs MetalLB assigned (and its
+/// pool annotation) before ferrolb's controller first runs keep them, the lowest free
+/// IP notwithstanding; one whose IP no pool contains keeps it too, and says why.
+#[tokio::test]
+async fn ips_another_implementation_assigned_are_adopted_not_renumbered() {
+    use kube::api::{Patch, PatchParams};
+    let c = Cluster::new().await;
+    c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(c.client.clone(), "default");
+    for (name, ip) in [("kept", "198.51.100.9"), ("stray", "203.0.113.200")] {
+        c.service(svc(name)).await;
+        let meta = json!({"metadata": {"annotations": {"metallb.universe.tf/ip-allocated-from-pool": "old"}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(meta)).await.unwrap();
+        let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    }
+    c.service(svc("new")).await;
+    let _ctl = c.start(None, false, "takeover");
+    // The newcomer gets the lowest free IP; the adopted one is not it.
+    let new = c.until("default", "new", "an IP", |s| !ips(s).is_empty()).await;
+    assert_eq!(ips(&new), ["198.51.100.0"], "stray: {:?}", ips(&c.get_service("default", "stray").await));
+    let kept = c.until("default", "kept", "adopted", |s| condition(s, "ferrolb.io/Allocated").is_some()).await;
+    assert_eq!(ips(&kept), ["198.51.100.9"]);
+    assert_eq!(condition(&kept, "ferrolb.io/Allocated").unwrap().0, "True");
+    assert_eq!(kept.annotations().get("ferrolb.io/ip-allocated-from-pool").map(String::as_str), Some("p"));
+    // An IP no pool contains is never silently renumbered: kept, and reported.
+    let stray = c.until("default", "stray", "reported", |s| condition(s, "ferrolb.io/Allocated").is_some()).await;
+    let (status, reason, message) = condition(&stray, "ferrolb.io/Allocated").unwrap();
+    assert_eq!(ips(&stray), ["203.0.113.200"], "{reason}: {message}");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "IPOutsidePools"), "{message}");
+    assert!(message.starts_with("203.0.113.200 in no IPAddressPool"), "{message}");
+    // A pool that contains it makes it ferrolb's, unchanged.
+    c.pool("old", json!({"addresses": ["203.0.113.192/27"]})).await;
+    let adopted = c
+        .until("default", "stray", "adopted by the new pool", |s| {
+            condition(s, "ferrolb.io/Allocated").is_some_and(|c| c.0 == "True")
+        })
+        .await;
+    assert_eq!(ips(&adopted), ["203.0.113.200"]);
+}

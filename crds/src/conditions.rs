@@ -37,6 +37,8 @@ pub mod reason {
     pub const POOL_EXHAUSTED: &str = "PoolExhausted";
     /// A requested IP lies outside every pool.
     pub const REQUESTED_IP_OUTSIDE_POOLS: &str = "RequestedIPOutsidePools";
+    /// The Service holds IPs assigned before ferrolb managed it that no pool contains.
+    pub const IP_OUTSIDE_POOLS: &str = "IPOutsidePools";
     /// A requested IP is held by a Service it may not share with.
     pub const REQUESTED_IP_IN_USE: &str = "RequestedIPInUse";
     /// A ferrolb annotation on the Service cannot be understood.

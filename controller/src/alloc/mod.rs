@@ -80,6 +80,11 @@ pub struct Request {
     pub pool: Option<String>,
     /// Sharing parameters.
     pub sharing: Sharing,
+    /// ferrolb gave the Service its IPs before (its `ferrolb.io/ip-allocated-from-pool`
+    /// annotation is there): IPs outside every pool then mean its pool went away, and a
+    /// new allocation is due. Without it they were assigned by something else (MetalLB,
+    /// before ferrolb took over) and are kept, never silently renumbered.
+    pub allocated_before: bool,
 }
 
 /// What a Service holds.
@@ -137,6 +142,14 @@ pub enum AllocError {
     /// The request contradicts the Service's own spec.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The Service holds IPs that something other than ferrolb assigned (MetalLB,
+    /// before the switch) and that no pool contains: kept, not announced.
+    #[error(
+        "{} in no IPAddressPool: assigned before ferrolb managed this Service, kept as it is but not announced; \
+         add a pool that contains it, or ask for another IP with the ferrolb.io/loadBalancerIPs annotation",
+        crate::reconcile::fmt_ips(.0)
+    )]
+    OutsidePoolsAdopted(Vec<IpAddr>),
 }
 
 impl AllocError {
@@ -150,6 +163,7 @@ impl AllocError {
             AllocError::UnknownPool { .. } => reason::UNKNOWN_POOL,
             AllocError::DualStackUnavailable => reason::DUAL_STACK_UNAVAILABLE,
             AllocError::InvalidRequest(_) => reason::INVALID_REQUEST,
+            AllocError::OutsidePoolsAdopted(_) => reason::IP_OUTSIDE_POOLS,
         }
     }
 }
@@ -413,6 +427,13 @@ impl Allocator {
             return self.assign_requested(req, current);
         }
         let held = self.services.get(&req.key).cloned();
+        if held.is_none()
+            && !req.allocated_before
+            && !current.is_empty()
+            && current.iter().all(|ip| self.cfg.pool_of(ip).is_none())
+        {
+            return Err(AllocError::OutsidePoolsAdopted(current.to_vec()));
+        }
         let candidate = held.clone().or_else(|| {
             let pool = current.first().and_then(|ip| self.cfg.pool_of(ip))?.name.clone();
             Some(Assignment { pool, ips: current.to_vec() })

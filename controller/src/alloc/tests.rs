@@ -38,6 +38,7 @@ fn req(key: &str) -> Request {
             local: false,
             selector: labels(&[("app", key)]),
         },
+        allocated_before: false,
     }
 }
 
@@ -312,8 +313,14 @@ fn restart_replays_existing_ips_before_new_allocations() {
     // After a restart the allocator is empty; b held .5 according to its status.
     assert_eq!(ips(&a.assign(&req("b"), &[ip("198.51.100.5")]).unwrap()), ["198.51.100.5"]);
     assert_eq!(ips(&a.assign(&req("a"), &[]).unwrap()), ["198.51.100.0"]);
-    // A status IP outside every pool is not kept.
-    assert_eq!(ips(&a.assign(&req("c"), &[ip("203.0.113.1")]).unwrap()), ["198.51.100.1"]);
+    // A status IP outside every pool that ferrolb gave (its pool is gone) is replaced...
+    let ours = Request { allocated_before: true, ..req("c") };
+    assert_eq!(ips(&a.assign(&ours, &[ip("203.0.113.1")]).unwrap()), ["198.51.100.1"]);
+    // ...one that something else gave (MetalLB, before the switch) is kept and said.
+    let foreign = a.assign(&req("e"), &[ip("203.0.113.2")]).unwrap_err();
+    assert_eq!(foreign, AllocError::OutsidePoolsAdopted(vec![ip("203.0.113.2")]));
+    assert!(foreign.to_string().starts_with("203.0.113.2 in no IPAddressPool"), "{foreign}");
+    assert!(a.assignment("default/e").is_none(), "nothing claimed");
     // A status IP already held by another (not sharing) Service is not stolen.
     assert_eq!(ips(&a.assign(&req("d"), &[ip("198.51.100.5")]).unwrap()), ["198.51.100.2"]);
 }
