@@ -143,8 +143,12 @@ async fn main() -> anyhow::Result<()> {
         let (r, w) = (state.ready.clone(), webhook_ready);
         move || r.load(Ordering::SeqCst) && w.load(Ordering::SeqCst)
     };
+    // The HTTP server on a task of its own, so that probes are accepted on the workers
+    // whatever the main thread is doing (see the speaker's main).
+    let http =
+        tokio::spawn(serve(listener, move || rendered.render(), ready, secure).instrument(tracing::info_span!("http")));
     tokio::select! {
-        r = serve(listener, move || rendered.render(), ready, secure).instrument(tracing::info_span!("http")) => r,
+        r = http => r.map_err(|e| anyhow::anyhow!("the HTTP server ended: {e}"))?,
         r = run(client, settings, state, stop_rx).instrument(tracing::info_span!("controller")) => r,
         r = hook => r,
         r = key => r,

@@ -441,7 +441,7 @@ pub fn node_routes(
 /// The Services whose IPs this node advertises to at least one peer in `up`, each
 /// with those peers.
 pub fn services_advertised(
-    services: &[k8s_openapi::api::core::v1::Service],
+    services: &[std::sync::Arc<k8s_openapi::api::core::v1::Service>],
     routes: &NodeRoutes,
     up: &BTreeSet<String>,
 ) -> BTreeMap<ferrolb_model::ServiceKey, BTreeSet<String>> {

@@ -45,7 +45,7 @@ pub struct Rule {
 }
 
 /// The redirects for the announced IPs, from the Services that hold them.
-pub fn rules(announced: &BTreeSet<IpAddr>, services: &[Service]) -> BTreeSet<Rule> {
+pub fn rules(announced: &BTreeSet<IpAddr>, services: &[std::sync::Arc<Service>]) -> BTreeSet<Rule> {
     let mut out = BTreeSet::new();
     for svc in services {
         let ips: Vec<IpAddr> =
@@ -117,7 +117,7 @@ mod tests {
             "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}, {"ip": "fd42:f1b::7"}]}}}))
         .unwrap();
         let announced: BTreeSet<IpAddr> = ["198.51.100.7".parse().unwrap()].into();
-        let r = rules(&announced, &[svc]);
+        let r = rules(&announced, &[svc.into()]);
         assert_eq!(r.len(), 2, "only the announced IP, only ports with a nodePort: {r:?}");
         let text = script(&r);
         assert!(

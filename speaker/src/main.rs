@@ -157,8 +157,18 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let stop_rx = ferrolb_common::shutdown_signal("shutting down: handing over");
     let m = metrics.clone();
+    // The HTTP server on a task of its own: a future of this select runs on the main
+    // thread with the planner, and a long planning pass (10,000 Services) kept it from
+    // accepting the kubelet's probes until the liveness probe failed (found by the BGP
+    // bench; now the workers accept while the planner works).
+    let ready_fn = {
+        let r = ready.clone();
+        move || r.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let http =
+        tokio::spawn(serve(listener, move || m.render(), ready_fn, secure).instrument(tracing::info_span!("http")));
     tokio::select! {
-        r = serve(listener, move || m.render(), { let r = ready.clone(); move || r.load(std::sync::atomic::Ordering::SeqCst) }, secure).instrument(tracing::info_span!("http")) => r,
+        r = http => r.map_err(|e| anyhow::anyhow!("the HTTP server ended: {e}"))?,
         r = run(client, settings, metrics, ready, stop_rx).instrument(tracing::info_span!("speaker")) => r,
     }
 }

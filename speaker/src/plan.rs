@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ferrolb_crds::ServiceL2Status;
@@ -24,12 +25,13 @@ use crate::membership::Liveness;
 /// Everything the plan is computed from.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    /// All Services.
-    pub services: Vec<K8sService>,
-    /// All EndpointSlices.
-    pub slices: Vec<EndpointSlice>,
-    /// All Nodes.
-    pub nodes: Vec<K8sNode>,
+    /// All Services, shared with the caches (a pass copies no object: at 10,000
+    /// Services a copy per pass took the speaker past its 128 MiB limit).
+    pub services: Vec<Arc<K8sService>>,
+    /// All EndpointSlices, shared with the caches.
+    pub slices: Vec<Arc<EndpointSlice>>,
+    /// All Nodes, shared with the caches.
+    pub nodes: Vec<Arc<K8sNode>>,
     /// Valid pools and advertisements.
     pub config: Config,
     /// Speaker membership Leases (one per node, named after it).
@@ -175,7 +177,7 @@ pub fn members(leases: &[Lease], liveness: &BTreeMap<String, Liveness>, now: Dat
 }
 
 /// The nodes with a ready endpoint of `svc`.
-pub fn ready_nodes(svc: &K8sService, slices: &[EndpointSlice]) -> BTreeSet<String> {
+pub fn ready_nodes(svc: &K8sService, slices: &[Arc<EndpointSlice>]) -> BTreeSet<String> {
     let (ns, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
     slices
         .iter()
@@ -363,13 +365,13 @@ mod tests {
 
     fn base() -> Snapshot {
         Snapshot {
-            nodes: vec![node("n1"), node("n2")],
+            nodes: vec![node("n1").into(), node("n2").into()],
             leases: vec![
                 lease("n1", "2026-01-01T00:00:05.000000Z", 15),
                 lease("n2", "2026-01-01T00:00:05.000000Z", 15),
             ],
             config: config(),
-            services: vec![svc("web", "198.51.100.7").build()],
+            services: vec![svc("web", "198.51.100.7").build().into()],
             ..Default::default()
         }
     }
@@ -377,16 +379,16 @@ mod tests {
     #[test]
     fn desired_keeps_the_interfaces_a_node_has_and_reports_the_rest() {
         let mut s = base();
-        s.nodes = vec![node("n1")];
+        s.nodes = vec![node("n1").into()];
         s.leases = vec![lease("n1", "2026-01-01T00:00:05.000000Z", 15)];
-        s.services = vec![svc("web", "198.51.100.7").build(), svc("db", "198.51.100.8").build()];
+        s.services = vec![svc("web", "198.51.100.7").build().into(), svc("db", "198.51.100.8").build().into()];
         let mut named = testing::l2_advertisement("named");
         named.spec.interfaces = vec!["eth1".into(), "eth9".into()];
         named.spec.service_selectors = vec![testing::match_labels(&[("app", "db")])];
-        s.services[1].metadata.labels = Some([("app".to_string(), "db".to_string())].into());
+        Arc::make_mut(&mut s.services[1]).metadata.labels = Some([("app".to_string(), "db".to_string())].into());
         let mut all = testing::l2_advertisement("all");
         all.spec.service_selectors = vec![testing::match_labels(&[("app", "web")])];
-        s.services[0].metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+        Arc::make_mut(&mut s.services[0]).metadata.labels = Some([("app".to_string(), "web".to_string())].into());
         s.config = Config::build(&[testing::pool("p", &["198.51.100.0/24"])], &[all, named], Default::default());
         let p = plan(&s, None, Rules::default(), now());
         let here: BTreeSet<String> = ["eth0".to_string(), "eth1".to_string()].into();
@@ -453,7 +455,11 @@ mod tests {
             let mut s = s.clone();
             for n in &mut s.nodes {
                 if n.name_any() == edge {
-                    n.metadata.labels.get_or_insert_with(Default::default).insert("role".into(), "edge".into());
+                    Arc::make_mut(n)
+                        .metadata
+                        .labels
+                        .get_or_insert_with(Default::default)
+                        .insert("role".into(), "edge".into());
                 }
             }
             assert_eq!(plan(&s, None, Rules::default(), now()).ips[&ip].node.as_deref(), Some(edge), "edge {edge}");
@@ -471,7 +477,8 @@ mod tests {
     fn excluded_nodes_announce_only_with_ignore_exclude_lb() {
         let mut s = base();
         for n in &mut s.nodes {
-            n.metadata
+            Arc::make_mut(n)
+                .metadata
                 .labels
                 .get_or_insert_with(Default::default)
                 .insert(ferrolb_crds::annotations::EXCLUDE_FROM_EXTERNAL_LB_LABEL.into(), String::new());
@@ -494,11 +501,11 @@ mod tests {
         assert_eq!(plan(&s, None, Rules::default(), now()).ips.values().next().unwrap().node, None);
         assert_eq!(plan(&s, None, Rules::default(), now()).counts("n1"), (0, 0, 1));
         let mut s = base();
-        s.services = vec![svc("web", "198.51.100.7").class("other.io/x").build()];
+        s.services = vec![svc("web", "198.51.100.7").class("other.io/x").build().into()];
         assert!(plan(&s, None, Rules::default(), now()).ips.is_empty());
         // An IP outside every valid pool (its pool deleted or invalid) is not announced.
         let mut s = base();
-        s.services = vec![svc("web", "203.0.113.7").build()];
+        s.services = vec![svc("web", "203.0.113.7").build().into()];
         assert!(plan(&s, None, Rules::default(), now()).ips.is_empty());
     }
 
@@ -528,10 +535,11 @@ mod tests {
     #[test]
     fn a_dual_stack_service_is_announced_from_one_node() {
         let mut s = base();
-        s.nodes = (1..=8).map(|i| node(&format!("n{i}"))).collect();
+        s.nodes = (1..=8).map(|i| Arc::new(node(&format!("n{i}")))).collect();
         s.leases = (1..=8).map(|i| lease(&format!("n{i}"), "2026-01-01T00:00:05.000000Z", 15)).collect();
         for i in 0..20 {
-            s.services = vec![svc("web", &format!("198.51.100.{i}")).ingress(&format!("fd42:f1b::{i:x}")).build()];
+            s.services =
+                vec![svc("web", &format!("198.51.100.{i}")).ingress(&format!("fd42:f1b::{i:x}")).build().into()];
             let p = plan(&s, None, Rules::default(), now());
             let winners: BTreeSet<_> = p.ips.values().map(|d| d.node.clone()).collect();
             assert_eq!(p.ips.len(), 2);
@@ -581,10 +589,11 @@ mod tests {
     #[test]
     fn local_services_follow_ready_endpoints() {
         let mut s = base();
-        s.services = vec![svc("web", "198.51.100.7").local().build()];
+        s.services = vec![svc("web", "198.51.100.7").local().build().into()];
         s.slices = vec![serde_json::from_value(json!({"metadata": {"name": "web-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
             "addressType": "IPv4", "endpoints": [{"addresses": ["198.51.100.50"], "nodeName": "n2", "conditions": {"ready": true}},
                                                  {"addresses": ["198.51.100.51"], "nodeName": "n1", "conditions": {"ready": false}}]}))
+        .map(Arc::new)
         .unwrap()];
         let p = plan(&s, None, Rules::default(), now());
         assert_eq!(p.ips.values().next().unwrap().node.as_deref(), Some("n2"));

@@ -124,9 +124,9 @@ impl Caches {
         let pools: Vec<IPAddressPool> = all(&self.pools);
         let adverts: Vec<L2Advertisement> = all(&self.adverts);
         Snapshot {
-            services: all(&self.services),
-            slices: all(&self.slices),
-            nodes: all(&self.nodes),
+            services: self.services.state(),
+            slices: self.slices.state(),
+            nodes: self.nodes.state(),
             config: Config::build(&pools, &adverts, Default::default()).with_bgp(
                 &self.namespace,
                 &all(&self.bgp_peers),
