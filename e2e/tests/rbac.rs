@@ -122,6 +122,8 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
          apiVersion: v1\nkind: Secret\nmetadata: {{name: r-md5, namespace: {NS}}}\ntype: kubernetes.io/basic-auth\n\
          stringData: {{password: s3cret}}\n---\n\
          apiVersion: ferrolb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: all, namespace: {NS}}}\n---\n\
+         apiVersion: ferrolb.io/v1beta1\nkind: BFDProfile\nmetadata: {{name: fast, namespace: {NS}}}\n\
+         spec: {{receiveInterval: 100}}\n---\n\
          apiVersion: v1\nkind: Pod\nmetadata: {{name: web-1, labels: {{app: web}}}}\n\
          spec: {{nodeName: node-1, containers: [{{name: c, image: any, ports: [{{containerPort: 8080}}]}}]}}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
@@ -154,7 +156,7 @@ fn the_chart_rbac_runs_the_binaries_and_grants_exactly_what_they_call() {
         (out.lines().filter(|l| l.contains("default.gone.")).count() == 2).then_some(())
     });
     // The BGP objects are read and judged (their Valid conditions written).
-    for kind in ["bgppeer/r", "bgpadvertisement/all"] {
+    for kind in ["bgppeer/r", "bgpadvertisement/all", "bfdprofile/fast"] {
         eventually(&format!("{kind} Valid"), Duration::from_secs(20), || {
             let out = kubectl(&st, &["get", "-n", NS, kind, "-o", "jsonpath={.status.conditions[0].status}"]);
             (out.trim() == "True").then_some(())
