@@ -6,7 +6,7 @@
 //!
 //! Received packets go to the session whose discriminator they name, or, while the
 //! peer does not know it yet (your discriminator 0), to the session with the
-//! sender's address; anything else is counted and dropped.
+//! sender's address; anything else is dropped.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -53,13 +53,12 @@ impl std::fmt::Display for Down {
     }
 }
 
-/// What a session reports: its state, how it last went down, and a local failure
-/// (a socket that could not be opened) if there is one.
+/// What a session reports: its state and how it last went down. A session whose
+/// sockets cannot be opened says so in the log and stays Down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub state: State,
     pub last_down: Option<Down>,
-    pub error: Option<String>,
 }
 
 /// A session's packet counts, read by the owner's metrics.
@@ -126,9 +125,6 @@ struct Registry {
     listening: [Option<Result<(), String>>; 2],
 }
 
-/// Datagrams to UDP 3784 no session took (undecodable, refused, or from no peer).
-pub static UNMATCHED: AtomicU64 = AtomicU64::new(0);
-
 /// The BFD thread; cheap to clone. The thread ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct Bfd {
@@ -171,7 +167,7 @@ impl Bfd {
 
     /// Start a session.
     pub fn add(&self, spec: Spec) -> Handle {
-        let (status_tx, status) = watch::channel(Status { state: State::Down, last_down: None, error: None });
+        let (status_tx, status) = watch::channel(Status { state: State::Down, last_down: None });
         let counters = Arc::new(Counters::default());
         let (stop, stop_rx) = watch::channel(Stop::Run);
         let (tx, rx) = mpsc::channel(64);
@@ -217,17 +213,14 @@ struct SessionTask {
 
 impl SessionTask {
     async fn run(mut self) {
-        let fail = |status: &watch::Sender<Status>, e: String| {
-            tracing::warn!(peer = %self.spec.peer, error = %e, "BFD session cannot run");
-            status.send_modify(|s| s.error = Some(e));
-        };
+        let fail = |e: String| tracing::warn!(peer = %self.spec.peer, error = %e, "BFD session cannot run");
         if let Err(e) = listen(&self.registry, self.spec.peer.is_ipv6(), self.ports.0) {
-            fail(&self.status, e);
+            fail(e);
         }
         let sock = match sender(&self.spec, self.ports.1).await {
             Ok(s) => Some(s),
             Err(e) => {
-                fail(&self.status, format!("sending socket to {}: {e}", self.spec.peer));
+                fail(format!("sending socket to {}: {e}", self.spec.peer));
                 None
             }
         };
@@ -252,7 +245,6 @@ impl SessionTask {
                             r
                         }
                         Err(e) => {
-                            UNMATCHED.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(peer = %self.spec.peer, error = %e, "BFD packet refused");
                             continue;
                         }
@@ -395,13 +387,9 @@ async fn receive(sock: UdpSocket, registry: Arc<Mutex<Registry>>) {
             };
             entry.map(|e| (e.tx.clone(), p))
         });
-        match target {
-            Some((tx, p)) => {
-                let _ = tx.try_send((p, at));
-            }
-            None => {
-                UNMATCHED.fetch_add(1, Ordering::Relaxed);
-            }
+        // Anything no session takes (undecodable, or from no peer) is dropped.
+        if let Some((tx, p)) = target {
+            let _ = tx.try_send((p, at));
         }
     }
 }
