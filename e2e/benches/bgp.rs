@@ -164,20 +164,7 @@ fn main() {
     let (mut withdraw, mut hold) = (Vec::new(), Vec::new());
     let link_of = |node: &str| {
         let ns = st.nodes.iter().find(|n| n.name == node).expect("node").netns.clone();
-        move |state: &str| {
-            ferrolb_e2e::client::netns_exec(&ns, &["ip", "link", "set", "eth0", state]).expect("ip link");
-            if state == "up" {
-                // A link going down takes its routes with it: the node's way back to the outside.
-                let v4: &[&str] = &["ip", "route", "replace", "203.0.113.0/28", "via", ROUTER_V4];
-                let v6: &[&str] =
-                    &["ip", "-6", "route", "replace", "fd42:f1b:1::/64", "via", ferrolb_e2e::router::ROUTER_V6];
-                for args in [v4, v6] {
-                    eventually("the node's route to the outside back", Duration::from_secs(10), || {
-                        ferrolb_e2e::client::netns_exec(&ns, args)
-                    });
-                }
-            }
-        }
+        move |state: &str| ferrolb_e2e::router::set_node_link(&ns, state == "up")
     };
     for i in 0..if run("1") { trials } else { 0 } {
         let node = format!("node-{}", 3 - i % 3);

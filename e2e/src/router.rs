@@ -300,6 +300,24 @@ impl Router {
     }
 }
 
+/// Take a node's link (`eth0` of its namespace `netns`) down or up, as a cut or mended
+/// cable. Down takes the node's route to the outside network with it; up puts it back
+/// (the one [`Router::start`] added), waiting until the kernel takes it.
+pub fn set_node_link(netns: &str, up: bool) {
+    let state = if up { "up" } else { "down" };
+    crate::client::netns_exec(netns, &["ip", "link", "set", "eth0", state])
+        .unwrap_or_else(|| panic!("ip link set eth0 {state} in {netns}"));
+    if up {
+        let v4: &[&str] = &["ip", "route", "replace", "203.0.113.0/28", "via", ROUTER_V4];
+        let v6: &[&str] = &["ip", "-6", "route", "replace", "fd42:f1b:1::/64", "via", ROUTER_V6];
+        for args in [v4, v6] {
+            crate::wait::eventually("the node's route to the outside back", std::time::Duration::from_secs(10), || {
+                crate::client::netns_exec(netns, args)
+            });
+        }
+    }
+}
+
 impl RouterState {
     fn exec(&self, args: &[&str]) -> Option<String> {
         Netns { name: self.netns.clone() }.exec_keep(args)

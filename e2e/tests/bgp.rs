@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use ferrolb_e2e::client::{ClientHost, Prober, url};
 use ferrolb_e2e::harness::Harness;
-use ferrolb_e2e::router::{BGP_POOL_V4, BGP_POOL_V6, Daemon, NODE_ASN, ROUTER_ASN, ROUTER_V4, RouterState};
+use ferrolb_e2e::router::{
+    BGP_POOL_V4, BGP_POOL_V6, Daemon, NODE_ASN, ROUTER_ASN, ROUTER_V4, RouterState, set_node_link,
+};
 use ferrolb_e2e::sandbox::{Families, NS, Options};
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -393,23 +395,14 @@ fn bfd_finds_a_failed_node(daemon: Daemon) {
     // node-3's link goes down: the router's BFD session times out (3 x 100 ms) and it
     // tears the BGP session down with the routes. The hold timer would take 90 s.
     let ns3 = st.nodes[2].netns.clone();
-    let link = |state: &str| ferrolb_e2e::client::netns_exec(&ns3, &["ip", "link", "set", "eth0", state]).unwrap();
     let cut = std::time::Instant::now();
-    link("down");
+    set_node_link(&ns3, false);
     let expected: Vec<String> = vec![node_v4(1).to_string(), node_v4(2).to_string()];
     eventually("node-3's next hop gone by BFD", Duration::from_secs(10), || {
         (hops(&h, &web4) == expected).then_some(())
     });
     let took = cut.elapsed();
-    link("up");
-    // The node's route to the outside went with its link.
-    let v4: &[&str] = &["ip", "route", "replace", "203.0.113.0/28", "via", ROUTER_V4];
-    let v6: &[&str] = &["ip", "-6", "route", "replace", "fd42:f1b:1::/64", "via", ferrolb_e2e::router::ROUTER_V6];
-    for args in [v4, v6] {
-        eventually("node-3's route to the outside back", Duration::from_secs(10), || {
-            ferrolb_e2e::client::netns_exec(&ns3, args)
-        });
-    }
+    set_node_link(&ns3, true);
     until_hops(&h, &web4, &[1, 2, 3]);
     // node-3's speaker found the path down too, and tore its side of the session down.
     eventually("node-3's metrics: one BFD down event, BFD up again", Duration::from_secs(20), || {
