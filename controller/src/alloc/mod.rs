@@ -466,10 +466,10 @@ impl Allocator {
         {
             return Err("another pool requested".into());
         }
-        // A stale pool keeps what it serves, whoever holds it; it only refuses new IPs.
-        if !pool.stale && !pool.auto_assign && req.pool.as_deref() != Some(pool.name.as_str()) {
-            return Err("pool no longer auto-assigns".into());
-        }
+        // `autoAssign: false` only keeps the pool from being chosen for new IPs (as in
+        // MetalLB): what a Service holds from it stays, whether the pool was turned off
+        // auto-assignment since or another implementation gave the IP (the switch from
+        // MetalLB must not renumber). A stale pool keeps what it serves, whoever holds it.
         if !pool.stale && !self.admits(pool, req) {
             return Err("pool no longer admits the Service".into());
         }

@@ -104,6 +104,33 @@ fn pools_are_chosen_by_priority_then_name_and_auto_assign() {
 }
 
 #[test]
+fn auto_assign_false_keeps_a_pool_from_new_ips_not_from_what_services_hold() {
+    let mut manual = pool("manual", &["198.51.100.0/30"]);
+    manual.spec.auto_assign = false;
+    let plain = pool("plain", &["198.51.100.16/30"]);
+    let mut a = alloc(vec![manual.clone(), plain.clone()]);
+    // Given by another implementation (MetalLB, on request since removed): kept, and
+    // still kept on every later reconcile and after a restart (ferrolb's annotation then).
+    let held = a.assign(&req("adopted"), &[ip("198.51.100.2")]).unwrap();
+    assert_eq!((held.pool.as_str(), ips(&held)), ("manual", vec!["198.51.100.2".to_string()]));
+    assert_eq!(ips(&a.assign(&req("adopted"), &[ip("198.51.100.2")]).unwrap()), ["198.51.100.2"]);
+    let mut restarted = alloc(vec![manual.clone(), plain.clone()]);
+    let mut r = req("adopted");
+    r.allocated_before = true;
+    assert_eq!(ips(&restarted.assign(&r, &[ip("198.51.100.2")]).unwrap()), ["198.51.100.2"]);
+    // A pool turned to autoAssign: false keeps serving what it gave; new Services go elsewhere.
+    let mut auto = plain.clone();
+    auto.spec.auto_assign = true;
+    let mut a = alloc(vec![manual.clone(), auto.clone()]);
+    assert_eq!(ips(&a.assign(&req("web"), &[]).unwrap()), ["198.51.100.16"]);
+    auto.spec.auto_assign = false;
+    let second = pool("second", &["198.51.100.32/30"]);
+    a.set_config(Config::build(&[manual, auto, second], &[], BTreeMap::new()));
+    assert_eq!(ips(&a.assign(&req("web"), &[]).unwrap()), ["198.51.100.16"]);
+    assert_eq!(a.assign(&req("new"), &[]).unwrap().pool, "second");
+}
+
+#[test]
 fn namespace_and_service_selectors_restrict_pools() {
     let team = with_alloc(
         pool("team", &["198.51.100.0/30"]),
