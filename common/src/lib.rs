@@ -3,6 +3,7 @@
 pub mod events;
 pub mod flags;
 pub mod http;
+pub mod metallb;
 pub mod secure;
 pub mod wait;
 
@@ -100,7 +101,7 @@ pub fn relisting<K>(
     config: watcher::Config,
 ) -> impl futures::Stream<Item = watcher::Result<watcher::Event<K>>>
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     type Watch<K> = futures::stream::BoxStream<'static, watcher::Result<watcher::Event<K>>>;
     futures::stream::unfold((api, config, None::<Watch<K>>), |(api, config, current)| async move {

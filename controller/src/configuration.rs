@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_common::events::{Event, EventType};
+use ferrolb_common::metallb::{MetalLb, merged};
 use ferrolb_common::{AbortOnDrop, all, lock, reflect};
 use ferrolb_crds::conditions::event;
 use ferrolb_crds::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
@@ -34,13 +35,15 @@ pub struct Readers {
     pub communities: Store<Community>,
     /// BFDProfiles of the controller's namespace.
     pub bfd_profiles: Store<BFDProfile>,
+    /// metallb compat: MetalLB's objects, read with these.
+    pub metallb: Option<MetalLb>,
     namespace: String,
     _watches: AbortOnDrop,
 }
 
 impl Readers {
     /// Start watching; `changed` is poked on every event.
-    pub fn start(client: &Client, namespace: &str, changed: Arc<Notify>) -> Readers {
+    pub async fn start(client: &Client, namespace: &str, metallb: Option<&str>, changed: Arc<Notify>) -> Readers {
         let (pools, t1) = reflect(Api::<IPAddressPool>::namespaced(client.clone(), namespace), changed.clone());
         let (advertisements, t2) =
             reflect(Api::<L2Advertisement>::namespaced(client.clone(), namespace), changed.clone());
@@ -49,7 +52,11 @@ impl Readers {
         let (bgp_advertisements, t5) =
             reflect(Api::<BGPAdvertisement>::namespaced(client.clone(), namespace), changed.clone());
         let (communities, t6) = reflect(Api::<Community>::namespaced(client.clone(), namespace), changed.clone());
-        let (bfd_profiles, t7) = reflect(Api::<BFDProfile>::namespaced(client.clone(), namespace), changed);
+        let (bfd_profiles, t7) = reflect(Api::<BFDProfile>::namespaced(client.clone(), namespace), changed.clone());
+        let metallb = match metallb {
+            Some(from) => Some(MetalLb::start(client, from, namespace, changed).await),
+            None => None,
+        };
         Readers {
             pools,
             advertisements,
@@ -58,6 +65,7 @@ impl Readers {
             bgp_advertisements,
             communities,
             bfd_profiles,
+            metallb,
             namespace: namespace.to_string(),
             _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7]),
         }
@@ -73,6 +81,9 @@ impl Readers {
             self.bgp_advertisements.wait_until_ready().await?;
             self.communities.wait_until_ready().await?;
             self.bfd_profiles.wait_until_ready().await?;
+            if let Some(m) = &self.metallb {
+                m.synced(within).await?;
+            }
             Ok::<_, anyhow::Error>(())
         })
         .await
@@ -81,15 +92,18 @@ impl Readers {
 
     /// The config as the caches say now.
     pub fn config(&self) -> Config {
-        let pools: Vec<IPAddressPool> = self.pools.state().iter().map(|p| (**p).clone()).collect();
-        let advs: Vec<L2Advertisement> = self.advertisements.state().iter().map(|a| (**a).clone()).collect();
         let ns = self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect::<BTreeMap<_, _>>();
-        let cfg = Config::build(&pools, &advs, ns).with_bgp(
+        let cfg = Config::build(
+            &merged(self.metallb.as_ref(), all(&self.pools)),
+            &merged(self.metallb.as_ref(), all(&self.advertisements)),
+            ns,
+        )
+        .with_bgp(
             &self.namespace,
-            &all(&self.bgp_peers),
-            &all(&self.bgp_advertisements),
-            &all(&self.communities),
-            &all(&self.bfd_profiles),
+            &merged(self.metallb.as_ref(), all(&self.bgp_peers)),
+            &merged(self.metallb.as_ref(), all(&self.bgp_advertisements)),
+            &merged(self.metallb.as_ref(), all(&self.communities)),
+            &merged(self.metallb.as_ref(), all(&self.bfd_profiles)),
         );
         for e in cfg.invalid_pools.values() {
             tracing::warn!(error = %e, "invalid IPAddressPool skipped");
@@ -125,6 +139,16 @@ pub async fn config_loop(
     loop {
         changed.notified().await;
         let cfg = readers.config();
+        for p in readers.metallb.as_ref().map(|m| m.take_problems()).unwrap_or_default() {
+            let ev = Event {
+                type_: EventType::Warning,
+                reason: event::METALLB_NOT_HONOURED.into(),
+                note: Some(p.message.clone()),
+                action: "Configure".into(),
+                secondary: None,
+            };
+            let _ = ctx.events.publish(&ev, &p.regarding.object_ref()).await;
+        }
         let revoked = {
             let mut alloc = lock(&ctx.alloc);
             if *alloc.config() == cfg {

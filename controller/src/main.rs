@@ -57,6 +57,22 @@ struct Args {
     memberlist_secret_name: String,
     #[command(flatten)]
     webhook: WebhookArgs,
+    #[command(flatten)]
+    metallb: MetalLbArgs,
+}
+
+/// metallb compat: what a cluster moving from MetalLB keeps.
+#[derive(Debug, clap::Args)]
+pub struct MetalLbArgs {
+    /// Also read MetalLB's `metallb.io` IPAddressPools, L2Advertisements, BGPPeers,
+    /// BGPAdvertisements, Communities and BFDProfiles of this namespace (a ferrolb
+    /// object of the same kind and name wins), and write MetalLB's
+    /// `ip-allocated-from-pool` annotation too. Empty: off.
+    #[arg(long, env = "FERROLB_METALLB_NAMESPACE", default_value = "")]
+    metallb_namespace: String,
+    /// Export MetalLB's metric names and labels besides ferrolb's.
+    #[arg(long, env = "FERROLB_METALLB_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
+    metallb_metrics: bool,
 }
 
 /// The validating admission webhook (the chart turns it on).
@@ -98,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
         ignore_exclude_lb,
         memberlist_secret_name,
         webhook,
+        metallb,
     } = Args::parse();
     ferrolb_common::init_logging(&log_format, &log_level)?;
     let metrics_addr = metrics.listen_addr(metrics_addr)?;
@@ -135,8 +152,17 @@ async fn main() -> anyhow::Result<()> {
             std::future::pending::<anyhow::Result<()>>().await
         }
     };
-    let settings =
-        Settings { namespace, lb_class, identity, leader_elect, lease_duration, metrics_addr, ignore_exclude_lb };
+    let metallb_namespace = Some(metallb.metallb_namespace).filter(|n| !n.is_empty());
+    let settings = Settings {
+        namespace,
+        lb_class,
+        identity,
+        leader_elect,
+        lease_duration,
+        metrics_addr,
+        ignore_exclude_lb,
+        metallb_namespace,
+    };
     let stop_rx = ferrolb_common::shutdown_signal("shutting down");
     let rendered = state.metrics.clone();
     let ready = {
@@ -145,8 +171,12 @@ async fn main() -> anyhow::Result<()> {
     };
     // The HTTP server on a task of its own, so that probes are accepted on the workers
     // whatever the main thread is doing (see the speaker's main).
-    let http =
-        tokio::spawn(serve(listener, move || rendered.render(), ready, secure).instrument(tracing::info_span!("http")));
+    let loaded = state.ready.clone();
+    let render = move || match metallb.metallb_metrics {
+        true => rendered.render_with_metallb_names(loaded.load(Ordering::SeqCst)),
+        false => rendered.render(),
+    };
+    let http = tokio::spawn(serve(listener, render, ready, secure).instrument(tracing::info_span!("http")));
     tokio::select! {
         r = http => r.map_err(|e| anyhow::anyhow!("the HTTP server ended: {e}"))?,
         r = run(client, settings, state, stop_rx).instrument(tracing::info_span!("controller")) => r,

@@ -140,6 +140,16 @@ impl Metrics {
             .expect("text encoding cannot fail");
         buf
     }
+
+    /// [`Metrics::render`] with MetalLB's names too (`--metallb-metrics`); `loaded`: the
+    /// configuration is read.
+    pub fn render_with_metallb_names(&self, loaded: bool) -> String {
+        let mut buf = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&ferrolb_common::metallb::with_metallb_names(self.registry.gather(), loaded), &mut buf)
+            .expect("text encoding cannot fail");
+        buf
+    }
 }
 
 #[cfg(test)]

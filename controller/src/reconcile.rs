@@ -11,6 +11,7 @@ use ferrolb_common::events::{Event, EventType, Events};
 use ferrolb_common::lock;
 use ferrolb_crds::annotations::IP_ALLOCATED_FROM_POOL;
 use ferrolb_crds::conditions::{event, reason, service as cond, status};
+use ferrolb_crds::metallb;
 use ferrolb_model::conditions::{self, Want, same};
 use ferrolb_model::{ServiceKey, ingress_ips, is_ours};
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
@@ -49,6 +50,8 @@ pub struct Ctx {
     pub field_manager: String,
     /// What the speakers report, for `ferrolb.io/Announced`.
     pub presence: Arc<crate::presence::Presence>,
+    /// metallb compat: also write MetalLB's `ip-allocated-from-pool` annotation.
+    pub metallb_compat: bool,
 }
 
 /// A reconcile failure.
@@ -184,8 +187,9 @@ pub struct Decision {
 }
 
 /// Decide a Service's status, annotation and Events from the allocator's answer. Pure:
-/// `now` stamps a condition whose status changed.
-pub fn decide(svc: &Service, answer: &Answer, now: &Time) -> Decision {
+/// `now` stamps a condition whose status changed; with `metallb_compat` the pool is
+/// also written as MetalLB's annotation.
+pub fn decide(svc: &Service, answer: &Answer, now: &Time, metallb_compat: bool) -> Decision {
     let current = ingress_ips(svc);
     let ips: Vec<IpAddr> = match (&answer.held, &answer.result) {
         (Some(a), _) => a.ips.clone(),
@@ -264,7 +268,10 @@ pub fn decide(svc: &Service, answer: &Answer, now: &Time) -> Decision {
         conditions: Some(conditions),
     });
     let want_pool = answer.held.as_ref().map(|a| a.pool.clone());
-    let pool_annotation = (svc.annotations().get(IP_ALLOCATED_FROM_POOL) != want_pool.as_ref()).then_some(want_pool);
+    let differs = |key: &str| svc.annotations().get(key) != want_pool.as_ref();
+    // MetalLB's copy only while there is a pool to name: ferrolb does not remove what MetalLB wrote.
+    let metallb_differs = metallb_compat && want_pool.is_some() && differs(metallb::IP_ALLOCATED_FROM_POOL);
+    let pool_annotation = (differs(IP_ALLOCATED_FROM_POOL) || metallb_differs).then_some(want_pool);
     Decision {
         freed: current.iter().any(|ip| !ips.contains(ip)),
         ips_changed: current != ips,
@@ -355,7 +362,7 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
         (Answer { result, held, announced }, sharing_changed)
     };
     ctx.metrics.allocation_duration.observe(started.elapsed().as_secs_f64());
-    let d = decide(&svc, &answer, &conditions::now());
+    let d = decide(&svc, &answer, &conditions::now(), ctx.metallb_compat);
 
     if let Some(st) = &d.status {
         let body = json!({"apiVersion": "v1", "kind": "Service", "status": st});
@@ -365,6 +372,9 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
         let mut meta = json!({"name": key.name()});
         if let Some(p) = pool {
             meta["annotations"] = json!({IP_ALLOCATED_FROM_POOL: p});
+            if ctx.metallb_compat {
+                meta["annotations"][metallb::IP_ALLOCATED_FROM_POOL] = json!(p);
+            }
         }
         write(&ctx, &api, &key, "annotation", false, json!({"apiVersion": "v1", "kind": "Service", "metadata": meta}))
             .await?;
@@ -484,7 +494,7 @@ mod tests {
             message: "no speaker announces it yet".into(),
         };
         let answer = Answer { result: Ok(a.clone()), held: Some(a.clone()), announced: Some(pending) };
-        let d = decide(&web, &answer, &at(1));
+        let d = decide(&web, &answer, &at(1), false);
         assert_eq!(d.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [event::IP_ALLOCATED]);
         let web = applied(web, &d);
         let gone = ferrolb_model::announce::Verdict {
@@ -493,7 +503,7 @@ mod tests {
             message: "no speaker is running".into(),
         };
         let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(gone) };
-        let d = decide(&web, &answer, &at(2));
+        let d = decide(&web, &answer, &at(2), false);
         assert_eq!(d.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [event::NOT_ANNOUNCED]);
     }
 
@@ -502,7 +512,7 @@ mod tests {
         let a = held("public", "198.51.100.7");
         let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(announced_by("n1")) };
         let web = svc("web").build();
-        let d = decide(&web, &answer, &at(100));
+        let d = decide(&web, &answer, &at(100), false);
         let st = d.status.clone().expect("status written");
         let ingress = st.load_balancer.and_then(|lb| lb.ingress).unwrap();
         assert_eq!(ingress[0].ip.as_deref(), Some("198.51.100.7"));
@@ -514,7 +524,7 @@ mod tests {
         // The same answer again, once written: nothing to write, nothing to tell.
         let mut again = applied(web, &d);
         again.metadata.annotations = Some([(IP_ALLOCATED_FROM_POOL.to_string(), "public".to_string())].into());
-        let d2 = decide(&again, &answer, &at(200));
+        let d2 = decide(&again, &answer, &at(200), false);
         assert_eq!((d2.status, d2.pool_annotation, d2.notes), (None, None, vec![]));
     }
 
@@ -524,7 +534,7 @@ mod tests {
         let web = svc("web").ingress("198.51.100.7").build();
         let fail = Failure::Alloc(AllocError::NoPoolMatches("no pool admits it".into()));
         let answer = Answer { result: Err(fail), held: Some(a), announced: Some(announced_by("n1")) };
-        let d = decide(&web, &answer, &at(100));
+        let d = decide(&web, &answer, &at(100), false);
         let c = &d.status.as_ref().unwrap().conditions.as_ref().unwrap()[0];
         assert_eq!(c.status, "False");
         assert!(
@@ -533,7 +543,7 @@ mod tests {
             c.message
         );
         assert_eq!(d.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [event::ALLOCATION_FAILED]);
-        let d2 = decide(&applied(web, &d), &answer, &at(200));
+        let d2 = decide(&applied(web, &d), &answer, &at(200), false);
         assert!(d2.notes.is_empty() && d2.status.is_none());
     }
 
@@ -541,7 +551,7 @@ mod tests {
     fn no_address_leaves_the_service_pending_and_frees_what_it_showed() {
         let web = svc("web").ingress("198.51.100.7").build();
         let fail = Failure::Alloc(AllocError::NoPoolMatches("x".into()));
-        let d = decide(&web, &Answer { result: Err(fail), held: None, announced: None }, &at(1));
+        let d = decide(&web, &Answer { result: Err(fail), held: None, announced: None }, &at(1), false);
         assert!(d.pending && d.freed && d.ips_changed);
         assert_eq!(d.pool_annotation, None);
         assert!(d.status.unwrap().load_balancer.unwrap().ingress.unwrap().is_empty());
@@ -552,7 +562,7 @@ mod tests {
         let a = held("dark", "198.51.100.9");
         let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(no_advertisement()) };
         let web = svc("web").build();
-        let d = decide(&web, &answer, &at(1));
+        let d = decide(&web, &answer, &at(1), false);
         let reasons: Vec<_> = d.notes.iter().map(|n| n.reason).collect();
         assert_eq!(reasons, [event::IP_ALLOCATED, event::NOT_ANNOUNCED]);
         let c = d.status.as_ref().unwrap().conditions.as_ref().unwrap().last().cloned().unwrap();
@@ -560,7 +570,7 @@ mod tests {
             (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
             (cond::ANNOUNCED, "False", reason::NO_L2_ADVERTISEMENT)
         );
-        let d2 = decide(&applied(web, &d), &answer, &at(2));
+        let d2 = decide(&applied(web, &d), &answer, &at(2), false);
         assert!(!d2.notes.iter().any(|n| n.reason == event::NOT_ANNOUNCED));
     }
 

@@ -20,6 +20,9 @@ pub struct Settings {
     pub metrics_addr: ListenAddr,
     /// The speakers run with `--ignore-exclude-lb` (for the Announced condition).
     pub ignore_exclude_lb: bool,
+    /// metallb compat: MetalLB's namespace, whose `metallb.io` objects are read with
+    /// ferrolb's (`None`: compat off).
+    pub metallb_namespace: Option<String>,
 }
 
 impl Settings {

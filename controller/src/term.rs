@@ -31,7 +31,10 @@ use crate::settings::Settings;
 /// Run one term until a critical task fails.
 pub async fn lead(client: Client, settings: Settings, state: ProcessState) -> anyhow::Result<()> {
     let config_changed = Arc::new(Notify::new());
-    let readers = Arc::new(Readers::start(&client, &settings.namespace, config_changed.clone()));
+    let readers = Arc::new(
+        Readers::start(&client, &settings.namespace, settings.metallb_namespace.as_deref(), config_changed.clone())
+            .await,
+    );
 
     let svc_api: Api<Service> = Api::all(client.clone());
     let (svc_store, svc_writer) = reflector::store();
@@ -61,6 +64,7 @@ pub async fn lead(client: Client, settings: Settings, state: ProcessState) -> an
         failures: Mutex::new(HashMap::new()),
         field_manager: manager.clone(),
         presence: presence.clone(),
+        metallb_compat: settings.metallb_namespace.is_some(),
     });
 
     // Deleted Services release their IPs; a re-list releases whatever vanished meanwhile.

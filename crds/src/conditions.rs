@@ -120,4 +120,8 @@ pub mod event {
     /// the note names the node and the cause: a NOTIFICATION, a timeout, a refused
     /// connection, a missing password Secret).
     pub const BGP_SESSION_DOWN: &str = "BGPSessionDown";
+    /// metallb compat: a MetalLB object, or one of its fields, is not honoured (a field
+    /// ferrolb lacks, an unreadable spec, a ferrolb object of the same name); on the
+    /// MetalLB object, the note naming the field.
+    pub const METALLB_NOT_HONOURED: &str = "MetalLBNotHonoured";
 }

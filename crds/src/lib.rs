@@ -10,6 +10,7 @@ pub mod annotations;
 mod bgp;
 pub mod conditions;
 pub mod limits;
+pub mod metallb;
 mod types;
 
 pub use bgp::*;

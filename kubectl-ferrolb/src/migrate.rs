@@ -117,36 +117,15 @@ fn carry<S: serde::de::DeserializeOwned + serde::Serialize>(
     at: &str,
     report: &mut Vec<String>,
 ) -> Option<Value> {
-    let spec = if d["spec"].is_null() { json!({}) } else { d["spec"].clone() };
-    let typed: S = match serde_json::from_value(spec.clone()) {
-        Ok(t) => t,
+    match ferrolb_crds::metallb::carry::<S>(&d["spec"]) {
+        Ok((spec, lost)) => {
+            report.extend(lost.iter().map(|path| format!("{at}: {path}: not carried over: ferrolb has no such field")));
+            Some(spec)
+        }
         Err(e) => {
-            report.push(format!("{at}: not migrated: spec cannot be read: {e}"));
-            return None;
+            report.push(format!("{at}: not migrated: {e}"));
+            None
         }
-    };
-    let back = serde_json::to_value(&typed).ok()?;
-    for path in lost(&spec, &back, "spec") {
-        report.push(format!("{at}: {path}: not carried over: ferrolb has no such field"));
-    }
-    Some(back)
-}
-
-/// Paths present in `from` but not in `to` (objects compared key by key, lists item by item).
-fn lost(from: &Value, to: &Value, at: &str) -> Vec<String> {
-    match (from, to) {
-        (Value::Object(a), Value::Object(b)) => a
-            .iter()
-            .flat_map(|(k, v)| match b.get(k) {
-                None if !v.is_null() => vec![format!("{at}.{k}")],
-                None => vec![],
-                Some(w) => lost(v, w, &format!("{at}.{k}")),
-            })
-            .collect(),
-        (Value::Array(a), Value::Array(b)) => {
-            a.iter().zip(b).enumerate().flat_map(|(i, (v, w))| lost(v, w, &format!("{at}[{i}]"))).collect()
-        }
-        _ => vec![],
     }
 }
 

@@ -95,6 +95,14 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "FERROLB_LOG", default_value = "info")]
     log_level: String,
+    /// metallb compat: also read MetalLB's `metallb.io` IPAddressPools,
+    /// L2Advertisements, BGPPeers, BGPAdvertisements, Communities and BFDProfiles of
+    /// this namespace (a ferrolb object of the same kind and name wins). Empty: off.
+    #[arg(long, env = "FERROLB_METALLB_NAMESPACE", default_value = "")]
+    metallb_namespace: String,
+    /// Export MetalLB's metric names and labels besides ferrolb's.
+    #[arg(long, env = "FERROLB_METALLB_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
+    metallb_metrics: bool,
 }
 
 #[tokio::main]
@@ -120,6 +128,8 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         log_format,
         log_level,
+        metallb_namespace,
+        metallb_metrics,
     } = Args::parse();
     ferrolb_common::init_logging(&log_format, &log_level)?;
     if node_name.trim().is_empty() {
@@ -152,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
         forwarding,
         metrics_addr,
         heartbeats,
+        metallb_namespace: Some(metallb_namespace).filter(|n| !n.is_empty()),
     };
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Metrics::new();
@@ -165,8 +176,12 @@ async fn main() -> anyhow::Result<()> {
         let r = ready.clone();
         move || r.load(std::sync::atomic::Ordering::SeqCst)
     };
-    let http =
-        tokio::spawn(serve(listener, move || m.render(), ready_fn, secure).instrument(tracing::info_span!("http")));
+    let loaded = ready.clone();
+    let render = move || match metallb_metrics {
+        true => m.render_with_metallb_names(loaded.load(std::sync::atomic::Ordering::SeqCst)),
+        false => m.render(),
+    };
+    let http = tokio::spawn(serve(listener, render, ready_fn, secure).instrument(tracing::info_span!("http")));
     tokio::select! {
         r = http => r.map_err(|e| anyhow::anyhow!("the HTTP server ended: {e}"))?,
         r = run(client, settings, metrics, ready, stop_rx).instrument(tracing::info_span!("speaker")) => r,

@@ -324,6 +324,16 @@ impl Metrics {
         prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut s).expect("text encoding cannot fail");
         s
     }
+
+    /// [`Metrics::render`] with MetalLB's names too (`--metallb-metrics`); `loaded`: the
+    /// configuration is read.
+    pub fn render_with_metallb_names(&self, loaded: bool) -> String {
+        let mut s = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&ferrolb_common::metallb::with_metallb_names(self.registry.gather(), loaded), &mut s)
+            .expect("text encoding cannot fail");
+        s
+    }
 }
 
 impl Default for Metrics {

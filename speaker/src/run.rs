@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ferrolb_common::events::{Event, EventType, Events};
+use ferrolb_common::metallb::{MetalLb, merged};
 use ferrolb_common::{AbortOnDrop, all, reflect};
 use ferrolb_crds::conditions::reason;
 use ferrolb_crds::{
@@ -53,12 +54,20 @@ struct Caches {
     secrets: Store<Secret>,
     /// This node's ServiceBGPStatuses.
     bgp_statuses: Store<ServiceBGPStatus>,
+    /// metallb compat: MetalLB's objects, read with ferrolb's.
+    metallb: Option<MetalLb>,
     namespace: String,
     _watches: AbortOnDrop,
 }
 
 impl Caches {
-    async fn start(client: &Client, namespace: &str, node: &str, changed: &Arc<Notify>) -> anyhow::Result<Caches> {
+    async fn start(
+        client: &Client,
+        namespace: &str,
+        metallb: Option<&str>,
+        node: &str,
+        changed: &Arc<Notify>,
+    ) -> anyhow::Result<Caches> {
         let c = client;
         let (services, t1) = reflect(Api::<Service>::all(c.clone()), changed.clone());
         let (slices, t2) = reflect(Api::<EndpointSlice>::all(c.clone()), changed.clone());
@@ -101,6 +110,10 @@ impl Caches {
             bfd_profiles,
             secrets,
             bgp_statuses,
+            metallb: match metallb {
+                Some(from) => Some(MetalLb::start(client, from, namespace, changed.clone()).await),
+                None => None,
+            },
             namespace: namespace.to_string(),
             _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13]),
         };
@@ -117,22 +130,25 @@ impl Caches {
         c.bfd_profiles.wait_until_ready().await?;
         c.secrets.wait_until_ready().await?;
         c.bgp_statuses.wait_until_ready().await?;
+        if let Some(m) = &c.metallb {
+            m.synced(Duration::from_secs(3600)).await?;
+        }
         Ok(c)
     }
 
     fn snapshot(&self, node: &str, membership: Option<&Membership>) -> Snapshot {
-        let pools: Vec<IPAddressPool> = all(&self.pools);
-        let adverts: Vec<L2Advertisement> = all(&self.adverts);
+        let pools: Vec<IPAddressPool> = merged(self.metallb.as_ref(), all(&self.pools));
+        let adverts: Vec<L2Advertisement> = merged(self.metallb.as_ref(), all(&self.adverts));
         Snapshot {
             services: self.services.state(),
             slices: self.slices.state(),
             nodes: self.nodes.state(),
             config: Config::build(&pools, &adverts, Default::default()).with_bgp(
                 &self.namespace,
-                &all(&self.bgp_peers),
-                &all(&self.bgp_adverts),
-                &all(&self.communities),
-                &all(&self.bfd_profiles),
+                &merged(self.metallb.as_ref(), all(&self.bgp_peers)),
+                &merged(self.metallb.as_ref(), all(&self.bgp_adverts)),
+                &merged(self.metallb.as_ref(), all(&self.communities)),
+                &merged(self.metallb.as_ref(), all(&self.bfd_profiles)),
             ),
             leases: all(&self.leases),
             statuses: all(&self.statuses),
@@ -185,7 +201,8 @@ pub async fn run(
         health.clone(),
     );
     let changed = Arc::new(Notify::new());
-    let caches = Caches::start(&client, &settings.namespace, &node, &changed).await?;
+    let caches =
+        Caches::start(&client, &settings.namespace, settings.metallb_namespace.as_deref(), &node, &changed).await?;
     let status_api: Api<ServiceL2Status> = Api::namespaced(client.clone(), &settings.namespace);
 
     let mut announcer = Announcer::new(SysIo::default(), settings.gratuitous);

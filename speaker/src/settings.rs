@@ -35,6 +35,9 @@ pub struct Settings {
     pub metrics_addr: ListenAddr,
     /// Heartbeats between speakers; `None` leaves failure detection to the Leases.
     pub heartbeats: Option<HeartbeatSettings>,
+    /// metallb compat: MetalLB's namespace, whose `metallb.io` objects are read with
+    /// ferrolb's (`None`: compat off).
+    pub metallb_namespace: Option<String>,
 }
 
 impl Settings {

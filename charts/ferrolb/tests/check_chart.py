@@ -54,6 +54,7 @@ ALL_ON = {
     "metrics": {"secure": True, "tlsSecret": "metrics-tls", "reader": {"serviceAccount": "prometheus", "namespace": "monitoring"}},
     "samples": {"pool": {"enabled": True, "addresses": ["198.51.100.240/28"]}, "advertisement": {"enabled": True}},
     "grafana": {"dashboard": {"enabled": True}},
+    "metallbCompat": {"enabled": True, "namespace": "lb-old", "metrics": True},
     "webhook": {"certManager": {"enabled": True}},
     "networkPolicy": {"enabled": True, "apiServerPorts": [6443],
                       "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
@@ -152,6 +153,29 @@ def lb_class_reaches_both_binaries():
     for kind in ("Deployment", "DaemonSet"):
         d = [d for _, d in rendered if d["kind"] == kind][0]
         assert "--lb-class=example.com/lb" in d["spec"]["template"]["spec"]["containers"][0]["args"], kind
+
+
+def metallb_compat_reaches_both_binaries_and_rbac():
+    def parts(values):
+        rendered = [d for _, d in docs(render(values))]
+        args = {k: [d for d in rendered if d["kind"] == k][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+                for k in ("Deployment", "DaemonSet")}
+        roles = [d for d in rendered if d["kind"] == "ClusterRole"]
+        grants = [(r["metadata"]["name"], rule) for r in roles for rule in r["rules"] if rule["apiGroups"] == ["metallb.io"]]
+        return args, grants
+    args, grants = parts({})
+    for kind, a in args.items():
+        assert not any(x.startswith("--metallb-namespace") for x in a), (kind, a)
+        assert "--metallb-metrics=false" in a, (kind, a)
+    assert not grants, "no access to MetalLB's objects unless compat is on"
+    args, grants = parts({"metallbCompat": {"enabled": True, "metrics": True}})
+    for kind, a in args.items():
+        assert "--metallb-namespace=metallb-system" in a and "--metallb-metrics=true" in a, (kind, a)
+    assert sorted(n.rsplit("-", 1)[1] for n, _ in grants) == ["controller", "speaker"], grants
+    for _, rule in grants:
+        assert rule["verbs"] == ["list", "watch"], rule
+        assert set(rule["resources"]) == {"ipaddresspools", "l2advertisements", "bgppeers", "bgpadvertisements",
+                                          "communities", "bfdprofiles"}, rule
 
 
 def webhook_parts_name_each_other():
@@ -420,6 +444,7 @@ check("a sample pool needs addresses", sample_pool_requires_addresses)
 check("--lb-class reaches both binaries", lb_class_reaches_both_binaries)
 check("the optional NetworkPolicy fences the controller", network_policy_fences_the_controller)
 check("the webhook's Service, configuration, flags and RBAC name each other", webhook_parts_name_each_other)
+check("metallb compat reaches both binaries and their RBAC", metallb_compat_reaches_both_binaries_and_rbac)
 check("release `ferrolb` names objects ferrolb-<component>", release_named_ferrolb_gives_plain_names)
 check("the heartbeat key and flags reach the speakers", memberlist_key_and_flags_reach_the_speakers)
 check("the containers get the environment the sandbox measures with", containers_get_the_environment_the_sandbox_measures_with)

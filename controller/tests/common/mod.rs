@@ -70,6 +70,17 @@ impl Cluster {
     }
 
     pub fn start(&self, lb_class: Option<&str>, leader_elect: bool, identity: &str) -> Controller {
+        self.start_compat(lb_class, leader_elect, identity, None)
+    }
+
+    /// [`Cluster::start`] in metallb compat mode when `metallb` names MetalLB's namespace.
+    pub fn start_compat(
+        &self,
+        lb_class: Option<&str>,
+        leader_elect: bool,
+        identity: &str,
+        metallb: Option<&str>,
+    ) -> Controller {
         let state = ProcessState::new();
         let settings = Settings {
             namespace: NS.into(),
@@ -79,6 +90,7 @@ impl Cluster {
             lease_duration: Duration::from_secs(2),
             metrics_addr: ListenAddr::Exact(([127, 0, 0, 1], 0).into()),
             ignore_exclude_lb: false,
+            metallb_namespace: metallb.map(String::from),
         };
         let (stop, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(run(self.client.clone(), settings, state.clone(), rx));
