@@ -99,6 +99,8 @@ pub struct Probe {
     pub at: Duration,
     /// The TCP connection was established within the timeout.
     pub ok: bool,
+    /// When it ended (connected or gave up), relative to the prober's start.
+    pub done: Duration,
 }
 
 /// Opens a TCP connection to a target every `every`, from inside a network namespace.
@@ -132,7 +134,7 @@ impl Prober {
                             tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await,
                             Ok(Ok(_))
                         );
-                        lock(&r).push(Probe { at, ok });
+                        lock(&r).push(Probe { at, ok, done: started.elapsed() });
                     });
                     while pending.try_join_next().is_some() {}
                 }
@@ -226,7 +228,7 @@ mod tests {
 
     #[test]
     fn the_outage_runs_from_the_first_failure_to_the_next_success() {
-        let p = |ms: u64, ok: bool| Probe { at: Duration::from_millis(ms), ok };
+        let p = |ms: u64, ok: bool| Probe { at: Duration::from_millis(ms), ok, done: Duration::from_millis(ms) };
         let probes = [p(0, true), p(10, false), p(20, true), p(30, false), p(40, false), p(50, true)];
         assert_eq!(outage(&probes, Duration::ZERO), Some(Duration::from_millis(10)));
         assert_eq!(outage(&probes, Duration::from_millis(25)), Some(Duration::from_millis(20)));

@@ -54,6 +54,9 @@ pub struct Options {
     pub history_limit: Option<usize>,
     /// A BGP router between the nodes and an outside client (`--bgp frr|bird`).
     pub bgp: Option<crate::router::Daemon>,
+    /// YAML applied with kubectl (as an admin) before the chart is installed: what an
+    /// operator creates first (an existing Secret the values name, say).
+    pub before_install: Option<String>,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
             values: serde_json::Value::Null,
             history_limit: None,
             bgp: None,
+            before_install: None,
         }
     }
 }
@@ -670,6 +674,9 @@ impl Sandbox {
         state.runtime = runtime.describe().to_string();
         let kubelet = crate::containers::Kubelet::new(&state.pods_dir(), runtime, &state.suffix)?;
         state.values = values;
+        if let Some(yaml) = &opts.before_install {
+            crate::chart::apply(&state.kubeconfig, yaml).context("applying what comes before the chart")?;
+        }
         let rendered = crate::chart::render("ferrolb", NS, &state.values)?;
         crate::chart::apply(&state.kubeconfig, &rendered)?;
         // A network of its own for each controller replica, as a CNI gives a Pod.

@@ -5,29 +5,16 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ferrolb_e2e::prometheus::{in_ns, prometheus, query};
 use ferrolb_e2e::sandbox::{NS, Sandbox, pool_and_advertisement};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new("ip").args(["netns", "exec", ns]).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// Everything `promtool check metrics` reports about an exposition.
 fn promtool_problems(text: &str) -> Vec<String> {
@@ -241,41 +228,6 @@ fn secure_metrics_answer_only_authorized_tokens() {
         query("count(ferrolb_speaker_members{job=\"ferrolb\"})").filter(|a| !a.is_empty())
     });
     assert_eq!(speakers[0]["value"][1], st.nodes.len().to_string(), "every speaker's metrics, scraped over HTTPS");
-}
-
-/// A Prometheus server (Debian's) in the namespace `netns` on 127.0.0.1:9090, with
-/// `config` (written to `dir/prometheus.yml`) and its database in `dir/tsdb`.
-fn prometheus(netns: &str, dir: &Path, config: &str) -> Proc {
-    std::fs::write(dir.join("prometheus.yml"), config).expect("prometheus.yml");
-    Proc(
-        Command::new("ip")
-            .args(["netns", "exec", netns, "prometheus"])
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
-            .args(["--web.listen-address=127.0.0.1:9090"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package `prometheus`)"),
-    )
-}
-
-/// The result vector of the instant query `q` to the Prometheus in `netns`.
-fn query(netns: &str, q: &str) -> Option<Vec<Value>> {
-    let out = in_ns(
-        netns,
-        &[
-            "curl",
-            "-s",
-            "--max-time",
-            "2",
-            "--data-urlencode",
-            &format!("query={q}"),
-            "http://127.0.0.1:9090/api/v1/query",
-        ],
-    )?;
-    let v: Value = serde_json::from_str(&out).ok()?;
-    (v["status"] == "success").then(|| v["data"]["result"].as_array().cloned().unwrap_or_default())
 }
 
 /// The HTTP status of a GET of `url` with `token`, from the namespace `netns` ("000":
