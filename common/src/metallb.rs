@@ -68,6 +68,8 @@ pub struct MetalLb {
     /// Problems seen (logged once each) and those not yet taken.
     seen: Mutex<BTreeSet<Problem>>,
     fresh: Mutex<Vec<Problem>>,
+    /// The MetalLB objects last merged in, by kind and name.
+    used: Mutex<BTreeMap<(&'static str, String), Regarding>>,
     _watches: AbortOnDrop,
 }
 
@@ -120,6 +122,7 @@ impl MetalLb {
             into: into.to_string(),
             seen: Mutex::default(),
             fresh: Mutex::default(),
+            used: Mutex::default(),
             _watches: AbortOnDrop(tasks),
         }
     }
@@ -146,6 +149,7 @@ impl MetalLb {
         let Some(store) = self.stores.get(k.kind) else { return ours };
         let mut theirs = Vec::new();
         let mut problems = Vec::new();
+        let mut used = Vec::new();
         let mut objects: Vec<Arc<DynamicObject>> = store.state();
         objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         for o in objects {
@@ -165,6 +169,7 @@ impl MetalLb {
             };
             match metallb::convert::<K>(&value, &self.into) {
                 Ok((obj, lost)) => {
+                    used.push(regarding.clone());
                     for path in lost {
                         problems.push(Problem {
                             regarding: regarding.clone(),
@@ -177,6 +182,13 @@ impl MetalLb {
             }
         }
         let (all, shadowed) = metallb::merge(ours, theirs);
+        {
+            let mut u = lock(&self.used);
+            u.retain(|(kind, _), _| *kind != k.kind);
+            for r in used.into_iter().filter(|r| !shadowed.contains(&r.name)) {
+                u.insert((k.kind, r.name.clone()), r);
+            }
+        }
         for name in shadowed {
             let regarding = Regarding {
                 kind: k.kind,
@@ -192,6 +204,17 @@ impl MetalLb {
         }
         self.report(problems);
         all
+    }
+
+    /// ferrolb's model refused the object `kind`/`name` (`why` names the field): when it
+    /// is a MetalLB object, that is a problem of it.
+    pub fn invalid(&self, kind: &str, name: &str, why: &str) {
+        let Some(regarding) =
+            lock(&self.used).iter().find(|((k, n), _)| *k == kind && n == name).map(|(_, r)| r.clone())
+        else {
+            return;
+        };
+        self.report(vec![Problem { regarding, message: format!("not used: {why}") }]);
     }
 
     /// Problems seen since the last call, each once.

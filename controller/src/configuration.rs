@@ -105,6 +105,23 @@ impl Readers {
             &merged(self.metallb.as_ref(), all(&self.communities)),
             &merged(self.metallb.as_ref(), all(&self.bfd_profiles)),
         );
+        if let Some(m) = &self.metallb {
+            for (name, e) in &cfg.invalid_pools {
+                m.invalid("IPAddressPool", name, &e.to_string());
+            }
+            let invalid = [
+                ("L2Advertisement", &cfg.invalid_advertisements),
+                ("BGPAdvertisement", &cfg.invalid_bgp_advertisements),
+                ("BGPPeer", &cfg.invalid_bgp_peers),
+                ("BFDProfile", &cfg.invalid_bfd_profiles),
+                ("Community", &cfg.invalid_communities),
+            ];
+            for (kind, map) in invalid {
+                for (name, why) in map {
+                    m.invalid(kind, name, why);
+                }
+            }
+        }
         for e in cfg.invalid_pools.values() {
             tracing::warn!(error = %e, "invalid IPAddressPool skipped");
         }

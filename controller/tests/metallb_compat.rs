@@ -87,6 +87,11 @@ async fn metallb_s_pools_keep_their_services_ips_and_what_cannot_be_honoured_is_
     let note = c.until_event(METALLB_NS, "lab", "MetalLBNotHonoured").await;
     assert_eq!(note, "not used: ferrolb.io IPAddressPool ferrolb-system/lab has its name and takes precedence");
 
+    // One ferrolb refuses is said on it, naming the field; the rest keeps working.
+    metallb_object(&c, "v1beta1", "IPAddressPool", "typo", json!({"addresses": ["198.51.100.300/32"]})).await;
+    let note = c.until_event(METALLB_NS, "typo", "MetalLBNotHonoured").await;
+    assert!(note.starts_with("not used: IPAddressPool typo: spec.addresses[0] \"198.51.100.300/32\""), "{note}");
+
     // A MetalLB pool created now serves at once, as MetalLB's would.
     metallb_object(
         &c,
