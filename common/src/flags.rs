@@ -24,9 +24,33 @@ pub fn duration_between(min: Duration, max: Duration) -> impl Fn(&str) -> Result
     }
 }
 
+/// An optional namespace name (empty: none): a DNS-1123 label, as the API server
+/// requires, so that a typo fails at start naming the flag instead of every watch
+/// failing later.
+pub fn optional_namespace(s: &str) -> Result<String, String> {
+    let ok = s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a namespace name (lower-case letters, digits and '-', at most 63)"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_are_dns_labels_or_empty() {
+        assert_eq!(optional_namespace(""), Ok(String::new()));
+        assert_eq!(optional_namespace("metallb-system"), Ok("metallb-system".into()));
+        for bad in ["MetalLB", "metallb_system", "-x", "x-", &"a".repeat(64)] {
+            assert!(optional_namespace(bad).unwrap_err().contains("is not a namespace name"), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_take_humantime_and_old_whole_seconds() {

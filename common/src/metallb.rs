@@ -68,15 +68,17 @@ pub struct MetalLb {
     /// Problems seen (logged once each) and those not yet taken.
     seen: Mutex<BTreeSet<Problem>>,
     fresh: Mutex<Vec<Problem>>,
+    collect: bool,
     /// The MetalLB objects last merged in, by kind and name.
     used: Mutex<BTreeMap<(&'static str, String), Regarding>>,
     _watches: AbortOnDrop,
 }
 
 impl MetalLb {
-    /// Watch MetalLB's kinds in namespace `from`; `changed` is poked on every event.
-    /// A kind whose CRD is not installed (an older MetalLB) is skipped, said once.
-    pub async fn start(client: &Client, from: &str, into: &str, changed: Arc<Notify>) -> MetalLb {
+    /// Watch MetalLB's kinds in namespace `from`; `changed` is poked on every event;
+    /// `collect` keeps problems for [`MetalLb::take_problems`]. A kind whose CRD is
+    /// not installed (an older MetalLB) is skipped, said once.
+    pub async fn start(client: &Client, from: &str, into: &str, changed: Arc<Notify>, collect: bool) -> MetalLb {
         let mut stores = BTreeMap::new();
         let mut tasks = Vec::new();
         for k in metallb::KINDS {
@@ -122,6 +124,7 @@ impl MetalLb {
             into: into.to_string(),
             seen: Mutex::default(),
             fresh: Mutex::default(),
+            collect,
             used: Mutex::default(),
             _watches: AbortOnDrop(tasks),
         }
@@ -217,7 +220,8 @@ impl MetalLb {
         self.report(vec![Problem { regarding, message: format!("not used: {why}") }]);
     }
 
-    /// Problems seen since the last call, each once.
+    /// Problems seen since the last call, each once (kept only when started with
+    /// `collect`: a reader that never asks, the speaker, only logs them).
     pub fn take_problems(&self) -> Vec<Problem> {
         std::mem::take(&mut *lock(&self.fresh))
     }
@@ -229,7 +233,9 @@ impl MetalLb {
                 let r = &p.regarding;
                 tracing::warn!(object = %format!("{} {}/{}", r.kind, r.namespace, r.name), problem = %p.message,
                     "metallb compat: MetalLB object not fully honoured");
-                lock(&self.fresh).push(p);
+                if self.collect {
+                    lock(&self.fresh).push(p);
+                }
             }
         }
     }

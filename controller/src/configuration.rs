@@ -54,7 +54,7 @@ impl Readers {
         let (communities, t6) = reflect(Api::<Community>::namespaced(client.clone(), namespace), changed.clone());
         let (bfd_profiles, t7) = reflect(Api::<BFDProfile>::namespaced(client.clone(), namespace), changed.clone());
         let metallb = match metallb {
-            Some(from) => Some(MetalLb::start(client, from, namespace, changed).await),
+            Some(from) => Some(MetalLb::start(client, from, namespace, changed, true).await),
             None => None,
         };
         Readers {

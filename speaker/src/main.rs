@@ -98,7 +98,8 @@ struct Args {
     /// metallb compat: also read MetalLB's `metallb.io` IPAddressPools,
     /// L2Advertisements, BGPPeers, BGPAdvertisements, Communities and BFDProfiles of
     /// this namespace (a ferrolb object of the same kind and name wins). Empty: off.
-    #[arg(long, env = "FERROLB_METALLB_NAMESPACE", default_value = "")]
+    #[arg(long, env = "FERROLB_METALLB_NAMESPACE", default_value = "",
+          value_parser = ferrolb_common::flags::optional_namespace)]
     metallb_namespace: String,
     /// Export MetalLB's metric names and labels besides ferrolb's.
     #[arg(long, env = "FERROLB_METALLB_METRICS", default_value_t = false, action = clap::ArgAction::Set)]

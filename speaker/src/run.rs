@@ -111,7 +111,7 @@ impl Caches {
             secrets,
             bgp_statuses,
             metallb: match metallb {
-                Some(from) => Some(MetalLb::start(client, from, namespace, changed.clone()).await),
+                Some(from) => Some(MetalLb::start(client, from, namespace, changed.clone(), false).await),
                 None => None,
             },
             namespace: namespace.to_string(),
