@@ -132,15 +132,18 @@ impl Presence {
             .collect()
     }
 
-    /// The nodes whose speaker reports advertising Service `key` over BGP (their
-    /// ServiceBGPStatuses, labelled with the Service and the node).
-    pub fn bgp_advertisers(&self, key: &ServiceKey) -> BTreeSet<String> {
-        self.bgp_statuses
-            .state()
-            .iter()
-            .filter(|s| service_of(s).as_ref() == Some(key))
-            .filter_map(|s| s.labels().get(NODE_LABEL).cloned())
-            .filter(|n| !n.is_empty())
+    /// The nodes of `live` whose speaker reports advertising Service `key` over BGP
+    /// (their ServiceBGPStatuses, named and labelled after the Service and the node):
+    /// one lookup per live node, not a scan of every Service's statuses (10,000
+    /// Services on 3 nodes made each reconcile walk 30,000 of them).
+    pub fn bgp_advertisers(&self, key: &ServiceKey, live: &BTreeSet<String>) -> BTreeSet<String> {
+        live.iter()
+            .filter(|node| {
+                self.bgp_statuses
+                    .get(&ObjectRef::new(&key.per_node(node)).within(&self.namespace))
+                    .is_some_and(|s| service_of(&s).as_ref() == Some(key) && s.labels().get(NODE_LABEL) == Some(*node))
+            })
+            .cloned()
             .collect()
     }
 

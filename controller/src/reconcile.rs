@@ -328,8 +328,8 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
     // Who announces it; the nodes matter only when nobody live does.
     let p = &ctx.presence;
     let announcers = p.announcers(&key);
-    let bgp_advertisers = p.bgp_advertisers(&key);
     let live = p.live(k8s_openapi::jiff::Timestamp::now());
+    let bgp_advertisers = p.bgp_advertisers(&key, &live);
     let (nodes, report) = if announcers.is_disjoint(&live) && bgp_advertisers.is_disjoint(&live) {
         (p.nodes(), p.report(&key))
     } else {

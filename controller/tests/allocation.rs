@@ -283,6 +283,37 @@ async fn invalid_pools_are_reported_and_the_rest_keep_working() {
 }
 
 #[tokio::test]
+async fn bgp_advertisers_are_the_live_nodes_whose_speakers_report_it() {
+    let c = Cluster::new().await;
+    c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;
+    let adv: ferrolb_crds::BGPAdvertisement = serde_json::from_value(json!({"apiVersion": ferrolb_crds::API_VERSION,
+        "kind": "BGPAdvertisement", "metadata": {"name": "all"}, "spec": {}}))
+    .unwrap();
+    Api::namespaced(c.client.clone(), NS).create(&kube::api::PostParams::default(), &adv).await.unwrap();
+    for n in ["n1", "n2", "n3"] {
+        c.node(n).await;
+    }
+    c.speaker_lease("n1").await;
+    c.speaker_lease("n2").await;
+    let _ctl = c.start(None, false, "solo");
+    c.service(svc("s")).await;
+    c.service(svc("other")).await;
+    c.until_announced("default", "s", "False", "NotAnnounced").await;
+    // Another Service's reports, and one from a node without a live speaker, do not count.
+    c.bgp_status("default", "other", "n1").await;
+    c.bgp_status("default", "s", "n3").await;
+    c.bgp_status("default", "s", "n2").await;
+    assert_eq!(c.until_announced("default", "s", "True", "Announced").await, "advertised over BGP by n2");
+    c.bgp_status("default", "s", "n1").await;
+    let s = c
+        .until("default", "s", "both nodes", |s| {
+            condition(s, "ferrolb.io/Announced").is_some_and(|c| c.2 == "advertised over BGP by n1, n2")
+        })
+        .await;
+    assert_eq!(condition(&s, "ferrolb.io/Announced").unwrap().0, "True");
+}
+
+#[tokio::test]
 async fn allocated_but_not_announced_is_said_loudly() {
     let c = Cluster::new().await;
     c.pool("p", json!({"addresses": ["198.51.100.0/28"]})).await;

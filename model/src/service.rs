@@ -66,6 +66,11 @@ impl ServiceKey {
     pub fn dotted(&self) -> String {
         format!("{}.{}", self.namespace(), self.name())
     }
+
+    /// `namespace.name.node`: the name of the Service's ServiceBGPStatus from `node`.
+    pub fn per_node(&self, node: &str) -> String {
+        format!("{}.{node}", self.dotted())
+    }
 }
 
 impl std::fmt::Display for ServiceKey {

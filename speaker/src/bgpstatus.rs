@@ -14,7 +14,7 @@ use crate::api::Health;
 
 /// The name of `key`'s ServiceBGPStatus from `node`.
 pub fn name(key: &ServiceKey, node: &str) -> String {
-    format!("{}.{node}", key.dotted())
+    key.per_node(node)
 }
 
 /// Make the ServiceBGPStatuses of `node` exactly `mine` (Service -> peers).

@@ -163,6 +163,17 @@ impl Cluster {
         api.create(&PostParams::default(), &st).await.unwrap();
     }
 
+    /// What a speaker on `node` writes when it advertises Service `ns/name` over BGP.
+    pub async fn bgp_status(&self, ns: &str, name: &str, node: &str) {
+        use ferrolb_crds::annotations::{NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL};
+        let api: Api<ferrolb_crds::ServiceBGPStatus> = Api::namespaced(self.client.clone(), NS);
+        let st = serde_json::from_value(json!({"apiVersion": ferrolb_crds::API_VERSION, "kind": "ServiceBGPStatus",
+            "metadata": {"name": format!("{ns}.{name}.{node}"), "labels": {SERVICE_NAME_LABEL: name, SERVICE_NAMESPACE_LABEL: ns, NODE_LABEL: node}},
+            "spec": {}}))
+        .unwrap();
+        api.create(&PostParams::default(), &st).await.unwrap();
+    }
+
     /// Wait until Service `ns/name`'s Announced condition has `status` and `reason`; its message.
     pub async fn until_announced(&self, ns: &str, name: &str, status: &str, reason: &str) -> String {
         let s = self
