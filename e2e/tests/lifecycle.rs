@@ -50,8 +50,12 @@ fn upgrade_rolls_the_speakers_one_by_one_and_uninstall_leaves_no_ip_answered() {
     let has_field = |crd: &CustomResourceDefinition| serde_json::to_value(crd).unwrap().pointer(field).is_some();
     assert!(!has_field(&rt.block_on(crds.get("ipaddresspools.ferrolb.io")).unwrap()));
     let keys = ["speaker/node-1", "speaker/node-2", "speaker/node-3", "controller"];
-    let before: Vec<Option<u32>> = keys.iter().map(|k| sb.pid(k)).collect();
-    assert!(before.iter().all(Option::is_some), "every container runs: {before:?}");
+    // The speakers start once the controller has made the heartbeat key and the kubelet
+    // retried them: the witness is every container's process.
+    let before: Vec<Option<u32>> = eventually("every container runs", Duration::from_secs(30), || {
+        let pids: Vec<Option<u32>> = keys.iter().map(|k| sb.pid(k)).collect();
+        pids.iter().all(Option::is_some).then_some(pids)
+    });
     let rolled = rt.block_on(sb.upgrade(&json!({"speaker": {"refreshInterval": 20}}))).expect("upgrade");
     assert_eq!(
         rolled,
