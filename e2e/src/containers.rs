@@ -418,6 +418,29 @@ impl Kubelet {
         Ok(())
     }
 
+    /// Hold Pod `key`'s container (see [`Kubelet::hold`]) and send its process `sig`
+    /// (`-TERM`, `-KILL`), both under the kubelet's lock: the kubelet cannot see the
+    /// hold first and stop the container its own way (SIGTERM), which now and then
+    /// made a SIGKILL trial a graceful stop. Returns the signalled process's ID.
+    pub fn hold_and_signal(&self, key: &str, sig: &str) -> anyhow::Result<u32> {
+        let mut inner = ferrolb_common::lock(&self.inner);
+        let m = inner.pods.get_mut(key).with_context(|| format!("no Pod {key}"))?;
+        let pod = m.plan.pod.name_any();
+        Self::hold_in(&self.dir, &pod)?;
+        let r = m.running.as_mut().with_context(|| format!("Pod {key} runs no container"))?;
+        if r.pid.is_none() {
+            r.pid = read_pid(&Self::pid_file(&self.dir, &pod));
+        }
+        let pid = r.pid.filter(|p| process_running(*p)).with_context(|| format!("Pod {key} runs no process"))?;
+        anyhow::ensure!(
+            Command::new("kill").args([sig, &pid.to_string()]).status()?.success(),
+            "kill {sig} {pid} failed"
+        );
+        // Stopping already: the kubelet only escalates to SIGKILL after the grace period.
+        r.killing = Some(Instant::now());
+        Ok(pid)
+    }
+
     /// The process ID of `key`'s running container.
     pub fn pid(&self, key: &str) -> Option<u32> {
         let mut inner = ferrolb_common::lock(&self.inner);

@@ -780,9 +780,8 @@ impl Sandbox {
 
     /// [`Sandbox::kill_pod`] without waiting: the signalled process's ID.
     pub fn signal_pod(&self, key: &str, signal: &str, hold: bool) -> anyhow::Result<u32> {
-        let pod = self.state.pods.get(key).with_context(|| format!("no Pod {key}"))?;
         if hold {
-            self.kubelet.hold(pod)?;
+            return self.kubelet.hold_and_signal(key, signal);
         }
         let pid = self.kubelet.pid(key).with_context(|| format!("Pod {key} runs no container"))?;
         anyhow::ensure!(
