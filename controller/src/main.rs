@@ -58,22 +58,7 @@ struct Args {
     #[command(flatten)]
     webhook: WebhookArgs,
     #[command(flatten)]
-    metallb: MetalLbArgs,
-}
-
-/// metallb compat: what a cluster moving from MetalLB keeps.
-#[derive(Debug, clap::Args)]
-pub struct MetalLbArgs {
-    /// Also read MetalLB's `metallb.io` IPAddressPools, L2Advertisements, BGPPeers,
-    /// BGPAdvertisements, Communities and BFDProfiles of this namespace (a ferrolb
-    /// object of the same kind and name wins), and write MetalLB's
-    /// `ip-allocated-from-pool` annotation too. Empty: off.
-    #[arg(long, env = "FERROLB_METALLB_NAMESPACE", default_value = "",
-          value_parser = ferrolb_common::flags::optional_namespace)]
-    metallb_namespace: String,
-    /// Export MetalLB's metric names and labels besides ferrolb's.
-    #[arg(long, env = "FERROLB_METALLB_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
-    metallb_metrics: bool,
+    metallb: ferrolb_common::metallb::CompatArgs,
 }
 
 /// The validating admission webhook (the chart turns it on).
@@ -153,7 +138,6 @@ async fn main() -> anyhow::Result<()> {
             std::future::pending::<anyhow::Result<()>>().await
         }
     };
-    let metallb_namespace = Some(metallb.metallb_namespace).filter(|n| !n.is_empty());
     let settings = Settings {
         namespace,
         lb_class,
@@ -162,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
         lease_duration,
         metrics_addr,
         ignore_exclude_lb,
-        metallb_namespace,
+        metallb_namespace: metallb.namespace(),
     };
     let stop_rx = ferrolb_common::shutdown_signal("shutting down");
     let rendered = state.metrics.clone();

@@ -13,10 +13,10 @@ use std::time::Duration;
 use ferrolb_e2e::bench::{Row, print_table};
 use ferrolb_e2e::client::Prober;
 use ferrolb_e2e::metallb::{self, Assigned, Capture, epoch};
-use ferrolb_e2e::sandbox::{NS, Options, Sandbox};
+use ferrolb_e2e::sandbox::{Options, Sandbox};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::eventually;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const VIP: &str = "198.51.100.105";
 
@@ -84,35 +84,12 @@ fn trial(case: Case) -> (f64, f64) {
     let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
     let client = sb.client.clone();
     let web = [Assigned { name: "web", ips: vec![VIP], pool: "first-pool" }];
+    rt.block_on(metallb::install(&client, if case == Case::Migrated { "" } else { METALLB_OBJECTS }))
+        .expect("MetalLB's CRDs and objects");
+    if case == Case::Migrated {
+        sb.kubectl_apply(FERROLB_OBJECTS).expect("ferrolb's objects");
+    }
     rt.block_on(async {
-        match case {
-            Case::Migrated => {
-                metallb::install(&client, "").await?;
-                let docs: Vec<Value> = serde_yaml::Deserializer::from_str(FERROLB_OBJECTS)
-                    .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
-                    .collect();
-                for d in docs {
-                    let kind = d["kind"].as_str().unwrap_or_default().to_string();
-                    match kind.as_str() {
-                        "IPAddressPool" => {
-                            ferrolb_e2e::sandbox::create(
-                                &kube::Api::<ferrolb_crds::IPAddressPool>::namespaced(client.clone(), NS),
-                                d,
-                            )
-                            .await?;
-                        }
-                        _ => {
-                            ferrolb_e2e::sandbox::create(
-                                &kube::Api::<ferrolb_crds::L2Advertisement>::namespaced(client.clone(), NS),
-                                d,
-                            )
-                            .await?;
-                        }
-                    }
-                }
-            }
-            _ => metallb::install(&client, METALLB_OBJECTS).await?,
-        }
         metallb::assigned_services(&client, &web).await?;
         ferrolb_e2e::sandbox::create(
             &kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), "default"),

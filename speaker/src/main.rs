@@ -95,15 +95,8 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "FERROLB_LOG", default_value = "info")]
     log_level: String,
-    /// metallb compat: also read MetalLB's `metallb.io` IPAddressPools,
-    /// L2Advertisements, BGPPeers, BGPAdvertisements, Communities and BFDProfiles of
-    /// this namespace (a ferrolb object of the same kind and name wins). Empty: off.
-    #[arg(long, env = "FERROLB_METALLB_NAMESPACE", default_value = "",
-          value_parser = ferrolb_common::flags::optional_namespace)]
-    metallb_namespace: String,
-    /// Export MetalLB's metric names and labels besides ferrolb's.
-    #[arg(long, env = "FERROLB_METALLB_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
-    metallb_metrics: bool,
+    #[command(flatten)]
+    metallb: ferrolb_common::metallb::CompatArgs,
 }
 
 #[tokio::main]
@@ -129,8 +122,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         log_format,
         log_level,
-        metallb_namespace,
-        metallb_metrics,
+        metallb,
     } = Args::parse();
     ferrolb_common::init_logging(&log_format, &log_level)?;
     if node_name.trim().is_empty() {
@@ -163,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         forwarding,
         metrics_addr,
         heartbeats,
-        metallb_namespace: Some(metallb_namespace).filter(|n| !n.is_empty()),
+        metallb_namespace: metallb.namespace(),
     };
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Metrics::new();
@@ -178,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
         move || r.load(std::sync::atomic::Ordering::SeqCst)
     };
     let loaded = ready.clone();
-    let render = move || match metallb_metrics {
+    let render = move || match metallb.metallb_metrics {
         true => m.render_with_metallb_names(loaded.load(std::sync::atomic::Ordering::SeqCst)),
         false => m.render(),
     };
