@@ -42,6 +42,69 @@ fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response {
     r
 }
 
+/// The encoding a client asked for: protobuf when its most preferred media type is
+/// kube-apiserver's protobuf and the object has a protobuf form (custom resources do
+/// not), JSON otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Json,
+    Protobuf,
+}
+
+impl Wire {
+    fn preferred(accept: &str) -> Wire {
+        let mut ranges: Vec<(f32, &str)> = accept
+            .split(',')
+            .filter(|r| !r.contains("as=Table"))
+            .filter_map(|r| {
+                let mut parts = r.split(';').map(str::trim);
+                let media = parts.next().filter(|m| !m.is_empty())?;
+                let q = parts.filter_map(|p| p.strip_prefix("q=")).find_map(|q| q.parse().ok()).unwrap_or(1.0);
+                Some((q, media))
+            })
+            .collect();
+        ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
+        match ranges.first() {
+            Some((q, m)) if *q > 0.0 && *m == crate::protobuf::MEDIA_TYPE => Wire::Protobuf,
+            _ => Wire::Json,
+        }
+    }
+
+    /// `Json` where `v` has no protobuf form.
+    fn for_value(self, v: &Value) -> Wire {
+        if self == Wire::Protobuf && crate::protobuf::encodable(v) { Wire::Protobuf } else { Wire::Json }
+    }
+
+    /// One watch event, framed for this encoding.
+    fn event(self, kind: &str, object: &Value) -> Bytes {
+        if self == Wire::Protobuf {
+            match crate::protobuf::encode_watch_frame(kind, object) {
+                Ok(b) => return Bytes::from(b),
+                Err(e) => tracing::warn!("watch event not encodable as protobuf, sent as an error: {e}"),
+            }
+            let status = ApiError::internal(format!("the emulator could not encode a {kind} event")).status();
+            return crate::protobuf::encode_watch_frame("ERROR", &status).map(Bytes::from).unwrap_or_default();
+        }
+        event_line(kind, object)
+    }
+}
+
+/// A response in the encoding the request asked for.
+fn respond(req: &Req, code: u16, v: &Value, warnings: &[String]) -> Response {
+    if Wire::preferred(&req.accept).for_value(v) == Wire::Protobuf {
+        match crate::protobuf::encode_object(v) {
+            Ok(b) => {
+                let mut r = json_response(code, &Value::Null, warnings);
+                *r.body_mut() = Body::from(b);
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::protobuf::MEDIA_TYPE));
+                return r;
+            }
+            Err(e) => tracing::warn!("answering JSON: the object has no protobuf form: {e}"),
+        }
+    }
+    json_response(code, v, warnings)
+}
+
 fn error_response(e: &ApiError) -> Response {
     let mut r = json_response(e.code, &e.status(), &[]);
     // As kube-apiserver: a Status that says when to retry says it in `Retry-After` too.
@@ -126,10 +189,14 @@ impl Req {
             return Err(ApiError::bad_request("the request body is empty"));
         }
         let ct = self.content_type.as_str();
-        if ct.contains("protobuf") || ct.contains("cbor") {
+        if ct.starts_with(crate::protobuf::MEDIA_TYPE) {
+            return crate::protobuf::decode_object(&self.body).map_err(|e| ApiError::bad_request(e.to_string()));
+        }
+        if !(ct.is_empty() || ct.contains("json") || ct.contains("yaml")) {
             return Err(ApiError::unsupported_media_type(format!(
-                "the body of the request was in {ct}; the emulator reads JSON and YAML only \
-                 (kubectl's `create <generator>` subcommands send protobuf: use `kubectl apply -f`)"
+                "the body of the request was in {ct}; the emulator reads JSON, YAML and \
+                 {} (for the built-in types)",
+                crate::protobuf::MEDIA_TYPE
             )));
         }
         let v: Value = if ct.contains("yaml") {
@@ -421,7 +488,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
                 );
                 return Ok(json_response(200, &t, &[]));
             }
-            Ok(json_response(200, &obj, &[]))
+            Ok(respond(&req, 200, &obj, &[]))
         }
         Method::GET => {
             let opts = req.list_opts(&target)?;
@@ -448,7 +515,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
                 (target.rt.list_kind.clone(), target.rt.api_version(&target.version))
             };
             let list = json!({"kind": kind, "apiVersion": av, "metadata": meta, "items": items});
-            Ok(json_response(200, &list, &[]))
+            Ok(respond(&req, 200, &list, &[]))
         }
         Method::POST if target.name.is_none() => {
             let body = typed(req.decode_body()?, &target)?;
@@ -457,7 +524,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             }
             let body = body_in(body);
             let w = admitted(inner, &req, &target, true, |st, o| st.create(&target, body.clone(), o)).await?;
-            Ok(json_response(w.code, &out(w.object), &w.warnings))
+            Ok(respond(&req, w.code, &out(w.object), &w.warnings))
         }
         Method::PUT if target.name.is_some() => {
             let body = typed(req.decode_body()?, &target)?;
@@ -466,7 +533,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             }
             let body = body_in(body);
             let w = admitted(inner, &req, &target, false, |st, o| st.update(&target, body.clone(), o)).await?;
-            Ok(json_response(w.code, &out(w.object), &w.warnings))
+            Ok(respond(&req, w.code, &out(w.object), &w.warnings))
         }
         Method::PATCH if target.name.is_some() => {
             let ct = req.content_type.split(';').next().unwrap_or("").trim().to_string();
@@ -498,7 +565,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             }
             let body = body_in(body);
             let w = admitted(inner, &req, &target, false, |st, o| st.patch(&target, kind, body.clone(), o)).await?;
-            Ok(json_response(w.code, &out(w.object), &w.warnings))
+            Ok(respond(&req, w.code, &out(w.object), &w.warnings))
         }
         Method::DELETE if target.name.is_some() => {
             let options = if req.body.is_empty() { Value::Null } else { req.decode_body()? };
@@ -506,13 +573,13 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
                 || options["dryRun"].as_array().is_some_and(|a| a.contains(&json!("All")));
             admit_delete(inner, &req, &target, dry).await?;
             let obj = mutate(inner, |st| st.delete(&target, &options, dry))?;
-            Ok(json_response(200, &out(obj), &[]))
+            Ok(respond(&req, 200, &out(obj), &[]))
         }
         Method::DELETE => {
             let opts = req.list_opts(&target)?;
             let items = mutate(inner, |st| st.delete_collection(&target, &opts, req.q("dryRun") == Some("All")))?;
             let list = json!({"kind": target.rt.list_kind, "apiVersion": target.rt.api_version(&target.version), "metadata": {}, "items": items});
-            Ok(json_response(200, &list, &[]))
+            Ok(respond(&req, 200, &list, &[]))
         }
         _ => Err(ApiError::method_not_allowed()),
     }
@@ -742,6 +809,10 @@ fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts, alias: bool) 
         .unwrap_or(Duration::from_secs(1800));
     let av = if alias { "events.k8s.io/v1".to_string() } else { t.rt.api_version(&t.version) };
     let kind = t.rt.kind.clone();
+    let wire = match (&table_cols, Wire::preferred(&req.accept)) {
+        (None, Wire::Protobuf) if crate::protobuf::schema().message_for(&av, &kind).is_some() => Wire::Protobuf,
+        _ => Wire::Json,
+    };
     let render = {
         let av = av.clone();
         let kind = kind.clone();
@@ -770,11 +841,11 @@ fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts, alias: bool) 
         let requested = opts.resource_version.as_deref().unwrap_or("");
         let start_rv = if send_initial || requested.is_empty() || requested == "0" {
             for obj in st.matching(&t, &opts) {
-                first.push(event_line("ADDED", &render(&obj)));
+                first.push(wire.event("ADDED", &render(&obj)));
             }
             if send_initial {
                 let bm = json!({"kind": kind, "apiVersion": av, "metadata": {"resourceVersion": current.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
-                first.push(event_line("BOOKMARK", &bm));
+                first.push(wire.event("BOOKMARK", &bm));
             }
             current
         } else {
@@ -787,15 +858,15 @@ fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts, alias: bool) 
             match st.events_since(rv) {
                 None => {
                     let gone = ApiError::gone(format!("too old resource version: {rv} ({})", st.compacted() + 1));
-                    first.push(event_line("ERROR", &gone.status()));
+                    first.push(wire.event("ERROR", &gone.status()));
                     drop(st);
                     let body = Body::from_stream(futures::stream::iter(first.into_iter().map(Ok::<_, Infallible>)));
-                    return Ok(stream_response(body));
+                    return Ok(stream_response(body, wire));
                 }
                 Some(evs) => {
                     for ev in evs {
                         if let Some(k) = visible(&ev, &t, &opts) {
-                            first.push(event_line(k.as_str(), &render(&ev.object)));
+                            first.push(wire.event(k.as_str(), &render(&ev.object)));
                         }
                     }
                     current
@@ -823,14 +894,14 @@ fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts, alias: bool) 
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
                     let bm = json!({"kind": kind, "apiVersion": av, "metadata": {"resourceVersion": last_rv.to_string()}});
-                    if tx.send(Ok(event_line("BOOKMARK", &bm))).await.is_err() { return; }
+                    if tx.send(Ok(wire.event("BOOKMARK", &bm))).await.is_err() { return; }
                 }
                 ev = sub.recv() => match ev {
                     Ok(ev) => {
                         if ev.rv <= start_rv { continue; }
                         last_rv = ev.rv;
                         if let Some(k) = visible(&ev, &t, &opts)
-                            && tx.send(Ok(event_line(k.as_str(), &render(&ev.object)))).await.is_err() {
+                            && tx.send(Ok(wire.event(k.as_str(), &render(&ev.object)))).await.is_err() {
                             return;
                         }
                     }
@@ -841,12 +912,16 @@ fn watch(inner: &Arc<Inner>, req: &Req, t: Target, opts: ListOpts, alias: bool) 
         }
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    Ok(stream_response(body))
+    Ok(stream_response(body, wire))
 }
 
-fn stream_response(body: Body) -> Response {
+fn stream_response(body: Body, wire: Wire) -> Response {
     let mut r = Response::new(body);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let ct = match wire {
+        Wire::Json => "application/json",
+        Wire::Protobuf => crate::protobuf::STREAM_MEDIA_TYPE,
+    };
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     r
 }

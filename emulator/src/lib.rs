@@ -24,6 +24,7 @@ mod events;
 mod http;
 pub mod patch;
 mod policy;
+pub mod protobuf;
 pub mod resources;
 pub mod reviews;
 pub mod selectors;
