@@ -17,4 +17,5 @@ pub mod router;
 pub mod sandbox;
 pub mod standin;
 pub mod topology;
+pub mod workloads;
 pub use ferrolb_common::wait;

@@ -701,6 +701,7 @@ impl Sandbox {
         let standin_nodes =
             state.nodes.iter().map(|n| NodeNet { name: n.name.clone(), netns: n.netns.clone() }).collect();
         kubelet.run(client.clone(), state.clone(), &state.control_plane_netns, stop_rx.clone())?;
+        tokio::spawn(crate::workloads::run_workloads(client.clone(), NS.to_string(), stop_rx.clone()));
         tokio::spawn(run_standins(client.clone(), standin_nodes, stop_rx));
         let mut sb = Sandbox { topo, state, client, kubelet, router, stop, emulator: emu, logs };
         for p in plans {

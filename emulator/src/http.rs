@@ -465,6 +465,9 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
     if target.subresource.as_deref() == Some("log") {
         return pod_log(inner, &req, target);
     }
+    if target.subresource.as_deref() == Some("scale") {
+        return scale(inner, &req, target).await;
+    }
     let body_in = |v: Value| if alias { crate::events::to_core(&v) } else { v };
     match req.method.clone() {
         Method::GET if is_watch => {
@@ -747,7 +750,8 @@ fn resolve(st: &State, group: &str, version: &str, rest: &[&str]) -> ApiResult<T
     let pod_log = (group, plural, sub) == ("", "pods", Some("log"));
     if let Some(s) = sub
         && !pod_log
-        && (s != "status" || !rt.status_subresource)
+        && !(s == "status" && rt.status_subresource)
+        && !(s == "scale" && rt.scale_subresource)
     {
         return Err(ApiError::no_route());
     }
@@ -761,6 +765,86 @@ fn resolve(st: &State, group: &str, version: &str, rest: &[&str]) -> ApiResult<T
         name: name.map(String::from),
         subresource: sub.map(String::from),
     })
+}
+
+/// An object's `autoscaling/v1` Scale: `spec.replicas` (1 when unset, as defaulted),
+/// the observed `status.replicas` and the selector as a string.
+fn scale_of(obj: &Value) -> Value {
+    let m = &obj["metadata"];
+    let mut selector: Vec<String> = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|l| l.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+        .unwrap_or_default();
+    for e in obj["spec"]["selector"]["matchExpressions"].as_array().into_iter().flatten() {
+        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let key = e["key"].as_str().unwrap_or("");
+        selector.push(match e["operator"].as_str().unwrap_or("") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "DoesNotExist" => format!("!{key}"),
+            _ => key.to_string(),
+        });
+    }
+    json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {"name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+                     "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector.join(",")},
+    })
+}
+
+/// `/scale`: read or write `spec.replicas` through an `autoscaling/v1` Scale (what
+/// `kubectl scale` and autoscalers use). A stale `metadata.resourceVersion` is a 409.
+async fn scale(inner: &Arc<Inner>, req: &Req, target: Target) -> ApiResult<Response> {
+    let main = Target { subresource: None, ..target.clone() };
+    let current = lock(inner).get(&main)?;
+    let now = scale_of(&current);
+    let wanted = match req.method {
+        Method::GET => return Ok(respond(req, 200, &now, &[])),
+        Method::PUT => req.decode_body()?,
+        Method::PATCH => {
+            let body = req.decode_body()?;
+            let mut s = now.clone();
+            match req.content_type.split(';').next().unwrap_or("").trim() {
+                "application/json-patch+json" => {
+                    crate::patch::json_patch(&mut s, &body).map_err(ApiError::bad_request)?;
+                }
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    crate::patch::merge_patch(&mut s, &body);
+                }
+                other => {
+                    return Err(ApiError::unsupported_media_type(format!(
+                        "the scale subresource takes merge, strategic merge and JSON patches (got {other:?})"
+                    )));
+                }
+            }
+            s
+        }
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    let replicas = match wanted["spec"]["replicas"].as_i64() {
+        Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => n,
+        _ => {
+            return Err(ApiError::invalid(
+                "Scale",
+                "autoscaling",
+                main.name.as_deref().unwrap_or(""),
+                vec![crate::error::FieldError::invalid(
+                    "spec.replicas",
+                    wanted["spec"]["replicas"].clone(),
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+    };
+    let mut patch = json!({"spec": {"replicas": replicas}});
+    if let Some(rv) = wanted["metadata"]["resourceVersion"].as_str().filter(|rv| !rv.is_empty()) {
+        patch["metadata"] = json!({"resourceVersion": rv});
+    }
+    let w = admitted(inner, req, &main, false, |st, o| st.patch(&main, PatchType::Merge, patch.clone(), o)).await?;
+    Ok(respond(req, 200, &scale_of(&w.object), &w.warnings))
 }
 
 fn event_line(kind: &str, object: &Value) -> Bytes {

@@ -57,6 +57,8 @@ pub struct ResourceType {
     pub namespaced: bool,
     /// Whether `/status` is a separate subresource.
     pub status_subresource: bool,
+    /// Whether `/scale` (autoscaling/v1 `Scale` over `spec.replicas`) is served.
+    pub scale_subresource: bool,
     /// Whether objects are custom resources (validated against a schema, no strategic merge).
     pub custom: bool,
 }
@@ -89,6 +91,17 @@ impl ResourceType {
                 "singularName": "",
                 "namespaced": self.namespaced,
                 "kind": self.kind,
+                "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if self.scale_subresource {
+            out.push(json!({
+                "name": format!("{}/scale", self.plural),
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
                 "verbs": ["get", "patch", "update"],
             }));
         }
@@ -340,8 +353,24 @@ impl Registry {
                 namespaced: true,
                 status: true,
                 columns: vec![
+                    col("Ready", "string", "$replicasReady"),
                     col("Up-To-Date", "integer", ".status.updatedReplicas"),
                     col("Available", "integer", ".status.availableReplicas"),
+                    age(),
+                ],
+            },
+            Builtin {
+                group: "apps",
+                version: "v1",
+                kind: "ReplicaSet",
+                plural: "replicasets",
+                short: &["rs"],
+                namespaced: true,
+                status: true,
+                columns: vec![
+                    col("Desired", "integer", ".spec.replicas"),
+                    col("Current", "integer", ".status.replicas"),
+                    col("Ready", "integer", ".status.readyReplicas"),
                     age(),
                 ],
             },
@@ -440,9 +469,14 @@ impl Registry {
                 plural: b.plural.into(),
                 singular: b.kind.to_lowercase(),
                 short_names: b.short.iter().map(|s| s.to_string()).collect(),
-                categories: if ["Service", "Pod"].contains(&b.kind) { vec!["all".into()] } else { vec![] },
+                categories: if ["Service", "Pod", "Deployment", "ReplicaSet", "DaemonSet"].contains(&b.kind) {
+                    vec!["all".into()]
+                } else {
+                    vec![]
+                },
                 namespaced: b.namespaced,
                 status_subresource: b.status,
+                scale_subresource: ["Deployment", "ReplicaSet"].contains(&b.kind),
                 custom: false,
             });
         }
@@ -724,6 +758,7 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, crate::error::FieldError> {
         plural,
         namespaced,
         status_subresource,
+        scale_subresource: false,
         custom: true,
     })
 }

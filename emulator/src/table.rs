@@ -116,6 +116,10 @@ fn cell(obj: &Value, c: &PrinterColumn) -> Value {
         "$podRestarts" => return json!(pod_columns(obj).1),
         "$podStatus" => return json!(pod_columns(obj).2),
         "$servicePorts" => return service_ports(obj),
+        "$replicasReady" => {
+            let ready = obj["status"]["readyReplicas"].as_i64().unwrap_or(0);
+            return json!(format!("{ready}/{}", obj["spec"]["replicas"].as_i64().unwrap_or(1)));
+        }
         "$externalIPs" => return external_ips(obj),
         "$roleRef" => {
             let r = &obj["roleRef"];

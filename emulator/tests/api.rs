@@ -860,3 +860,45 @@ async fn a_version_from_the_future_is_too_large() {
         assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
     }
 }
+
+#[tokio::test]
+async fn the_scale_subresource_reads_and_writes_replicas() {
+    let emu = emu();
+    let base = "/apis/apps/v1/namespaces/default/deployments";
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+    assert_eq!(post(&emu, base, &d).await.status, 201);
+    let s = get(&emu, &format!("{base}/web/scale")).await;
+    assert_eq!(s.status, 200);
+    assert_eq!((s.body["kind"].clone(), s.body["apiVersion"].clone()), (json!("Scale"), json!("autoscaling/v1")));
+    assert_eq!(
+        (s.body["spec"]["replicas"].clone(), s.body["status"]["selector"].clone()),
+        (json!(2), json!("app=web"))
+    );
+    // Replace (kubectl 1.20 reads, then writes the Scale back).
+    let mut put_scale = s.body.clone();
+    put_scale["spec"]["replicas"] = json!(3);
+    let r = put(&emu, &format!("{base}/web/scale"), &put_scale).await;
+    assert_eq!((r.status, r.body["spec"]["replicas"].clone()), (200, json!(3)), "{}", r.body);
+    assert_eq!(get(&emu, &format!("{base}/web")).await.body["spec"]["replicas"], 3);
+    // The same Scale again is stale now.
+    let r = put(&emu, &format!("{base}/web/scale"), &put_scale).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    // Patch (kubectl 1.33), to zero.
+    let r =
+        patch(&emu, &format!("{base}/web/scale"), "application/merge-patch+json", &json!({"spec": {"replicas": 0}}))
+            .await;
+    assert_eq!((r.status, r.body["spec"]["replicas"].clone()), (200, json!(0)));
+    assert_eq!(get(&emu, &format!("{base}/web")).await.body["spec"]["replicas"], 0);
+    let r =
+        patch(&emu, &format!("{base}/web/scale"), "application/merge-patch+json", &json!({"spec": {"replicas": -1}}))
+            .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("spec.replicas"), "{}", r.body);
+    // Only where upstream serves it, and in discovery.
+    assert_eq!(get(&emu, "/apis/apps/v1/namespaces/default/daemonsets/x/scale").await.status, 404);
+    let disc = get(&emu, "/apis/apps/v1").await.body;
+    let scale = disc["resources"].as_array().unwrap().iter().find(|r| r["name"] == "deployments/scale").cloned();
+    assert_eq!(scale.map(|s| (s["group"].clone(), s["kind"].clone())), Some((json!("autoscaling"), json!("Scale"))));
+}

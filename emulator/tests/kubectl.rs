@@ -262,6 +262,8 @@ fn exercise_generators(k: &Kubectl) {
         "jsonpath={.spec.type} {.spec.selector.app} {.spec.ports[0].port} {.spec.ports[0].targetPort}",
     ]);
     assert_eq!(svc, "LoadBalancer hello 80 8080");
+    assert!(get(&["scale", "deployment", "hello", "-n", "shop", "--replicas=0"]).contains("scaled"));
+    assert_eq!(get(&["get", "deploy", "hello", "-n", "shop", "-o", "jsonpath={.spec.replicas}"]), "0");
     assert!(
         get(&["create", "secret", "generic", "creds", "-n", "shop", "--from-literal=user=admin"]).contains("created")
     );
