@@ -702,7 +702,10 @@ impl Sandbox {
             state.nodes.iter().map(|n| NodeNet { name: n.name.clone(), netns: n.netns.clone() }).collect();
         kubelet.run(client.clone(), state.clone(), &state.control_plane_netns, stop_rx.clone())?;
         tokio::spawn(crate::workloads::run_workloads(client.clone(), NS.to_string(), stop_rx.clone()));
-        tokio::spawn(run_standins(client.clone(), standin_nodes, stop_rx));
+        // The sandbox's kube-proxy handles LoadBalancer IPs as a cluster's does exactly
+        // when ferrolb is installed to rely on it (the chart's default).
+        let kube_proxy = chart_values(opts)["speaker"]["forwarding"] != "nodeport";
+        tokio::spawn(run_standins(client.clone(), standin_nodes, kube_proxy, stop_rx));
         let mut sb = Sandbox { topo, state, client, kubelet, router, stop, emulator: emu, logs };
         for p in plans {
             sb.create_pod(p).await?;

@@ -5,6 +5,16 @@
 //! ready Pods, and each node forwards its NodePorts to the Service's ready
 //! backends (for `externalTrafficPolicy: Local`, only those on that node).
 //!
+//! With `kube_proxy` on (ferrolb installed with `--forwarding kube-proxy`), each node
+//! also does what kube-proxy's nftables mode does for ClusterIPs and LoadBalancer
+//! ingress IPs: a table of its own (`ip ferrolb-sandbox-kube-proxy`) DNATs each
+//! VIP:port to a random ready endpoint (Cluster: any, masqueraded as the node;
+//! Local: this node's, client address kept, dropped where there are none), rejects
+//! traffic to a Service without endpoints (TCP reset, ICMP unreachable), and the
+//! Service's `healthCheckNodePort` answers 200 where local endpoints exist, 503
+//! elsewhere, as kube-proxy's health server. The sandbox's Pods are IPv4 only, so
+//! only IPv4 VIPs are proxied this way.
+//!
 //! Everything that opens a socket for a node runs on a thread inside that node's
 //! network namespace, with its own runtime: sockets belong to the namespace of
 //! the thread that creates them.
@@ -50,9 +60,104 @@ pub struct Forward {
 type Table = Arc<Mutex<HashMap<(u16, String), Forward>>>;
 
 enum Cmd {
-    Backend { uid: String, pod: String, ip: Ipv4Addr, ports: Vec<u16> },
-    StopBackend { uid: String },
+    Backend {
+        uid: String,
+        pod: String,
+        ip: Ipv4Addr,
+        ports: Vec<u16>,
+    },
+    StopBackend {
+        uid: String,
+    },
     Proxies(BTreeSet<(u16, String)>),
+    /// healthCheckNodePort -> (namespace/name, local ready endpoints).
+    Health(BTreeMap<u16, (String, usize)>),
+}
+
+/// One Service port as kube-proxy programs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxiedPort {
+    /// The ClusterIPs and LoadBalancer ingress IPs (IPv4).
+    pub vips: Vec<Ipv4Addr>,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Service port.
+    pub port: u16,
+    /// `externalTrafficPolicy: Local`.
+    pub local_only: bool,
+    /// Ready endpoints.
+    pub endpoints: Vec<Target>,
+}
+
+/// The nft table name.
+pub const KUBE_PROXY_TABLE: &str = "ip ferrolb-sandbox-kube-proxy";
+
+/// kube-proxy's nftables rules on `node` for `ports` (replacing the table atomically).
+pub fn kube_proxy_script(node: &str, ports: &[ProxiedPort]) -> String {
+    let mut chains = String::new();
+    let mut services = Vec::new();
+    let mut no_endpoints = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let eps: Vec<&Target> =
+            p.endpoints.iter().filter(|t| t.ip.is_ipv4() && (!p.local_only || t.node == node)).collect();
+        let key = |vip: &Ipv4Addr| format!("{vip} . {} . {}", p.proto, p.port);
+        if eps.is_empty() {
+            // Cluster: nothing serves it (reject). Local: nothing here (drop, as
+            // kube-proxy drops external traffic for Local without local endpoints).
+            if p.local_only && !p.endpoints.is_empty() {
+                services.extend(p.vips.iter().map(|v| format!("{} : drop", key(v))));
+            } else {
+                no_endpoints.extend(p.vips.iter().map(key));
+            }
+            continue;
+        }
+        let mark = if p.local_only { "" } else { "meta mark set meta mark | 0x4000 " };
+        let picks: Vec<String> = (0..eps.len()).map(|j| format!("{j} : goto ep-{i}-{j}")).collect();
+        chains.push_str(&format!(
+            "  chain svc-{i} {{\n    {mark}numgen random mod {} vmap {{ {} }}\n  }}\n",
+            eps.len(),
+            picks.join(", ")
+        ));
+        for (j, t) in eps.iter().enumerate() {
+            chains.push_str(&format!(
+                "  chain ep-{i}-{j} {{\n    meta l4proto {} dnat to {}:{}\n  }}\n",
+                p.proto, t.ip, t.port
+            ));
+        }
+        services.extend(p.vips.iter().map(|v| format!("{} : goto svc-{i}", key(v))));
+    }
+    let elements =
+        |e: &[String]| if e.is_empty() { String::new() } else { format!(" elements = {{ {} }};", e.join(", ")) };
+    format!(
+        "table {KUBE_PROXY_TABLE}\ndelete table {KUBE_PROXY_TABLE}\ntable {KUBE_PROXY_TABLE} {{\n  \
+         map services {{ type ipv4_addr . inet_proto . inet_service : verdict;{} }}\n  \
+         set no-endpoints {{ type ipv4_addr . inet_proto . inet_service;{} }}\n{chains}  \
+         chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    \
+         ip daddr . meta l4proto . th dport vmap @services\n  }}\n  \
+         chain output {{\n    type nat hook output priority -100; policy accept;\n    \
+         ip daddr . meta l4proto . th dport vmap @services\n  }}\n  \
+         chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    \
+         meta mark & 0x4000 == 0x4000 masquerade\n  }}\n  \
+         chain no-endpoint-reject {{\n    type filter hook prerouting priority -110; policy accept;\n    \
+         ip daddr . meta l4proto . th dport @no-endpoints meta l4proto tcp reject with tcp reset\n    \
+         ip daddr . meta l4proto . th dport @no-endpoints reject\n  }}\n}}\n",
+        elements(&services),
+        elements(&no_endpoints),
+    )
+}
+
+/// Load an nft script in a node's namespace.
+fn nft_in(netns: &str, script: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("piped").write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "nft in {netns}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
 }
 
 /// A node as the stand-ins see it.
@@ -78,6 +183,8 @@ fn start_agent(node: &NodeNet, table: Table) -> anyhow::Result<Agent> {
         rt.block_on(async move {
             let mut backends: HashMap<String, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();
             let mut proxies: HashMap<(u16, String), tokio::task::JoinHandle<()>> = HashMap::new();
+            let health_table: Arc<Mutex<BTreeMap<u16, (String, usize)>>> = Arc::default();
+            let mut health: HashMap<u16, tokio::task::JoinHandle<()>> = HashMap::new();
             while let Some(cmd) = rx.recv().await {
                 match cmd {
                     Cmd::Backend { uid, pod, ip, ports } => {
@@ -95,6 +202,27 @@ fn start_agent(node: &NodeNet, table: Table) -> anyhow::Result<Agent> {
                         for t in backends.remove(&uid).unwrap_or_default() {
                             t.abort();
                         }
+                    }
+                    Cmd::Health(want) => {
+                        health.retain(|port, t| {
+                            let keep = want.contains_key(port);
+                            if !keep {
+                                t.abort();
+                            }
+                            keep
+                        });
+                        for port in want.keys() {
+                            if health.contains_key(port) {
+                                continue;
+                            }
+                            match health_server(*port, health_table.clone()).await {
+                                Ok(t) => {
+                                    health.insert(*port, t);
+                                }
+                                Err(e) => eprintln!("sandbox: health check node port {port} on {name}: {e}"),
+                            }
+                        }
+                        *lock(&health_table) = want;
                     }
                     Cmd::Proxies(want) => {
                         proxies.retain(|k, t| {
@@ -156,6 +284,36 @@ async fn backend(ip: Ipv4Addr, port: u16, text: String) -> std::io::Result<Vec<t
     Ok(vec![t1, t2])
 }
 
+/// kube-proxy's health server for one `healthCheckNodePort`: 200 while this node has
+/// ready endpoints for the Service, 503 otherwise, with kube-proxy's JSON body.
+async fn health_server(
+    port: u16,
+    table: Arc<Mutex<BTreeMap<u16, (String, usize)>>>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))).await?;
+    Ok(tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            let (svc, local) = lock(&table).get(&port).cloned().unwrap_or_default();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await;
+                let (ns, name) = svc.split_once('/').unwrap_or(("", ""));
+                let body = json!({"service": {"namespace": ns, "name": name}, "localEndpoints": local,
+                                  "serviceProxyHealthy": true})
+                .to_string();
+                let status = if local > 0 { "200 OK" } else { "503 Service Unavailable" };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = c.write_all(resp.as_bytes()).await;
+            });
+        }
+    }))
+}
+
 /// kube-proxy's job for one NodePort on this node: pick a ready backend per connection/datagram.
 async fn proxy(key: (u16, String), node: String, table: Table) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let (port, proto) = key.clone();
@@ -175,7 +333,11 @@ async fn proxy(key: (u16, String), node: String, table: Table) -> std::io::Resul
         let l = tokio::net::TcpListener::bind(any).await?;
         Ok(tokio::spawn(async move {
             while let Ok((mut c, _)) = l.accept().await {
-                let Some(t) = pick(&table) else { continue };
+                let Some(t) = pick(&table) else {
+                    // No endpoint: reset at once, as kube-proxy rejects (not an empty reply).
+                    let _ = c.set_zero_linger();
+                    continue;
+                };
                 tokio::spawn(async move {
                     if let Ok(mut b) = tokio::net::TcpStream::connect((t.ip, t.port)).await {
                         let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
@@ -212,7 +374,19 @@ struct Running {
 }
 
 /// Run the stand-ins until `stop` fires.
-pub async fn run_standins(client: Client, nodes: Vec<NodeNet>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run_standins(
+    client: Client,
+    nodes: Vec<NodeNet>,
+    kube_proxy: bool,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    if kube_proxy {
+        // A node where kube-proxy runs forwards (DNAT to a Pod on another node).
+        for n in &nodes {
+            run(&["ip", "netns", "exec", &n.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        }
+    }
+    let mut programmed: BTreeMap<String, String> = BTreeMap::new();
     let table: Table = Arc::new(Mutex::new(HashMap::new()));
     let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
     for n in &nodes {
@@ -302,6 +476,8 @@ pub async fn run_standins(client: Client, nodes: Vec<NodeNet>, mut stop: watch::
         // Endpoints controller + kube-proxy tables.
         let mut forwards: HashMap<(u16, String), Forward> = HashMap::new();
         let mut want_slices: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut proxied: Vec<ProxiedPort> = Vec::new();
+        let mut health: BTreeMap<String, BTreeMap<u16, (String, usize)>> = BTreeMap::new();
         for s in svcs.state() {
             let ns = s.namespace().unwrap_or_default();
             let spec = s.spec.clone().unwrap_or_default();
@@ -369,6 +545,37 @@ pub async fn run_standins(client: Client, nodes: Vec<NodeNet>, mut stop: watch::
             }
             want_slices.insert((ns.clone(), name));
             let local_only = spec.external_traffic_policy.as_deref() == Some("Local");
+            if kube_proxy {
+                let mut vips: Vec<Ipv4Addr> =
+                    spec.cluster_ips.iter().flatten().filter_map(|ip| ip.parse().ok()).collect();
+                let ingress =
+                    s.status.as_ref().and_then(|st| st.load_balancer.as_ref()).and_then(|lb| lb.ingress.clone());
+                vips.extend(ingress.iter().flatten().filter_map(|i| i.ip.as_deref()?.parse::<Ipv4Addr>().ok()));
+                for sp in &sports {
+                    let (Ok(port), proto) =
+                        (u16::try_from(sp.port), sp.protocol.as_deref().unwrap_or("TCP").to_lowercase())
+                    else {
+                        continue;
+                    };
+                    if !["tcp", "udp"].contains(&proto.as_str()) {
+                        continue;
+                    }
+                    let endpoints = ready
+                        .iter()
+                        .filter_map(|(ip, node, p)| {
+                            Some(Target { ip: *ip, port: target_port(sp, p)?, node: node.clone() })
+                        })
+                        .collect();
+                    proxied.push(ProxiedPort { vips: vips.clone(), proto, port, local_only, endpoints });
+                }
+                if let Some(hc) = spec.health_check_node_port.and_then(|p| u16::try_from(p).ok()).filter(|_| local_only)
+                {
+                    for n in &nodes {
+                        let local = ready.iter().filter(|(_, node, _)| *node == n.name).count();
+                        health.entry(n.name.clone()).or_default().insert(hc, (format!("{ns}/{}", s.name_any()), local));
+                    }
+                }
+            }
             for sp in &sports {
                 let Some(np) = sp.node_port.and_then(|n| u16::try_from(n).ok()) else { continue };
                 let proto = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
@@ -388,6 +595,60 @@ pub async fn run_standins(client: Client, nodes: Vec<NodeNet>, mut stop: watch::
         for a in agents.values() {
             let _ = a.tx.send(Cmd::Proxies(keys.clone()));
         }
+        if kube_proxy {
+            for n in &nodes {
+                let script = kube_proxy_script(&n.name, &proxied);
+                if programmed.get(&n.name) != Some(&script) {
+                    match nft_in(&n.netns, &script) {
+                        Ok(()) => {
+                            programmed.insert(n.name.clone(), script);
+                        }
+                        Err(e) => eprintln!("sandbox: kube-proxy on {}: {e}", n.name),
+                    }
+                }
+                let _ = agents[&n.name].tx.send(Cmd::Health(health.remove(&n.name).unwrap_or_default()));
+            }
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(ip: &str, node: &str) -> Target {
+        Target { ip: ip.parse().unwrap(), port: 8080, node: node.into() }
+    }
+
+    #[test]
+    fn kube_proxy_rules_follow_the_traffic_policy() {
+        let vip: Ipv4Addr = "198.51.100.100".parse().unwrap();
+        let port = |local_only, endpoints| ProxiedPort {
+            vips: vec![vip],
+            proto: "tcp".into(),
+            port: 80,
+            local_only,
+            endpoints,
+        };
+        let two = vec![target("198.51.100.201", "node-1"), target("198.51.100.202", "node-2")];
+        // Cluster: every endpoint, masqueraded.
+        let s = kube_proxy_script("node-3", &[port(false, two.clone())]);
+        assert!(s.contains("198.51.100.100 . tcp . 80 : goto svc-0"), "{s}");
+        assert!(s.contains("meta mark set meta mark | 0x4000 numgen random mod 2"), "{s}");
+        assert!(s.contains("meta l4proto tcp dnat to 198.51.100.202:8080"), "{s}");
+        // Local: this node's only, the client address kept; dropped where there are none.
+        let s = kube_proxy_script("node-1", &[port(true, two.clone())]);
+        assert!(s.contains("numgen random mod 1") && !s.contains("0x4000 numgen"), "{s}");
+        assert!(s.contains("dnat to 198.51.100.201:8080") && !s.contains("198.51.100.202:8080"), "{s}");
+        let s = kube_proxy_script("node-3", &[port(true, two)]);
+        assert!(s.contains("198.51.100.100 . tcp . 80 : drop"), "{s}");
+        // No endpoints at all: rejected.
+        let s = kube_proxy_script("node-1", &[port(false, vec![])]);
+        assert!(s.contains("set no-endpoints { type ipv4_addr . inet_proto . inet_service; elements = { 198.51.100.100 . tcp . 80 }; }"), "{s}");
+        assert!(
+            s.starts_with("table ip ferrolb-sandbox-kube-proxy\ndelete table ip ferrolb-sandbox-kube-proxy\n"),
+            "atomic"
+        );
+    }
 }

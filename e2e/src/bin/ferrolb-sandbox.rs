@@ -14,8 +14,7 @@ use ferrolb_e2e::router::{BGP_POOL_V4, BGP_POOL_V6, Daemon};
 use ferrolb_e2e::sandbox::{Families, NS, Options, Sandbox, State, pool_and_advertisement, process_running};
 use ferrolb_e2e::topology::privileged;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, PostParams};
-use serde_json::json;
+use kube::api::Api;
 
 /// A whole cluster on one Linux machine, with the real ferrolb binaries.
 #[derive(Debug, Parser)]
@@ -199,8 +198,8 @@ async fn demo(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     pool_and_advertisement(&c, "demo", &["198.51.100.100-198.51.100.150", "fd42:f1b::100-fd42:f1b::150"], "demo")
         .await?;
     step(true, "IPAddressPool 198.51.100.100-150 + fd42:f1b::100-150 and an L2Advertisement applied")?;
-    let svcs = web_pods_and_service(&c, nodes).await?;
-    step(true, "Pods web-1.. and a LoadBalancer Service `web` created")?;
+    let svcs = web_deployment_and_service(&st, &c, nodes)?;
+    step(true, "Deployment `web` and its LoadBalancer Service created with kubectl create/expose")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let vip = loop {
         let s = svcs.get("web").await?;
@@ -277,23 +276,21 @@ async fn demo(opts: Options, state_file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's backends: Pods `web-1`.. (one per node, at most 3) serving on 8080, and
-/// the LoadBalancer Service `web` (port 80) in front of them; the Services API.
-async fn web_pods_and_service(c: &kube::Client, nodes: usize) -> anyhow::Result<Api<Service>> {
-    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
-    for i in 1..=nodes.min(3) {
-        pods.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": format!("web-{i}"), "labels": {"app": "web"}},
-            "spec": {"nodeName": format!("node-{i}"), "containers": [{"name": "web", "image": "any", "ports": [{"containerPort": 8080}]}]}}))?)
-            .await?;
+/// The demo's backends, as every tutorial makes them: a Deployment `web` (one replica
+/// per node, at most 3, serving on 8080) and a LoadBalancer Service in front of it
+/// (port 80), with kubectl's generator commands; the Services API.
+fn web_deployment_and_service(st: &State, c: &kube::Client, nodes: usize) -> anyhow::Result<Api<Service>> {
+    let replicas = format!("--replicas={}", nodes.min(3));
+    for args in [
+        vec!["create", "deployment", "web", "--image=registry.example/web:1", &replicas, "--port=8080"],
+        vec!["expose", "deployment", "web", "--type=LoadBalancer", "--port=80", "--target-port=8080"],
+    ] {
+        let out = Command::new("kubectl").env("KUBECONFIG", &st.kubeconfig).args(&args).output()?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        println!("$ kubectl {}\n{}", args.join(" "), text.trim_end());
+        anyhow::ensure!(out.status.success(), "kubectl {} failed: {text}", args.join(" "));
     }
-    let svcs: Api<Service> = Api::namespaced(c.clone(), "default");
-    svcs.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "web"},
-        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}))?,
-    )
-    .await?;
-    Ok(svcs)
+    Ok(Api::namespaced(c.clone(), "default"))
 }
 
 /// The BGP variant of the demo, from a sandbox whose Pods are Ready: every node
@@ -322,7 +319,7 @@ async fn bgp_demo(sb: Sandbox, state_file: &Path) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     step(true, &format!("the router has a BGP session Established with each of the {nodes} nodes"))?;
-    let svcs = web_pods_and_service(&c, nodes).await?;
+    let svcs = web_deployment_and_service(&st, &c, nodes)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let vip = loop {
         if let Some(ip) = ferrolb_model::ingress_ips(&svcs.get("web").await?).first() {
@@ -408,10 +405,8 @@ async fn up(opts: Options, state_file: &Path) -> anyhow::Result<()> {
         );
         println!("  applied: BGPPeer router, IPAddressPool bgp ({BGP_POOL_V4}, {BGP_POOL_V6}), BGPAdvertisement bgp");
         println!("Try:");
-        println!("  kubectl run web-1 --image=any --labels=app=web --port=8080");
-        println!(
-            "  kubectl apply -f - <<'EOF'\n  apiVersion: v1\n  kind: Service\n  metadata: {{name: web}}\n  spec: {{type: LoadBalancer, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n  EOF"
-        );
+        println!("  kubectl create deployment web --image=registry.example/web:1 --replicas=2 --port=8080");
+        println!("  kubectl expose deployment web --type=LoadBalancer --port=80 --target-port=8080");
         println!("  ip netns exec {} ip route show 203.0.113.64", r.netns);
         println!("  ip netns exec {} curl http://203.0.113.64/", r.outside_netns);
         println!("Ctrl-C tears everything down.");
@@ -420,10 +415,8 @@ async fn up(opts: Options, state_file: &Path) -> anyhow::Result<()> {
         println!(
             "  kubectl apply -f - <<'EOF'\n  apiVersion: ferrolb.io/v1beta1\n  kind: IPAddressPool\n  metadata: {{name: demo, namespace: {NS}}}\n  spec: {{addresses: [198.51.100.100-198.51.100.150]}}\n  ---\n  apiVersion: ferrolb.io/v1beta1\n  kind: L2Advertisement\n  metadata: {{name: demo, namespace: {NS}}}\n  EOF"
         );
-        println!("  kubectl run web-1 --image=any --labels=app=web --port=8080");
-        println!(
-            "  kubectl apply -f - <<'EOF'\n  apiVersion: v1\n  kind: Service\n  metadata: {{name: web}}\n  spec: {{type: LoadBalancer, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n  EOF"
-        );
+        println!("  kubectl create deployment web --image=registry.example/web:1 --replicas=2 --port=8080");
+        println!("  kubectl expose deployment web --type=LoadBalancer --port=80 --target-port=8080");
         println!("  kubectl get svc web");
         println!("  ip netns exec {} curl http://198.51.100.100/", st.client_netns);
         println!("Ctrl-C tears everything down.");

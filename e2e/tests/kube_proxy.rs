@@ -1,0 +1,177 @@
+//! The newcomer's flow, with real kubectl, in the chart's default forwarding mode
+//! (`--forwarding kube-proxy`): the speakers only announce, and the sandbox's kube-proxy
+//! stand-in carries VIP traffic to the Pods (DNAT, masquerade for `Cluster`, client
+//! address kept and only local endpoints for `Local`, reject without endpoints, the
+//! health-check node port); and again with the speakers' nodeport forwarding (the
+//! sandbox's default). Runs as root.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::sandbox::{Families, Options, Sandbox, pool_and_advertisement};
+use ferrolb_e2e::topology::privileged;
+use ferrolb_e2e::wait::{eventually, until};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+const VIP: &str = "198.51.100.100";
+
+fn kubectl(sb: &Sandbox, args: &[&str]) -> Command {
+    let mut c = Command::new("kubectl");
+    c.env("KUBECONFIG", &sb.state.kubeconfig).env("HOME", &sb.state.run_dir).args(args);
+    c
+}
+
+fn ok(sb: &Sandbox, args: &[&str]) -> String {
+    let out = kubectl(sb, args).output().expect("kubectl runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubectl {args:?}: {text}");
+    text
+}
+
+/// curl from the client: (exit code, body, how long it took).
+fn curl(sb: &Sandbox, url: &str) -> (i32, String, Duration) {
+    let t = Instant::now();
+    let out = sb.state.client_command("curl").args(["-s", "--max-time", "5", url]).output().expect("curl runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), t.elapsed())
+}
+
+fn ready_pods(rt: &tokio::runtime::Runtime, sb: &Sandbox) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(sb.client.clone(), "default");
+    rt.block_on(api.list(&ListParams::default().labels("app=hello")))
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_newcomer_exposes_a_deployment_and_reaches_it_through_kube_proxy() {
+    newcomer("kube-proxy");
+}
+
+/// The same flow with the speakers forwarding to NodePorts (the sandbox's default).
+#[test]
+fn the_newcomer_flow_works_with_nodeport_forwarding_too() {
+    newcomer("nodeport");
+}
+
+fn newcomer(forwarding: &str) {
+    assert!(privileged(), "network tests need root (CI runs .ci/run as root)");
+    let kube_proxy = forwarding == "kube-proxy";
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        nodes: 3,
+        families: Families::V4,
+        values: json!({"speaker": {"forwarding": forwarding}}),
+        ..Options::default()
+    };
+    let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
+    rt.block_on(pool_and_advertisement(&sb.client, "p", &[&format!("{VIP}/32")], "all")).unwrap();
+
+    // The tutorial's commands.
+    ok(&sb, &["create", "deployment", "hello", "--image=registry.example/hello:1", "--replicas=2", "--port=8080"]);
+    ok(&sb, &["expose", "deployment", "hello", "--type=LoadBalancer", "--port=80", "--target-port=8080"]);
+    let mut watch =
+        kubectl(&sb, &["get", "svc", "hello", "-w"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let line =
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("kubectl get -w shows the IP");
+        if line.contains(VIP) {
+            break line;
+        }
+    };
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(shown.starts_with("hello") && shown.contains("LoadBalancer"), "{shown}");
+    ok(&sb, &["rollout", "status", "deployment/hello", "--timeout=60s"]);
+
+    // In kube-proxy mode the speakers only announce: no forwarding table of their own
+    // on any node, the sandbox's kube-proxy's instead (and the other way round).
+    for n in &sb.state.nodes {
+        let tables = sb.state.node_exec(&n.name, &["nft", "list", "tables"]).unwrap_or_default();
+        assert_eq!(tables.contains("ferrolb-sandbox-kube-proxy"), kube_proxy, "{}: {tables}", n.name);
+        if kube_proxy {
+            assert!(!tables.contains("inet ferrolb"), "{}: {tables}", n.name);
+        }
+    }
+    // Both replicas answer through the VIP (kube-proxy picks one per connection).
+    let pods: Vec<String> = ready_pods(&rt, &sb).iter().map(|p| p.name_any()).collect();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let (code, body, _) = curl(&sb, &format!("http://{VIP}/"));
+        assert_eq!(code, 0, "curl through kube-proxy: {body}");
+        seen.extend(pods.iter().filter(|p| body.starts_with(p.as_str())).cloned());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "both replicas answered: {seen:?}");
+
+    if kube_proxy {
+        local_policy(&rt, &sb);
+    }
+
+    // Scaled to nothing: refused (kube-proxy) or reset (the NodePort proxy) at once, not a hang.
+    ok(&sb, &["scale", "deployment", "hello", "--replicas=0"]);
+    until("no replica left", Duration::from_secs(30), || ready_pods(&rt, &sb).is_empty());
+    let (code, _, took) = eventually("curl fails", Duration::from_secs(10), || {
+        let r = curl(&sb, &format!("http://{VIP}/"));
+        (r.0 != 0).then_some(r)
+    });
+    // kube-proxy rejects the SYN: curl's "could not connect" (7). The NodePort proxy
+    // resets the connection it accepted: 7 when the reset beats curl's request, 56
+    // ("connection reset") when it follows it. Never a timeout (28) or an empty reply (52).
+    assert!(code == 7 || (!kube_proxy && code == 56), "refused or reset, got curl exit {code}");
+    assert!(took < Duration::from_secs(2), "failed at once ({took:?})");
+
+    ok(&sb, &["delete", "service", "hello"]);
+    ok(&sb, &["delete", "deployment", "hello"]);
+    until("the Deployment's Pods are gone", Duration::from_secs(30), || {
+        let api: Api<Pod> = Api::namespaced(sb.client.clone(), "default");
+        rt.block_on(api.list(&ListParams::default().labels("app=hello"))).is_ok_and(|l| l.items.is_empty())
+    });
+    drop(sb);
+}
+
+/// `externalTrafficPolicy: Local` through kube-proxy: only the nodes with a replica say
+/// so on the health-check node port, and the VIP still answers.
+fn local_policy(rt: &tokio::runtime::Runtime, sb: &Sandbox) {
+    ok(sb, &["patch", "svc", "hello", "-p", r#"{"spec":{"externalTrafficPolicy":"Local"}}"#]);
+    let svcs: Api<Service> = Api::namespaced(sb.client.clone(), "default");
+    let hc = eventually("a health-check node port", Duration::from_secs(10), || {
+        rt.block_on(svcs.get("hello")).ok()?.spec?.health_check_node_port
+    });
+    let with_pod: std::collections::BTreeSet<String> =
+        ready_pods(rt, sb).iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect();
+    for n in &sb.state.nodes {
+        let url = format!("http://127.0.0.1:{hc}/");
+        let want = if with_pod.contains(&n.name) { "200" } else { "503" };
+        until(&format!("{} health check {want}", n.name), Duration::from_secs(10), || {
+            sb.state.node_exec(&n.name, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).as_deref()
+                == Some(want)
+        });
+    }
+    until("the VIP answers under Local", Duration::from_secs(20), || curl(sb, &format!("http://{VIP}/")).0 == 0);
+    ok(sb, &["patch", "svc", "hello", "-p", r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#]);
+}
