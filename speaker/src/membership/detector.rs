@@ -54,7 +54,13 @@
 pub mod ring;
 mod wire;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+
+/// Hash maps with a fixed hasher: lookups by member name are the detector's hot path
+/// (a B-tree of names compares strings at every level), and a fixed hasher keeps the
+/// simulator deterministic. Nothing depends on their iteration order.
+type Fixed = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -207,11 +213,11 @@ pub struct Detector {
     /// `suspect_after` has passed since, so a speaker that starts or whose link comes
     /// back does not suspect anyone before it could hear them.
     listening_since: Instant,
-    peers: BTreeMap<String, Peer>,
+    peers: HashMap<String, Peer, Fixed>,
     /// Newest claim per IP from peers: (node, since_ms, received).
     claims: BTreeMap<IpAddr, (String, u64, Instant)>,
     /// The nodes holding a speaker Lease (this one aside): the only senders heard.
-    members: BTreeSet<String>,
+    members: HashSet<String, Fixed>,
     /// Those of them that speak only the previous release's all-to-all heartbeats.
     legacy: BTreeSet<String>,
     /// Last datagram from a member's address that failed authentication.
@@ -222,6 +228,9 @@ pub struct Detector {
     rings: Rings,
     /// Members skipped as observers: dead or leaving, as last judged.
     skip: BTreeSet<String>,
+    /// Each judged subject's observers on the rings and skip set as they stand
+    /// (cleared whenever either changes, in `place`).
+    observers_of: HashMap<String, Vec<String>, Fixed>,
     /// The members this node observes, and since when.
     subjects: BTreeMap<String, Instant>,
     /// This node's observers (where its heartbeats go).
@@ -230,7 +239,7 @@ pub struct Detector {
     verdicts: BTreeMap<String, (u64, bool)>,
     /// Other observers' suspicion lists, and the generation of each one's last.
     reports: BTreeMap<String, Report>,
-    generations: BTreeMap<String, u64>,
+    generations: HashMap<String, u64, Fixed>,
     /// Ring members that said they are leaving.
     leaving: BTreeSet<String>,
     /// Members dead by consensus, each with the incarnation it died at (it stays dead
@@ -263,7 +272,7 @@ pub struct Detector {
     greeted_all: bool,
     /// Members that greeted this node, to answer; and when each was last answered.
     greet_back: BTreeSet<String>,
-    answered: BTreeMap<String, Instant>,
+    answered: HashMap<String, Instant, Fixed>,
     /// Members to tell they are dead, and when each was last told.
     notices: BTreeSet<String>,
     noticed: BTreeMap<String, Instant>,
@@ -278,19 +287,20 @@ impl Detector {
             incarnation: 0,
             seq: 0,
             listening_since: now,
-            peers: BTreeMap::new(),
+            peers: HashMap::default(),
             claims: BTreeMap::new(),
-            members: BTreeSet::new(),
+            members: HashSet::default(),
             legacy: BTreeSet::new(),
             auth_failed: BTreeMap::new(),
             accept_v1: true,
             rings: Rings::new([&me.to_string()]),
             skip: BTreeSet::new(),
+            observers_of: HashMap::default(),
             subjects: BTreeMap::new(),
             observers: Vec::new(),
             verdicts: BTreeMap::new(),
             reports: BTreeMap::new(),
-            generations: BTreeMap::new(),
+            generations: HashMap::default(),
             leaving: BTreeSet::new(),
             dead: BTreeMap::new(),
             vetoed: BTreeSet::new(),
@@ -309,7 +319,7 @@ impl Detector {
             next_greeting: None,
             greeted_all: false,
             greet_back: BTreeSet::new(),
-            answered: BTreeMap::new(),
+            answered: HashMap::default(),
             notices: BTreeSet::new(),
             noticed: BTreeMap::new(),
         }
@@ -348,7 +358,7 @@ impl Detector {
     ) {
         let legacy: BTreeSet<String> = legacy.into_iter().filter(|m| *m != self.me).collect();
         let ring: BTreeSet<String> = ring.into_iter().filter(|m| *m != self.me && !legacy.contains(m)).collect();
-        let members: BTreeSet<String> = ring.union(&legacy).cloned().collect();
+        let members: HashSet<String, Fixed> = ring.union(&legacy).cloned().collect();
         if members == self.members && legacy == self.legacy {
             return;
         }
@@ -381,6 +391,7 @@ impl Detector {
 
     /// Recompute this node's observers and subjects on the current rings.
     fn place(&mut self, now: Instant) {
+        self.observers_of.clear();
         self.observers = self.rings.observers(&self.me, &self.skip);
         let all = self.rings.all_observers(&self.skip);
         let mine: BTreeSet<&String> = all.iter().filter(|(_, o)| o.contains(&self.me)).map(|(s, _)| s).collect();
@@ -658,6 +669,16 @@ impl Detector {
         for r in self.reports.values() {
             candidates.extend(r.entries.keys());
         }
+        let uncached: Vec<String> =
+            candidates.iter().filter(|x| !self.observers_of.contains_key(x.as_str())).map(|x| (*x).clone()).collect();
+        for x in uncached {
+            let o = self.rings.observers(&x, &self.skip);
+            self.observers_of.insert(x, o);
+        }
+        let mut candidates: BTreeSet<&String> = self.verdicts.keys().collect();
+        for r in self.reports.values() {
+            candidates.extend(r.entries.keys());
+        }
         let mut dead = BTreeMap::new();
         let mut vetoed = BTreeSet::new();
         for x in candidates {
@@ -667,14 +688,14 @@ impl Detector {
             let known = self.peers.get(x).map_or(0, |p| p.incarnation);
             // Observers as the rings stood at the last judgement (a dead one skipped,
             // its ring's next member standing in).
-            let observers = self.rings.observers(x, &self.skip);
+            let observers = self.observers_of.get(x.as_str()).map_or(&[][..], Vec::as_slice);
             // Dead when every observer suspects it, at least one of them at the newest
             // incarnation anyone here knows (a replacement observer that never heard it
             // reports incarnation 0; a member nobody ever heard is never dead: its Lease
             // decides, as it does on its side).
             let mut all = !observers.is_empty();
             let mut newest = 0;
-            for o in &observers {
+            for o in observers {
                 let v = if *o == self.me {
                     self.verdicts.get(x).copied()
                 } else {

@@ -102,6 +102,8 @@ pub struct Watch {
     pub node: usize,
     pub at: Duration,
     pub seen: BTreeMap<usize, Duration>,
+    /// When the node's Lease expired: from then on no one judges it.
+    pub expired: Option<Duration>,
 }
 
 /// The simulation.
@@ -127,6 +129,7 @@ pub struct Sim {
     /// (node, crashed, when): a crashed node that `node` had judged dead judged alive
     /// again (its IPs would move back to a dead node); once per pair.
     pub resurrections: Vec<(usize, usize, Duration)>,
+    expired: BTreeSet<usize>,
 }
 
 impl Sim {
@@ -160,6 +163,7 @@ impl Sim {
             false_deaths: Vec::new(),
             falsely_dead: BTreeSet::new(),
             resurrections: Vec::new(),
+            expired: BTreeSet::new(),
         };
         for i in 0..n {
             let phase = Duration::from_micros(sim.rng.random_range(0..timing.interval.as_micros() as u64));
@@ -239,13 +243,28 @@ impl Sim {
     /// Node `i` crashes now (nothing more from or to it); its detection is watched.
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].running = false;
-        self.watches.push(Watch { node: i, at: self.now, seen: BTreeMap::new() });
+        self.watches.push(Watch { node: i, at: self.now, seen: BTreeMap::new(), expired: None });
     }
 
     /// Node `i` starts a graceful leave now (it keeps running); watched.
+    /// Node `i`'s Lease expired (it crashed a Lease duration ago): every running
+    /// node's detector forgets it, as the speakers do when its Lease goes.
+    pub fn expire_lease(&mut self, i: usize) {
+        self.expired.insert(i);
+        let members: Vec<String> =
+            self.names.iter().enumerate().filter(|(j, _)| !self.expired.contains(j)).map(|(_, n)| n.clone()).collect();
+        for n in self.nodes.iter_mut().filter(|n| n.running) {
+            n.det.set_members(members.iter().cloned());
+        }
+        let now = self.now;
+        for w in self.watches.iter_mut().filter(|w| w.node == i && w.expired.is_none()) {
+            w.expired = Some(now);
+        }
+    }
+
     pub fn leave(&mut self, i: usize) {
         self.nodes[i].local.leaving = true;
-        self.watches.push(Watch { node: i, at: self.now, seen: BTreeMap::new() });
+        self.watches.push(Watch { node: i, at: self.now, seen: BTreeMap::new(), expired: None });
     }
 
     /// Node `i` now answers for `ip` (a takeover, claimed to its peers).
@@ -362,7 +381,7 @@ impl Sim {
     fn observe(&mut self, i: usize) {
         let now = self.t0 + self.now;
         for w in &mut self.watches {
-            if w.node == i {
+            if w.node == i || w.expired.is_some() {
                 continue;
             }
             let dead = self.nodes[i].det.liveness(&self.names[w.node], now) == Liveness::Dead;
