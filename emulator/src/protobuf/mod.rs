@@ -283,35 +283,7 @@ fn decode_message(name: &str, buf: &[u8], depth: usize) -> Result<Value, Error> 
     if let Some(v) = decode_special(name, buf, depth)? {
         return Ok(v);
     }
-    let s = schema();
-    let msg = s.message(name).ok_or_else(|| malformed(format!("no message {name}")))?;
-    let mut out = Map::new();
-    for (tag, raw) in fields(buf)? {
-        let Some(f) = msg.field(tag) else { continue };
-        match decode_field(f, raw, depth)? {
-            Decoded::Entry(k, v) => {
-                let m = out.entry(f.json.clone()).or_insert_with(|| Value::Object(Map::new()));
-                if let Some(m) = m.as_object_mut() {
-                    m.insert(k, v);
-                }
-            }
-            Decoded::Packed(items) => {
-                let a = out.entry(f.json.clone()).or_insert_with(|| Value::Array(Vec::new()));
-                if let Some(a) = a.as_array_mut() {
-                    a.extend(items);
-                }
-            }
-            Decoded::One(v) if f.repeated => {
-                let a = out.entry(f.json.clone()).or_insert_with(|| Value::Array(Vec::new()));
-                if let Some(a) = a.as_array_mut() {
-                    a.push(v);
-                }
-            }
-            Decoded::One(v) => {
-                out.insert(f.json.clone(), v);
-            }
-        }
-    }
+    let mut out = decode_fields(name, buf, depth)?;
     out.retain(|k, v| !empty(k, v));
     Ok(Value::Object(out))
 }
@@ -475,14 +447,14 @@ fn decode_special(name: &str, buf: &[u8], depth: usize) -> Result<Option<Value>,
             }
         }
         ("apiextensions_apiserver.pkg.apis.apiextensions.v1.", "JsonSchemaPropsOrBool") => {
-            let props = decode_generic(name, buf, depth)?;
+            let props = decode_fields(name, buf, depth)?;
             match props.get("schema") {
                 Some(s) => s.clone(),
                 None => json!(props.get("allows").and_then(Value::as_bool).unwrap_or(false)),
             }
         }
         ("apiextensions_apiserver.pkg.apis.apiextensions.v1.", "JsonSchemaPropsOrArray") => {
-            let props = decode_generic(name, buf, depth)?;
+            let props = decode_fields(name, buf, depth)?;
             match (props.get("schema"), props.get("jSonSchemas")) {
                 (Some(s), _) => s.clone(),
                 (None, Some(a)) => a.clone(),
@@ -490,7 +462,7 @@ fn decode_special(name: &str, buf: &[u8], depth: usize) -> Result<Option<Value>,
             }
         }
         ("apiextensions_apiserver.pkg.apis.apiextensions.v1.", "JsonSchemaPropsOrStringArray") => {
-            let props = decode_generic(name, buf, depth)?;
+            let props = decode_fields(name, buf, depth)?;
             match (props.get("schema"), props.get("property")) {
                 (Some(s), _) => s.clone(),
                 (None, Some(a)) => a.clone(),
@@ -502,13 +474,25 @@ fn decode_special(name: &str, buf: &[u8], depth: usize) -> Result<Option<Value>,
     Ok(Some(v))
 }
 
-/// A special message's own fields, as an object.
-fn decode_generic(name: &str, buf: &[u8], depth: usize) -> Result<Map<String, Value>, Error> {
+/// A message's fields, as an object (Go's zero values included).
+fn decode_fields(name: &str, buf: &[u8], depth: usize) -> Result<Map<String, Value>, Error> {
     let msg = schema().message(name).ok_or_else(|| malformed(format!("no message {name}")))?;
     let mut out = Map::new();
     for (tag, raw) in fields(buf)? {
         let Some(f) = msg.field(tag) else { continue };
         match decode_field(f, raw, depth)? {
+            Decoded::Entry(k, v) => {
+                let m = out.entry(f.json.clone()).or_insert_with(|| Value::Object(Map::new()));
+                if let Some(m) = m.as_object_mut() {
+                    m.insert(k, v);
+                }
+            }
+            Decoded::Packed(items) => {
+                let a = out.entry(f.json.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                if let Some(a) = a.as_array_mut() {
+                    a.extend(items);
+                }
+            }
             Decoded::One(v) if f.repeated => {
                 let a = out.entry(f.json.clone()).or_insert_with(|| Value::Array(Vec::new()));
                 if let Some(a) = a.as_array_mut() {
@@ -517,9 +501,6 @@ fn decode_generic(name: &str, buf: &[u8], depth: usize) -> Result<Map<String, Va
             }
             Decoded::One(v) => {
                 out.insert(f.json.clone(), v);
-            }
-            Decoded::Packed(_) | Decoded::Entry(..) => {
-                return Err(malformed(format!("{name}: unexpected field {tag}")));
             }
         }
     }
