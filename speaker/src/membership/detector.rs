@@ -460,7 +460,14 @@ impl Detector {
     }
 
     /// Take in a verified heartbeat received at `now` (`now_ms` on the wall clock).
-    pub fn receive(&mut self, hb: Heartbeat, format: Format, now: Instant, now_ms: u64) -> Result<(), Reject> {
+    pub fn receive(
+        &mut self,
+        hb: impl std::borrow::Borrow<Heartbeat>,
+        format: Format,
+        now: Instant,
+        now_ms: u64,
+    ) -> Result<(), Reject> {
+        let hb = hb.borrow();
         if hb.node == self.me {
             return Err(Reject::FromSelf);
         }
@@ -592,7 +599,7 @@ impl Detector {
             self.broadcast_soon(now);
         }
         if !hb.leaving {
-            for c in hb.claims {
+            for c in &hb.claims {
                 let newer = self.claims.get(&c.ip).is_none_or(|(n, s, _)| (c.since_ms, hb.node.as_str()) > (*s, n));
                 if newer {
                     self.claims.insert(c.ip, (hb.node.clone(), c.since_ms, now));

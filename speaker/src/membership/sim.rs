@@ -340,8 +340,7 @@ impl Sim {
                     let n = &mut self.nodes[to];
                     n.traffic.received += 1;
                     n.traffic.received_bytes += bytes as u64;
-                    let hb = Rc::try_unwrap(hb).unwrap_or_else(|shared| (*shared).clone());
-                    let _ = n.det.receive(hb, Format::V2, now, wall);
+                    let _ = n.det.receive(&*hb, Format::V2, now, wall);
                 }
             }
         }
