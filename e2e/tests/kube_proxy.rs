@@ -13,6 +13,7 @@ use ferrolb_e2e::sandbox::{Families, Options, Sandbox, pool_and_advertisement};
 use ferrolb_e2e::topology::privileged;
 use ferrolb_e2e::wait::{eventually, until};
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::json;
@@ -135,15 +136,25 @@ fn newcomer(forwarding: &str) {
     // Scaled to nothing: refused (kube-proxy) or reset (the NodePort proxy) at once, not a hang.
     ok(&sb, &["scale", "deployment", "hello", "--replicas=0"]);
     until("no replica left", Duration::from_secs(30), || ready_pods(&rt, &sb).is_empty());
-    let (code, _, took) = eventually("curl fails", Duration::from_secs(10), || {
-        let r = curl(&sb, &format!("http://{VIP}/"));
-        (r.0 != 0).then_some(r)
+    // The witness that the proxies were told: the Service's EndpointSlice is empty.
+    let slices: Api<EndpointSlice> = Api::namespaced(sb.client.clone(), "default");
+    until("an empty EndpointSlice", Duration::from_secs(30), || {
+        rt.block_on(slices.list(&ListParams::default().labels("kubernetes.io/service-name=hello")))
+            .is_ok_and(|l| !l.items.is_empty() && l.items.iter().all(|s| s.endpoints.is_empty()))
     });
-    // kube-proxy rejects the SYN: curl's "could not connect" (7). The NodePort proxy
-    // resets the connection it accepted: 7 when the reset beats curl's request, 56
-    // ("connection reset") when it follows it. Never a timeout (28) or an empty reply (52).
-    assert!(code == 7 || (!kube_proxy && code == 56), "refused or reset, got curl exit {code}");
-    assert!(took < Duration::from_secs(2), "failed at once ({took:?})");
+    // kube-proxy rejects the SYN: curl's "could not connect" (7), exactly. The sandbox's
+    // userspace NodePort proxy resets the connection it accepted (7 when the reset beats
+    // curl's request, 56 after it; once in 30 runs, under load, something else): there
+    // only a prompt failure is required. Never a hang (28).
+    let clean = |code: i32| code == 7 || (!kube_proxy && code != 0 && code != 28);
+    eventually("curl fails cleanly", Duration::from_secs(10), || {
+        clean(curl(&sb, &format!("http://{VIP}/")).0).then_some(())
+    });
+    for _ in 0..5 {
+        let (code, _, took) = curl(&sb, &format!("http://{VIP}/"));
+        assert!(clean(code), "refused or reset, got curl exit {code}");
+        assert!(took < Duration::from_secs(2), "failed at once ({took:?})");
+    }
 
     ok(&sb, &["delete", "service", "hello"]);
     ok(&sb, &["delete", "deployment", "hello"]);
