@@ -31,9 +31,14 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
 }
 
 fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response {
-    let mut r = Response::new(Body::from(v.to_string()));
+    response(code, Body::from(v.to_string()), "application/json", warnings)
+}
+
+/// A response of `content_type` with `Warning` headers.
+fn response(code: u16, body: Body, content_type: &'static str, warnings: &[String]) -> Response {
+    let mut r = Response::new(body);
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     for w in warnings {
         if let Ok(h) = HeaderValue::from_str(&format!("299 - {}", json!(w))) {
             r.headers_mut().append(header::WARNING, h);
@@ -93,12 +98,7 @@ impl Wire {
 fn respond(req: &Req, code: u16, v: &Value, warnings: &[String]) -> Response {
     if Wire::preferred(&req.accept).for_value(v) == Wire::Protobuf {
         match crate::protobuf::encode_object(v) {
-            Ok(b) => {
-                let mut r = json_response(code, &Value::Null, warnings);
-                *r.body_mut() = Body::from(b);
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::protobuf::MEDIA_TYPE));
-                return r;
-            }
+            Ok(b) => return response(code, Body::from(b), crate::protobuf::MEDIA_TYPE, warnings),
             Err(e) => tracing::warn!("answering JSON: the object has no protobuf form: {e}"),
         }
     }
@@ -207,6 +207,24 @@ impl Req {
                 .map_err(|e| ApiError::bad_request(format!("error decoding JSON body: {e}")))?
         };
         Ok(v)
+    }
+    /// The patch type its content type names.
+    fn patch_type(&self) -> ApiResult<PatchType> {
+        Ok(match self.content_type.split(';').next().unwrap_or("").trim() {
+            "application/merge-patch+json" => PatchType::Merge,
+            "application/json-patch+json" => PatchType::Json,
+            "application/strategic-merge-patch+json" => PatchType::Strategic,
+            "application/apply-patch+yaml" | "application/apply-patch+json" | "application/apply-patch+cbor" => {
+                PatchType::Apply
+            }
+            other => {
+                return Err(ApiError::unsupported_media_type(format!(
+                    "the body of the request was in an unknown format - accepted media types include: \
+                     application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, \
+                     application/strategic-merge-patch+json (got {other:?})"
+                )));
+            }
+        })
     }
     fn write_opts(&self) -> WriteOpts {
         let default_manager = self.user_agent.split('/').next().unwrap_or("").to_string();
@@ -539,22 +557,7 @@ async fn route(inner: &Arc<Inner>, req: Req) -> ApiResult<Response> {
             Ok(respond(&req, w.code, &out(w.object), &w.warnings))
         }
         Method::PATCH if target.name.is_some() => {
-            let ct = req.content_type.split(';').next().unwrap_or("").trim().to_string();
-            let kind = match ct.as_str() {
-                "application/merge-patch+json" => PatchType::Merge,
-                "application/json-patch+json" => PatchType::Json,
-                "application/strategic-merge-patch+json" => PatchType::Strategic,
-                "application/apply-patch+yaml" | "application/apply-patch+json" | "application/apply-patch+cbor" => {
-                    PatchType::Apply
-                }
-                other => {
-                    return Err(ApiError::unsupported_media_type(format!(
-                        "the body of the request was in an unknown format - accepted media types include: \
-                         application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, \
-                         application/strategic-merge-patch+json (got {other:?})"
-                    )));
-                }
-            };
+            let kind = req.patch_type()?;
             let body = req.decode_body()?;
             if alias && kind == PatchType::Json {
                 return Err(ApiError::unsupported_media_type(
@@ -805,19 +808,16 @@ async fn scale(inner: &Arc<Inner>, req: &Req, target: Target) -> ApiResult<Respo
         Method::GET => return Ok(respond(req, 200, &now, &[])),
         Method::PUT => req.decode_body()?,
         Method::PATCH => {
+            let kind = req.patch_type()?;
             let body = req.decode_body()?;
             let mut s = now.clone();
-            match req.content_type.split(';').next().unwrap_or("").trim() {
-                "application/json-patch+json" => {
-                    crate::patch::json_patch(&mut s, &body).map_err(ApiError::bad_request)?;
-                }
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                    crate::patch::merge_patch(&mut s, &body);
-                }
-                other => {
-                    return Err(ApiError::unsupported_media_type(format!(
-                        "the scale subresource takes merge, strategic merge and JSON patches (got {other:?})"
-                    )));
+            match kind {
+                PatchType::Json => crate::patch::json_patch(&mut s, &body).map_err(ApiError::bad_request)?,
+                PatchType::Merge | PatchType::Strategic => crate::patch::merge_patch(&mut s, &body),
+                PatchType::Apply => {
+                    return Err(ApiError::unsupported_media_type(
+                        "the scale subresource takes merge, strategic merge and JSON patches (not apply)",
+                    ));
                 }
             }
             s

@@ -33,7 +33,6 @@ pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 /// kube-apiserver's media type for protobuf watch streams.
 pub const STREAM_MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=watch";
 const MAGIC: &[u8] = b"k8s\x00";
-const WATCH_EVENT: &str = "apimachinery.pkg.apis.meta.v1.WatchEvent";
 /// Nesting deeper than this is refused (a body crafted to exhaust the stack).
 const MAX_DEPTH: usize = 100;
 
@@ -165,11 +164,7 @@ fn decode_object_at(body: &[u8], depth: usize) -> Result<Value, Error> {
 
 /// Encode a JSON object (with `apiVersion` and `kind`) as an enveloped object.
 pub fn encode_object(v: &Value) -> Result<Vec<u8>, Error> {
-    let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind = v.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let message = schema()
-        .message_for(api_version, kind)
-        .ok_or_else(|| Error::UnknownKind { api_version: api_version.into(), kind: kind.into() })?;
+    let (api_version, kind, message) = message_of(v)?;
     let mut raw = Vec::new();
     encode_message(message, v, &mut raw)?;
     let mut type_meta = Vec::new();
@@ -185,9 +180,17 @@ pub fn encode_object(v: &Value) -> Result<Vec<u8>, Error> {
 
 /// Whether `v` (with `apiVersion` and `kind`) has a protobuf form.
 pub fn encodable(v: &Value) -> bool {
+    message_of(v).is_ok()
+}
+
+/// `v`'s apiVersion, kind and the message they name.
+fn message_of(v: &Value) -> Result<(&str, &str, &'static str), Error> {
     let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or_default();
-    schema().message_for(api_version, kind).is_some()
+    let message = schema()
+        .message_for(api_version, kind)
+        .ok_or_else(|| Error::UnknownKind { api_version: api_version.into(), kind: kind.into() })?;
+    Ok((api_version, kind, message))
 }
 
 /// One frame of a protobuf watch stream: the length, then a `WatchEvent` whose object is
@@ -203,13 +206,6 @@ pub fn encode_watch_frame(event_type: &str, object: &Value) -> Result<Vec<u8>, E
     let mut out = len.to_be_bytes().to_vec();
     out.extend_from_slice(&ev);
     Ok(out)
-}
-
-/// Decode one frame's `WatchEvent` (without the length): (type, object).
-pub fn decode_watch_event(ev: &[u8]) -> Result<(String, Value), Error> {
-    let v = decode_message(WATCH_EVENT, ev, 0)?;
-    let t = v.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
-    Ok((t, v.get("object").cloned().unwrap_or(Value::Null)))
 }
 
 // ---------------------------------------------------------------------------------
@@ -374,15 +370,9 @@ fn decode_special(name: &str, buf: &[u8], depth: usize) -> Result<Option<Value>,
     let module = name.strip_suffix(short).unwrap_or("");
     let v = match (module, short) {
         ("apimachinery.pkg.apis.meta.v1.", "Time" | "MicroTime") => {
-            let (mut secs, mut nanos) = (0i64, 0i32);
-            for (t, r) in fields(buf)? {
-                match (t, r) {
-                    (1, Raw::Varint(v)) => secs = v as i64,
-                    (2, Raw::Varint(v)) => nanos = v as i64 as i32,
-                    (1 | 2, _) => return Err(malformed(format!("{short}: wrong wire type"))),
-                    _ => {}
-                }
-            }
+            let f = decode_fields(name, buf, depth)?;
+            let secs = f.get("seconds").and_then(Value::as_i64).unwrap_or(0);
+            let nanos = f.get("nanos").and_then(Value::as_i64).unwrap_or(0);
             if secs == 0 && nanos == 0 {
                 return Ok(Some(Value::Null));
             }
@@ -395,37 +385,17 @@ fn decode_special(name: &str, buf: &[u8], depth: usize) -> Result<Option<Value>,
             })
         }
         ("apimachinery.pkg.apis.meta.v1.", "Duration") => {
-            let mut ns = 0i64;
-            for (t, r) in fields(buf)? {
-                if let (1, Raw::Varint(v)) = (t, r) {
-                    ns = v as i64;
-                }
-            }
-            json!(go_duration(ns))
+            json!(go_duration(decode_fields(name, buf, depth)?.get("duration").and_then(Value::as_i64).unwrap_or(0)))
         }
         ("apimachinery.pkg.api.resource.", "Quantity") => {
-            let mut q = String::new();
-            for (t, r) in fields(buf)? {
-                match (t, r) {
-                    (1, Raw::Bytes(b)) => q = utf8(b, "Quantity")?,
-                    (1, _) => return Err(malformed("Quantity: wrong wire type")),
-                    _ => {}
-                }
-            }
-            json!(q)
+            decode_fields(name, buf, depth)?.remove("string").unwrap_or_else(|| json!(""))
         }
         ("apimachinery.pkg.util.intstr.", "IntOrString") => {
-            let (mut ty, mut i, mut s) = (0u64, 0i32, String::new());
-            for (t, r) in fields(buf)? {
-                match (t, r) {
-                    (1, Raw::Varint(v)) => ty = v,
-                    (2, Raw::Varint(v)) => i = v as i64 as i32,
-                    (3, Raw::Bytes(b)) => s = utf8(b, "IntOrString")?,
-                    (1..=3, _) => return Err(malformed("IntOrString: wrong wire type")),
-                    _ => {}
-                }
+            let mut f = decode_fields(name, buf, depth)?;
+            match f.get("type").and_then(Value::as_i64) {
+                Some(1) => f.remove("strVal").unwrap_or_else(|| json!("")),
+                _ => f.remove("intVal").unwrap_or_else(|| json!(0)),
             }
-            if ty == 1 { json!(s) } else { json!(i) }
         }
         ("apimachinery.pkg.runtime.", "RawExtension")
         | ("apimachinery.pkg.apis.meta.v1.", "FieldsV1")
