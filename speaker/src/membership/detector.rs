@@ -56,13 +56,13 @@ mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 /// Hash maps with a fixed hasher: lookups by member name are the detector's hot path
 /// (a B-tree of names compares strings at every level), and a fixed hasher keeps the
 /// simulator deterministic. Nothing depends on their iteration order.
 type Fixed = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
 
 pub use ring::{OBSERVERS, Rings};
 pub use wire::{Claim, Format, Heartbeat, MAX_DATAGRAM, Reject, Suspicion, heartbeats, open, seal, seal_raw};
@@ -676,16 +676,6 @@ impl Detector {
         for r in self.reports.values() {
             candidates.extend(r.entries.keys());
         }
-        let uncached: Vec<String> =
-            candidates.iter().filter(|x| !self.observers_of.contains_key(x.as_str())).map(|x| (*x).clone()).collect();
-        for x in uncached {
-            let o = self.rings.observers(&x, &self.skip);
-            self.observers_of.insert(x, o);
-        }
-        let mut candidates: BTreeSet<&String> = self.verdicts.keys().collect();
-        for r in self.reports.values() {
-            candidates.extend(r.entries.keys());
-        }
         let mut dead = BTreeMap::new();
         let mut vetoed = BTreeSet::new();
         for x in candidates {
@@ -695,7 +685,8 @@ impl Detector {
             let known = self.peers.get(x).map_or(0, |p| p.incarnation);
             // Observers as the rings stood at the last judgement (a dead one skipped,
             // its ring's next member standing in).
-            let observers = self.observers_of.get(x.as_str()).map_or(&[][..], Vec::as_slice);
+            let observers: &Vec<String> =
+                self.observers_of.entry(x.clone()).or_insert_with(|| self.rings.observers(x, &self.skip));
             // Dead when every observer suspects it, at least one of them at the newest
             // incarnation anyone here knows (a replacement observer that never heard it
             // reports incarnation 0; a member nobody ever heard is never dead: its Lease
