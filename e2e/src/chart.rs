@@ -74,6 +74,21 @@ fn kubectl_with_stdin(kubeconfig: &Path, args: &[&str], input: &str) -> anyhow::
     Ok((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
+/// kubectl with `args` against `kubeconfig`, its discovery cache under `home` (so that
+/// a run never reads another emulator's cached discovery).
+pub fn kubectl_command(kubeconfig: &Path, home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("kubectl");
+    c.env("KUBECONFIG", kubeconfig).env("HOME", home).args(args);
+    c
+}
+
+/// Run [`kubectl_command`]: whether it succeeded, and its output (stdout, then stderr).
+pub fn kubectl_run(kubeconfig: &Path, home: &Path, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = kubectl_command(kubeconfig, home, args).output().context("kubectl runs")?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
 /// The minor version of the kubectl on PATH (0 when it cannot say).
 pub fn kubectl_minor() -> u32 {
     let Ok(out) = Command::new("kubectl").args(["version", "--client", "-o", "json"]).output() else { return 0 };

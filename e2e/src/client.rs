@@ -4,7 +4,7 @@
 //! measured by a TCP prober in the client's namespace.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +24,17 @@ pub fn netns_exec(netns: &str, args: &[&str]) -> Option<String> {
     let (program, rest) = args.split_first()?;
     let out = netns_command(netns, program).args(rest).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Load an nft script (`nft -f -`) inside network namespace `netns`.
+pub fn netns_nft(netns: &str, script: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child =
+        netns_command(netns, "nft").args(["-f", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    child.stdin.take().expect("piped").write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "nft in {netns}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
 }
 
 /// The MACs in `arping` output's replies, in order, lower case.

@@ -146,20 +146,6 @@ pub fn kube_proxy_script(node: &str, ports: &[ProxiedPort]) -> String {
     )
 }
 
-/// Load an nft script in a node's namespace.
-fn nft_in(netns: &str, script: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", netns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child.stdin.take().expect("piped").write_all(script.as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "nft in {netns}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
-}
-
 /// A node as the stand-ins see it.
 #[derive(Debug, Clone)]
 pub struct NodeNet {
@@ -204,44 +190,18 @@ fn start_agent(node: &NodeNet, table: Table) -> anyhow::Result<Agent> {
                         }
                     }
                     Cmd::Health(want) => {
-                        health.retain(|port, t| {
-                            let keep = want.contains_key(port);
-                            if !keep {
-                                t.abort();
-                            }
-                            keep
-                        });
-                        for port in want.keys() {
-                            if health.contains_key(port) {
-                                continue;
-                            }
-                            match health_server(*port, health_table.clone()).await {
-                                Ok(t) => {
-                                    health.insert(*port, t);
-                                }
-                                Err(e) => eprintln!("sandbox: health check node port {port} on {name}: {e}"),
-                            }
-                        }
+                        let ports: Vec<u16> = want.keys().copied().collect();
                         *lock(&health_table) = want;
+                        let start = async |port: &u16| health_server(*port, health_table.clone()).await;
+                        for (port, e) in keep_listening(&mut health, &ports, start).await {
+                            eprintln!("sandbox: health check node port {port} on {name}: {e}");
+                        }
                     }
                     Cmd::Proxies(want) => {
-                        proxies.retain(|k, t| {
-                            let keep = want.contains(k);
-                            if !keep {
-                                t.abort();
-                            }
-                            keep
-                        });
-                        for key in want {
-                            if proxies.contains_key(&key) {
-                                continue;
-                            }
-                            match proxy(key.clone(), name.clone(), table.clone()).await {
-                                Ok(t) => {
-                                    proxies.insert(key, t);
-                                }
-                                Err(e) => eprintln!("sandbox: node port {}/{} on {name}: {e}", key.0, key.1),
-                            }
+                        let keys: Vec<(u16, String)> = want.into_iter().collect();
+                        let start = async |key: &(u16, String)| proxy(key.clone(), name.clone(), table.clone()).await;
+                        for (key, e) in keep_listening(&mut proxies, &keys, start).await {
+                            eprintln!("sandbox: node port {}/{} on {name}: {e}", key.0, key.1);
                         }
                     }
                 }
@@ -249,6 +209,35 @@ fn start_agent(node: &NodeNet, table: Table) -> anyhow::Result<Agent> {
         });
     })?;
     Ok(Agent { tx })
+}
+
+/// Keep one listening task per wanted key: abort the tasks no longer wanted, start the
+/// missing ones; the keys whose listener could not start, with why.
+async fn keep_listening<K: Clone + Eq + std::hash::Hash>(
+    tasks: &mut HashMap<K, tokio::task::JoinHandle<()>>,
+    want: &[K],
+    start: impl AsyncFn(&K) -> std::io::Result<tokio::task::JoinHandle<()>>,
+) -> Vec<(K, std::io::Error)> {
+    tasks.retain(|k, t| {
+        let keep = want.contains(k);
+        if !keep {
+            t.abort();
+        }
+        keep
+    });
+    let mut failed = Vec::new();
+    for key in want {
+        if tasks.contains_key(key) {
+            continue;
+        }
+        match start(key).await {
+            Ok(t) => {
+                tasks.insert(key.clone(), t);
+            }
+            Err(e) => failed.push((key.clone(), e)),
+        }
+    }
+    failed
 }
 
 /// A pod's server: HTTP on TCP and echo on UDP, each answering with the pod's name and node.
@@ -599,7 +588,7 @@ pub async fn run_standins(
             for n in &nodes {
                 let script = kube_proxy_script(&n.name, &proxied);
                 if programmed.get(&n.name) != Some(&script) {
-                    match nft_in(&n.netns, &script) {
+                    match crate::client::netns_nft(&n.netns, &script) {
                         Ok(()) => {
                             programmed.insert(n.name.clone(), script);
                         }

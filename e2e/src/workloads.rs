@@ -16,7 +16,7 @@ use std::sync::Arc;
 use ferrolb_common::reflect;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -227,6 +227,17 @@ fn controller_uid<'a>(v: &'a Value, kind: &str) -> Option<&'a str> {
         .and_then(|r| r["uid"].as_str())
 }
 
+/// The API of Deployments, ReplicaSets or Pods in `ns`, by kind (the garbage collector
+/// handles owners and dependents alike).
+fn kind_api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    let resource = match kind {
+        "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "ReplicaSet" => ApiResource::erase::<ReplicaSet>(&()),
+        _ => ApiResource::erase::<Pod>(&()),
+    };
+    Api::namespaced_with(client.clone(), ns, &resource)
+}
+
 fn patch_params() -> PatchParams {
     PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() }
 }
@@ -267,10 +278,9 @@ pub async fn run_workloads(
         let alive = |v: &&Value| v["metadata"]["deletionTimestamp"].is_null();
         // Garbage collection: dependents whose controlling owner is gone. The cache may
         // lag the owner's creation, so the owner's absence is confirmed by a read.
-        for (deps, owner_kind) in [(&rss, "Deployment"), (&ps, "ReplicaSet")] {
+        for (deps, owners, owner_kind) in [(&rss, &ds, "Deployment"), (&ps, &rss, "ReplicaSet")] {
             for dep in deps.iter().filter(mine).filter(alive) {
                 let Some(uid) = controller_uid(dep, owner_kind) else { continue };
-                let owners = if owner_kind == "Deployment" { &ds } else { &rss };
                 if owners.iter().any(|o| o["metadata"]["uid"] == uid) {
                     continue;
                 }
@@ -281,27 +291,12 @@ pub async fn run_workloads(
                     .and_then(|a| a.iter().find(|r| r["uid"] == uid))
                     .and_then(|r| r["name"].as_str())
                     .unwrap_or_default();
-                let still = match owner_kind {
-                    "Deployment" => Api::<Deployment>::namespaced(client.clone(), ns)
-                        .get_opt(owner_name)
-                        .await
-                        .map(|o| o.and_then(|o| o.uid()) == Some(uid.to_string())),
-                    _ => Api::<ReplicaSet>::namespaced(client.clone(), ns)
-                        .get_opt(owner_name)
-                        .await
-                        .map(|o| o.and_then(|o| o.uid()) == Some(uid.to_string())),
-                };
+                let owner_api = kind_api(&client, ns, owner_kind);
+                let still =
+                    owner_api.get_opt(owner_name).await.map(|o| o.and_then(|o| o.uid()).as_deref() == Some(uid));
                 if let Ok(false) = still {
-                    let _ = match owner_kind {
-                        "Deployment" => Api::<ReplicaSet>::namespaced(client.clone(), ns)
-                            .delete(name, &DeleteParams::background())
-                            .await
-                            .map(|_| ()),
-                        _ => Api::<Pod>::namespaced(client.clone(), ns)
-                            .delete(name, &DeleteParams::background())
-                            .await
-                            .map(|_| ()),
-                    };
+                    let dep_kind = if owner_kind == "Deployment" { "ReplicaSet" } else { "Pod" };
+                    let _ = kind_api(&client, ns, dep_kind).delete(name, &DeleteParams::background()).await;
                 }
             }
         }
@@ -360,13 +355,8 @@ pub async fn run_workloads(
         for rs in rss.iter().filter(mine).filter(alive) {
             let uid = rs["metadata"]["uid"].as_str().unwrap_or_default();
             let ns = rs["metadata"]["namespace"].as_str().unwrap_or_default();
-            let owned: Vec<Value> = ps
-                .iter()
-                .filter(|p| {
-                    p["metadata"]["deletionTimestamp"].is_null() && controller_uid(p, "ReplicaSet") == Some(uid)
-                })
-                .cloned()
-                .collect();
+            let owned: Vec<Value> =
+                ps.iter().filter(alive).filter(|p| controller_uid(p, "ReplicaSet") == Some(uid)).cloned().collect();
             let plan = replica_set_plan(rs, &owned);
             let pod_api = Api::<Pod>::namespaced(client.clone(), ns);
             for body in &plan.create {

@@ -299,13 +299,9 @@ fn a_node_that_loses_its_link_gives_its_ips_up_and_does_not_take_them_back() {
 }
 
 fn nft(env: &Env, node: &str, script: &str) {
-    let ns = env.netns_of(node);
-    let out =
-        Command::new("ip").args(["netns", "exec", &ns, "nft", "-f", "-"]).stdin(std::process::Stdio::piped()).spawn();
-    let mut child = out.unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success(), "nft in {node}: {script}");
+    if let Err(e) = ferrolb_e2e::client::netns_nft(&env.netns_of(node), script) {
+        panic!("nft in {node}: {e}: {script}");
+    }
 }
 
 fn nft_counter(env: &Env, node: &str) -> u64 {

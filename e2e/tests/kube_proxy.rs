@@ -21,15 +21,12 @@ use serde_json::json;
 const VIP: &str = "198.51.100.100";
 
 fn kubectl(sb: &Sandbox, args: &[&str]) -> Command {
-    let mut c = Command::new("kubectl");
-    c.env("KUBECONFIG", &sb.state.kubeconfig).env("HOME", &sb.state.run_dir).args(args);
-    c
+    ferrolb_e2e::chart::kubectl_command(&sb.state.kubeconfig, &sb.state.run_dir, args)
 }
 
 fn ok(sb: &Sandbox, args: &[&str]) -> String {
-    let out = kubectl(sb, args).output().expect("kubectl runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "kubectl {args:?}: {text}");
+    let (ok, text) = ferrolb_e2e::chart::kubectl_run(&sb.state.kubeconfig, &sb.state.run_dir, args).unwrap();
+    assert!(ok, "kubectl {args:?}: {text}");
     text
 }
 

@@ -4,7 +4,6 @@
 //! references). The test plays the kubelet: it marks each new Pod running and ready,
 //! which is all the controllers read.
 
-use std::process::Command;
 use std::time::Duration;
 
 use ferrolb_emulator::{Config, Emulator};
@@ -21,19 +20,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn kubectl(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("kubectl")
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.home.path())
-            .args(args)
-            .output()
-            .expect("kubectl runs (Debian's kubernetes-client; .ci/run installs it)");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
-    }
-
     fn ok(&self, args: &[&str]) -> String {
-        let (ok, text) = self.kubectl(args);
+        let (ok, text) = ferrolb_e2e::chart::kubectl_run(&self.kubeconfig, self.home.path(), args)
+            .expect("kubectl runs (Debian's kubernetes-client; .ci/run installs it)");
         assert!(ok, "kubectl {args:?}: {text}");
         text
     }
