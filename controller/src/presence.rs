@@ -3,6 +3,10 @@
 //! and the node), which speakers hold a current Lease, and the Nodes (labels and
 //! `NetworkUnavailable`). The verdict itself is the model's ([`ferrolb_model::announce`]).
 //!
+//! For `ferrolb.io/EndpointsReady`, an index of which Services have a ready endpoint,
+//! kept from an EndpointSlice watch ([`ReadyEndpoints`]); only a Service whose answer
+//! changes is woken.
+//!
 //! A ServiceL2Status that appears, moves or goes wakes its Service; a change of the
 //! live speakers or of the nodes (checked on every Lease or Node event, and when the
 //! next Lease would expire) re-judges every Service. Conditions are written only when
@@ -16,10 +20,12 @@ use ferrolb_common::{AbortOnDrop, reflect, reflect_with};
 use ferrolb_crds::annotations::{NODE_LABEL, SERVICE_NAME_LABEL, SERVICE_NAMESPACE_LABEL};
 use ferrolb_crds::{ServiceBGPStatus, ServiceL2Status};
 use ferrolb_model::announce::{NodeView, lease_current};
+use ferrolb_model::endpoints::{ReadyEndpoints, SERVICE_NAME_LABEL as SLICE_SERVICE_LABEL};
 use ferrolb_model::{ServiceKey, ingress_ips};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -36,6 +42,8 @@ pub struct Presence {
     bgp_statuses: Store<PartialObjectMeta<ServiceBGPStatus>>,
     leases: Store<Lease>,
     nodes: Store<Node>,
+    endpoints: Arc<std::sync::Mutex<ReadyEndpoints>>,
+    endpoints_synced: tokio::sync::watch::Receiver<bool>,
     /// The speakers run with `--ignore-exclude-lb`.
     pub ignore_exclude_lb: bool,
     _watches: AbortOnDrop,
@@ -52,6 +60,7 @@ impl Presence {
         others_changed: Arc<Notify>,
     ) -> Presence {
         let bgp_changed = statuses_changed.clone();
+        let endpoints_changed = statuses_changed.clone();
         let (statuses, writer) = reflector::store();
         let api: Api<PartialObjectMeta<ServiceL2Status>> = Api::namespaced(client.clone(), namespace);
         // Metadata only (`PartialObjectMeta`): the labels name the Service and the node.
@@ -101,14 +110,19 @@ impl Presence {
             others_changed.clone(),
         );
         let (nodes, t3) = reflect(Api::<Node>::all(client.clone()), others_changed);
+        let endpoints = Arc::new(std::sync::Mutex::new(ReadyEndpoints::default()));
+        let (synced_tx, endpoints_synced) = tokio::sync::watch::channel(false);
+        let t5 = tokio::spawn(watch_endpoints(client.clone(), endpoints.clone(), endpoints_changed, synced_tx));
         Presence {
             namespace: namespace.to_string(),
             statuses,
             bgp_statuses,
             leases,
             nodes,
+            endpoints,
+            endpoints_synced,
             ignore_exclude_lb,
-            _watches: AbortOnDrop(vec![t1, t2, t3, t4]),
+            _watches: AbortOnDrop(vec![t1, t2, t3, t4, t5]),
         }
     }
 
@@ -118,6 +132,7 @@ impl Presence {
         self.bgp_statuses.wait_until_ready().await?;
         self.leases.wait_until_ready().await?;
         self.nodes.wait_until_ready().await?;
+        self.endpoints_synced.clone().wait_for(|s| *s).await?;
         Ok(())
     }
 
@@ -161,6 +176,11 @@ impl Presence {
         ))
     }
 
+    /// Whether Service `key` has a ready endpoint.
+    pub fn has_ready_endpoint(&self, key: &ServiceKey) -> bool {
+        ferrolb_common::lock(&self.endpoints).has_ready(key)
+    }
+
     /// Nodes whose speaker holds a current Lease at `now`.
     pub fn live(&self, now: k8s_openapi::jiff::Timestamp) -> BTreeSet<String> {
         self.leases
@@ -190,6 +210,48 @@ impl Presence {
     /// The nodes, as eligibility sees them.
     pub fn nodes(&self) -> Vec<NodeView> {
         self.nodes.state().iter().map(|n| NodeView::of(n)).collect()
+    }
+}
+
+/// Keep `index` from a watch of every Service's EndpointSlices; send the Services whose
+/// answer changed. A re-list (after a lost watch) replaces the index when complete.
+async fn watch_endpoints(
+    client: Client,
+    index: Arc<std::sync::Mutex<ReadyEndpoints>>,
+    changed: mpsc::UnboundedSender<ServiceKey>,
+    synced: tokio::sync::watch::Sender<bool>,
+) {
+    let api = Api::<EndpointSlice>::all(client);
+    let cfg = watcher::Config::default().labels(SLICE_SERVICE_LABEL);
+    let mut stream = std::pin::pin!(ferrolb_common::relisting(api, cfg).default_backoff());
+    while let Some(ev) = stream.next().await {
+        let keys = {
+            let mut ix = ferrolb_common::lock(&index);
+            match ev {
+                Ok(watcher::Event::Apply(s)) => ix.apply(&s),
+                Ok(watcher::Event::Delete(s)) => ix.delete(&s),
+                Ok(watcher::Event::Init) => {
+                    ix.relist_start();
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitApply(s)) => {
+                    ix.relist_apply(&s);
+                    Vec::new()
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let keys = ix.relist_done();
+                    synced.send_replace(true);
+                    keys
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "EndpointSlice watch error; retrying");
+                    Vec::new()
+                }
+            }
+        };
+        for k in keys {
+            let _ = changed.send(k);
+        }
     }
 }
 

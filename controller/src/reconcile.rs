@@ -153,6 +153,8 @@ pub struct Answer {
     pub held: Option<Assignment>,
     /// Whether the held IPs are announced, and if not why (`None`: nothing held).
     pub announced: Option<ferrolb_model::announce::Verdict>,
+    /// Whether the Service's EndpointSlices list a ready endpoint (`None`: not judged).
+    pub endpoints_ready: Option<bool>,
 }
 
 /// An Event to publish about the Service.
@@ -225,6 +227,9 @@ pub fn decide(svc: &Service, answer: &Answer, now: &Time, metallb_compat: bool) 
     if let (Some(_), Some(v)) = (&answer.held, &answer.announced) {
         wants.push(Want::new(cond::ANNOUNCED, v.announced, v.reason, v.message.clone()));
     }
+    if let (Some(a), Some(ready)) = (&answer.held, answer.endpoints_ready) {
+        wants.push(endpoints_condition(&a.ips, ready));
+    }
     let mut notes = Vec::new();
     // Events, on transitions only: compared with the conditions the Service shows now.
     let was = |type_: &str| old.iter().find(|c| c.type_ == type_);
@@ -280,6 +285,31 @@ pub fn decide(svc: &Service, answer: &Answer, now: &Time, metallb_compat: bool) 
         status,
         pool_annotation,
         notes,
+    }
+}
+
+/// `ferrolb.io/EndpointsReady`. Without a ready endpoint the IPs stay announced: a
+/// client is refused at once (kube-proxy rejects what has no endpoint) rather than
+/// left waiting on an address nobody answers, and the announcement does not move
+/// while a Deployment is scaled to zero or recreated.
+fn endpoints_condition(ips: &[IpAddr], ready: bool) -> Want {
+    if ready {
+        Want::new(
+            cond::ENDPOINTS_READY,
+            true,
+            reason::ENDPOINTS_READY,
+            "the Service's EndpointSlices list a ready endpoint",
+        )
+    } else {
+        Want::new(
+            cond::ENDPOINTS_READY,
+            false,
+            reason::NO_READY_ENDPOINT,
+            format!(
+                "the Service's EndpointSlices list no ready endpoint: connections to {} are refused until a Pod of the Service is ready",
+                fmt_ips(ips)
+            ),
+        )
     }
 }
 
@@ -359,7 +389,8 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
         // A holder's policy, selector, ports or key changed: a Service waiting to share
         // its IP may fit now (or one that lost it may fit again).
         let sharing_changed = before.as_ref() != alloc.sharing(key.as_str());
-        (Answer { result, held, announced }, sharing_changed)
+        let endpoints_ready = held.as_ref().map(|_| p.has_ready_endpoint(&key));
+        (Answer { result, held, announced, endpoints_ready }, sharing_changed)
     };
     ctx.metrics.allocation_duration.observe(started.elapsed().as_secs_f64());
     let d = decide(&svc, &answer, &conditions::now(), ctx.metallb_compat);
@@ -493,7 +524,8 @@ mod tests {
             reason: reason::NOT_ANNOUNCED,
             message: "no speaker announces it yet".into(),
         };
-        let answer = Answer { result: Ok(a.clone()), held: Some(a.clone()), announced: Some(pending) };
+        let answer =
+            Answer { result: Ok(a.clone()), held: Some(a.clone()), announced: Some(pending), endpoints_ready: None };
         let d = decide(&web, &answer, &at(1), false);
         assert_eq!(d.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [event::IP_ALLOCATED]);
         let web = applied(web, &d);
@@ -502,7 +534,7 @@ mod tests {
             reason: reason::NO_LIVE_SPEAKER,
             message: "no speaker is running".into(),
         };
-        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(gone) };
+        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(gone), endpoints_ready: None };
         let d = decide(&web, &answer, &at(2), false);
         assert_eq!(d.notes.iter().map(|n| n.reason).collect::<Vec<_>>(), [event::NOT_ANNOUNCED]);
     }
@@ -510,7 +542,8 @@ mod tests {
     #[test]
     fn a_first_allocation_writes_status_and_annotation_and_tells_once() {
         let a = held("public", "198.51.100.7");
-        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(announced_by("n1")) };
+        let answer =
+            Answer { result: Ok(a.clone()), held: Some(a), announced: Some(announced_by("n1")), endpoints_ready: None };
         let web = svc("web").build();
         let d = decide(&web, &answer, &at(100), false);
         let st = d.status.clone().expect("status written");
@@ -533,7 +566,8 @@ mod tests {
         let a = held("public", "198.51.100.7");
         let web = svc("web").ingress("198.51.100.7").build();
         let fail = Failure::Alloc(AllocError::NoPoolMatches("no pool admits it".into()));
-        let answer = Answer { result: Err(fail), held: Some(a), announced: Some(announced_by("n1")) };
+        let answer =
+            Answer { result: Err(fail), held: Some(a), announced: Some(announced_by("n1")), endpoints_ready: None };
         let d = decide(&web, &answer, &at(100), false);
         let c = &d.status.as_ref().unwrap().conditions.as_ref().unwrap()[0];
         assert_eq!(c.status, "False");
@@ -551,7 +585,12 @@ mod tests {
     fn no_address_leaves_the_service_pending_and_frees_what_it_showed() {
         let web = svc("web").ingress("198.51.100.7").build();
         let fail = Failure::Alloc(AllocError::NoPoolMatches("x".into()));
-        let d = decide(&web, &Answer { result: Err(fail), held: None, announced: None }, &at(1), false);
+        let d = decide(
+            &web,
+            &Answer { result: Err(fail), held: None, announced: None, endpoints_ready: None },
+            &at(1),
+            false,
+        );
         assert!(d.pending && d.freed && d.ips_changed);
         assert_eq!(d.pool_annotation, None);
         assert!(d.status.unwrap().load_balancer.unwrap().ingress.unwrap().is_empty());
@@ -560,7 +599,8 @@ mod tests {
     #[test]
     fn an_unannounced_pool_is_a_condition_and_one_warning() {
         let a = held("dark", "198.51.100.9");
-        let answer = Answer { result: Ok(a.clone()), held: Some(a), announced: Some(no_advertisement()) };
+        let answer =
+            Answer { result: Ok(a.clone()), held: Some(a), announced: Some(no_advertisement()), endpoints_ready: None };
         let web = svc("web").build();
         let d = decide(&web, &answer, &at(1), false);
         let reasons: Vec<_> = d.notes.iter().map(|n| n.reason).collect();
@@ -572,6 +612,40 @@ mod tests {
         );
         let d2 = decide(&applied(web, &d), &answer, &at(2), false);
         assert!(!d2.notes.iter().any(|n| n.reason == event::NOT_ANNOUNCED));
+    }
+
+    #[test]
+    fn endpoints_ready_follows_the_slices_and_writes_only_on_change() {
+        let a = held("public", "198.51.100.7");
+        let answer = |ready| Answer {
+            result: Ok(a.clone()),
+            held: Some(a.clone()),
+            announced: Some(announced_by("n1")),
+            endpoints_ready: Some(ready),
+        };
+        let cond_of = |d: &Decision| {
+            let c = d.status.as_ref().unwrap().conditions.as_ref().unwrap();
+            c.iter().find(|c| c.type_ == cond::ENDPOINTS_READY).cloned().expect("EndpointsReady")
+        };
+        let web = svc("web").build();
+        let d = decide(&web, &answer(true), &at(1), false);
+        assert_eq!(cond_of(&d).status, "True");
+        let web = applied(web, &d);
+        // Scaled to zero: the condition says so and names the IP; no Event.
+        let d = decide(&web, &answer(false), &at(2), false);
+        let c = cond_of(&d);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reason::NO_READY_ENDPOINT));
+        assert!(c.message.contains("198.51.100.7"), "{}", c.message);
+        assert!(d.notes.is_empty(), "{:?}", d.notes);
+        let web = applied(web, &d);
+        assert_eq!(decide(&web, &answer(false), &at(3), false).status, None);
+        assert_eq!(cond_of(&decide(&web, &answer(true), &at(4), false)).status, "True");
+        // Nothing held: no condition.
+        let fail = Failure::Alloc(AllocError::NoPoolMatches("x".into()));
+        let none = Answer { result: Err(fail), held: None, announced: None, endpoints_ready: None };
+        let d = decide(&svc("other").build(), &none, &at(5), false);
+        let types: Vec<_> = d.status.unwrap().conditions.unwrap().into_iter().map(|c| c.type_).collect();
+        assert_eq!(types, [cond::ALLOCATED]);
     }
 
     #[test]

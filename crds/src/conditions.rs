@@ -19,6 +19,9 @@ pub mod service {
     pub const ALLOCATED: &str = "ferrolb.io/Allocated";
     /// Whether an IP of the Service is announced (an L2Advertisement covers its pool).
     pub const ANNOUNCED: &str = "ferrolb.io/Announced";
+    /// Whether the Service's EndpointSlices list a ready endpoint: when not, its IPs
+    /// stay announced and connections to them are refused (kube-proxy rejects them).
+    pub const ENDPOINTS_READY: &str = "ferrolb.io/EndpointsReady";
 }
 
 /// Condition types ferrolb writes on IPAddressPools.
@@ -60,8 +63,11 @@ pub mod reason {
     /// `externalTrafficPolicy: Local`, only a node with a ready endpoint does).
     pub const NOT_ANNOUNCED: &str = "NotAnnounced";
     /// `externalTrafficPolicy: Local` and no node that may announce has a ready
-    /// endpoint of the Service (a speaker's report).
+    /// endpoint of the Service (a speaker's report); on `ferrolb.io/EndpointsReady`:
+    /// no ready endpoint at all.
     pub const NO_READY_ENDPOINT: &str = "NoReadyEndpoint";
+    /// The Service's EndpointSlices list a ready endpoint.
+    pub const ENDPOINTS_READY: &str = "EndpointsReady";
     /// The elected node lacks every interface the advertisement names (its speaker's
     /// report names them).
     pub const INTERFACE_MISSING: &str = "InterfaceMissing";

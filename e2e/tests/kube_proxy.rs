@@ -30,6 +30,14 @@ fn ok(sb: &Sandbox, args: &[&str]) -> String {
     text
 }
 
+/// `status/reason` of the Service's `ferrolb.io/<type>` condition, read with kubectl.
+fn condition(sb: &Sandbox, type_: &str) -> String {
+    let path = format!(
+        r#"jsonpath={{range .status.conditions[?(@.type=="ferrolb.io/{type_}")]}}{{.status}}/{{.reason}}{{end}}"#
+    );
+    ok(sb, &["get", "svc", "hello", "-o", &path]).trim().to_string()
+}
+
 /// curl from the client: (exit code, body, how long it took).
 fn curl(sb: &Sandbox, url: &str) -> (i32, String, Duration) {
     let t = Instant::now();
@@ -125,6 +133,7 @@ fn newcomer(forwarding: &str) {
         }
     }
     assert_eq!(seen.len(), 2, "both replicas answered: {seen:?}");
+    until("EndpointsReady True", Duration::from_secs(20), || condition(&sb, "EndpointsReady") == "True/EndpointsReady");
 
     if kube_proxy {
         local_policy(&rt, &sb);
@@ -152,6 +161,11 @@ fn newcomer(forwarding: &str) {
         assert!(clean(code), "refused or reset, got curl exit {code}");
         assert!(took < Duration::from_secs(2), "failed at once ({took:?})");
     }
+    // The Service says why, as `kubectl get svc -o jsonpath` shows it; the IP stays announced.
+    until("EndpointsReady False", Duration::from_secs(20), || {
+        condition(&sb, "EndpointsReady") == "False/NoReadyEndpoint"
+    });
+    assert_eq!(condition(&sb, "Announced"), "True/Announced");
 
     ok(&sb, &["delete", "service", "hello"]);
     ok(&sb, &["delete", "deployment", "hello"]);

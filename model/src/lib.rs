@@ -13,6 +13,7 @@ pub mod announce;
 pub mod bgp;
 pub mod conditions;
 pub mod config;
+pub mod endpoints;
 pub mod range;
 pub mod selector;
 pub mod service;
