@@ -67,8 +67,11 @@ fn kubectl_ferrolb_shows_where_each_service_is_and_why() {
     let out = eventually("every Service settled", Duration::from_secs(30), || {
         let out = kubectl(&["ferrolb", "status", "-n", "default"]);
         let web = row(&out, "web");
-        (web.contains("node-1") && web.ends_with("announced") && row(&out, "late").contains("PoolExhausted"))
-            .then_some(out)
+        // No Pod serves web here: announced, and the plugin says connections are refused.
+        (web.contains("node-1")
+            && web.contains(" announced; NoReadyEndpoint: ")
+            && row(&out, "late").contains("PoolExhausted"))
+        .then_some(out)
     });
     let header = out.lines().next().unwrap_or_default();
     assert!(header.starts_with("NAMESPACE") && header.contains("ANNOUNCED BY"), "{out}");

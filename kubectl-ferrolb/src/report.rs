@@ -98,6 +98,9 @@ fn why(svc: &Service, ips: &[String], nodes: &[String]) -> String {
                 .into(),
         }
     };
+    if let Some(c) = condition(svc, cond::ENDPOINTS_READY).filter(|c| c.status == status::FALSE) {
+        out.push_str(&format!("; {}: {}", c.reason, c.message));
+    }
     if let Some(c) = allocated.filter(|c| c.status == status::FALSE) {
         out.push_str(&format!("; {}: {}", c.reason, c.message));
     }
@@ -226,12 +229,23 @@ mod tests {
                 "no L2Advertisement selects IPAddressPool hidden",
             ),
             svc("quiet").ingress("198.51.100.12").build(),
+            with_condition(
+                svc("idle").ingress("198.51.100.13").build(),
+                cond::ENDPOINTS_READY,
+                "False",
+                "NoReadyEndpoint",
+                "no ready endpoint",
+            ),
             svc("other").class("example.com/other").build(),
             svc("internal").type_("ClusterIP").build(),
         ];
-        let rows = service_rows(&services, &[l2("default", "web", "node-1", "eth0")], None);
+        let rows = service_rows(
+            &services,
+            &[l2("default", "web", "node-1", "eth0"), l2("default", "idle", "node-2", "eth0")],
+            None,
+        );
         let by = |n: &str| rows.iter().find(|r| r.name == n).unwrap().clone();
-        assert_eq!(rows.len(), 6, "ClusterIP Services are not listed");
+        assert_eq!(rows.len(), 7, "ClusterIP Services are not listed");
         let web = by("web");
         assert_eq!(
             (
@@ -251,10 +265,11 @@ mod tests {
             "not announced: NoL2Advertisement: no L2Advertisement selects IPAddressPool hidden"
         );
         assert!(by("quiet").status.starts_with("not announced: no node announces it"));
+        assert_eq!(by("idle").status, "announced; NoReadyEndpoint: no ready endpoint");
         assert_eq!(by("other").status, "not ferrolb's (loadBalancerClass \"example.com/other\")");
         assert_eq!(
             rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-            ["fresh", "full", "hidden", "other", "quiet", "web"]
+            ["fresh", "full", "hidden", "idle", "other", "quiet", "web"]
         );
     }
 
