@@ -882,6 +882,17 @@ impl Detector {
             if !welcome.is_empty() {
                 out.push((welcome.clone(), Heartbeat { claims: all_claims.clone(), ..base.clone() }, Format::V2));
             }
+            // Members leaving wait for the new holders' claims before they stop
+            // answering: this node's recent claims, every interval until they are gone,
+            // so that a lost broadcast does not leave a leaver waiting to its deadline
+            // while this node already answers.
+            let leavers: Vec<String> = match recent_claims.is_empty() {
+                true => Vec::new(),
+                false => self.leaving.iter().filter(|m| !welcome.contains(m)).cloned().collect(),
+            };
+            if !leavers.is_empty() {
+                out.push((leavers, Heartbeat { claims: recent_claims.clone(), ..base.clone() }, Format::V2));
+            }
             count_down(&mut self.welcome);
             let mut hello: Vec<String> =
                 self.hello.keys().filter(|m| !welcome.contains(m) && !self.is_legacy(m)).cloned().collect();

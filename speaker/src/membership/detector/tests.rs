@@ -147,6 +147,51 @@ fn the_newest_claim_wins_and_claims_expire_with_the_window_or_the_claimant() {
 }
 
 #[test]
+fn a_leaving_member_hears_every_recent_claim_each_interval_until_it_is_gone() {
+    let t0 = Instant::now();
+    let t = HeartbeatTiming::default();
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    let mut d = ring_det("n1", t0);
+    rx(&mut d, hb("n2", 1, &[]), t0).unwrap();
+    let claim = |at: Instant| Local { ready: true, leaving: false, claims: vec![(Claim { ip, since_ms: WALL }, at)] };
+    let to_n2_with_claim = |out: &[Outgoing]| {
+        out.iter()
+            .any(|o| o.to.iter().any(|m| m == "n2") && o.parts.iter().any(|p| p.claims.iter().any(|c| c.ip == ip)))
+    };
+    // n2 says it is leaving; n1 takes its IP. Past the claim's own broadcasts (which a
+    // lossy link may have eaten), every beat still carries the claim to n2.
+    rx(&mut d, Heartbeat { leaving: true, ..hb("n2", 2, &[]) }, t0 + ms(10)).unwrap();
+    let claimed_at = t0 + ms(20);
+    let mut beats_with_claim = 0;
+    let mut at = claimed_at;
+    while at < claimed_at + ms(1000) {
+        if to_n2_with_claim(&d.poll(at, WALL, &claim(claimed_at))) {
+            beats_with_claim += 1;
+        }
+        at += t.poll_every();
+    }
+    let beats = (ms(1000).as_millis() / t.interval.as_millis()) as usize;
+    assert!(beats_with_claim >= beats - 1, "{beats_with_claim} of {beats} beats carried the claim to the leaver");
+    // Once it is gone (its Lease released), nothing more goes to it.
+    d.set_members((3..10).map(|i| format!("n{i}")).chain(["n1".to_string()]));
+    let out = d.poll(at + t.interval, WALL, &claim(claimed_at));
+    assert!(!to_n2_with_claim(&out));
+    // A member that is not leaving gets claims only in the broadcasts.
+    let mut d = ring_det("n1", t0);
+    rx(&mut d, hb("n3", 1, &[]), t0).unwrap();
+    let (mut with, mut at) = (0, claimed_at);
+    while at < claimed_at + ms(1000) {
+        let out = d.poll(at, WALL, &claim(claimed_at));
+        with += out
+            .iter()
+            .filter(|o| o.to.iter().any(|m| m == "n3") && o.parts.iter().any(|p| !p.claims.is_empty()))
+            .count();
+        at += t.poll_every();
+    }
+    assert!(with < beats / 2, "{with}");
+}
+
+#[test]
 fn many_claims_and_members_split_into_datagrams_that_are_never_fragmented() {
     let small = Heartbeat { heard: vec![("node-001".into(), 12)], ..hb("n1", 7, &[]) };
     assert_eq!(heartbeats(&small), vec![small.clone()], "a small heartbeat is one datagram");
