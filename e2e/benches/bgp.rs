@@ -100,7 +100,12 @@ fn main() {
     let services = std::env::var("FERROLB_BENCH_SERVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(services);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = Options { nodes: 3, bgp: Some(Daemon::Frr), ..Options::default() };
+    let opts = Options {
+        nodes: 3,
+        bgp: Some(Daemon::Frr),
+        values: serde_json::json!({"speaker": {"forwarding": "nodeport"}}),
+        ..Options::default()
+    };
     let mut sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
     let c = sb.client.clone();
     let peer_with = |gr: bool, bfd: Option<&str>| {

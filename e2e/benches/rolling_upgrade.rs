@@ -37,8 +37,16 @@ fn main() {
     let rolls = if quick { 1 } else { 5 };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sb =
-        rt.block_on(Sandbox::up_opts(&Options { nodes: 3, ..Options::default() }, dir.path())).expect("sandbox");
+    let mut sb = rt
+        .block_on(Sandbox::up_opts(
+            &Options {
+                nodes: 3,
+                values: serde_json::json!({"speaker": {"forwarding": "nodeport"}}),
+                ..Options::default()
+            },
+            dir.path(),
+        ))
+        .expect("sandbox");
     let c = sb.client.clone();
     rt.block_on(async {
         pool_and_advertisement(&c, "p", &[&format!("{VIP}/32")], "all").await?;

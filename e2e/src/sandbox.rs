@@ -272,8 +272,9 @@ pub struct Sandbox {
     logs: LogFiles,
 }
 
-/// Where each of ferrolb's Pods writes its output, by (namespace, Pod).
-type LogFiles = std::sync::Arc<std::sync::Mutex<BTreeMap<(String, String), PathBuf>>>;
+/// Where each Pod writes its output, by (namespace, Pod): ferrolb's containers, and
+/// users' Pods (the stand-in servers' request logs).
+pub type LogFiles = std::sync::Arc<std::sync::Mutex<BTreeMap<(String, String), PathBuf>>>;
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
@@ -471,14 +472,15 @@ pub fn metric_sum(exposition: &str, name: &str, label: Option<(&str, &str)>) -> 
 /// `charts/ferrolb/tests/check_chart.py` checks the chart renders it.
 pub const CONTAINER_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "2")];
 
-/// The chart values the sandbox installs with: nodeport forwarding (the sandbox has
-/// a kube-proxy stand-in for NodePorts, not for LoadBalancer IPs), short Leases, then
-/// `opts.values` over them. The controller keeps the chart's two replicas, each Pod
+/// The chart values the sandbox installs with: the chart's forwarding (kube-proxy: the
+/// sandbox's kube-proxy stand-in carries VIP traffic to the Pods), short Leases, then
+/// `opts.values` over them (`{"speaker": {"forwarding": "nodeport"}}` for the speakers'
+/// own forwarding). The controller keeps the chart's two replicas, each Pod
 /// with a network of its own on the bridge.
 pub fn chart_values(opts: &Options) -> serde_json::Value {
     let mut v = json!({
         "controller": {"leaseDuration": 5},
-        "speaker": {"forwarding": "nodeport", "leaseDuration": opts.speaker_lease_seconds,
+        "speaker": {"leaseDuration": opts.speaker_lease_seconds,
                     "memberlist": {"enabled": opts.heartbeats}},
     });
     if opts.values.is_object() {
@@ -705,7 +707,8 @@ impl Sandbox {
         // The sandbox's kube-proxy handles LoadBalancer IPs as a cluster's does exactly
         // when ferrolb is installed to rely on it (the chart's default).
         let kube_proxy = chart_values(opts)["speaker"]["forwarding"] != "nodeport";
-        tokio::spawn(run_standins(client.clone(), standin_nodes, kube_proxy, stop_rx));
+        let workload_logs = (logs.clone(), state.run_dir.join("workloads"));
+        tokio::spawn(run_standins(client.clone(), standin_nodes, kube_proxy, workload_logs, stop_rx));
         let mut sb = Sandbox { topo, state, client, kubelet, router, stop, emulator: emu, logs };
         for p in plans {
             sb.create_pod(p).await?;

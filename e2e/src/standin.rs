@@ -12,8 +12,9 @@
 //! Local: this node's, client address kept, dropped where there are none), rejects
 //! traffic to a Service without endpoints (TCP reset, ICMP unreachable), and the
 //! Service's `healthCheckNodePort` answers 200 where local endpoints exist, 503
-//! elsewhere, as kube-proxy's health server. The sandbox's Pods are IPv4 only, so
-//! only IPv4 VIPs are proxied this way.
+//! elsewhere, as kube-proxy's health server. Users' Pods are dual-stack (an IPv4 and
+//! an IPv6 address on their node's link), so each family has a table (`ip`, `ip6`)
+//! DNATing its VIPs to that family's endpoints; the NodePort proxy dials IPv4.
 //!
 //! Everything that opens a socket for a node runs on a thread inside that node's
 //! network namespace, with its own runtime: sockets belong to the namespace of
@@ -22,6 +23,7 @@
 use ferrolb_common::{lock, reflect};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,8 +65,10 @@ enum Cmd {
     Backend {
         uid: String,
         pod: String,
-        ip: Ipv4Addr,
+        ips: Vec<IpAddr>,
         ports: Vec<u16>,
+        /// Its output (`kubectl logs`): what it serves, and each request.
+        log: PathBuf,
     },
     StopBackend {
         uid: String,
@@ -77,8 +81,8 @@ enum Cmd {
 /// One Service port as kube-proxy programs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxiedPort {
-    /// The ClusterIPs and LoadBalancer ingress IPs (IPv4).
-    pub vips: Vec<Ipv4Addr>,
+    /// The ClusterIPs and LoadBalancer ingress IPs (both families).
+    pub vips: Vec<IpAddr>,
     /// `tcp` or `udp`.
     pub proto: String,
     /// Service port.
@@ -89,25 +93,36 @@ pub struct ProxiedPort {
     pub endpoints: Vec<Target>,
 }
 
-/// The nft table name.
-pub const KUBE_PROXY_TABLE: &str = "ip ferrolb-sandbox-kube-proxy";
+/// The nft tables' name (one per family: `ip` and `ip6`).
+pub const KUBE_PROXY_TABLE: &str = "ferrolb-sandbox-kube-proxy";
 
-/// kube-proxy's nftables rules on `node` for `ports` (replacing the table atomically).
+/// kube-proxy's nftables rules on `node` for `ports`: one table per family, each
+/// replaced atomically (dnat is per family, as kube-proxy's own tables are).
 pub fn kube_proxy_script(node: &str, ports: &[ProxiedPort]) -> String {
+    family_script(node, ports, false) + &family_script(node, ports, true)
+}
+
+fn family_script(node: &str, ports: &[ProxiedPort], v6: bool) -> String {
+    let (family, addr_type, daddr) = if v6 { ("ip6", "ipv6_addr", "ip6") } else { ("ip", "ipv4_addr", "ip") };
+    let table = format!("{family} {KUBE_PROXY_TABLE}");
     let mut chains = String::new();
     let mut services = Vec::new();
     let mut no_endpoints = Vec::new();
     for (i, p) in ports.iter().enumerate() {
+        let vips: Vec<&IpAddr> = p.vips.iter().filter(|v| v.is_ipv6() == v6).collect();
+        if vips.is_empty() {
+            continue;
+        }
         let eps: Vec<&Target> =
-            p.endpoints.iter().filter(|t| t.ip.is_ipv4() && (!p.local_only || t.node == node)).collect();
-        let key = |vip: &Ipv4Addr| format!("{vip} . {} . {}", p.proto, p.port);
+            p.endpoints.iter().filter(|t| t.ip.is_ipv6() == v6 && (!p.local_only || t.node == node)).collect();
+        let key = |vip: &IpAddr| format!("{vip} . {} . {}", p.proto, p.port);
         if eps.is_empty() {
             // Cluster: nothing serves it (reject). Local: nothing here (drop, as
             // kube-proxy drops external traffic for Local without local endpoints).
-            if p.local_only && !p.endpoints.is_empty() {
-                services.extend(p.vips.iter().map(|v| format!("{} : drop", key(v))));
+            if p.local_only && p.endpoints.iter().any(|t| t.ip.is_ipv6() == v6) {
+                services.extend(vips.iter().map(|v| format!("{} : drop", key(v))));
             } else {
-                no_endpoints.extend(p.vips.iter().map(key));
+                no_endpoints.extend(vips.iter().map(|v| key(v)));
             }
             continue;
         }
@@ -119,28 +134,26 @@ pub fn kube_proxy_script(node: &str, ports: &[ProxiedPort]) -> String {
             picks.join(", ")
         ));
         for (j, t) in eps.iter().enumerate() {
-            chains.push_str(&format!(
-                "  chain ep-{i}-{j} {{\n    meta l4proto {} dnat to {}:{}\n  }}\n",
-                p.proto, t.ip, t.port
-            ));
+            let to = SocketAddr::new(t.ip, t.port);
+            chains.push_str(&format!("  chain ep-{i}-{j} {{\n    meta l4proto {} dnat to {to}\n  }}\n", p.proto));
         }
-        services.extend(p.vips.iter().map(|v| format!("{} : goto svc-{i}", key(v))));
+        services.extend(vips.iter().map(|v| format!("{} : goto svc-{i}", key(v))));
     }
     let elements =
         |e: &[String]| if e.is_empty() { String::new() } else { format!(" elements = {{ {} }};", e.join(", ")) };
     format!(
-        "table {KUBE_PROXY_TABLE}\ndelete table {KUBE_PROXY_TABLE}\ntable {KUBE_PROXY_TABLE} {{\n  \
-         map services {{ type ipv4_addr . inet_proto . inet_service : verdict;{} }}\n  \
-         set no-endpoints {{ type ipv4_addr . inet_proto . inet_service;{} }}\n{chains}  \
+        "table {table}\ndelete table {table}\ntable {table} {{\n  \
+         map services {{ type {addr_type} . inet_proto . inet_service : verdict;{} }}\n  \
+         set no-endpoints {{ type {addr_type} . inet_proto . inet_service;{} }}\n{chains}  \
          chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    \
-         ip daddr . meta l4proto . th dport vmap @services\n  }}\n  \
+         {daddr} daddr . meta l4proto . th dport vmap @services\n  }}\n  \
          chain output {{\n    type nat hook output priority -100; policy accept;\n    \
-         ip daddr . meta l4proto . th dport vmap @services\n  }}\n  \
+         {daddr} daddr . meta l4proto . th dport vmap @services\n  }}\n  \
          chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    \
          meta mark & 0x4000 == 0x4000 masquerade\n  }}\n  \
          chain no-endpoint-reject {{\n    type filter hook prerouting priority -110; policy accept;\n    \
-         ip daddr . meta l4proto . th dport @no-endpoints meta l4proto tcp reject with tcp reset\n    \
-         ip daddr . meta l4proto . th dport @no-endpoints reject\n  }}\n}}\n",
+         {daddr} daddr . meta l4proto . th dport @no-endpoints meta l4proto tcp reject with tcp reset\n    \
+         {daddr} daddr . meta l4proto . th dport @no-endpoints reject\n  }}\n}}\n",
         elements(&services),
         elements(&no_endpoints),
     )
@@ -173,11 +186,11 @@ fn start_agent(node: &NodeNet, table: Table) -> anyhow::Result<Agent> {
             let mut health: HashMap<u16, tokio::task::JoinHandle<()>> = HashMap::new();
             while let Some(cmd) = rx.recv().await {
                 match cmd {
-                    Cmd::Backend { uid, pod, ip, ports } => {
+                    Cmd::Backend { uid, pod, ips, ports, log } => {
                         let mut tasks = Vec::new();
-                        for port in ports {
+                        for (ip, port) in ips.iter().flat_map(|ip| ports.iter().map(move |p| (*ip, *p))) {
                             let text = format!("{pod} on {name}\n");
-                            match backend(ip, port, text).await {
+                            match backend(ip, port, text, log.clone()).await {
                                 Ok(mut t) => tasks.append(&mut t),
                                 Err(e) => eprintln!("sandbox: backend {pod} {ip}:{port}: {e}"),
                             }
@@ -240,19 +253,40 @@ async fn keep_listening<K: Clone + Eq + std::hash::Hash>(
     failed
 }
 
-/// A pod's server: HTTP on TCP and echo on UDP, each answering with the pod's name and node.
-async fn backend(ip: Ipv4Addr, port: u16, text: String) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+/// Append a line to a Pod's log, stamped as a container runtime stamps output.
+fn log_line(log: &Path, line: &str) {
+    use std::io::Write;
+    let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        let _ = writeln!(f, "{stamp} {line}");
+    }
+}
+
+/// A pod's server: HTTP on TCP and echo on UDP, each answering with the pod's name and
+/// node; it logs what it serves and each HTTP request line, as a web server would.
+async fn backend(
+    ip: IpAddr,
+    port: u16,
+    text: String,
+    log: PathBuf,
+) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tcp = tokio::net::TcpListener::bind((ip, port)).await?;
     let udp = tokio::net::UdpSocket::bind((ip, port)).await?;
+    log_line(&log, &format!("serving HTTP on {} and UDP echo on the same port", SocketAddr::new(ip, port)));
     let t1 = {
         let text = text.clone();
         tokio::spawn(async move {
-            while let Ok((mut c, _)) = tcp.accept().await {
-                let text = text.clone();
+            while let Ok((mut c, from)) = tcp.accept().await {
+                let (text, log) = (text.clone(), log.clone());
                 tokio::spawn(async move {
                     let mut buf = [0u8; 2048];
-                    let _ = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await;
+                    let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await;
+                    let request = match n {
+                        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string(),
+                        _ => String::new(),
+                    };
+                    log_line(&log, &format!("{from} \"{request}\" 200"));
                     let body = format!(
                         "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",
                         text.len()
@@ -359,7 +393,29 @@ async fn proxy(key: (u16, String), node: String, table: Table) -> std::io::Resul
 
 struct Running {
     node: String,
-    ip: Ipv4Addr,
+    /// Its IPv4 and IPv6 address (a dual-stack Pod, as in a dual-stack cluster).
+    ips: [IpAddr; 2],
+}
+
+/// The `n`th Pod's addresses: `198.51.100.n` and `fd42:f1b::1:n`, on its node's link
+/// (so the other nodes reach them by ARP and NDP, as a flat Pod network would).
+fn pod_ips(n: u8) -> [IpAddr; 2] {
+    [
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, n)),
+        IpAddr::V6(std::net::Ipv6Addr::new(0xfd42, 0xf1b, 0, 0, 0, 0, 1, n.into())),
+    ]
+}
+
+fn addr_cmd<'a>(netns: &'a str, op: &'a str, ip: &IpAddr) -> Vec<String> {
+    let (prefix, extra) = if ip.is_ipv6() { (128, Some("nodad")) } else { (32, None) };
+    let mut c: Vec<String> = ["ip", "-n", netns, "addr", op, &format!("{ip}/{prefix}"), "dev", "eth0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if op == "add" {
+        c.extend(extra.map(str::to_string));
+    }
+    c
 }
 
 /// Run the stand-ins until `stop` fires.
@@ -367,12 +423,15 @@ pub async fn run_standins(
     client: Client,
     nodes: Vec<NodeNet>,
     kube_proxy: bool,
+    (logs, log_dir): (crate::sandbox::LogFiles, PathBuf),
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&log_dir)?;
     if kube_proxy {
         // A node where kube-proxy runs forwards (DNAT to a Pod on another node).
         for n in &nodes {
             run(&["ip", "netns", "exec", &n.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            run(&["ip", "netns", "exec", &n.netns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
         }
     }
     let mut programmed: BTreeMap<String, String> = BTreeMap::new();
@@ -402,7 +461,10 @@ pub async fn run_standins(
             if let Some(a) = agents.get(&r.node) {
                 let _ = a.tx.send(Cmd::StopBackend { uid });
             }
-            let _ = run(&["ip", "-n", &netns[&r.node], "addr", "del", &format!("{}/32", r.ip), "dev", "eth0"]);
+            for ip in &r.ips {
+                let c = addr_cmd(&netns[&r.node], "del", ip);
+                let _ = run(&c.iter().map(String::as_str).collect::<Vec<_>>());
+            }
         }
         for p in pods.state() {
             let Some(uid) = p.uid() else { continue };
@@ -440,10 +502,14 @@ pub async fn run_standins(
                 eprintln!("sandbox: out of pod IPs");
                 continue;
             }
-            let ip = Ipv4Addr::new(198, 51, 100, next_ip);
+            let ips = pod_ips(next_ip);
             next_ip += 1;
-            if let Err(e) = run(&["ip", "-n", &netns[&node], "addr", "add", &format!("{ip}/32"), "dev", "eth0"]) {
-                eprintln!("sandbox: pod IP {ip}: {e}");
+            let added = ips.iter().try_for_each(|ip| {
+                let c = addr_cmd(&netns[&node], "add", ip);
+                run(&c.iter().map(String::as_str).collect::<Vec<_>>()).map(|_| ())
+            });
+            if let Err(e) = added {
+                eprintln!("sandbox: pod IPs {ips:?}: {e}");
                 continue;
             }
             let mut ports: Vec<u16> = spec
@@ -455,12 +521,21 @@ pub async fn run_standins(
             if ports.is_empty() {
                 ports.push(8080);
             }
-            let _ = agents[&node].tx.send(Cmd::Backend { uid: uid.clone(), pod: p.name_any(), ip, ports });
+            let log = log_dir.join(format!("{ns}_{}_{uid}.log", p.name_any()));
+            lock(&logs).insert((ns.clone(), p.name_any()), log.clone());
+            let _ = agents[&node].tx.send(Cmd::Backend {
+                uid: uid.clone(),
+                pod: p.name_any(),
+                ips: ips.to_vec(),
+                ports,
+                log,
+            });
             let status = json!({"apiVersion": "v1", "kind": "Pod", "status": {
-                "phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
+                "phase": "Running", "podIP": ips[0].to_string(),
+                "podIPs": [{"ip": ips[0].to_string()}, {"ip": ips[1].to_string()}],
                 "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]}});
             let _ = api.patch_status(&p.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(status)).await;
-            running.insert(uid, Running { node, ip });
+            running.insert(uid, Running { node, ips });
         }
         // Endpoints controller + kube-proxy tables.
         let mut forwards: HashMap<(u16, String), Forward> = HashMap::new();
@@ -471,21 +546,21 @@ pub async fn run_standins(
             let ns = s.namespace().unwrap_or_default();
             let spec = s.spec.clone().unwrap_or_default();
             let Some(sel) = spec.selector.clone().filter(|m| !m.is_empty()) else { continue };
-            let ready: Vec<(IpAddr, String, Pod)> = pods
+            let ready: Vec<(Vec<IpAddr>, String, Pod)> = pods
                 .state()
                 .iter()
                 .filter(|p| {
                     p.namespace().unwrap_or_default() == ns && sel.iter().all(|(k, v)| p.labels().get(k) == Some(v))
                 })
                 .filter_map(|p| match running.get(&p.uid()?) {
-                    Some(r) => Some((IpAddr::V4(r.ip), r.node.clone(), (**p).clone())),
+                    Some(r) => Some((r.ips.to_vec(), r.node.clone(), (**p).clone())),
                     // ferrolb's own Pods (run by the sandbox's kubelet): ready by their status.
                     None => {
                         let st = p.status.as_ref()?;
                         let ready = st.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
-                        let ip = st.pod_ip.as_deref()?.parse().ok()?;
+                        let ip: IpAddr = st.pod_ip.as_deref()?.parse().ok()?;
                         let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-                        ready.then(|| (ip, node, (**p).clone()))
+                        ready.then(|| (vec![ip], node, (**p).clone()))
                     }
                 })
                 .collect();
@@ -505,13 +580,6 @@ pub async fn run_standins(
                     None => u16::try_from(sp.port).ok(),
                 }
             };
-            let endpoints: Vec<serde_json::Value> = ready
-                .iter()
-                .map(|(ip, node, p)| {
-                    json!({"addresses": [ip.to_string()], "nodeName": node, "conditions": {"ready": true},
-                                            "targetRef": {"kind": "Pod", "name": p.name_any(), "namespace": ns}})
-                })
-                .collect();
             let ports: Vec<serde_json::Value> = sports
                 .iter()
                 .map(|sp| {
@@ -519,27 +587,48 @@ pub async fn run_standins(
                     json!({"name": sp.name.clone().unwrap_or_default(), "port": port, "protocol": sp.protocol.clone().unwrap_or_else(|| "TCP".into())})
                 })
                 .collect();
-            let name = format!("{}-sandbox", s.name_any());
-            let body = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": name, "labels": {"kubernetes.io/service-name": s.name_any(), "endpointslice.kubernetes.io/managed-by": MANAGER}},
-                "addressType": "IPv4", "endpoints": endpoints, "ports": ports});
-            let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
-            let current = api.get_opt(&name).await.ok().flatten();
-            let same = current.as_ref().is_some_and(|c| {
-                let v = serde_json::to_value(c).unwrap_or_default();
-                v["endpoints"] == body["endpoints"] && v["ports"] == body["ports"]
-            });
-            if !same {
-                let _ = api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body)).await;
+            // One slice per family of the Service, as the EndpointSlice controller writes.
+            let mut families =
+                spec.ip_families.clone().filter(|f| !f.is_empty()).unwrap_or_else(|| vec!["IPv4".into()]);
+            // ferrolb's own Pods have an IPv4 address only (a network of their own on the
+            // bridge): their Services keep an IPv4 slice in an IPv6-only cluster too.
+            if !families.iter().any(|f| f == "IPv4") && ready.iter().any(|(ips, _, _)| ips.iter().all(IpAddr::is_ipv4))
+            {
+                families.push("IPv4".into());
             }
-            want_slices.insert((ns.clone(), name));
+            for family in families.iter().filter(|f| ["IPv4", "IPv6"].contains(&f.as_str())) {
+                let v6 = family == "IPv6";
+                let endpoints: Vec<serde_json::Value> = ready
+                    .iter()
+                    .filter_map(|(ips, node, p)| {
+                        let ip = ips.iter().find(|ip| ip.is_ipv6() == v6)?;
+                        Some(json!({"addresses": [ip.to_string()], "nodeName": node, "conditions": {"ready": true},
+                                    "targetRef": {"kind": "Pod", "name": p.name_any(), "namespace": ns}}))
+                    })
+                    .collect();
+                let name =
+                    if v6 { format!("{}-sandbox-ipv6", s.name_any()) } else { format!("{}-sandbox", s.name_any()) };
+                let body = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": name, "labels": {"kubernetes.io/service-name": s.name_any(), "endpointslice.kubernetes.io/managed-by": MANAGER}},
+                    "addressType": family, "endpoints": endpoints, "ports": ports});
+                let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+                let current = api.get_opt(&name).await.ok().flatten();
+                let same = current.as_ref().is_some_and(|c| {
+                    let v = serde_json::to_value(c).unwrap_or_default();
+                    v["endpoints"] == body["endpoints"] && v["ports"] == body["ports"]
+                });
+                if !same {
+                    let _ = api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body)).await;
+                }
+                want_slices.insert((ns.clone(), name));
+            }
             let local_only = spec.external_traffic_policy.as_deref() == Some("Local");
             if kube_proxy {
-                let mut vips: Vec<Ipv4Addr> =
+                let mut vips: Vec<IpAddr> =
                     spec.cluster_ips.iter().flatten().filter_map(|ip| ip.parse().ok()).collect();
                 let ingress =
                     s.status.as_ref().and_then(|st| st.load_balancer.as_ref()).and_then(|lb| lb.ingress.clone());
-                vips.extend(ingress.iter().flatten().filter_map(|i| i.ip.as_deref()?.parse::<Ipv4Addr>().ok()));
+                vips.extend(ingress.iter().flatten().filter_map(|i| i.ip.as_deref()?.parse::<IpAddr>().ok()));
                 for sp in &sports {
                     let (Ok(port), proto) =
                         (u16::try_from(sp.port), sp.protocol.as_deref().unwrap_or("TCP").to_lowercase())
@@ -551,8 +640,9 @@ pub async fn run_standins(
                     }
                     let endpoints = ready
                         .iter()
-                        .filter_map(|(ip, node, p)| {
-                            Some(Target { ip: *ip, port: target_port(sp, p)?, node: node.clone() })
+                        .flat_map(|(ips, node, p)| {
+                            let port = target_port(sp, p);
+                            ips.iter().filter_map(move |ip| Some(Target { ip: *ip, port: port?, node: node.clone() }))
                         })
                         .collect();
                     proxied.push(ProxiedPort { vips: vips.clone(), proto, port, local_only, endpoints });
@@ -570,7 +660,11 @@ pub async fn run_standins(
                 let proto = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
                 let targets = ready
                     .iter()
-                    .filter_map(|(ip, node, p)| Some(Target { ip: *ip, port: target_port(sp, p)?, node: node.clone() }))
+                    .filter_map(|(ips, node, p)| {
+                        // The NodePort proxy dials Pods over IPv4, whatever the client spoke.
+                        let ip = *ips.iter().find(|ip| ip.is_ipv4())?;
+                        Some(Target { ip, port: target_port(sp, p)?, node: node.clone() })
+                    })
                     .collect();
                 forwards.insert((np, proto), Forward { local_only, targets });
             }
@@ -612,7 +706,7 @@ mod tests {
 
     #[test]
     fn kube_proxy_rules_follow_the_traffic_policy() {
-        let vip: Ipv4Addr = "198.51.100.100".parse().unwrap();
+        let vip: IpAddr = "198.51.100.100".parse().unwrap();
         let port = |local_only, endpoints| ProxiedPort {
             vips: vec![vip],
             proto: "tcp".into(),
@@ -639,5 +733,19 @@ mod tests {
             s.starts_with("table ip ferrolb-sandbox-kube-proxy\ndelete table ip ferrolb-sandbox-kube-proxy\n"),
             "atomic"
         );
+        // Dual stack: each family's VIPs go to that family's endpoints, in its own table.
+        let dual = ProxiedPort {
+            vips: vec![vip, "fd42:f1b::100".parse().unwrap()],
+            proto: "tcp".into(),
+            port: 80,
+            local_only: false,
+            endpoints: vec![target("198.51.100.201", "node-1"), target("fd42:f1b::1:c9", "node-1")],
+        };
+        let s = kube_proxy_script("node-2", &[dual]);
+        let (v4, v6) = s.split_once("table ip6 ").expect("an ip6 table");
+        assert!(v4.contains("dnat to 198.51.100.201:8080") && !v4.contains("fd42"), "{s}");
+        assert!(v6.contains("fd42:f1b::100 . tcp . 80 : goto svc-0"), "{s}");
+        assert!(v6.contains("dnat to [fd42:f1b::1:c9]:8080") && !v6.contains("198.51.100"), "{s}");
+        assert!(v6.contains("ip6 daddr . meta l4proto . th dport vmap @services"), "{s}");
     }
 }

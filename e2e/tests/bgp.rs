@@ -12,7 +12,7 @@ use ferrolb_e2e::router::{
     BGP_POOL_V4, BGP_POOL_V6, Daemon, NODE_ASN, ROUTER_ASN, ROUTER_V4, RouterState, set_node_link,
 };
 use ferrolb_e2e::sandbox::{Families, NS, Options};
-use ferrolb_e2e::wait::eventually;
+use ferrolb_e2e::wait::{eventually, until};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
@@ -105,13 +105,14 @@ fn peer(h: &Harness, extra: Value) {
 }
 
 fn bgp_sandbox(daemon: Daemon) -> Harness {
-    bgp_sandbox_with(daemon, json!({}), 3)
+    bgp_sandbox_with(daemon, json!({}), 3, Value::Null)
 }
 
 /// A sandbox with a `daemon` router, the peer (with `extra`), pool, community and
 /// advertisement; returns once `sessions` sessions are Established at the router.
-fn bgp_sandbox_with(daemon: Daemon, extra: Value, sessions: usize) -> Harness {
-    let h = Harness::up(&Options { nodes: 3, families: Families::Dual, bgp: Some(daemon), ..Options::default() });
+fn bgp_sandbox_with(daemon: Daemon, extra: Value, sessions: usize, values: Value) -> Harness {
+    let h =
+        Harness::up(&Options { nodes: 3, families: Families::Dual, bgp: Some(daemon), values, ..Options::default() });
     peer(&h, extra);
     apply(
         &h,
@@ -186,8 +187,19 @@ fn advertise_follow_and_withdraw(daemon: Daemon) {
     }
     // Local follows its endpoints: web-2 gone, node-2 withdraws.
     let pods: Api<Pod> = Api::namespaced(h.sb().client.clone(), "default");
+    let web2 = h.rt.block_on(pods.get("web-2")).unwrap().status.and_then(|s| s.pod_ip).expect("web-2's IP");
     h.rt.block_on(pods.delete("web-2", &DeleteParams::default())).unwrap();
     until_hops(&h, &loc4, &[1]);
+    // kube-proxy reprograms each node a moment after the EndpointSlice changes (the
+    // sandbox's as the real one): the probes below start once no node sends to web-2.
+    until("no node's kube-proxy DNATs to web-2", Duration::from_secs(10), || {
+        h.sb().state.nodes.iter().all(|n| {
+            h.sb()
+                .state
+                .node_exec(&n.name, &["nft", "list", "ruleset"])
+                .is_some_and(|r| !r.contains(&format!("{web2}:")))
+        })
+    });
     until_announced(&h, "loc", "advertised over BGP by node-1");
     assert_eq!(hops(&h, &web4).len(), 3, "Cluster Services stay on every node");
     // A speaker stopping (SIGTERM, as in a rolling upgrade) withdraws first: the
@@ -221,7 +233,14 @@ fn bird_routes_to_every_eligible_node_and_loses_a_stopping_one() {
 /// (stale) and its forwarding in place until the next one is back: no connection from
 /// outside fails across the restart, and the new session takes over the routes.
 fn graceful_restart_keeps_traffic_flowing(daemon: Daemon) {
-    let h = bgp_sandbox_with(daemon, json!({"enableGracefulRestart": true}), 3);
+    // The speakers' own forwarding: the nftables table a stopping speaker leaves for the
+    // next one (with kube-proxy, kube-proxy forwards whatever the speaker does).
+    let h = bgp_sandbox_with(
+        daemon,
+        json!({"enableGracefulRestart": true}),
+        3,
+        json!({"speaker": {"forwarding": "nodeport"}}),
+    );
     pod(&h, "web-1", "node-1");
     service(&h, "web", "Cluster");
     let (web4, _) = ips(&h, "web");
@@ -290,7 +309,7 @@ fn peer_events(h: &Harness, reason: &str) -> Vec<String> {
 /// not dial; wrong, the router drops every segment and the event says to check the
 /// password; right, every session comes up.
 fn password_from_a_secret(daemon: Daemon) {
-    let h = bgp_sandbox_with(daemon, json!({"passwordSecret": {"name": "router-md5"}}), 0);
+    let h = bgp_sandbox_with(daemon, json!({"passwordSecret": {"name": "router-md5"}}), 0, Value::Null);
     router(&h).set_password(Some("s3cret")).unwrap();
     let missing = eventually("an event names the missing Secret", Duration::from_secs(20), || {
         peer_events(&h, "BGPSessionDown").into_iter().find(|n| n.contains("\"router-md5\" does not exist"))
@@ -342,8 +361,19 @@ fn gobgp_learns_routes_from_every_eligible_node() {
     let (community, large, _) = router(&h).attributes("ipv4", &format!("{web4}/32")).expect("the RIB has the route");
     assert_eq!((community.as_str(), large.as_str()), ("64513:100", "64513:1:2"));
     let pods: Api<Pod> = Api::namespaced(h.sb().client.clone(), "default");
+    let web2 = h.rt.block_on(pods.get("web-2")).unwrap().status.and_then(|s| s.pod_ip).expect("web-2's IP");
     h.rt.block_on(pods.delete("web-2", &DeleteParams::default())).unwrap();
     until_hops(&h, &loc4, &[1]);
+    // kube-proxy reprograms each node a moment after the EndpointSlice changes (the
+    // sandbox's as the real one): the probes below start once no node sends to web-2.
+    until("no node's kube-proxy DNATs to web-2", Duration::from_secs(10), || {
+        h.sb().state.nodes.iter().all(|n| {
+            h.sb()
+                .state
+                .node_exec(&n.name, &["nft", "list", "ruleset"])
+                .is_some_and(|r| !r.contains(&format!("{web2}:")))
+        })
+    });
 }
 
 /// The Valid condition of BGPPeer `router`: (status, message).
@@ -359,7 +389,7 @@ fn peer_valid(h: &Harness) -> Option<(String, String)> {
 /// speakers' metrics, and a node whose link goes down loses its next hop in well under
 /// a second, where the 90 s hold timer alone would keep it for a minute and a half.
 fn bfd_finds_a_failed_node(daemon: Daemon) {
-    let h = bgp_sandbox_with(daemon, json!({"bfdProfile": "fast", "holdTime": "90s"}), 0);
+    let h = bgp_sandbox_with(daemon, json!({"bfdProfile": "fast", "holdTime": "90s"}), 0, Value::Null);
     let refused = eventually("the peer is Valid=False for its missing profile", Duration::from_secs(20), || {
         peer_valid(&h).filter(|(s, _)| s == "False")
     });

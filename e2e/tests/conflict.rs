@@ -52,11 +52,16 @@ fn a_host_that_claims_a_vip_is_answered_with_a_defense_and_reported() {
     let impostor_mac = sb.topo.client.mac.to_lowercase();
     let metric = |name: &str| st.speaker_metric(&holder, name);
 
-    // The observer resolves both VIPs the ordinary way (its kernel, by ping).
+    // The observer resolves both VIPs the ordinary way (its kernel, by ping). With a
+    // TTL of 1: the holder, a router in kube-proxy mode (`ip_forward`), would otherwise
+    // forward the echo on towards the VIP itself and hold it until the VIP resolves,
+    // which happens when the impostor claims it: the impostor then answers the
+    // observer, and its ARP request (from the VIP, for the observer's address) poisons
+    // the observer's cache after ferrolb's defence, as it would on a real network.
     for (vip, v6) in [(VIP4, false), (VIP6, true)] {
         eventually("the observer's kernel resolves the VIP to the holder", Duration::from_secs(20), || {
             let mut ping = Command::new("ip");
-            ping.args(["netns", "exec", &observer, "ping", "-c", "1", "-W", "1"]);
+            ping.args(["netns", "exec", &observer, "ping", "-c", "1", "-W", "1", "-t", "1"]);
             if v6 {
                 ping.arg("-6");
             }
@@ -76,7 +81,7 @@ fn a_host_that_claims_a_vip_is_answered_with_a_defense_and_reported() {
     eventually("the holder sees the conflict", Duration::from_secs(10), || {
         (metric("ferrolb_speaker_ip_conflicts_total") > before).then_some(())
     });
-    eventually("the observer's cache points at the holder again", Duration::from_secs(5), || {
+    eventually("the observer's ARP cache points at the holder again", Duration::from_secs(5), || {
         (neighbour(&observer, VIP4).as_deref() == Some(holder_mac.as_str())).then_some(())
     });
 
@@ -96,7 +101,7 @@ fn a_host_that_claims_a_vip_is_answered_with_a_defense_and_reported() {
     eventually("the holder sees the IPv6 conflict", Duration::from_secs(10), || {
         (metric("ferrolb_speaker_ip_conflicts_total") > before).then_some(())
     });
-    eventually("the observer's cache points at the holder again", Duration::from_secs(5), || {
+    eventually("the observer's NDP cache points at the holder again", Duration::from_secs(5), || {
         (neighbour(&observer, VIP6).as_deref() == Some(holder_mac.as_str())).then_some(())
     });
 

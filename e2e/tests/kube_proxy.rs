@@ -2,8 +2,8 @@
 //! (`--forwarding kube-proxy`): the speakers only announce, and the sandbox's kube-proxy
 //! stand-in carries VIP traffic to the Pods (DNAT, masquerade for `Cluster`, client
 //! address kept and only local endpoints for `Local`, reject without endpoints, the
-//! health-check node port); and again with the speakers' nodeport forwarding (the
-//! sandbox's default). Runs as root.
+//! health-check node port, a dual-stack Service over dual-stack Pods); and again with
+//! the speakers' nodeport forwarding. Runs as root.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,6 +19,9 @@ use kube::api::{Api, ListParams};
 use serde_json::json;
 
 const VIP: &str = "198.51.100.100";
+/// The dual-stack Service's addresses.
+const DUAL_V4: &str = "198.51.100.101";
+const DUAL_V6: &str = "fd42:f1b::100";
 
 fn kubectl(sb: &Sandbox, args: &[&str]) -> Command {
     ferrolb_e2e::chart::kubectl_command(&sb.state.kubeconfig, &sb.state.run_dir, args)
@@ -66,7 +69,7 @@ fn a_newcomer_exposes_a_deployment_and_reaches_it_through_kube_proxy() {
     newcomer("kube-proxy");
 }
 
-/// The same flow with the speakers forwarding to NodePorts (the sandbox's default).
+/// The same flow with the speakers forwarding to NodePorts.
 #[test]
 fn the_newcomer_flow_works_with_nodeport_forwarding_too() {
     newcomer("nodeport");
@@ -79,12 +82,13 @@ fn newcomer(forwarding: &str) {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         nodes: 3,
-        families: Families::V4,
+        families: Families::Dual,
         values: json!({"speaker": {"forwarding": forwarding}}),
         ..Options::default()
     };
     let sb = rt.block_on(Sandbox::up_opts(&opts, dir.path())).expect("sandbox");
-    rt.block_on(pool_and_advertisement(&sb.client, "p", &[&format!("{VIP}/32")], "all")).unwrap();
+    let addresses = [format!("{VIP}/32"), format!("{DUAL_V4}/32"), format!("{DUAL_V6}/128")];
+    rt.block_on(pool_and_advertisement(&sb.client, "p", &addresses.each_ref().map(String::as_str), "all")).unwrap();
 
     // The tutorial's commands.
     ok(&sb, &["create", "deployment", "hello", "--image=registry.example/hello:1", "--replicas=2", "--port=8080"]);
@@ -133,6 +137,14 @@ fn newcomer(forwarding: &str) {
         }
     }
     assert_eq!(seen.len(), 2, "both replicas answered: {seen:?}");
+    // `kubectl logs` shows each replica's server: what it serves, and the requests.
+    for p in &pods {
+        let logs = ok(&sb, &["logs", p]);
+        assert!(logs.contains("serving HTTP on 198.51.100.") && logs.contains("\"GET / HTTP/1.1\" 200"), "{p}: {logs}");
+    }
+    let all = ok(&sb, &["logs", "-l", "app=hello"]);
+    assert_eq!(all.matches("serving HTTP on 198.51.100.").count(), 2, "{all}");
+    dual_stack(&rt, &sb, &pods);
     until("EndpointsReady True", Duration::from_secs(20), || condition(&sb, "EndpointsReady") == "True/EndpointsReady");
 
     if kube_proxy {
@@ -174,6 +186,36 @@ fn newcomer(forwarding: &str) {
         rt.block_on(api.list(&ListParams::default().labels("app=hello"))).is_ok_and(|l| l.items.is_empty())
     });
     drop(sb);
+}
+
+/// A dual-stack Service in front of the same Pods: each family's VIP reaches both
+/// replicas (through kube-proxy: DNAT to the Pods' IPv6 addresses; through the NodePort
+/// proxy: to their IPv4 ones).
+fn dual_stack(rt: &tokio::runtime::Runtime, sb: &Sandbox, pods: &[String]) {
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello-dual", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack", "selector": {"app": "hello"},
+                 "ports": [{"port": 80, "targetPort": 8080}]}});
+    sb.kubectl_apply(&svc.to_string()).expect("apply hello-dual");
+    let svcs: Api<Service> = Api::namespaced(sb.client.clone(), "default");
+    until("hello-dual holds both IPs", Duration::from_secs(30), || {
+        let ips = rt.block_on(svcs.get("hello-dual")).ok().map(|s| ferrolb_model::ingress_ips(&s)).unwrap_or_default();
+        ips.len() == 2
+    });
+    for vip in [DUAL_V4, DUAL_V6] {
+        let url = ferrolb_e2e::client::url(vip, 80);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            let (code, body, _) = curl(sb, &url);
+            if code == 0 {
+                seen.extend(pods.iter().filter(|p| body.starts_with(p.as_str())).cloned());
+            }
+            if seen.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), 2, "both replicas answered at {url}: {seen:?}");
+    }
+    ok(sb, &["delete", "service", "hello-dual"]);
 }
 
 /// `externalTrafficPolicy: Local` through kube-proxy: only the nodes with a replica say

@@ -43,7 +43,13 @@ fn pod(rt: &tokio::runtime::Runtime, client: &Client, name: &str, app: &str, nod
 fn speakers_announce_fail_over_and_respect_advertisements() {
     // Lease-only failure detection (speaker.memberlist.enabled=false): this test covers
     // the path without heartbeats.
-    let opts = Options { nodes: 2, heartbeats: false, speaker_lease_seconds: 3, ..Options::default() };
+    let opts = Options {
+        nodes: 2,
+        heartbeats: false,
+        speaker_lease_seconds: 3,
+        values: serde_json::json!({"speaker": {"forwarding": "nodeport"}}),
+        ..Options::default()
+    };
     let h = Harness::up(&opts);
     let (rt, sb) = (&h.rt, h.sb());
     let client = sb.client.clone();
