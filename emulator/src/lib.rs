@@ -213,6 +213,20 @@ impl Emulator {
         self.lock().compact();
     }
 
+    /// Everything stored now, as an etcd backup takes it.
+    pub fn snapshot(&self) -> store::Snapshot {
+        self.lock().snapshot()
+    }
+
+    /// Come back from `snap` as an API server restarted on an etcd restored from that
+    /// backup: objects, types and resourceVersions as they were then, no watch history,
+    /// every open watch ended. A client resuming a watch at a version it saw after the
+    /// backup is answered 504 "Too large resource version" and must list again.
+    pub fn restore(&self, snap: &store::Snapshot) {
+        self.lock().restore(snap);
+        self.close_watches();
+    }
+
     /// End every open watch stream, as an API server restart or a load balancer would.
     pub fn close_watches(&self) {
         self.inner.close_watches.send_modify(|g| *g += 1);

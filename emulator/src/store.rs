@@ -151,6 +151,23 @@ pub struct Written {
     pub warnings: Vec<String>,
 }
 
+/// The stored objects and served types at one resourceVersion, as an etcd backup
+/// holds them ([`State::snapshot`], [`State::restore`]).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    rv: u64,
+    registry: Registry,
+    objects: BTreeMap<ResourceKey, BTreeMap<(String, String), Value>>,
+    svc_alloc: ServiceAllocations,
+}
+
+impl Snapshot {
+    /// The resourceVersion it was taken at.
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+}
+
 /// The whole mutable state of the emulated API server.
 #[derive(Debug)]
 pub struct State {
@@ -234,6 +251,29 @@ impl State {
         }
         s.pending.clear();
         s
+    }
+
+    /// Everything stored now, at the current resourceVersion.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            rv: self.rv,
+            registry: self.registry.clone(),
+            objects: self.objects.clone(),
+            svc_alloc: self.svc_alloc.clone(),
+        }
+    }
+
+    /// Go back to `snap`, as a server on a restored etcd: its objects, types and
+    /// resourceVersion, and no watch history (a watch from before it is 410 Gone, one
+    /// from a version it never reached 504 "Too large resource version").
+    pub fn restore(&mut self, snap: &Snapshot) {
+        self.rv = snap.rv;
+        self.registry = snap.registry.clone();
+        self.objects = snap.objects.clone();
+        self.svc_alloc = snap.svc_alloc.clone();
+        self.history.clear();
+        self.compacted = snap.rv;
+        self.pending.clear();
     }
 
     /// The current resourceVersion.
