@@ -1,21 +1,23 @@
 //! A kube-controller-manager stand-in for users' workloads: the Deployment controller
 //! (a ReplicaSet per Pod template, rolled to the new one, status for `kubectl rollout
-//! status`), the ReplicaSet controller (Pods created and deleted to the replica count)
-//! and the garbage collector (a ReplicaSet or Pod whose controlling owner is gone is
-//! deleted, as background propagation does). The stand-in kubelet (`standin.rs`) then
-//! places and runs the Pods.
+//! status`), the ReplicaSet controller (Pods created and deleted to the replica count),
+//! the DaemonSet controller (a Pod on every node its `nodeSelector` admits, replaced one
+//! at a time when the template changes) and the garbage collector (a ReplicaSet or Pod
+//! whose controlling owner is gone is deleted, as background propagation does). The
+//! stand-in kubelet (`standin.rs`) then places and runs the Pods. Jobs are not run:
+//! the stand-in's Pods are servers that never complete.
 //!
 //! The decisions are pure functions of the cached objects ([`deployment_plan`],
-//! [`replica_set_plan`]); [`run_workloads`] applies them through the API like any
-//! controller. ferrolb's own Deployment and DaemonSet (in the sandbox's namespace) are
+//! [`replica_set_plan`], [`daemon_set_plan`]); [`run_workloads`] applies them through
+//! the API like any controller. ferrolb's own Deployment and DaemonSet (in the sandbox's namespace) are
 //! run by the sandbox's kubelet from the chart's objects, not here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ferrolb_common::reflect;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -24,6 +26,8 @@ use tokio::sync::{Notify, watch};
 const MANAGER: &str = "ferrolb-sandbox-controller-manager";
 const HASH_LABEL: &str = "pod-template-hash";
 const REVISION: &str = "deployment.kubernetes.io/revision";
+/// The label a DaemonSet's Pods carry: the template they were made from.
+const DS_HASH_LABEL: &str = "controller-revision-hash";
 
 /// What the Deployment controller does for one Deployment.
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +217,84 @@ pub fn replica_set_plan(rs: &Value, pods: &[Value]) -> ReplicaSetPlan {
     ReplicaSetPlan { create, delete, status }
 }
 
+/// What the DaemonSet controller does for one DaemonSet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSetPlan {
+    /// New Pods, one per node that has none (bodies with `generateName` and `nodeName`).
+    pub create: Vec<Value>,
+    /// Pods to delete: on a node the selector no longer admits, a node's extra ones,
+    /// and (one at a time, once every node's Pod is ready) one of an older template.
+    pub delete: Vec<String>,
+    /// The DaemonSet's status (what `kubectl rollout status ds/...` reads).
+    pub status: Value,
+}
+
+/// The DaemonSet controller's decision for `ds` (JSON), given the live Pods it
+/// controls and the nodes (name, labels).
+pub fn daemon_set_plan(ds: &Value, pods: &[Value], nodes: &[(String, BTreeMap<String, String>)]) -> DaemonSetPlan {
+    let name = ds["metadata"]["name"].as_str().unwrap_or_default();
+    let tpl = &ds["spec"]["template"];
+    let hash = template_hash(tpl);
+    let selector = tpl["spec"]["nodeSelector"].as_object().cloned().unwrap_or_default();
+    let admits = |labels: &BTreeMap<String, String>| {
+        selector.iter().all(|(k, v)| v.as_str().is_some_and(|v| labels.get(k).map(String::as_str) == Some(v)))
+    };
+    let eligible: Vec<&String> = nodes.iter().filter(|(_, l)| admits(l)).map(|(n, _)| n).collect();
+    let node_of = |p: &Value| p["spec"]["nodeName"].as_str().unwrap_or_default().to_string();
+    let current = |p: &Value| p["metadata"]["labels"][DS_HASH_LABEL].as_str() == Some(hash.as_str());
+    let mut create = Vec::new();
+    let mut delete = Vec::new();
+    for p in pods.iter().filter(|p| !eligible.iter().any(|n| **n == node_of(p))) {
+        delete.extend(p["metadata"]["name"].as_str().map(String::from));
+    }
+    let mut all_ready = true;
+    let mut outdated = Vec::new();
+    for node in &eligible {
+        let mut here: Vec<&Value> = pods.iter().filter(|p| node_of(p) == **node).collect();
+        // The current template's and ready ones are kept first.
+        here.sort_by_key(|p| (!current(p), !ready(p)));
+        match here.split_first() {
+            None => {
+                all_ready = false;
+                let mut meta = if tpl["metadata"].is_object() { tpl["metadata"].clone() } else { json!({}) };
+                meta["generateName"] = json!(format!("{name}-"));
+                meta["namespace"] = ds["metadata"]["namespace"].clone();
+                meta["labels"][DS_HASH_LABEL] = json!(hash);
+                meta["ownerReferences"] = json!([owner_ref(ds, "apps/v1", "DaemonSet")]);
+                let mut spec = tpl["spec"].clone();
+                spec["nodeName"] = json!(node);
+                create.push(json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}));
+            }
+            Some((kept, extra)) => {
+                all_ready &= ready(kept);
+                if !current(kept) {
+                    outdated.extend(kept["metadata"]["name"].as_str().map(String::from));
+                }
+                delete.extend(extra.iter().filter_map(|p| p["metadata"]["name"].as_str().map(String::from)));
+            }
+        }
+    }
+    // RollingUpdate with maxUnavailable 1: replace one outdated Pod at a time.
+    if all_ready && let Some(first) = outdated.first() {
+        delete.push(first.clone());
+    }
+    let on_eligible: Vec<&Value> = pods.iter().filter(|p| eligible.iter().any(|n| **n == node_of(p))).collect();
+    let scheduled = eligible.iter().filter(|n| on_eligible.iter().any(|p| node_of(p) == ***n)).count();
+    let n_ready = on_eligible.iter().filter(|p| ready(p)).count();
+    let updated = on_eligible.iter().filter(|p| current(p)).count();
+    let status = json!({
+        "observedGeneration": ds["metadata"]["generation"],
+        "desiredNumberScheduled": eligible.len(),
+        "currentNumberScheduled": scheduled,
+        "numberMisscheduled": pods.len() - on_eligible.len(),
+        "numberReady": n_ready,
+        "updatedNumberScheduled": updated,
+        "numberAvailable": n_ready,
+        "numberUnavailable": eligible.len().saturating_sub(n_ready),
+    });
+    DaemonSetPlan { create, delete, status }
+}
+
 fn owner_ref(owner: &Value, api_version: &str, kind: &str) -> Value {
     json!({"apiVersion": api_version, "kind": kind, "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
            "controller": true, "blockOwnerDeletion": true})
@@ -233,6 +315,7 @@ fn kind_api(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
     let resource = match kind {
         "Deployment" => ApiResource::erase::<Deployment>(&()),
         "ReplicaSet" => ApiResource::erase::<ReplicaSet>(&()),
+        "DaemonSet" => ApiResource::erase::<DaemonSet>(&()),
         _ => ApiResource::erase::<Pod>(&()),
     };
     Api::namespaced_with(client.clone(), ns, &resource)
@@ -260,7 +343,15 @@ pub async fn run_workloads(
     let (deploys, _d) = reflect(Api::<Deployment>::all(client.clone()), changed.clone());
     let (sets, _r) = reflect(Api::<ReplicaSet>::all(client.clone()), changed.clone());
     let (pods, _p) = reflect(Api::<Pod>::all(client.clone()), changed.clone());
-    for ready in [deploys.wait_until_ready().await, sets.wait_until_ready().await, pods.wait_until_ready().await] {
+    let (daemons, _ds) = reflect(Api::<DaemonSet>::all(client.clone()), changed.clone());
+    let (nodes, _n) = reflect(Api::<Node>::all(client.clone()), changed.clone());
+    for ready in [
+        deploys.wait_until_ready().await,
+        sets.wait_until_ready().await,
+        pods.wait_until_ready().await,
+        daemons.wait_until_ready().await,
+        nodes.wait_until_ready().await,
+    ] {
         ready?;
     }
     // Re-check now and then: a write that failed (a conflict) is retried from fresh state.
@@ -274,11 +365,16 @@ pub async fn run_workloads(
         let ds: Vec<Value> = deploys.state().iter().map(|d| to_json(&**d)).collect();
         let rss: Vec<Value> = sets.state().iter().map(|r| to_json(&**r)).collect();
         let ps: Vec<Value> = pods.state().iter().map(|p| to_json(&**p)).collect();
+        let dss: Vec<Value> = daemons.state().iter().map(|d| to_json(&**d)).collect();
+        let node_labels: Vec<(String, BTreeMap<String, String>)> =
+            nodes.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
         let mine = |v: &&Value| v["metadata"]["namespace"].as_str() != Some(skip_namespace.as_str());
         let alive = |v: &&Value| v["metadata"]["deletionTimestamp"].is_null();
         // Garbage collection: dependents whose controlling owner is gone. The cache may
         // lag the owner's creation, so the owner's absence is confirmed by a read.
-        for (deps, owners, owner_kind) in [(&rss, &ds, "Deployment"), (&ps, &rss, "ReplicaSet")] {
+        for (deps, owners, owner_kind) in
+            [(&rss, &ds, "Deployment"), (&ps, &rss, "ReplicaSet"), (&ps, &dss, "DaemonSet")]
+        {
             for dep in deps.iter().filter(mine).filter(alive) {
                 let Some(uid) = controller_uid(dep, owner_kind) else { continue };
                 if owners.iter().any(|o| o["metadata"]["uid"] == uid) {
@@ -378,6 +474,32 @@ pub async fn run_workloads(
                 let _ = api.patch_status(name, &patch_params(), &Patch::Merge(json!({"status": plan.status}))).await;
             }
         }
+        for d in dss.iter().filter(mine).filter(alive) {
+            let uid = d["metadata"]["uid"].as_str().unwrap_or_default();
+            let ns = d["metadata"]["namespace"].as_str().unwrap_or_default();
+            let owned: Vec<Value> =
+                ps.iter().filter(alive).filter(|p| controller_uid(p, "DaemonSet") == Some(uid)).cloned().collect();
+            let plan = daemon_set_plan(d, &owned, &node_labels);
+            let pod_api = Api::<Pod>::namespaced(client.clone(), ns);
+            for body in &plan.create {
+                if let Ok(p) = serde_json::from_value::<Pod>(body.clone())
+                    && let Ok(made) = pod_api.create(&post_params(), &p).await
+                {
+                    event(&client, d, "DaemonSet", "SuccessfulCreate", &format!("Created pod: {}", made.name_any()))
+                        .await;
+                }
+            }
+            for name in &plan.delete {
+                if pod_api.delete(name, &DeleteParams::background()).await.is_ok() {
+                    event(&client, d, "DaemonSet", "SuccessfulDelete", &format!("Deleted pod: {name}")).await;
+                }
+            }
+            if !subset(&plan.status, &d["status"]) {
+                let api = Api::<DaemonSet>::namespaced(client.clone(), ns);
+                let name = d["metadata"]["name"].as_str().unwrap_or_default();
+                let _ = api.patch_status(name, &patch_params(), &Patch::Merge(json!({"status": plan.status}))).await;
+            }
+        }
     }
 }
 
@@ -411,7 +533,11 @@ async fn event(client: &Client, obj: &Value, kind: &str, reason: &str, message: 
         "reason": reason,
         "message": message,
         "type": "Normal",
-        "source": {"component": if kind == "Deployment" { "deployment-controller" } else { "replicaset-controller" }},
+        "source": {"component": match kind {
+            "Deployment" => "deployment-controller",
+            "DaemonSet" => "daemonset-controller",
+            _ => "replicaset-controller",
+        }},
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
@@ -439,6 +565,47 @@ mod tests {
         rs["spec"]["replicas"] = json!(spec);
         rs["status"] = json!({"replicas": status, "availableReplicas": available, "readyReplicas": available});
         rs
+    }
+
+    #[test]
+    fn a_daemon_set_has_one_pod_per_admitted_node_and_replaces_them_one_at_a_time() {
+        let ds = |image: &str| {
+            json!({"metadata": {"name": "agent", "namespace": "default", "uid": "ds-1", "generation": 1},
+                   "spec": {"template": {"metadata": {"labels": {"app": "agent"}},
+                            "spec": {"nodeSelector": {"role": "edge"}, "containers": [{"name": "a", "image": image}]}}}})
+        };
+        let nodes: Vec<(String, BTreeMap<String, String>)> = [("n1", "edge"), ("n2", "edge"), ("n3", "core")]
+            .iter()
+            .map(|(n, r)| (n.to_string(), BTreeMap::from([("role".to_string(), r.to_string())])))
+            .collect();
+        let p = daemon_set_plan(&ds("a:1"), &[], &nodes);
+        let placed: Vec<&str> = p.create.iter().map(|c| c["spec"]["nodeName"].as_str().unwrap()).collect();
+        assert_eq!(placed, ["n1", "n2"]);
+        assert_eq!(p.create[0]["metadata"]["ownerReferences"][0]["uid"], "ds-1");
+        assert_eq!(p.status["desiredNumberScheduled"], 2);
+        let pod = |name: &str, node: &str, body: &Value, ready: bool| {
+            let mut p = body.clone();
+            p["metadata"]["name"] = json!(name);
+            p["spec"]["nodeName"] = json!(node);
+            p["status"] = json!({"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]});
+            p
+        };
+        let running = [pod("a-1", "n1", &p.create[0], true), pod("a-2", "n2", &p.create[1], true)];
+        let steady = daemon_set_plan(&ds("a:1"), &running, &nodes);
+        assert!(steady.create.is_empty() && steady.delete.is_empty(), "{steady:?}");
+        assert_eq!(
+            (steady.status["numberReady"].clone(), steady.status["updatedNumberScheduled"].clone()),
+            (json!(2), json!(2))
+        );
+        // A new template: one old Pod at a time, and none while a node lacks a ready one.
+        let rolling = daemon_set_plan(&ds("a:2"), &running, &nodes);
+        assert_eq!(rolling.delete, ["a-1"]);
+        assert_eq!(rolling.status["updatedNumberScheduled"], 0);
+        let waiting = daemon_set_plan(&ds("a:2"), &running[1..], &nodes);
+        assert!(waiting.delete.is_empty() && waiting.create.len() == 1, "{waiting:?}");
+        // A Pod on a node no longer admitted goes.
+        let stray = [running[0].clone(), pod("a-3", "n3", &p.create[0], true)];
+        assert!(daemon_set_plan(&ds("a:1"), &stray, &nodes).delete.contains(&"a-3".to_string()));
     }
 
     #[test]

@@ -130,3 +130,52 @@ async fn deployments_roll_scale_and_cascade_as_kubectl_expects() {
     until("the ReplicaSets to go", async || sets.list(&ListParams::default()).await.unwrap().items.is_empty()).await;
     until("the Pods to go", async || pods_of(&c.client, "hello").await.is_empty()).await;
 }
+
+/// A DaemonSet, applied with kubectl: one Pod on every node its `nodeSelector`
+/// admits, `rollout status` after a new image (Pods replaced one at a time), a node
+/// that stops matching loses its Pod, and deletion cascades.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_sets_put_a_pod_on_each_admitted_node() {
+    let c = cluster().await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.client.clone());
+    for (name, role) in [("node-1", "edge"), ("node-2", "edge"), ("node-3", "core")] {
+        let n = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"role": role}}})).unwrap();
+        nodes.create(&Default::default(), &n).await.unwrap();
+    }
+    let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                 "template": {"metadata": {"labels": {"app": "agent"}},
+                              "spec": {"nodeSelector": {"role": "edge"},
+                                       "containers": [{"name": "agent", "image": "registry.example/agent:1"}]}}}});
+    let file = c.home.path().join("ds.json");
+    std::fs::write(&file, ds.to_string()).unwrap();
+    c.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let out = c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let on = |pods: &[Pod]| -> Vec<String> {
+        let mut n: Vec<String> = pods.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(on(&pods_of(&c.client, "agent").await), ["node-1", "node-2"]);
+
+    c.ok(&["set", "image", "ds/agent", "agent=registry.example/agent:2"]);
+    let out = c.ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    until("every Pod runs the new image", async || {
+        let pods = pods_of(&c.client, "agent").await;
+        on(&pods) == ["node-1", "node-2"]
+            && pods.iter().all(|p| {
+                p.spec.as_ref().is_some_and(|s| s.containers[0].image.as_deref() == Some("registry.example/agent:2"))
+            })
+    })
+    .await;
+
+    c.ok(&["label", "node", "node-2", "role=core", "--overwrite"]);
+    until("node-2's Pod goes", async || on(&pods_of(&c.client, "agent").await) == ["node-1"]).await;
+    let table = c.ok(&["get", "ds", "agent"]);
+    assert!(table.lines().nth(1).is_some_and(|l| l.split_whitespace().nth(1) == Some("1")), "DESIRED 1: {table}");
+
+    c.ok(&["delete", "ds", "agent"]);
+    until("the DaemonSet's Pods go", async || pods_of(&c.client, "agent").await.is_empty()).await;
+}

@@ -214,6 +214,40 @@ fn managed_sans_time(v: &Value) -> Value {
     m
 }
 
+/// kube-apiserver's defaults for the apps workloads' top-level spec fields that
+/// kubectl reads (`rollout status` refuses a DaemonSet without an update strategy),
+/// filled only where absent.
+fn workload_defaults(plural: &str, obj: &mut Value) {
+    if !obj["spec"].is_object() {
+        return;
+    }
+    let spec = &mut obj["spec"];
+    let mut set = |k: &str, v: Value| {
+        if spec[k].is_null() {
+            spec[k] = v;
+        }
+    };
+    match plural {
+        "deployments" => {
+            set("replicas", json!(1));
+            set(
+                "strategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+            );
+            set("revisionHistoryLimit", json!(10));
+            set("progressDeadlineSeconds", json!(600));
+        }
+        "daemonsets" => {
+            set(
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+            set("revisionHistoryLimit", json!(10));
+        }
+        _ => set("replicas", json!(1)),
+    }
+}
+
 fn spec_part(v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(m) = v.as_object_mut() {
@@ -457,6 +491,7 @@ impl State {
                 }
                 r.map_err(invalid)?;
             }
+            ("apps", "deployments" | "daemonsets" | "replicasets") => workload_defaults(&t.rt.plural, obj),
             ("", "secrets") => {
                 // kube-apiserver merges the write-only `stringData` into `data` (base64),
                 // its keys winning, and never stores it.

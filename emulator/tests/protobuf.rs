@@ -163,6 +163,8 @@ async fn a_client_that_prefers_protobuf_reads_objects_lists_and_watches_in_it() 
     let (mut want_spec, got_spec) = (sent.spec.clone().unwrap(), got.spec.clone().unwrap());
     // The zero hostPort is Go's default: written as absent.
     want_spec.template.as_mut().unwrap().spec.as_mut().unwrap().containers[0].ports[0].host_port = None;
+    // The server's defaults for what was not sent.
+    (want_spec.revision_history_limit, want_spec.progress_deadline_seconds) = (Some(10), Some(600));
     assert_eq!(got_spec, want_spec);
 
     // A list, as the list kind.
