@@ -245,6 +245,18 @@ fn graceful_restart_keeps_traffic_flowing(daemon: Daemon) {
     service(&h, "web", "Cluster");
     let (web4, _) = ips(&h, "web");
     until_hops(&h, &web4, &[1, 2, 3]);
+    // The routes come before web-1 serves (Cluster advertises without endpoints): the
+    // probes start once every node forwards to it (its NodePort answers from outside).
+    let api: Api<Service> = Api::namespaced(h.sb().client.clone(), "default");
+    let node_port = eventually("web's NodePort", Duration::from_secs(10), || {
+        h.rt.block_on(api.get("web")).ok()?.spec?.ports?.first()?.node_port
+    });
+    for n in &h.sb().state.nodes {
+        let url = url(&n.interfaces[0].ipv4, u16::try_from(node_port).unwrap());
+        eventually(&format!("{} forwards to web-1", n.name), Duration::from_secs(20), || {
+            outside(&h).curl(&url, Duration::from_secs(2))
+        });
+    }
     let target: SocketAddr = format!("{web4}:80").parse().unwrap();
     let outside_ns = format!("/run/netns/{}", router(&h).outside_netns);
     let prober = Prober::start(&outside_ns, target, Duration::from_millis(20), Duration::from_secs(1)).unwrap();

@@ -142,6 +142,18 @@ fn newcomer(forwarding: &str) {
         let logs = ok(&sb, &["logs", p]);
         assert!(logs.contains("serving HTTP on 198.51.100.") && logs.contains("\"GET / HTTP/1.1\" 200"), "{p}: {logs}");
     }
+    // `get pods -o wide` and `describe` say where each replica runs and who owns it.
+    let wide = ok(&sb, &["get", "pods", "-o", "wide", "-l", "app=hello"]);
+    for p in &pods {
+        let row = wide.lines().find(|l| l.starts_with(p.as_str())).unwrap_or_default();
+        assert!(row.contains("Running") && row.contains("198.51.100.") && row.contains("node-"), "{wide}");
+        let described = ok(&sb, &["describe", "pod", p]);
+        for field in ["Node:", "IP:", "Controlled By:  ReplicaSet/hello-", "Ready"] {
+            assert!(described.contains(field), "{field} in:\n{described}");
+        }
+    }
+    let described = ok(&sb, &["describe", "deployment", "hello"]);
+    assert!(described.contains("2 desired | 2 updated | 2 total | 2 available"), "{described}");
     let all = ok(&sb, &["logs", "-l", "app=hello"]);
     assert_eq!(all.matches("serving HTTP on 198.51.100.").count(), 2, "{all}");
     dual_stack(&rt, &sb, &pods);
