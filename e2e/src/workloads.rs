@@ -450,56 +450,51 @@ pub async fn run_workloads(
         }
         for rs in rss.iter().filter(mine).filter(alive) {
             let uid = rs["metadata"]["uid"].as_str().unwrap_or_default();
-            let ns = rs["metadata"]["namespace"].as_str().unwrap_or_default();
             let owned: Vec<Value> =
                 ps.iter().filter(alive).filter(|p| controller_uid(p, "ReplicaSet") == Some(uid)).cloned().collect();
             let plan = replica_set_plan(rs, &owned);
-            let pod_api = Api::<Pod>::namespaced(client.clone(), ns);
-            for body in &plan.create {
-                if let Ok(p) = serde_json::from_value::<Pod>(body.clone())
-                    && let Ok(made) = pod_api.create(&post_params(), &p).await
-                {
-                    event(&client, rs, "ReplicaSet", "SuccessfulCreate", &format!("Created pod: {}", made.name_any()))
-                        .await;
-                }
-            }
-            for name in &plan.delete {
-                if pod_api.delete(name, &DeleteParams::background()).await.is_ok() {
-                    event(&client, rs, "ReplicaSet", "SuccessfulDelete", &format!("Deleted pod: {name}")).await;
-                }
-            }
-            if !subset(&plan.status, &rs["status"]) {
-                let api = Api::<ReplicaSet>::namespaced(client.clone(), ns);
-                let name = rs["metadata"]["name"].as_str().unwrap_or_default();
-                let _ = api.patch_status(name, &patch_params(), &Patch::Merge(json!({"status": plan.status}))).await;
-            }
+            apply_pod_plan(&client, rs, "ReplicaSet", &plan.create, &plan.delete, &plan.status).await;
         }
         for d in dss.iter().filter(mine).filter(alive) {
             let uid = d["metadata"]["uid"].as_str().unwrap_or_default();
-            let ns = d["metadata"]["namespace"].as_str().unwrap_or_default();
             let owned: Vec<Value> =
                 ps.iter().filter(alive).filter(|p| controller_uid(p, "DaemonSet") == Some(uid)).cloned().collect();
             let plan = daemon_set_plan(d, &owned, &node_labels);
-            let pod_api = Api::<Pod>::namespaced(client.clone(), ns);
-            for body in &plan.create {
-                if let Ok(p) = serde_json::from_value::<Pod>(body.clone())
-                    && let Ok(made) = pod_api.create(&post_params(), &p).await
-                {
-                    event(&client, d, "DaemonSet", "SuccessfulCreate", &format!("Created pod: {}", made.name_any()))
-                        .await;
-                }
-            }
-            for name in &plan.delete {
-                if pod_api.delete(name, &DeleteParams::background()).await.is_ok() {
-                    event(&client, d, "DaemonSet", "SuccessfulDelete", &format!("Deleted pod: {name}")).await;
-                }
-            }
-            if !subset(&plan.status, &d["status"]) {
-                let api = Api::<DaemonSet>::namespaced(client.clone(), ns);
-                let name = d["metadata"]["name"].as_str().unwrap_or_default();
-                let _ = api.patch_status(name, &patch_params(), &Patch::Merge(json!({"status": plan.status}))).await;
-            }
+            apply_pod_plan(&client, d, "DaemonSet", &plan.create, &plan.delete, &plan.status).await;
         }
+    }
+}
+
+/// Carry out a Pod controller's plan for `owner` (a ReplicaSet or DaemonSet): create
+/// and delete its Pods, with the Events upstream records, and write its status when
+/// it changed.
+async fn apply_pod_plan(
+    client: &Client,
+    owner: &Value,
+    kind: &str,
+    create: &[Value],
+    delete: &[String],
+    status: &Value,
+) {
+    let ns = owner["metadata"]["namespace"].as_str().unwrap_or_default();
+    let pod_api = Api::<Pod>::namespaced(client.clone(), ns);
+    for body in create {
+        if let Ok(p) = serde_json::from_value::<Pod>(body.clone())
+            && let Ok(made) = pod_api.create(&post_params(), &p).await
+        {
+            event(client, owner, kind, "SuccessfulCreate", &format!("Created pod: {}", made.name_any())).await;
+        }
+    }
+    for name in delete {
+        if pod_api.delete(name, &DeleteParams::background()).await.is_ok() {
+            event(client, owner, kind, "SuccessfulDelete", &format!("Deleted pod: {name}")).await;
+        }
+    }
+    if !subset(status, &owner["status"]) {
+        let name = owner["metadata"]["name"].as_str().unwrap_or_default();
+        let _ = kind_api(client, ns, kind)
+            .patch_status(name, &patch_params(), &Patch::Merge(json!({"status": status})))
+            .await;
     }
 }
 
